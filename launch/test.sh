@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs, then runs the whole suite.
+# Extra arguments go to pytest (e.g. -m "not slow" to skip end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/setup.sh
+exec python -m pytest "$@"

@@ -1,0 +1,125 @@
+"""The one batch format shared by the data pipeline, the model and the eval.
+
+Every sample, whatever its modality, is an array of *elements*: raw
+per-element ``values``, ``coords`` in [-1, 1] and a modality name. A batch
+holds one :class:`ModalityBatch` per modality present, padded only within
+that modality. A paired sample (image + caption + speech) contributes one row
+to each of its modalities' sub-batches; ``pair_index`` ties the rows together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from unimodal_free.config import MODALITIES
+
+# Positional dimensionality of each modality's coords.
+COORD_DIMS = {"image": 2, "speech": 1, "text": 1}
+
+
+@dataclass
+class Elements:
+    """One sample's elements for one modality (before batching)."""
+
+    modality: str
+    values: torch.Tensor  # (M, C) float32; text: (M,) int64 token ids
+    coords: torch.Tensor  # (M, D) float32 in [-1, 1]
+
+    @property
+    def num_elements(self) -> int:
+        return int(self.coords.shape[0])
+
+
+@dataclass
+class ModalityBatch:
+    """One modality's rows, padded to the longest row of this modality only."""
+
+    values: torch.Tensor  # (B, M, C) float32; text: (B, M) int64 token ids
+    coords: torch.Tensor  # (B, M, D) float32 in [-1, 1]
+    padding: torch.Tensor  # (B, M) bool, True where the element is batch padding
+    pair_index: torch.Tensor  # (B,) int64 -> Batch.pair_ids, -1 if the row has no partner
+    keys: list[str] = field(default_factory=list)  # (B,) sample keys
+
+    @property
+    def rows(self) -> int:
+        return int(self.coords.shape[0])
+
+    def to(self, device: torch.device | str) -> "ModalityBatch":
+        return ModalityBatch(
+            values=self.values.to(device, non_blocking=True),
+            coords=self.coords.to(device, non_blocking=True),
+            padding=self.padding.to(device, non_blocking=True),
+            pair_index=self.pair_index.to(device, non_blocking=True),
+            keys=list(self.keys),
+        )
+
+
+@dataclass
+class Batch:
+    """A mixed-modality batch: sub-batches keyed by modality name, in MODALITIES order."""
+
+    parts: dict[str, ModalityBatch]
+    pair_ids: list[str] = field(default_factory=list)
+    # Corrupt samples skipped by the reader since the previous batch.
+    skipped: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts.values())
+
+    def num_elements(self) -> int:
+        """Real (non-padding) elements in the batch."""
+        return sum(int((~p.padding).sum()) for p in self.parts.values())
+
+    def padding_waste(self) -> float:
+        """Share of element slots that are padding."""
+        total = sum(p.padding.numel() for p in self.parts.values())
+        return 0.0 if total == 0 else 1.0 - self.num_elements() / total
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch({m: p.to(device) for m, p in self.parts.items()}, list(self.pair_ids), self.skipped)
+
+
+def collate_elements(samples: list[tuple[Elements, str, str | None]]) -> Batch:
+    """Pad a list of ``(elements, key, pair_id)`` into a :class:`Batch`.
+
+    Rows are grouped by modality (in MODALITIES order); each modality is padded
+    to its own longest row, never across modalities.
+    """
+    pair_ids: list[str] = []
+    pair_pos: dict[str, int] = {}
+    by_modality: dict[str, list[tuple[Elements, str, int]]] = {}
+    for elements, key, pair in samples:
+        index = -1
+        if pair is not None:
+            if pair not in pair_pos:
+                pair_pos[pair] = len(pair_ids)
+                pair_ids.append(pair)
+            index = pair_pos[pair]
+        by_modality.setdefault(elements.modality, []).append((elements, key, index))
+    parts = {}
+    for modality in MODALITIES:
+        rows = by_modality.get(modality)
+        if not rows:
+            continue
+        longest = max(e.num_elements for e, _, _ in rows)
+        first = rows[0][0]
+        values = first.values.new_zeros((len(rows), longest) + tuple(first.values.shape[1:]))
+        coords = first.coords.new_zeros((len(rows), longest, first.coords.shape[1]))
+        padding = torch.ones(len(rows), longest, dtype=torch.bool)
+        for i, (e, _, _) in enumerate(rows):
+            m = e.num_elements
+            values[i, :m] = e.values
+            coords[i, :m] = e.coords
+            padding[i, :m] = False
+        parts[modality] = ModalityBatch(
+            values=values,
+            coords=coords,
+            padding=padding,
+            pair_index=torch.tensor([i for _, _, i in rows], dtype=torch.long),
+            keys=[k for _, k, _ in rows],
+        )
+    # Pairs with a single row in this batch cannot be aligned; keep ids anyway.
+    return Batch(parts=parts, pair_ids=pair_ids)
