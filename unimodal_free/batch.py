@@ -123,3 +123,23 @@ def collate_elements(samples: list[tuple[Elements, str, str | None]]) -> Batch:
         )
     # Pairs with a single row in this batch cannot be aligned; keep ids anyway.
     return Batch(parts=parts, pair_ids=pair_ids)
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What the model needs to know of a modality's elements: their width."""
+
+    name: str
+    coord_dims: int
+    value_dim: int = 0  # continuous values per element (image, speech)
+    vocab_size: int = 0  # token ids (text): embedding lookup instead of values
+
+
+def modality_specs(data_cfg, vocab_size: int) -> dict[str, ModalitySpec]:
+    """Element widths implied by the data config and the tokenizer's vocabulary."""
+    p = data_cfg.patch_size
+    return {
+        "image": ModalitySpec("image", COORD_DIMS["image"], value_dim=p * p * 3),
+        "speech": ModalitySpec("speech", COORD_DIMS["speech"], value_dim=data_cfg.n_mels * data_cfg.frames_per_element),
+        "text": ModalitySpec("text", COORD_DIMS["text"], vocab_size=vocab_size),
+    }
