@@ -1,0 +1,149 @@
+"""Decode and validate the three media kinds, shared by the shard writer and the reader.
+
+Validation means a real decode (PIL ``verify`` + ``load``, ``soundfile.read``,
+strict UTF-8), because a header that parses says nothing about the bytes
+behind it. Every failure raises :class:`BadMedia` with a short reason; the
+caller adds the file or key name and decides whether to skip or stop.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+# An image whose header claims more than this is refused before decoding:
+# a 20000x20000 "PNG" of a few bytes would otherwise allocate 1.6 GB.
+MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_PIXELS = 40_000_000
+
+# PIL format name -> shard extension. Other decodable formats are re-encoded to PNG.
+IMAGE_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+IMAGE_EXTS = ("jpg", "png", "webp")
+# libsndfile major format -> shard extension. Other decodable formats become FLAC.
+SPEECH_FORMATS = {"FLAC": "flac", "WAV": "wav", "WAVEX": "wav", "OGG": "ogg"}
+SPEECH_EXTS = ("flac", "wav", "ogg")
+
+
+class BadMedia(ValueError):
+    """The bytes are not a usable image / audio clip / text; the message says why."""
+
+
+def _check_image_size(img: Image.Image) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise BadMedia(f"image has empty size {w}x{h}")
+    if max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+        raise BadMedia(
+            f"image header claims {w}x{h} (limit {MAX_IMAGE_SIDE} px per side, {MAX_IMAGE_PIXELS} pixels)"
+        )
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Fully decoded image (any mode), size-checked from the header before decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_image_size(img)
+            img.verify()  # structural checks (chunk CRCs, truncation) verify can see
+            img = Image.open(io.BytesIO(data))  # verify() leaves the image unusable
+            img.load()
+    except BadMedia:
+        raise
+    except Image.UnidentifiedImageError:
+        raise BadMedia("not an image PIL can identify") from None
+    except Exception as e:  # PIL raises many types: OSError, SyntaxError, ValueError, ...
+        raise BadMedia(f"cannot decode image: {type(e).__name__}: {e}") from None
+    return img
+
+
+def image_extension(img: Image.Image) -> str | None:
+    """Shard extension for the image's encoded format, None when it must be re-encoded."""
+    return IMAGE_FORMATS.get(img.format or "")
+
+
+def to_png_bytes(img: Image.Image) -> bytes:
+    """Lossless re-encode for decodable formats that shards do not carry (BMP, GIF, TIFF, ...)."""
+    if img.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB view of any image; transparency is composited on white (what a viewer shows)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode in ("I", "I;16", "F"):
+        # 16-bit / float greyscale: scale to 8 bit by the format's range, not by clipping.
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 1.0 if img.mode == "F" else (65535.0 if arr.max() > 255 else 255.0)
+        arr = np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image_rgb(data: bytes) -> Image.Image:
+    """Encoded image bytes -> validated RGB PIL image."""
+    return to_rgb(open_image(data))
+
+
+def read_audio(data: bytes) -> tuple[np.ndarray, int, str]:
+    """Encoded audio -> (mono float32 waveform (T,), sample rate, libsndfile format name)."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt, sr = f.format, f.samplerate
+            wav = f.read(dtype="float32", always_2d=True)  # (T, channels)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise BadMedia(f"cannot decode audio: {type(e).__name__}: {e}") from None
+    if wav.shape[0] == 0:
+        raise BadMedia("audio has no samples")
+    if sr < 1000:
+        raise BadMedia(f"audio sample rate {sr} Hz is implausible")
+    mono = wav.mean(axis=1)  # (T,)
+    if not np.isfinite(mono).all():
+        raise BadMedia("audio contains NaN or Inf samples")
+    return mono, sr, fmt
+
+
+def audio_to_flac_bytes(wav: np.ndarray, sr: int) -> bytes:
+    """Lossless 16-bit FLAC for decodable audio formats that shards do not carry (MP3, AIFF, ...)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited (windowed sinc) resampling of a mono waveform (T,) -> (T',)."""
+    if sr_in == sr_out:
+        return wav.astype(np.float32, copy=False)
+    import torch  # lazy: the shard writer never needs torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), sr_in, sr_out)
+    return out.numpy()
+
+
+def decode_text(data: bytes) -> str:
+    """Strict UTF-8 (a leading BOM is dropped), stripped; empty text is bad text."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BadMedia(f"text is not UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        raise BadMedia("text is empty")
+    if "\x00" in text:
+        raise BadMedia("text contains NUL bytes")
+    return text

@@ -1,0 +1,238 @@
+"""Text tokenizers: a sentencepiece model, or plain UTF-8 bytes.
+
+    python -m unimodal_free.data.tokenizer train --input SHARDS_OR_TEXT [...] --vocab-size N --output PREFIX
+
+writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
+(their ``.txt`` members, one sentence per line), text files, folders or globs.
+
+Training is deterministic: one thread, every sentence used in input order
+(``num_threads=1``, ``input_sentence_size=0``, no shuffling), so the same corpus
+gives a byte-identical ``.model``. Unigram, not BPE: it is sentencepiece's
+default (T5, ALBERT), prunes a large seed vocabulary down by corpus likelihood
+and so copes well with the tiny corpora a demo or a test trains on
+(``hard_vocab_limit=False`` lets it return fewer pieces than asked for).
+
+Ids: sentencepiece reserves 0 = <unk>, 1 = <s>, 2 = </s>; ``encode`` adds no
+BOS/EOS (the model sees the tokens only). Bytes mode: id = byte value, vocab
+size exactly 256, no specials (padding is a mask in this project, not a token).
+
+A run records ``Tokenizer.reference`` ({"kind", "path", "sha256"}); a checkpoint
+loaded with a different tokenizer fails in :func:`check_tokenizer_compatible`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+import sentencepiece as spm
+
+from unimodal_free.data.media import BadMedia, decode_text
+
+BYTES_VOCAB = 256
+
+
+class TokenizerMismatchError(ValueError):
+    """The tokenizer at hand is not the one a checkpoint / run was trained with."""
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Tokenizer:
+    """Common interface: encode / decode / vocab_size / reference."""
+
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    @property
+    def reference(self) -> dict:
+        raise NotImplementedError
+
+
+class BytesTokenizer(Tokenizer):
+    """UTF-8 bytes as ids 0..255: no training, no unknowns, longer sequences."""
+
+    vocab_size = BYTES_VOCAB
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    @property
+    def reference(self) -> dict:
+        return {"kind": "bytes", "path": None, "sha256": None}
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A trained sentencepiece model, loaded from the exact bytes its checksum covers."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path).expanduser().resolve()
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            raise FileNotFoundError(f"tokenizer model {self.path}: {e.strerror or e}") from None
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(data)
+        except Exception as e:
+            raise ValueError(f"tokenizer model {self.path}: not a sentencepiece model ({e})") from None
+        self.vocab_size = int(self.sp.get_piece_size())
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text, out_type=int)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    @property
+    def reference(self) -> dict:
+        return {"kind": "sentencepiece", "path": str(self.path), "sha256": self.sha256}
+
+
+def load_tokenizer(spec: str, demo_dir: Union[str, Path] = "") -> Tokenizer:
+    """``"bytes"`` | path to a ``.model`` | ``"demo"`` (= demo_dir/tokenizer.model, generated if missing)."""
+    if spec == "bytes":
+        return BytesTokenizer()
+    if spec == "demo":
+        from unimodal_free.data.demo import ensure_demo_data
+
+        return SentencePieceTokenizer(ensure_demo_data(Path(demo_dir).expanduser()) / "tokenizer.model")
+    return SentencePieceTokenizer(spec)
+
+
+def _describe(ref: dict) -> str:
+    if ref.get("kind") == "bytes":
+        return "bytes"
+    sha = ref.get("sha256") or "?"
+    return f"{ref.get('kind')} {ref.get('path')} (sha256 {sha[:16]})"
+
+
+def check_tokenizer_compatible(expected_ref: dict, actual_ref: dict, what: str) -> None:
+    """Same kind and (for sentencepiece) same model bytes; the path may differ. Raises one line."""
+    same = expected_ref.get("kind") == actual_ref.get("kind") and (
+        expected_ref.get("kind") == "bytes" or expected_ref.get("sha256") == actual_ref.get("sha256")
+    )
+    if not same:
+        raise TokenizerMismatchError(
+            f"{what}: tokenizer mismatch: expected {_describe(expected_ref)}, got {_describe(actual_ref)}"
+        )
+
+
+# ------------------------------------------------------------------------ training
+
+
+def _input_files(spec: str) -> list[Path]:
+    p = Path(spec)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    if p.is_file():
+        return [p]
+    matches = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+    if not matches:
+        raise FileNotFoundError(f"tokenizer input {spec}: no such file, folder or glob match")
+    return matches
+
+
+def _lines(text: str) -> Iterator[str]:
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            yield line
+
+
+def iter_sentences(inputs: Iterable[str]) -> Iterator[str]:
+    """Non-empty lines of the .txt members of tar shards and of text files, in input order."""
+    for spec in inputs:
+        for path in _input_files(spec):
+            if path.suffix == ".tar" or path.name.endswith((".tar.gz", ".tgz")):
+                with tarfile.open(path) as tar:
+                    for member in tar:
+                        if member.isfile() and member.name.endswith(".txt"):
+                            try:
+                                yield from _lines(decode_text(tar.extractfile(member).read()))
+                            except BadMedia as e:
+                                raise ValueError(f"{path}:{member.name}: {e}") from None
+            elif path.name == "sizes.json":
+                continue
+            else:
+                try:
+                    yield from _lines(decode_text(path.read_bytes()))
+                except BadMedia as e:
+                    raise ValueError(f"{path}: {e}") from None
+
+
+def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str, Path],
+                    model_type: str = "unigram") -> Path:
+    """Train sentencepiece deterministically; write ``output`` (.model) and its .vocab atomically."""
+    output = Path(output)
+    if output.suffix != ".model":
+        output = output.with_name(output.name + ".model")
+    sentences = list(sentences)
+    if not sentences:
+        raise ValueError(f"no text to train the tokenizer {output} on")
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,  # small corpora: every character seen gets a piece, no <unk> for rare ones
+        num_threads=1,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, output)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    output.with_suffix(".vocab").write_text(vocab, encoding="utf-8")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.tokenizer")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train a sentencepiece model from text shards or text files")
+    tr.add_argument("--input", nargs="+", required=True, help="tar shards, text files, folders or globs")
+    tr.add_argument("--vocab-size", type=int, required=True)
+    tr.add_argument("--output", required=True, help="PREFIX: writes PREFIX.model and PREFIX.vocab")
+    tr.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    args = ap.parse_args(argv)
+    try:
+        out = train_tokenizer(iter_sentences(args.input), args.vocab_size, args.output, args.model_type)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    tok = SentencePieceTokenizer(out)
+    print(f"wrote {out} (vocab {tok.vocab_size}, sha256 {tok.sha256[:16]})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
