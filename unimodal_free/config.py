@@ -35,6 +35,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     # Fourier position features per coordinate axis (sin+cos of each band).
     fourier_bands: int = 16
+    # Highest Fourier frequency is fourier_max_freq / 2: resolves that many positions per axis.
+    fourier_max_freq: float = 64.0
     # Width of the text token embedding before padding to the common width.
     text_embed_dim: int = 128
     dropout: float = 0.0
@@ -107,6 +109,9 @@ class ObjectiveConfig:
     # Symmetric InfoNCE between paired modalities; 0 turns it off.
     align_weight: float = 1.0
     align_dim: int = 128
+    # Student latents pooled for alignment: "masked" = mean over the R masked views
+    # (no extra compute); "full" = one more student pass on the unmasked input.
+    align_input: str = "masked"
     init_temperature: float = 0.07
     # Collapse guard (fairseq: 0.1 / 0.01 after 5k updates).
     min_target_std: float = 0.1
@@ -181,6 +186,7 @@ class Config:
 CHOICES = {
     "objective.target_space": ("latents", "elements"),
     "objective.loss": ("mse", "smooth_l1"),
+    "objective.align_input": ("masked", "full"),
     "train.precision": ("fp32", "bf16"),
     "eval.model": ("teacher", "student"),
     "eval.pooling": ("mean",),

@@ -1,0 +1,149 @@
+"""Block masks in coordinate space and compact student views (MAE / data2vec 2.0).
+
+A mask is drawn per row from random blocks centred on the row's own
+elements: 2-D boxes for images, 1-D spans for speech and text. The block size
+is given in elements per axis and turned into coordinate units with the row's
+grid spacing, estimated from its coordinates (range / (side - 1)), so the
+data package may normalise coordinates as it likes. Blocks are added in a
+random order until the target count is reached (the last block partially,
+then random elements if blocks run out), so every row gets exactly
+``round(ratio * M)`` masked elements, at most ``M - 1``. With
+``inverse=True`` (data2vec 2.0 images) the blocks are what is *kept*.
+
+The student then receives only the visible elements, gathered into a
+compact ``(rows, V, ...)`` tensor with its own padding mask, so it pays only
+for what it sees. Everything is vectorised over rows and seeded by a
+``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from unimodal_free.batch import ModalityBatch
+
+
+@dataclass
+class MaskSpec:
+    ratio: float  # share of real elements masked
+    block: int  # block side in elements per axis
+    inverse: bool  # blocks mark kept elements instead of masked ones
+
+
+def mask_spec(masking_cfg, modality: str) -> MaskSpec:
+    """The masking config's parameters for one modality."""
+    table = {
+        "image": (masking_cfg.image_ratio, masking_cfg.image_block, masking_cfg.image_inverse_block),
+        "speech": (masking_cfg.speech_ratio, masking_cfg.speech_span, False),
+        "text": (masking_cfg.text_ratio, masking_cfg.text_span, False),
+    }
+    if modality not in table:
+        raise ValueError(f"masking: no masking config for modality {modality!r} (known: {sorted(table)})")
+    ratio, block, inverse = table[modality]
+    if block <= 0:
+        raise ValueError(f"masking: block/span size for {modality!r} must be > 0, got {block}")
+    return MaskSpec(float(ratio), int(block), bool(inverse))
+
+
+def num_masked(num_real: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Masked elements per row: round(ratio * M), leaving at least one visible (rows with M >= 1)."""
+    n = torch.round(num_real.to(torch.float64) * ratio).long()
+    return torch.minimum(n, (num_real - 1).clamp(min=0))
+
+
+def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, generator: torch.Generator) -> torch.Tensor:
+    """coords (B, M, Dc), padding (B, M) -> mask (B, M) bool, True = masked (never on padding)."""
+    B, M, Dc = coords.shape
+    real = ~padding
+    num_real = real.sum(1)  # (B,)
+    if bool((num_real == 0).any()):
+        raise ValueError("masking: a row has no elements (empty sample reached the model)")
+    n_mask = num_masked(num_real, spec.ratio)
+    n_select = num_real - n_mask if spec.inverse else n_mask  # elements the blocks should cover
+    # Grid spacing per row and axis: range / (side - 1), side = M^(1/Dc).
+    big = torch.finfo(coords.dtype).max
+    lo = coords.masked_fill(padding[..., None], big).amin(1)  # (B, Dc)
+    hi = coords.masked_fill(padding[..., None], -big).amax(1)
+    side = torch.round(num_real.to(coords.dtype) ** (1.0 / Dc))  # (B,)
+    spacing = (hi - lo) / (side - 1).clamp(min=1)[:, None]  # (B, Dc)
+    spacing = torch.where(spacing > 0, spacing, torch.ones_like(spacing))
+    # Box [c - b//2 s - s/2, c + (b-1-b//2) s + s/2) around each centre (odd b symmetric).
+    before = (spec.block // 2 + 0.5) * spacing  # (B, Dc)
+    after = (spec.block - 1 - spec.block // 2 + 0.5) * spacing
+    area = spec.block ** Dc
+    K = max(1, math.ceil(2 * int(n_select.max()) / area) + 1)  # enough blocks to usually cover the target
+    centre_idx = torch.multinomial(real.to(coords.dtype), K, replacement=True, generator=generator)  # (B, K)
+    centres = coords.gather(1, centre_idx[..., None].expand(-1, -1, Dc))  # (B, K, Dc)
+    delta = coords[:, :, None, :] - centres[:, None, :, :]  # (B, M, K, Dc)
+    eps = 1e-4 * spacing[:, None, None, :]
+    covered = ((delta > -before[:, None, None, :] + eps) & (delta < after[:, None, None, :] - eps)).all(-1)  # (B, M, K)
+    # Key = index of the first block covering the element (+ noise to split a partial block);
+    # uncovered elements come after all blocks in random order; padding comes last.
+    first = torch.where(covered, torch.arange(K, device=coords.device), K).amin(-1).to(coords.dtype)  # (B, M)
+    noise = torch.rand(B, M, generator=generator, device=coords.device, dtype=coords.dtype)
+    key = (first + noise).masked_fill(padding, 2.0 * K + 2.0)
+    order = key.argsort(dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(M, device=coords.device).expand(B, M))
+    selected = rank < n_select[:, None]  # (B, M)
+    return (real & ~selected) if spec.inverse else selected
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, M, ...) gathered at index (B, K) along dim 1 -> (B, K, ...)."""
+    idx = index.view(*index.shape, *([1] * (x.dim() - 2))).expand(*index.shape, *x.shape[2:])
+    return x.gather(1, idx)
+
+
+def compact(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """select (B, M) bool -> (index (B, K), padding (B, K)) of selected positions, in order, K = max count."""
+    count = select.sum(1)  # (B,)
+    K = int(count.max()) if select.numel() else 0
+    index = (~select).to(torch.uint8).argsort(dim=1, stable=True)[:, :K]  # selected first, original order
+    padding = torch.arange(K, device=select.device)[None, :] >= count[:, None]  # (B, K)
+    return index, padding
+
+
+@dataclass
+class MaskedView:
+    """R masked views of one modality's rows (row b's views are rows b*R .. b*R+R-1).
+
+    The student sees only ``values/coords/padding`` (the visible elements);
+    ``target_*`` are the masked positions, where the ``elements`` target space
+    predicts.
+    """
+
+    values: torch.Tensor  # (B*R, V, C) or (B*R, V) token ids
+    coords: torch.Tensor  # (B*R, V, Dc)
+    padding: torch.Tensor  # (B*R, V) True = padding of the compact view
+    mask: torch.Tensor  # (B*R, M) True = masked element of the original row
+    target_index: torch.Tensor  # (B*R, T) positions of masked elements in the original row
+    target_coords: torch.Tensor  # (B*R, T, Dc)
+    target_padding: torch.Tensor  # (B*R, T)
+    num_views: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: torch.Generator) -> MaskedView:
+    """Repeat every row ``num_views`` times, mask each copy independently, keep only what is visible."""
+    coords = part.coords.repeat_interleave(num_views, dim=0)  # (B*R, M, Dc)
+    padding = part.padding.repeat_interleave(num_views, dim=0)  # (B*R, M)
+    mask = block_mask(coords, padding, spec, generator)  # (B*R, M)
+    vis_index, vis_padding = compact(~mask & ~padding)  # (B*R, V)
+    tgt_index, tgt_padding = compact(mask)  # (B*R, T)
+    source = torch.arange(coords.shape[0], device=coords.device) // num_views  # (B*R,) original row
+    return MaskedView(
+        values=part.values[source[:, None], vis_index],  # (B*R, V, C): no (B*R, M, C) copy
+        coords=_take(coords, vis_index),
+        padding=vis_padding,
+        mask=mask,
+        target_index=tgt_index,
+        target_coords=_take(coords, tgt_index),
+        target_padding=tgt_padding,
+        num_views=num_views,
+    )

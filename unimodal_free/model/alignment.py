@@ -1,0 +1,109 @@
+"""Cross-modal alignment: symmetric InfoNCE with negatives gathered from other ranks.
+
+Gather contract (chosen so ranks may hold different numbers of pairs):
+
+    gather_fn(t: Tensor (P, C)) -> (all: Tensor (P_total, C), offset: int)
+
+``all`` concatenates every rank's ``t`` in rank order and ``all[offset:offset+P]``
+must be the caller's own ``t`` *with its autograd history* (open_clip's
+``gather_with_grad=False`` recipe: remote rows are constants, local rows keep
+their gradient). ``offset`` is the number of rows on lower ranks; it shifts
+the local positives' indices. ``None`` means a single rank: ``(t, 0)``. The
+function is called once per modality pair on every rank, also with ``P = 0``,
+so a collective implementation never deadlocks. A plain-Tensor return is
+accepted only when it has exactly the local rows (offset 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def paired_rows(pair_a: torch.Tensor, pair_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0)."""
+    same = (pair_a[:, None] == pair_b[None, :]) & (pair_a[:, None] >= 0)  # (B_a, B_b)
+    ia, ib = same.nonzero(as_tuple=True)
+    return ia, ib
+
+
+def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
+    if gather_fn is None:
+        return t, 0
+    out = gather_fn(t)
+    if isinstance(out, torch.Tensor):
+        if out.shape != t.shape:
+            raise ValueError(
+                f"gather_fn returned a tensor of shape {tuple(out.shape)} without an offset; "
+                f"return (gathered, offset) (see unimodal_free/objective/align.py)"
+            )
+        return out, 0
+    gathered, offset = out
+    if gathered.shape[1:] != t.shape[1:] or not 0 <= offset <= gathered.shape[0] - t.shape[0]:
+        raise ValueError(
+            f"gather_fn returned shape {tuple(gathered.shape)} with offset {offset} for local rows {tuple(t.shape)}"
+        )
+    return gathered, int(offset)
+
+
+def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=None) -> torch.Tensor | None:
+    """Symmetric InfoNCE of L2-normalised paired rows za[i] <-> zb[i] (P, A).
+
+    Returns None when no rank has a pair (nothing to learn), else the mean of
+    both directions' cross-entropy over the local pairs (0-row locals give 0).
+    """
+    both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
+    if both.shape[0] == 0:
+        return None
+    if za.shape[0] == 0:
+        return scale * 0.0
+    za_all, zb_all = both.split(za.shape[1], dim=1)  # 2 x (P_total, A)
+    labels = torch.arange(za.shape[0], device=za.device) + offset  # (P,)
+    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels)  # (P, P_total)
+    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels)
+    return (loss_ab + loss_ba) / 2
+
+
+class Alignment(nn.Module):
+    """Symmetric InfoNCE between paired rows of different modalities (CLIP-style).
+
+    ``proj`` maps pooled latents to ``align_dim``; ``logit_scale`` is a
+    learnable log inverse temperature, clamped to log(100) as in CLIP.
+    """
+
+    def __init__(self, d_model: int, align_dim: int, init_temperature: float):
+        super().__init__()
+        if align_dim <= 0:
+            raise ValueError(f"alignment: objective.align_dim must be > 0, got {align_dim}")
+        if not init_temperature > 0:
+            raise ValueError(f"alignment: objective.init_temperature must be > 0, got {init_temperature}")
+        self.proj = nn.Linear(d_model, align_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def forward(self, pooled: dict[str, torch.Tensor], pair_index: dict[str, torch.Tensor], modalities: list[str],
+                gather_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """pooled[m] (B_m, D), pair_index[m] (B_m,) -> (loss, logit scale).
+
+        ``modalities`` is the model's full, fixed modality list: every pair of
+        it is visited in the same order on every rank (with empty tensors where
+        a modality or its pairs are absent), so ``gather_fn`` collectives match.
+        """
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        z = {m: F.normalize(self.proj(p), dim=-1) for m, p in pooled.items()}  # (B_m, A)
+        dim = self.proj.out_features
+        total, count = scale * 0.0, 0
+        for i, a in enumerate(modalities):
+            for b in modalities[i + 1:]:
+                if a in z and b in z:
+                    ia, ib = paired_rows(pair_index[a], pair_index[b])
+                    za, zb = z[a][ia], z[b][ib]  # (P, A)
+                else:
+                    za = zb = scale.new_zeros(0, dim)
+                loss = info_nce(za, zb, scale, gather_fn)
+                if loss is not None:
+                    total = total + loss * za.shape[0]
+                    count += za.shape[0]
+        return total / max(count, 1), scale.detach()

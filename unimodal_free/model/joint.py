@@ -1,0 +1,118 @@
+"""The joint model (the student): element embedding -> Perceiver encoder -> heads.
+
+``forward`` runs the whole student side of a training step (masked views in,
+predictions and the alignment loss out), so a DeepSpeed engine can wrap it
+and ZeRO-3 sees every parameter used inside a module forward. ``encode`` is
+the full-input path shared by the teacher, the pooled embedding and the
+``align_input="full"`` alignment pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from unimodal_free.batch import ModalityBatch, ModalitySpec
+from unimodal_free.config import MODALITIES, Config
+from unimodal_free.masking import MaskedView
+from unimodal_free.model.embedding import ElementEmbedding
+from unimodal_free.model.encoder import PerceiverEncoder
+from unimodal_free.model.alignment import Alignment
+from unimodal_free.model.heads import Predictor, Readout
+from unimodal_free.model.layers import init_weights
+
+# (values, coords, padding) of one modality's rows.
+Part = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class StudentOutput:
+    predictions: dict[str, torch.Tensor]  # latents: (B_m*R, N, D); elements: (B_m*R, T, D)
+    align_loss: torch.Tensor | None  # None when alignment is off
+    logit_scale: torch.Tensor | None
+
+
+class JointModel(nn.Module):
+    def __init__(self, cfg: Config, specs: dict[str, ModalitySpec]):
+        super().__init__()
+        m, obj = cfg.model, cfg.objective
+        unknown = [name for name in specs if name not in MODALITIES]
+        if unknown:
+            raise ValueError(f"build_model: unknown modality {unknown[0]!r} (known: {list(MODALITIES)})")
+        self.config = cfg
+        self.modalities = [name for name in MODALITIES if name in specs]
+        self.target_space = obj.target_space
+        self.align_input = obj.align_input
+        self.embed = ElementEmbedding(specs, m.d_model, m.fourier_bands, m.fourier_max_freq, m.text_embed_dim)
+        self.encoder = PerceiverEncoder(m.d_model, m.num_latents, m.num_blocks, m.num_heads, m.cross_heads,
+                                        m.mlp_ratio, m.dropout)
+        self.norm = nn.LayerNorm(m.d_model)
+        # Only the heads the config uses exist, so no parameter is left without a gradient.
+        self.predictor = self.readout = self.head = self.align = None
+        if obj.target_space == "latents":
+            self.predictor = Predictor(m.d_model, obj.predictor_blocks, m.num_heads, m.mlp_ratio)
+        elif obj.target_space == "elements":
+            self.readout = Readout(specs, m.d_model, m.cross_heads, m.mlp_ratio, m.fourier_bands, m.fourier_max_freq)
+            self.head = nn.Linear(m.d_model, m.d_model)
+        else:
+            raise ValueError(f"objective.target_space: {obj.target_space!r} is not one of ['latents', 'elements']")
+        if obj.align_weight > 0:
+            self.align = Alignment(m.d_model, obj.align_dim, obj.init_temperature)
+        self.apply(init_weights)
+
+    def encode(self, parts: dict[str, Part]) -> list[torch.Tensor]:
+        """Every latent block's output, each (sum B_m, N, D), rows in ``parts`` order."""
+        inputs = [(self.embed(name, *part), part[2]) for name, part in parts.items()]
+        return self.encoder(inputs)
+
+    def final(self, parts: dict[str, Part]) -> torch.Tensor:
+        """Normalised final latents (sum B_m, N, D)."""
+        return self.norm(self.encode(parts)[-1])
+
+    def forward(self, views: dict[str, MaskedView], pair_index: dict[str, torch.Tensor] | None = None,
+                full: dict[str, ModalityBatch] | None = None, gather_fn=None) -> StudentOutput:
+        """Student pass over the masked views of every modality present.
+
+        views[m]: R masked views of modality m's B_m rows. pair_index[m] (B_m,)
+        and, for ``align_input="full"``, the unmasked rows ``full`` feed the
+        alignment loss.
+        """
+        z = self.final({name: (v.values, v.coords, v.padding) for name, v in views.items()})  # (sum B_m R, N, D)
+        z_parts = dict(zip(views, z.split([v.rows for v in views.values()], dim=0)))
+        if self.predictor is not None:
+            pred = self.predictor(z)  # (sum B_m R, N, D): one call for all modalities
+            predictions = dict(zip(views, pred.split([v.rows for v in views.values()], dim=0)))
+        else:
+            predictions = {name: self.head(self.readout(name, z_parts[name], v.target_coords))
+                           for name, v in views.items()}  # (B_m R, T, D)
+        align_loss = logit_scale = None
+        if self.align is not None:
+            if pair_index is None:
+                raise ValueError("student forward: alignment is on (objective.align_weight > 0) but no pair_index given")
+            if self.align_input == "full":
+                if full is None:
+                    raise ValueError("student forward: objective.align_input='full' needs the unmasked rows")
+                zf = self.final({name: (p.values, p.coords, p.padding) for name, p in full.items()}).mean(1)
+                pooled = dict(zip(full, zf.split([p.rows for p in full.values()], dim=0)))  # (B_m, D)
+            else:
+                pooled = {name: z_parts[name].view(-1, v.num_views, *z.shape[1:]).mean((1, 2))  # (B_m, D)
+                          for name, v in views.items()}
+            align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn)
+        return StudentOutput(predictions, align_loss, logit_scale)
+
+
+def build_model(cfg: Config, specs: dict[str, ModalitySpec]) -> JointModel:
+    """The student for ``cfg`` over the modalities in ``specs`` (see ``modality_specs``)."""
+    return JointModel(cfg, specs)
+
+
+def unwrap(model: nn.Module) -> JointModel:
+    """The JointModel inside a DeepSpeed engine / EMATeacher / DDP wrapper."""
+    while not isinstance(model, JointModel):
+        inner = getattr(model, "module", None)
+        if inner is None:
+            raise TypeError(f"expected a JointModel (or a wrapper with .module), got {type(model).__name__}")
+        model = inner
+    return model

@@ -1,0 +1,30 @@
+"""Pooled embedding: the one function behind training-time probes and retrieval eval."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from unimodal_free.batch import Batch
+from unimodal_free.model.joint import unwrap
+
+
+@torch.no_grad()
+def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> dict[str, torch.Tensor]:
+    """Mean of the final latents over the N slots of the *unmasked* input, L2-normalised.
+
+    ``model`` is a student or teacher (or a wrapper with ``.module``).
+    ``project=True`` applies the alignment projection when the model has one
+    (objective.align_weight > 0); without it the pooled latents are returned.
+    Returns {modality: (rows, D or align_dim)} in ``batch.parts`` order.
+    """
+    model = unwrap(model)
+    parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
+    if not parts:
+        return {}
+    pooled = model.final(parts).mean(1)  # (rows, D)
+    if project and model.align is not None:
+        pooled = model.align.proj(pooled)  # (rows, A)
+    pooled = F.normalize(pooled.float(), dim=-1)
+    return dict(zip(batch.parts, pooled.split([p.rows for p in batch.parts.values()], dim=0)))

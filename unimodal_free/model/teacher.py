@@ -1,0 +1,62 @@
+"""EMA teacher (dinov2 style): a no-grad fp32 copy updated with foreach ops.
+
+The decay schedule is an array indexed by step: linear from ``ema_start`` to
+``ema_end`` over ``ema_anneal_steps`` updates, then constant (data2vec).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def ema_schedule(objective_cfg) -> np.ndarray:
+    """decay[step] for step in [0, ema_anneal_steps]; later steps use the last value."""
+    steps = max(int(objective_cfg.ema_anneal_steps), 0)
+    return np.linspace(objective_cfg.ema_start, objective_cfg.ema_end, steps + 1, dtype=np.float64)
+
+
+class EMATeacher:
+    """Holds ``.module``: a deepcopy of the student, fp32, ``requires_grad=False``, eval mode.
+
+    ``update(student, step)`` is called by the trainer only after an applied
+    optimizer step; under ZeRO-3 the trainer gathers the student's parameters
+    around it. ``objective_cfg`` defaults to the student's own config.
+    """
+
+    def __init__(self, student: nn.Module, objective_cfg=None):
+        if objective_cfg is None:
+            cfg = getattr(student, "config", None)
+            if cfg is None:
+                raise ValueError("EMATeacher: student has no .config; pass objective_cfg")
+            objective_cfg = cfg.objective
+        self.module = copy.deepcopy(student).float().eval().requires_grad_(False)
+        self.schedule = ema_schedule(objective_cfg)
+        self._params = list(self.module.parameters())
+
+    def decay(self, step: int) -> float:
+        return float(self.schedule[min(max(int(step), 0), len(self.schedule) - 1)])
+
+    @torch.no_grad()
+    def update(self, student: nn.Module, step: int) -> float:
+        """teacher <- d * teacher + (1 - d) * student, with d = decay(step); returns d."""
+        d = self.decay(step)
+        student_params = [p.detach().float() for p in student.parameters()]
+        if len(student_params) != len(self._params):
+            raise ValueError(
+                f"EMATeacher.update: student has {len(student_params)} parameters, teacher {len(self._params)}"
+            )
+        torch._foreach_mul_(self._params, d)
+        torch._foreach_add_(self._params, student_params, alpha=1.0 - d)
+        for tb, sb in zip(self.module.buffers(), student.buffers()):
+            tb.copy_(sb)
+        return d
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)

@@ -1,0 +1,68 @@
+"""Analytic FLOPs of one training step (2 per multiply-accumulate), for MFU.
+
+Counts useful work: real (non-padding) elements only, matmuls only (norms,
+softmax and activations are a few percent and ignored, as in PaLM's MFU).
+Student: forward + backward (3x forward) over the R masked views; teacher:
+one forward over the full input (plus its readout of each view in the
+``elements`` target space).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from unimodal_free.batch import Batch, modality_specs
+from unimodal_free.masking import mask_spec, num_masked
+from unimodal_free.model.embedding import MIN_PADDING
+
+
+def _self_block(T: float, D: int, H: int) -> float:
+    # qkv + out projection + MLP per token, plus QK^T and AV.
+    return 2 * (T * (4 * D * D + 2 * D * H) + 2 * T * T * D)
+
+
+def _cross_block(Tq: torch.Tensor | float, Tk: torch.Tensor | float, D: int, H: int) -> torch.Tensor | float:
+    # q and out projections + MLP on queries, k/v projections on keys, QK^T and AV.
+    return 2 * (Tq * (2 * D * D + 2 * D * H) + Tk * 2 * D * D + 2 * Tq * Tk * D)
+
+
+def _element_widths(cfg) -> tuple[dict[str, int], int]:
+    m = cfg.model
+    widths = {}
+    for name, spec in modality_specs(cfg.data, vocab_size=1).items():
+        values = m.text_embed_dim if spec.vocab_size else spec.value_dim
+        widths[name] = values + spec.coord_dims * (2 * m.fourier_bands + 1)
+    return widths, max(widths.values()) + MIN_PADDING
+
+
+def step_flops(cfg, batch: Batch) -> dict[str, float]:
+    """{"student": fwd+bwd FLOPs over R views, "teacher": forward FLOPs} of one step on ``batch``."""
+    m, obj = cfg.model, cfg.objective
+    D, N, L, R = m.d_model, m.num_latents, m.num_blocks, obj.num_views
+    H = int(D * m.mlp_ratio)
+    _, width = _element_widths(cfg)
+    latent_stack = L * _self_block(N, D, H)  # per row, independent of the input length
+    query_width = 2 * (2 * m.fourier_bands + 1)  # readout queries: widest coordinate features (2-D)
+
+    def encoder(M: torch.Tensor) -> torch.Tensor:  # per row with M elements
+        return 2 * M * width * D + _cross_block(N, M, D, H) + latent_stack
+
+    def readout(T: torch.Tensor) -> torch.Tensor:
+        return 2 * T * query_width * D + _cross_block(T, N, D, H)
+
+    student = teacher = 0.0
+    for name, part in batch.parts.items():
+        real = (~part.padding).sum(1).double()  # (B,)
+        masked = num_masked((~part.padding).sum(1), mask_spec(cfg.masking, name).ratio).double()
+        visible = real - masked
+        teacher += float(encoder(real).sum())
+        fwd = encoder(visible)
+        if obj.target_space == "latents":
+            fwd = fwd + obj.predictor_blocks * _self_block(N, D, H) + 2 * N * D * D
+        else:
+            fwd = fwd + readout(masked) + 2 * masked * D * D
+            teacher += float(R * readout(masked).sum())
+        if obj.align_weight > 0 and obj.align_input == "full":
+            fwd = fwd + encoder(real) / R  # one unmasked pass per row, spread over its R views
+        student += float(3 * R * fwd.sum())
+    return {"student": student, "teacher": teacher}

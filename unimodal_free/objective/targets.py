@@ -1,0 +1,56 @@
+"""data2vec targets from the teacher's full-input pass."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unimodal_free.batch import Batch
+from unimodal_free.masking import MaskedView
+from unimodal_free.model.joint import JointModel
+
+
+def average_top_k(layers: list[torch.Tensor], top_k: int, instance_norm: bool, final_layer_norm: bool) -> torch.Tensor:
+    """Mean of the last ``top_k`` block outputs (B, N, D), each instance-normalised over the N axis.
+
+    data2vec's ``F.instance_norm(tl.transpose(1, 2))``: per sample and channel,
+    zero mean and unit variance across the latent slots.
+    """
+    if not 0 < top_k <= len(layers):
+        raise ValueError(f"objective.top_k: {top_k} not in [1, {len(layers)}] (the encoder's blocks)")
+    y = 0
+    for x in layers[-top_k:]:
+        x = x.float()
+        if instance_norm:
+            x = F.instance_norm(x.transpose(1, 2)).transpose(1, 2)  # (B, N, D), normalised over N
+        y = y + x
+    y = y / top_k
+    if final_layer_norm:
+        y = F.layer_norm(y, y.shape[-1:])
+    return y  # (B, N, D)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: JointModel, batch: Batch, views: dict[str, MaskedView], objective_cfg) -> dict[str, torch.Tensor]:
+    """One teacher pass on the full input -> per-modality targets for all R views.
+
+    latents: (B_m*R, N, D), the averaged target latents repeated for each view
+    (data2vec 2.0 ``clone_batch``: ``repeat_interleave``). elements: the
+    teacher's readout of those latents at each view's masked positions,
+    (B_m*R, T, D).
+    """
+    parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
+    layers = teacher.encode(parts)
+    y = average_top_k(layers, objective_cfg.top_k, objective_cfg.instance_norm, objective_cfg.final_layer_norm)
+    y_parts = dict(zip(batch.parts, y.split([p.rows for p in batch.parts.values()], dim=0)))  # (B_m, N, D)
+    targets = {}
+    for name, v in views.items():
+        latents = y_parts[name].repeat_interleave(v.num_views, dim=0)  # (B_m*R, N, D)
+        if objective_cfg.target_space == "latents":
+            targets[name] = latents
+        else:
+            t = teacher.readout(name, latents, v.target_coords).float()  # (B_m*R, T, D)
+            if objective_cfg.final_layer_norm:
+                t = F.layer_norm(t, t.shape[-1:])
+            targets[name] = t
+    return targets
