@@ -1,0 +1,231 @@
+"""Decode one shard sample and turn each of its modalities into Elements.
+
+This file is the only place that knows how an image, a waveform or a caption
+becomes ``values (M, C)`` + ``coords (M, D)``; everything downstream
+(batching, the model, the eval) sees Elements only.
+
+Positions are *absolute* wherever lengths vary: a speech element's coord is its
+centre time divided by ``max_speech_seconds`` and a token's coord its index
+divided by ``max_text_tokens`` (both mapped to [-1, 1]). With per-utterance
+normalisation the same coord would mean 0.1 s in a short clip and 0.6 s in a
+long one, so position features would carry no physical meaning and two
+utterances of the same words at different speeds/lengths would not line up.
+Images are always resized/cropped to the full ``image_size`` square, so their
+relative and absolute positions coincide.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from unimodal_free.batch import Elements
+
+from unimodal_free.data import media
+
+# What the reader takes; media.IMAGE_EXTS/SPEECH_EXTS (what the writer emits) plus common aliases.
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SPEECH_EXTS = ("flac", "wav", "ogg")
+TEXT_EXTS = ("txt",)
+# A speech element needs at least one 25 ms analysis window.
+MIN_SPEECH_SECONDS = 0.025
+
+Row = tuple[Elements, str, Optional[str]]  # (elements, key, pair id) as collate_elements takes them
+
+
+class DecodeError(ValueError):
+    """A sample (or one of its files) cannot be turned into elements."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _centres(n: int, length: float) -> torch.Tensor:
+    """Centres of ``n`` cells of a grid covering ``[0, length)`` cells, mapped to [-1, 1]."""
+    return (torch.arange(n, dtype=torch.float32) + 0.5) / length * 2.0 - 1.0
+
+
+# ---------------------------------------------------------------- image
+
+
+def decode_image(data: bytes, key: str = "?"):
+    """Bytes -> RGB PIL image, upright (EXIF), alpha composited on white; bombs refused from the header."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(media.decode_image_rgb(data))
+    except media.BadMedia as exc:
+        raise DecodeError(key, f"image: {exc}") from None
+
+
+def image_elements(im, image_size: int, patch_size: int) -> Elements:
+    """RGB image -> resize shorter side, centre crop, scale to [-1, 1], cut into p x p patches."""
+    from PIL import Image
+
+    w, h = im.size
+    scale = image_size / min(w, h)
+    nw, nh = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - image_size) // 2, (nh - image_size) // 2
+    im = im.crop((left, top, left + image_size, top + image_size))
+    x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W, 3) in [0, 255]
+    x = x / 127.5 - 1.0
+    p, g = patch_size, image_size // patch_size
+    x = x.reshape(g, p, g, p, 3).permute(0, 2, 1, 3, 4)  # (gh, gw, p, p, 3)
+    values = x.reshape(g * g, p * p * 3)  # (M, p*p*3), patches in row-major order
+    c = _centres(g, g)
+    yy, xx = torch.meshgrid(c, c, indexing="ij")  # (gh, gw) each
+    coords = torch.stack([yy, xx], dim=-1).reshape(g * g, 2)  # (M, 2) as (y, x)
+    return Elements("image", values, coords)
+
+
+# ---------------------------------------------------------------- speech
+
+
+def decode_speech(data: bytes, sample_rate: int, key: str = "?") -> torch.Tensor:
+    """Bytes (flac/wav/ogg) -> mono float32 waveform at ``sample_rate``, shape (T,)."""
+    try:
+        wave, sr, _ = media.read_audio(data)  # (T,) mono
+    except media.BadMedia as exc:
+        raise DecodeError(key, f"speech: {exc}") from None
+    return torch.from_numpy(media.resample(wave, sr, sample_rate).copy())  # (T',)
+
+
+def speech_elements(
+    wave: torch.Tensor, sample_rate: int, n_mels: int, frames_per_element: int, max_seconds: float, key: str = "?"
+) -> Elements:
+    """Mono waveform -> per-utterance normalised log-mel frames, ``s`` stacked per element."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    wave = wave[: int(max_seconds * sample_rate)]
+    if wave.numel() < MIN_SPEECH_SECONDS * sample_rate:
+        raise DecodeError(key, f"speech: {wave.numel() / sample_rate:.3f} s is shorter than one 25 ms window")
+    # Kaldi fbank works on int16-scaled audio (fairseq/wav2vec do the same); dither 0 keeps it deterministic.
+    feats = kaldi.fbank(
+        wave[None] * 32768.0, sample_frequency=sample_rate, num_mel_bins=n_mels,
+        frame_length=25.0, frame_shift=10.0, dither=0.0, energy_floor=0.0,
+    )  # (F, n_mels), one frame per 10 ms
+    # Per-utterance CMVN. The std floor (log units) keeps a near-constant bin (pure tone, digital
+    # silence) from having its float noise blown up to unit variance.
+    feats = (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-2)
+    s = frames_per_element
+    m = feats.shape[0] // s  # the < s trailing frames (< s*10 ms) are dropped
+    if m == 0:
+        raise DecodeError(key, f"speech: {feats.shape[0]} frames, fewer than frames_per_element={s}")
+    values = feats[: m * s].reshape(m, s * n_mels)  # (M, s*n_mels), frame-major
+    # Element i covers frames [i*s, (i+1)*s): centre time (i + 0.5) * s * 10 ms, over the max duration.
+    hop = 0.010
+    coords = ((torch.arange(m, dtype=torch.float32) + 0.5) * s * hop / max_seconds * 2.0 - 1.0).clamp(-1.0, 1.0)
+    return Elements("speech", values.float().contiguous(), coords[:, None])  # coords (M, 1)
+
+
+# ---------------------------------------------------------------- text
+
+
+def decode_captions(data: bytes, key: str = "?") -> list[str]:
+    """UTF-8 bytes -> non-empty stripped lines (one caption per line)."""
+    try:
+        text = media.decode_text(data)
+    except media.BadMedia as exc:
+        raise DecodeError(key, f"text: {exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?") -> Elements:
+    """Caption -> token ids (M,) int64, truncated to ``max_tokens``, 1-D absolute coords."""
+    ids = tokenizer.encode(text.strip())[:max_tokens]
+    if not ids:
+        raise DecodeError(key, "text: no tokens")
+    values = torch.tensor(ids, dtype=torch.long)  # (M,)
+    coords = _centres(len(ids), max_tokens)[:, None]  # (M, 1)
+    return Elements("text", values, coords)
+
+
+# ---------------------------------------------------------------- one sample
+
+
+def _find(sample: dict[str, Any], exts: tuple[str, ...]) -> Optional[tuple[str, bytes]]:
+    for ext in exts:
+        if ext in sample:
+            return ext, sample[ext]
+    return None
+
+
+def sample_modalities(sample: dict[str, Any]) -> list[str]:
+    """Modalities a raw sample holds files for, in MODALITIES order."""
+    found = [("image", IMAGE_EXTS), ("speech", SPEECH_EXTS), ("text", TEXT_EXTS)]
+    return [m for m, exts in found if _find(sample, exts) is not None]
+
+
+def sample_rows(
+    sample: dict[str, Any], data_cfg, tokenizer, train: bool, rng: Optional[random.Random] = None
+) -> list[Row]:
+    """One raw webdataset sample -> rows ``(Elements, key, pair_id)``, one per modality.
+
+    Training picks one caption per sample with ``rng`` (several lines in the
+    .txt or json ``captions``); eval keeps every caption as its own row with the
+    same pair id (COCO protocol). With ``data_cfg.split_pairs`` off, training
+    keeps one modality of a paired sample (chosen by ``rng``) and no pair id.
+    Raises :class:`DecodeError` on anything undecodable.
+    """
+    key = sample.get("__key__", "?")
+    url = sample.get("__url__")
+    where = f"{url}:{key}" if url else key
+    meta: dict[str, Any] = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"].decode("utf-8"))
+        except Exception as exc:
+            raise DecodeError(where, f"json: invalid ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict):
+            raise DecodeError(where, "json: top level is not an object")
+    present = sample_modalities(sample)
+    if "captions" in meta and "text" not in present:
+        present.append("text")  # captions carried in the json (COCO-style) count as the text file
+    declared = meta.get("modalities")
+    if declared is not None:
+        missing = [m for m in declared if m not in present]
+        if missing:
+            raise DecodeError(where, f"json declares {declared} but the sample has no {'/'.join(missing)} file")
+    if not present:
+        raise DecodeError(where, "no image/speech/text file in sample")
+    pair = str(meta["pair"]) if "pair" in meta else (key if len(present) > 1 else None)
+
+    if train and rng is None:
+        raise ValueError("sample_rows: training needs an rng (caption choice, split_pairs=False)")
+    if train and not data_cfg.split_pairs and len(present) > 1:
+        present, pair = [rng.choice(present)], None
+
+    rows: list[Row] = []
+    for modality in present:
+        if modality == "image":
+            _, data = _find(sample, IMAGE_EXTS)
+            im = decode_image(data, where)
+            rows.append((image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair))
+        elif modality == "speech":
+            _, data = _find(sample, SPEECH_EXTS)
+            wave = decode_speech(data, data_cfg.sample_rate, where)
+            e = speech_elements(wave, data_cfg.sample_rate, data_cfg.n_mels, data_cfg.frames_per_element,
+                                data_cfg.max_speech_seconds, where)
+            rows.append((e, key, pair))
+        else:
+            captions = meta.get("captions")
+            if captions is not None:
+                if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+                    raise DecodeError(where, "json: captions must be a list of strings")
+                captions = [c.strip() for c in captions if c.strip()]
+                if not captions:
+                    raise DecodeError(where, "text: empty captions list")
+            else:
+                captions = decode_captions(sample["txt"], where)
+            if train:
+                captions = [captions[0] if len(captions) == 1 else rng.choice(captions)]
+            for caption in captions:
+                rows.append((text_elements(caption, tokenizer, data_cfg.max_text_tokens, where), key, pair))
+    return rows

@@ -1,0 +1,74 @@
+"""Skip-and-count error handling for the shard reader.
+
+WebDataset's stock ``warn_and_continue`` sleeps 0.5 s per error and keeps no
+count. At scale a few corrupt files per million are normal: the reader must
+step over them at full speed and say how many it dropped, so a silently rotting
+dataset shows up in TensorBoard (``train/skipped_samples``) rather than as a
+slow, quiet loss of data. Only *data* errors are swallowed; bugs (TypeError in
+our own code, KeyboardInterrupt...) are not handled here and still raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+log = logging.getLogger("unimodal_free.data")
+
+
+class SkipCounter:
+    """Counts skipped samples/shards and logs a rate-limited warning line for each.
+
+    The first ``first_lines`` problems are each logged; after that at most one
+    line per ``interval_s`` seconds, carrying how many were suppressed. The
+    count itself is never rate-limited. ``handler`` has the signature WebDataset
+    expects for ``handler=`` (return True = continue).
+    """
+
+    def __init__(self, where: str = "reader", first_lines: int = 10, interval_s: float = 30.0):
+        self.where = where
+        self.count = 0
+        self.first_lines = first_lines
+        self.interval_s = interval_s
+        self._last_log = float("-inf")
+        self._suppressed = 0
+
+    def skip(self, what: str, reason: str, n: int = 1) -> None:
+        """Record ``n`` skipped samples at ``what`` (shard URL and/or key) for ``reason``."""
+        self.count += n
+        now = time.monotonic()
+        if self.count <= self.first_lines or now - self._last_log >= self.interval_s:
+            extra = f" (+{self._suppressed} more since last warning)" if self._suppressed else ""
+            log.warning("%s: skipped %s: %s [%d skipped so far]%s", self.where, what, reason, self.count, extra)
+            self._last_log = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    def handler(self, exn: BaseException) -> bool:
+        """WebDataset ``handler=``: count the error and continue (no sleep, no reraise)."""
+        args = [str(a) for a in getattr(exn, "args", ()) if a is not None]
+        what = args[-1] if len(args) > 1 else "?"
+        reason = f"{type(exn).__name__}: {args[0] if args else exn}"
+        self.skip(what, reason)
+        return True
+
+
+class DeltaCounter:
+    """Turns a running count into per-batch deltas (``Batch.skipped``)."""
+
+    def __init__(self, counter: SkipCounter):
+        self.counter = counter
+        self._seen = counter.count
+
+    def take(self) -> int:
+        now = self.counter.count
+        delta, self._seen = now - self._seen, now
+        return delta
+
+
+def describe(exn: BaseException, limit: Optional[int] = 200) -> str:
+    """One line for an exception: type and first message, truncated."""
+    text = f"{type(exn).__name__}: {exn}".replace("\n", " ")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
