@@ -1,0 +1,160 @@
+"""Cross-modal retrieval of a trained checkpoint on paired shards.
+
+    python -m unimodal_free.eval --checkpoint runs/joint --data shards/heldout \\
+        [--model teacher|student] [--json results.json] [--logdir tb/eval]
+
+``--checkpoint`` is an exported ``model.safetensors`` or a run directory (the
+latest good checkpoint, any ZeRO stage). The model is rebuilt from the config
+stored with the weights; the tokenizer must be the one it was trained with.
+Prints an aligned table (recalls in percent, chance level in parentheses);
+``--json`` writes the metrics (fractions) keyed ``{a}_to_{b}`` and, beside it,
+``<name>.meta.json`` saying what was evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional
+
+import torch
+
+from unimodal_free.batch import modality_specs
+from unimodal_free.config import Source
+from unimodal_free.data.reader import expand_shards
+from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
+from unimodal_free.eval.evaluate import evaluate
+from unimodal_free.eval.report import format_table, meta_path, write_json
+
+
+class EvalError(ValueError):
+    """Bad eval input; the message is one line naming the file or flag."""
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m unimodal_free.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
+    p.add_argument("--data", required=True, nargs="+", help="paired shards: directory, glob, brace pattern or URL")
+    p.add_argument("--model", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
+    p.add_argument("--pooling", choices=("mean",), default=None, help="default: eval.pooling of the run")
+    p.add_argument("--tokenizer", default=None,
+                   help="'bytes', 'demo' or a sentencepiece .model (default: the path recorded in the checkpoint)")
+    p.add_argument("--json", default=None, help="write metrics here (and <name>.meta.json beside it)")
+    p.add_argument("--logdir", default=None, help="TensorBoard: scalars, similarity heatmaps, embedding projector")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
+    p.add_argument("--max-samples", type=int, default=None, help="first N paired samples (default: all)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    for flag in ("batch_size", "max_samples"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            p.error(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
+    return args
+
+
+def resolve_tokenizer(ref: dict, spec: Optional[str], checkpoint: str, demo_dir: str = ""):
+    """The tokenizer to read the data with; refused unless it is the checkpoint's own."""
+    if spec is None:
+        if ref.get("kind") == "bytes":
+            spec = "bytes"
+        else:
+            spec = ref.get("path") or ""
+            if not spec or not os.path.isfile(spec):
+                raise EvalError(
+                    f"checkpoint {checkpoint} was trained with tokenizer {spec or '?'} "
+                    f"(sha256 {ref.get('sha256')}), which is missing here: pass --tokenizer PATH to a copy of it"
+                )
+    elif spec not in ("bytes", "demo") and not os.path.isfile(os.path.expanduser(spec)):
+        raise EvalError(f"--tokenizer {spec}: file not found (checkpoint {checkpoint} expects {ref.get('path')})")
+    tokenizer = load_tokenizer(spec, demo_dir)
+    check_tokenizer_compatible(ref, tokenizer.reference, f"checkpoint {checkpoint} vs --tokenizer {spec}")
+    return tokenizer
+
+
+def load_model(weights, which: str, vocab_size: int, checkpoint: str) -> torch.nn.Module:
+    """Rebuild the model from the stored config and load the teacher's or student's weights."""
+    from unimodal_free.model import build_model
+
+    state = getattr(weights, which)
+    if not state:
+        raise EvalError(f"checkpoint {checkpoint}: holds no {which} weights")
+    model = build_model(weights.cfg, modality_specs(weights.cfg.data, vocab_size))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EvalError(
+            f"checkpoint {checkpoint}: {which} weights do not fit the stored config "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    from unimodal_free.train.export import load_weights
+
+    weights = load_weights(args.checkpoint)
+    cfg = weights.cfg
+    cfg.eval.model = args.model or cfg.eval.model
+    cfg.eval.pooling = args.pooling or cfg.eval.pooling
+    tokenizer = resolve_tokenizer(weights.tokenizer_ref, args.tokenizer, args.checkpoint, cfg.data.demo_dir)
+    sources = [Source(path=p) for p in args.data]
+    for src in sources:
+        expand_shards(src)  # a typo fails here, naming the source
+    device = torch.device(args.device)
+    model = load_model(weights, cfg.eval.model, tokenizer.vocab_size, args.checkpoint).to(device)
+
+    writer = None
+    if args.logdir:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(args.logdir)
+    step = int(getattr(weights, "step", 0) or 0)
+    out = evaluate(model, cfg, sources, tokenizer, device, args.max_samples, cfg.eval.model,
+                   batch_size=args.batch_size, writer=writer, step=step, prefix="eval")
+    emb = out.embeddings
+    if not out.results:
+        raise EvalError(
+            f"--data {' '.join(args.data)}: no two samples share a modality pair "
+            f"({len(emb.pair_names)} paired samples, rows {({m: emb.rows(m) for m in emb.modalities})}): nothing to retrieve"
+        )
+    meta = {
+        "checkpoint": os.path.abspath(args.checkpoint),
+        "step": step,
+        "model": cfg.eval.model,
+        "pooling": cfg.eval.pooling,
+        "projected": cfg.objective.align_weight > 0,
+        "tokenizer": tokenizer.reference,
+        "data": list(args.data),
+        "paired_samples": len(emb.pair_names),
+        "rows": {m: emb.rows(m) for m in emb.modalities},
+        "skipped_samples": out.skipped,
+        "seconds": round(out.seconds, 2),
+        "ties": "pessimistic: a wrong candidate scoring >= the best correct one ranks ahead of it",
+    }
+    print(
+        f"checkpoint {meta['checkpoint']} (step {step}, {meta['model']}, {meta['pooling']} pooling"
+        f"{', projected' if meta['projected'] else ''}); {meta['paired_samples']} paired samples, "
+        f"rows {meta['rows']}, {out.skipped} skipped, {meta['seconds']} s"
+    )
+    print(format_table(out.results))
+    if writer is not None:
+        for key, value in out.items():
+            writer.add_scalar(f"eval/{key}", value, step)
+        writer.close()
+    if args.json:
+        write_json(out.results, args.json)
+        write_json(meta, meta_path(args.json))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as exc:  # EvalError, ConfigError, TokenizerMismatchError, bad shards
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

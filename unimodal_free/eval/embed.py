@@ -1,0 +1,89 @@
+"""Embed held-out paired shards with one joint model, every modality alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+
+from unimodal_free.batch import Batch
+from unimodal_free.eval.thumbnails import THUMB_SIZE, unpatchify_thumbnail
+
+
+@dataclass
+class EmbeddingSet:
+    """Pooled embeddings of every row read, grouped by modality, with pair ids as integers."""
+
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (rows_m, D) float32, L2-normalised
+    pair_ids: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (rows_m,) int64 into pair_names
+    keys: dict[str, list[str]] = field(default_factory=dict)  # m -> (rows_m,) sample keys
+    pair_names: list[str] = field(default_factory=list)
+    # Image thumbnails for the first ``max_thumbnails`` image rows, (n, 3, T, T) in [0, 1].
+    thumbnails: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, THUMB_SIZE, THUMB_SIZE))
+
+    def rows(self, modality: str) -> int:
+        return int(self.pair_ids[modality].numel()) if modality in self.pair_ids else 0
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in self.embeddings if self.rows(m) > 0]
+
+
+@torch.no_grad()
+def embed_batches(
+    model: torch.nn.Module,
+    batches: Iterable[Batch],
+    embed_fn,
+    device: torch.device | str,
+    patch_size: int,
+    max_samples: int | None = None,
+    max_thumbnails: int = 256,
+) -> EmbeddingSet:
+    """Run ``embed_fn(model, batch) -> {m: (rows, D)}`` over ``batches`` in order.
+
+    Only rows that carry a pair id are kept (unpaired rows cannot be
+    retrieved). Reading stops once ``max_samples`` distinct pair ids were
+    seen; rows of later pair ids in the last batch are dropped, so the result
+    is the first ``max_samples`` paired samples of the shards, in order.
+    """
+    index_of: dict[str, int] = {}
+    pair_names: list[str] = []
+    chunks: dict[str, list[torch.Tensor]] = {}
+    ids: dict[str, list[torch.Tensor]] = {}
+    keys: dict[str, list[str]] = {}
+    thumbs: list[torch.Tensor] = []
+    for batch in batches:
+        pooled = embed_fn(model, batch.to(device))
+        # Batch-local pair index -> global integer pair id (in order of first appearance).
+        local = torch.full((len(batch.pair_ids) + 1,), -1, dtype=torch.long)  # last slot: pair_index -1
+        for i, name in enumerate(batch.pair_ids):
+            if name not in index_of and (max_samples is None or len(pair_names) < max_samples):
+                index_of[name] = len(pair_names)
+                pair_names.append(name)
+            local[i] = index_of.get(name, -1)
+        for m, part in batch.parts.items():
+            global_ids = local[part.pair_index.cpu()]  # (rows,)
+            keep = global_ids >= 0
+            if not bool(keep.any()):
+                continue
+            chunks.setdefault(m, []).append(pooled[m].detach().float().cpu()[keep])
+            ids.setdefault(m, []).append(global_ids[keep])
+            keys.setdefault(m, []).extend(k for k, kept in zip(part.keys, keep.tolist()) if kept)
+            if m == "image":
+                have = sum(t.shape[0] for t in thumbs)
+                for row in keep.nonzero().flatten().tolist()[: max(0, max_thumbnails - have)]:
+                    real = ~part.padding[row].cpu()
+                    thumbs.append(
+                        unpatchify_thumbnail(part.values[row].cpu()[real], part.coords[row].cpu()[real], patch_size)[None]
+                    )
+        if max_samples is not None and len(pair_names) >= max_samples:
+            break
+    out = EmbeddingSet(pair_names=pair_names)
+    for m in chunks:
+        out.embeddings[m] = torch.cat(chunks[m])
+        out.pair_ids[m] = torch.cat(ids[m])
+        out.keys[m] = keys[m]
+    if thumbs:
+        out.thumbnails = torch.cat(thumbs)
+    return out

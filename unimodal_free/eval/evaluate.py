@@ -1,0 +1,76 @@
+"""Retrieval eval of one joint model on held-out paired shards: used by the trainer
+every ``eval.every`` steps (rank 0) and by ``python -m unimodal_free.eval``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+
+from unimodal_free.config import Config, Source
+from unimodal_free.data.reader import make_eval_loader
+from unimodal_free.eval.embed import EmbeddingSet, embed_batches
+from unimodal_free.eval.report import flat_metrics
+from unimodal_free.eval.retrieval import cross_modal_retrieval
+from unimodal_free.eval.visuals import write_visuals
+from unimodal_free.model import pooled_embedding
+
+
+class EvalOutput(dict):
+    """Flat metrics ``{"{a}_to_{b}_R@{k}": v, "{a}_to_{b}_median_rank": v, ...}`` (log them as they are).
+
+    Attributes: ``results`` the nested per-direction metrics (the JSON the CLI
+    writes), ``embeddings`` the :class:`EmbeddingSet` behind them, ``skipped``
+    undecodable samples, ``seconds`` wall time, ``model_name``.
+    """
+
+    results: dict[str, dict[str, Any]]
+    embeddings: EmbeddingSet
+    skipped: int
+    seconds: float
+    model_name: str
+
+
+def _embed(model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
+    # Projected when the model has an alignment head (objective.align_weight > 0), else the pooled latents.
+    return pooled_embedding(model, batch, project=True)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    cfg: Config,
+    sources: list[Source],
+    tokenizer,
+    device: torch.device | str,
+    max_samples: Optional[int] = None,
+    model_name: str = "teacher",
+    batch_size: Optional[int] = None,
+    writer=None,
+    step: int = 0,
+    prefix: str = "val",
+) -> EvalOutput:
+    """Embed the first ``max_samples`` paired samples of ``sources`` (all when None) and score retrieval.
+
+    ``model`` is a full (not ZeRO-3-partitioned) student or teacher module, or
+    a wrapper with ``.module``; its train/eval mode is restored afterwards.
+    With ``writer`` (a SummaryWriter) the similarity heatmaps and the projector
+    entry are written under ``prefix``; scalars are left to the caller.
+    """
+    if cfg.eval.pooling != "mean":
+        raise ValueError(f"eval.pooling: {cfg.eval.pooling!r} is not supported (only 'mean')")
+    start = time.perf_counter()
+    loader = make_eval_loader(cfg, sources, tokenizer, batch_size=batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        emb = embed_batches(model, loader, _embed, device, cfg.data.patch_size, max_samples)
+    finally:
+        model.train(was_training)
+    results = cross_modal_retrieval(emb.embeddings, emb.pair_ids)
+    out = EvalOutput(flat_metrics(results))
+    out.results, out.embeddings, out.skipped, out.model_name = results, emb, loader.skipped, model_name
+    if writer is not None:
+        write_visuals(writer, emb, step, prefix)
+    out.seconds = time.perf_counter() - start
+    return out
