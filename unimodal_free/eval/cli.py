@@ -43,7 +43,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write metrics here (and <name>.meta.json beside it)")
     p.add_argument("--logdir", default=None, help="TensorBoard: scalars, similarity heatmaps, embedding projector")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
-    p.add_argument("--max-samples", type=int, default=None, help="first N paired samples (default: all)")
+    p.add_argument("--max-samples", type=int, default=None, help="first N samples of the shards (default: all)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     for flag in ("batch_size", "max_samples"):
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     emb = out.embeddings
     if not out.results:
         raise EvalError(
-            f"--data {' '.join(args.data)}: no two samples share a modality pair "
-            f"({len(emb.pair_names)} paired samples, rows {({m: emb.rows(m) for m in emb.modalities})}): nothing to retrieve"
+            f"--data {' '.join(args.data)}: no modality pair is shared by two or more samples "
+            f"({len(emb.pair_names)} samples, rows {({m: emb.rows(m) for m in emb.modalities})}): nothing to retrieve"
         )
     meta = {
         "checkpoint": os.path.abspath(args.checkpoint),
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "projected": cfg.objective.align_weight > 0,
         "tokenizer": tokenizer.reference,
         "data": list(args.data),
-        "paired_samples": len(emb.pair_names),
+        "samples": len(emb.pair_names),
         "rows": {m: emb.rows(m) for m in emb.modalities},
         "skipped_samples": out.skipped,
         "seconds": round(out.seconds, 2),
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     }
     print(
         f"checkpoint {meta['checkpoint']} (step {step}, {meta['model']}, {meta['pooling']} pooling"
-        f"{', projected' if meta['projected'] else ''}); {meta['paired_samples']} paired samples, "
+        f"{', projected' if meta['projected'] else ''}); {meta['samples']} samples, "
         f"rows {meta['rows']}, {out.skipped} skipped, {meta['seconds']} s"
     )
     print(format_table(out.results))
@@ -148,10 +148,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from unimodal_free.train.checkpoint import CheckpointError
+
     args = parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as exc:  # EvalError, ConfigError, TokenizerMismatchError, bad shards
+    # EvalError, ConfigError, TokenizerMismatchError, bad shards, unusable checkpoints: one line, no traceback.
+    except (ValueError, FileNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

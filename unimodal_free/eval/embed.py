@@ -45,7 +45,7 @@ def embed_batches(
     Only rows that carry a pair id are kept (unpaired rows cannot be
     retrieved). Reading stops once ``max_samples`` distinct pair ids were
     seen; rows of later pair ids in the last batch are dropped, so the result
-    is the first ``max_samples`` paired samples of the shards, in order.
+    is the first ``max_samples`` samples of the shards (pair ids), in order.
     """
     index_of: dict[str, int] = {}
     pair_names: list[str] = []

@@ -50,7 +50,7 @@ def evaluate(
     step: int = 0,
     prefix: str = "val",
 ) -> EvalOutput:
-    """Embed the first ``max_samples`` paired samples of ``sources`` (all when None) and score retrieval.
+    """Embed the first ``max_samples`` samples of ``sources`` (all when None) and score retrieval.
 
     ``model`` is a full (not ZeRO-3-partitioned) student or teacher module, or
     a wrapper with ``.module``; its train/eval mode is restored afterwards.

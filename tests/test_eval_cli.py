@@ -1,0 +1,150 @@
+"""``python -m unimodal_free.eval`` end to end on a tiny exported model and writer-made shards."""
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from unimodal_free.data import shards as shard_cli
+from unimodal_free.data import tokenizer as tokenizer_cli
+from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.eval.cli import load_model, main
+from unimodal_free.train.export import load_weights, save_export
+
+from test_eval_evaluate import NUM_COCO, NUM_TRIPLES, ROOT, tiny_cfg, tiny_model, write_raw_corpus
+
+DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}
+METRIC_KEYS = {"R@1", "R@5", "R@10", "median_rank", "mean_rank", "num_queries", "num_candidates",
+               "chance_R@1", "chance_R@5", "chance_R@10"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Shards, a sentencepiece tokenizer trained on them, and an export of a tiny model (teacher != student)."""
+    root = tmp_path_factory.mktemp("eval_cli")
+    manifest, coco = write_raw_corpus(root / "raw")
+    assert shard_cli.main(["manifest", str(manifest), str(root / "shards"), "--maxcount", "4"]) == 0
+    assert shard_cli.main(["coco", str(coco), str(root / "coco")]) == 0
+    shards = [str(root / "shards"), str(root / "coco" / "shard-{000000..000000}.tar")]  # dir + brace pattern
+    assert tokenizer_cli.main(["train", "--input", *shards[:1], "--vocab-size", "40", "--output", str(root / "tok")]) == 0
+    tok = load_tokenizer(str(root / "tok.model"))
+    cfg = tiny_cfg()
+    student = tiny_model(cfg, tok)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), cfg, tok.reference, 7)
+    return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(setup, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out_json, logdir = tmp_path / "res" / "retrieval.json", tmp_path / "tb"
+    rc = main(["--checkpoint", str(setup["export"]), "--data", *setup["shards"], "--json", str(out_json),
+               "--logdir", str(logdir), "--batch-size", "3"])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads(out_json.read_text())
+    assert set(res) == DIRECTIONS
+    for direction, m in res.items():
+        assert set(m) == METRIC_KEYS, direction
+        for k in (1, 5, 10):
+            assert 0.0 <= m[f"R@{k}"] <= 1.0 and 0.0 < m[f"chance_R@{k}"] <= 1.0
+        assert 1.0 <= m["median_rank"] <= m["num_candidates"] and 1.0 <= m["mean_rank"] <= m["num_candidates"]
+    assert res["text_to_image"]["num_queries"] == NUM_TRIPLES + 3 * NUM_COCO
+    assert res["speech_to_text"]["num_candidates"] == NUM_TRIPLES
+    meta = json.loads((tmp_path / "res" / "retrieval.meta.json").read_text())
+    assert meta["step"] == 7 and meta["model"] == "teacher" and meta["samples"] == NUM_TRIPLES + NUM_COCO
+    assert meta["tokenizer"]["sha256"] == load_tokenizer(str(setup["tok"])).reference["sha256"]
+
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("direction"))
+    table = lines[header : header + 2 + len(DIRECTIONS)]
+    assert len({len(line) for line in table}) == 1  # aligned
+    assert {line.split()[0] for line in table[2:]} == DIRECTIONS
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert {"eval/similarity/image_speech", "eval/similarity/image_text", "eval/similarity/speech_text"} <= set(
+        acc.Tags()["images"]
+    )
+    assert acc.Scalars("eval/image_to_text_R@1")[0].value == pytest.approx(res["image_to_text"]["R@1"])
+    assert acc.Scalars("eval/image_to_text_R@1")[0].step == 7
+    assert "sprite.png" in (logdir / "projector_config.pbtxt").read_text()
+    tsv = next(logdir.glob("00007/*/metadata.tsv")).read_text().splitlines()
+    assert tsv[0] == "modality\tpair\tkey" and {row.split("\t")[0] for row in tsv[1:]} == {"image", "speech", "text"}
+
+
+@pytest.mark.slow
+def test_module_entry_point_max_samples(setup, tmp_path):
+    out_json = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "unimodal_free.eval", "--checkpoint", str(setup["export"]), "--data",
+         setup["shards"][0], "--model", "student", "--max-samples", "4", "--json", str(out_json)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "image_to_speech" in proc.stdout
+    res = json.loads(out_json.read_text())
+    assert res["image_to_text"]["num_queries"] == 4 and res["image_to_text"]["chance_R@1"] == pytest.approx(0.25)
+
+
+def test_loads_the_requested_weights(setup):
+    weights = load_weights(setup["export"])
+    for which in ("teacher", "student"):
+        model = load_model(weights, which, load_tokenizer(str(setup["tok"])).vocab_size, "x")
+        for name, t in model.state_dict().items():
+            assert torch.equal(t, getattr(weights, which)[name]), (which, name)
+    assert any(not torch.equal(weights.teacher[k], weights.student[k]) for k in weights.student)
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: "), err
+    return err
+
+
+def test_refuses_a_different_tokenizer(setup, tmp_path, capsys):
+    other = tmp_path / "other"
+    coco_dir = str(setup["root"] / "coco")
+    assert tokenizer_cli.main(["train", "--input", coco_dir, "--vocab-size", "30", "--output", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["--checkpoint", str(setup["export"]), "--data", setup["shards"][0], "--tokenizer", f"{other}.model"]) == 2
+    err = error_line(capsys)
+    assert "tokenizer mismatch" in err and str(setup["tok"]) in err and f"{other}.model" in err
+    assert main(["--checkpoint", str(setup["export"]), "--data", setup["shards"][0], "--tokenizer", "bytes"]) == 2
+    assert "tokenizer mismatch" in error_line(capsys)
+
+
+def test_missing_recorded_tokenizer_names_it(setup, tmp_path, capsys):
+    # A copy of the export whose recorded tokenizer path does not exist.
+    weights = load_weights(setup["export"])
+    gone = dict(weights.tokenizer_ref, path=str(tmp_path / "moved" / "tok.model"))
+    export = save_export(tmp_path / "m.safetensors", weights.student, weights.teacher, weights.cfg, gone, 1)
+    assert main(["--checkpoint", str(export), "--data", setup["shards"][0]]) == 2
+    err = error_line(capsys)
+    assert gone["path"] in err and "--tokenizer" in err and str(export) in err
+    # Pointing at a copy with the same bytes works.
+    shutil.copy(setup["tok"], tmp_path / "copy.model")
+    assert main(["--checkpoint", str(export), "--data", setup["shards"][0], "--tokenizer",
+                 str(tmp_path / "copy.model"), "--max-samples", "3"]) == 0
+
+
+def test_bad_inputs_fail_in_one_line(setup, tmp_path, capsys):
+    assert main(["--checkpoint", str(tmp_path / "nope"), "--data", setup["shards"][0]]) == 2
+    assert "nope" in error_line(capsys)
+    assert main(["--checkpoint", str(setup["export"]), "--data", str(tmp_path / "missing-shards")]) == 2
+    assert "missing-shards" in error_line(capsys)
+    text_only = tmp_path / "text.txt"
+    text_only.write_text("just words\nmore words\n")
+    assert shard_cli.main(["text", str(text_only), str(tmp_path / "text_shards")]) == 0
+    capsys.readouterr()
+    assert main(["--checkpoint", str(setup["export"]), "--data", str(tmp_path / "text_shards")]) == 2
+    assert "nothing to retrieve" in error_line(capsys)
