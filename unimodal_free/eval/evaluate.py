@@ -49,13 +49,15 @@ def evaluate(
     writer=None,
     step: int = 0,
     prefix: str = "val",
+    projector: bool = True,
 ) -> EvalOutput:
     """Embed the first ``max_samples`` samples of ``sources`` (all when None) and score retrieval.
 
     ``model`` is a full (not ZeRO-3-partitioned) student or teacher module, or
     a wrapper with ``.module``; its train/eval mode is restored afterwards.
     With ``writer`` (a SummaryWriter) the similarity heatmaps and the projector
-    entry are written under ``prefix``; scalars are left to the caller.
+    entry (unless ``projector`` is False: it writes the embeddings as text)
+    are written under ``prefix``; scalars are left to the caller.
     """
     if cfg.eval.pooling != "mean":
         raise ValueError(f"eval.pooling: {cfg.eval.pooling!r} is not supported (only 'mean')")
@@ -71,6 +73,6 @@ def evaluate(
     out = EvalOutput(flat_metrics(results))
     out.results, out.embeddings, out.skipped, out.model_name = results, emb, loader.skipped, model_name
     if writer is not None:
-        write_visuals(writer, emb, step, prefix)
+        write_visuals(writer, emb, step, prefix, projector=projector)
     out.seconds = time.perf_counter() - start
     return out
