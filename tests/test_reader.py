@@ -314,3 +314,21 @@ def test_eval_keeps_pairs_and_every_caption_in_order(tmp_path):
     halves = [{k for b in make_eval_loader(cfg, cfg.data.heldout, TOK, rank=r, world_size=2) for _, k in row_keys(b)}
               for r in range(2)]
     assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 5
+
+
+def test_unreadable_resampled_source_stops_with_a_clear_error():
+    cfg = make_cfg(["pipe:false"])  # every shard read fails: a dead bucket, not bad luck
+    with pytest.raises(RuntimeError, match="data source 'pipe:false': the last 50 shards read gave no sample"):
+        next(make_train_loader(cfg, TOK, 0, 1))
+
+
+def test_skip_counter_counts_everything_but_rate_limits_warnings(caplog):
+    from unimodal_free.data.handlers import SkipCounter
+
+    counter = SkipCounter("t", first_lines=3, interval_s=3600)
+    with caplog.at_level("WARNING", logger="unimodal_free.data"):
+        for i in range(100):
+            counter.skip(f"shard.tar:key{i}", "bad")
+        assert counter.handler(ValueError("broken header", "http://x/shard-7.tar")) is True
+    assert counter.count == 101
+    assert len(caplog.records) == 3 and "key0" in caplog.text and "key3" not in caplog.text

@@ -9,7 +9,7 @@ Training stream, per (rank, worker)::
 Determinism and exact resume. The stream of one (rank, logical worker) is cut
 into *segments* of ``segment_batches`` batches. Each segment is a fresh
 pipeline reseeded from ``(seed, rank, worker, segment)``; nothing carries over
-a segment boundary. Resuming at batch k therefore rebuilds only segment
+a segment boundary. Resuming at (the worker's local) batch k therefore rebuilds only segment
 ``k // S`` and discards its first ``k % S`` batches: exact, with a bounded
 cost (at most S batches of decoding), whatever k is. The price is that each
 segment refills its shuffle buffer and abandons the rest of its last shards;
@@ -21,11 +21,12 @@ so uninterrupted global batch b comes from worker ``b % W`` as its local batch
 ``b // W``. When resuming at k, DataLoader worker j plays *logical* worker
 ``(k + j) % W`` from local batch ``(k + j) // W``: batch k comes out first.
 
-Epochs. The training stream is infinite. ``data.epoch_samples`` is what
-WebDataset's ``with_epoch`` would set, and here it still defines the epoch
-used for seeding in the non-resampled (exact single pass) mode; in resampled
-mode every segment is already an independent draw, so epochs only matter for
-bookkeeping (epoch = samples seen / epoch_samples).
+Epochs. The training stream is infinite by contract (the trainer counts
+steps, not epochs), so there is no ``with_epoch`` cut: in resampled mode every
+segment is already an independent draw of shards and an epoch boundary would
+change nothing. ``data.epoch_samples`` is therefore not read here; it only
+names a nominal epoch for bookkeeping (epoch = samples seen / epoch_samples).
+The non-resampled mode is one exact pass, reseeded by its ``epoch`` argument.
 """
 
 from __future__ import annotations
