@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         )
     meta = {
         "checkpoint": os.path.abspath(args.checkpoint),
+        "source": getattr(weights, "source", "") or os.path.abspath(args.checkpoint),  # the file/tag actually read
         "step": step,
         "model": cfg.eval.model,
         "pooling": cfg.eval.pooling,
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "ties": "pessimistic: a wrong candidate scoring >= the best correct one ranks ahead of it",
     }
     print(
-        f"checkpoint {meta['checkpoint']} (step {step}, {meta['model']}, {meta['pooling']} pooling"
+        f"checkpoint {meta['source']} (step {step}, {meta['model']}, {meta['pooling']} pooling"
         f"{', projected' if meta['projected'] else ''}); {meta['samples']} samples, "
         f"rows {meta['rows']}, {out.skipped} skipped, {meta['seconds']} s"
     )
