@@ -168,7 +168,7 @@ def test_speech_elements_shapes_absolute_coords_and_cmvn():
     cfg = data_cfg(n_mels=40, frames_per_element=4, max_speech_seconds=6.0)
     one = speech_elements(torch.from_numpy(sine(500.0, 16000, 1.0)), 16000, 40, 4, 6.0)
     two = speech_elements(torch.from_numpy(sine(500.0, 16000, 2.0)), 16000, 40, 4, 6.0)
-    frames = 1 + (16000 - 400) // 160  # kaldi snip_edges: 25 ms window, 10 ms hop
+    frames = 1 + (16000 - 512) // 160  # 512-point FFT frames (25 ms window), 10 ms hop, no padding
     assert one.values.shape == (frames // 4, 4 * 40) and one.coords.shape == (frames // 4, 1)
     # Absolute time: the same element index has the same coord whatever the utterance length.
     torch.testing.assert_close(one.coords, two.coords[: one.num_elements])
@@ -180,7 +180,7 @@ def test_speech_features_are_normalised_per_utterance():
     rng = np.random.default_rng(0)
     t = np.arange(16000 * 2) / 16000
     wave = 0.2 * np.sin(2 * np.pi * (200 + 400 * t) * t) + 0.05 * rng.standard_normal(t.size)  # chirp + noise
-    frames = 1 + (wave.size - 400) // 160
+    frames = 1 + (wave.size - 512) // 160
     e = speech_elements(torch.from_numpy(wave.astype(np.float32)), 16000, 40, 2, 6.0)
     feats = e.values.reshape(-1, 40)  # (frames, n_mels), frame-major layout
     assert feats.shape[0] == frames // 2 * 2
@@ -193,7 +193,7 @@ def test_speech_features_are_normalised_per_utterance():
 
 def test_speech_truncated_to_max_seconds_and_coords_in_range():
     e = speech_elements(torch.from_numpy(sine(500.0, 16000, 8.0)), 16000, 32, 4, 6.0)
-    frames = 1 + (6 * 16000 - 400) // 160
+    frames = 1 + (6 * 16000 - 512) // 160
     assert e.num_elements == frames // 4
     assert e.coords.min() >= -1.0 and e.coords.max() <= 1.0
 
@@ -207,7 +207,7 @@ def test_bad_audio_raises_decode_error(fmt):
 
 
 def test_too_short_audio_raises():
-    with pytest.raises(DecodeError, match="shorter than one 25 ms window"):
+    with pytest.raises(DecodeError, match="shorter than one analysis window"):
         speech_elements(torch.zeros(100), 16000, 32, 4, 6.0, "k")
 
 

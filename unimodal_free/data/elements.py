@@ -16,6 +16,7 @@ relative and absolute positions coincide.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any, Optional
@@ -31,8 +32,8 @@ from unimodal_free.data import media
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SPEECH_EXTS = ("flac", "wav", "ogg")
 TEXT_EXTS = ("txt",)
-# A speech element needs at least one 25 ms analysis window.
-MIN_SPEECH_SECONDS = 0.025
+# Log-mel analysis: 25 ms Hann window in a 32 ms FFT (512 at 16 kHz), 10 ms hop, no centre padding.
+WINDOW_SECONDS, HOP_SECONDS, N_FFT_SECONDS = 0.025, 0.010, 0.032
 
 Row = tuple[Elements, str, Optional[str]]  # (elements, key, pair id) as collate_elements takes them
 
@@ -97,20 +98,25 @@ def decode_speech(data: bytes, sample_rate: int, key: str = "?") -> torch.Tensor
     return torch.from_numpy(media.resample(wave, sr, sample_rate).copy())  # (T',)
 
 
+@functools.lru_cache(maxsize=8)
+def _mel(sample_rate: int, n_mels: int):
+    """One MelSpectrogram per (rate, bins): its filterbank and window are built once, not per clip."""
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=sample_rate, n_fft=round(N_FFT_SECONDS * sample_rate), win_length=round(WINDOW_SECONDS * sample_rate),
+        hop_length=round(HOP_SECONDS * sample_rate), n_mels=n_mels, center=False, power=2.0,
+    )
+
+
 def speech_elements(
     wave: torch.Tensor, sample_rate: int, n_mels: int, frames_per_element: int, max_seconds: float, key: str = "?"
 ) -> Elements:
     """Mono waveform -> per-utterance normalised log-mel frames, ``s`` stacked per element."""
-    import torchaudio.compliance.kaldi as kaldi
-
     wave = wave[: int(max_seconds * sample_rate)]
-    if wave.numel() < MIN_SPEECH_SECONDS * sample_rate:
-        raise DecodeError(key, f"speech: {wave.numel() / sample_rate:.3f} s is shorter than one 25 ms window")
-    # Kaldi fbank works on int16-scaled audio (fairseq/wav2vec do the same); dither 0 keeps it deterministic.
-    feats = kaldi.fbank(
-        wave[None] * 32768.0, sample_frequency=sample_rate, num_mel_bins=n_mels,
-        frame_length=25.0, frame_shift=10.0, dither=0.0, energy_floor=0.0,
-    )  # (F, n_mels), one frame per 10 ms
+    if wave.numel() < N_FFT_SECONDS * sample_rate:
+        raise DecodeError(key, f"speech: {wave.numel() / sample_rate:.3f} s is shorter than one analysis window")
+    feats = (_mel(sample_rate, n_mels)(wave) + 1e-6).log().T  # (F, n_mels), one frame per 10 ms
     # Per-utterance CMVN. The std floor (log units) keeps a near-constant bin (pure tone, digital
     # silence) from having its float noise blown up to unit variance.
     feats = (feats - feats.mean(0)) / feats.std(0, unbiased=False).clamp_min(1e-2)
@@ -120,8 +126,7 @@ def speech_elements(
         raise DecodeError(key, f"speech: {feats.shape[0]} frames, fewer than frames_per_element={s}")
     values = feats[: m * s].reshape(m, s * n_mels)  # (M, s*n_mels), frame-major
     # Element i covers frames [i*s, (i+1)*s): centre time (i + 0.5) * s * 10 ms, over the max duration.
-    hop = 0.010
-    coords = ((torch.arange(m, dtype=torch.float32) + 0.5) * s * hop / max_seconds * 2.0 - 1.0).clamp(-1.0, 1.0)
+    coords = ((torch.arange(m, dtype=torch.float32) + 0.5) * s * HOP_SECONDS / max_seconds * 2.0 - 1.0).clamp(-1.0, 1.0)
     return Elements("speech", values.float().contiguous(), coords[:, None])  # coords (M, 1)
 
 
