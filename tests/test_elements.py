@@ -267,6 +267,8 @@ def test_json_captions_and_split_pairs_off():
     ({"txt": "hi", "json": {"pair": "k", "modalities": ["image", "text"]}}, "no image file"),
     ({"json": {"pair": "k"}}, "no image/speech/text file"),
     ({"txt": "hi", "json": b"{not json"}, "json: invalid"),
+    ({"txt": "hi", "json": {"modalities": 3}}, "modalities must be a list"),
+    ({"txt": "hi", "json": {"captions": "one"}}, "captions must be a list"),
 ])
 def test_bad_samples_raise_decode_error_naming_key(files, match):
     with pytest.raises(DecodeError, match=match) as info:

@@ -195,6 +195,8 @@ def sample_rows(
         present.append("text")  # captions carried in the json (COCO-style) count as the text file
     declared = meta.get("modalities")
     if declared is not None:
+        if not isinstance(declared, list) or not all(isinstance(m, str) for m in declared):
+            raise DecodeError(where, f"json: modalities must be a list of names, got {declared!r}")
         missing = [m for m in declared if m not in present]
         if missing:
             raise DecodeError(where, f"json declares {declared} but the sample has no {'/'.join(missing)} file")
