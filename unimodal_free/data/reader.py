@@ -432,7 +432,7 @@ def make_train_loader(cfg: Config, tokenizer, rank: int, world_size: int, start_
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"make_train_loader: rank {rank} outside world_size {world_size}")
-    train, _ = resolve_sources(cfg.data)
+    train = cfg.data.train or resolve_sources(cfg.data)[0]  # demo data only when no train source is set
     shard_lists = [(src.path, expand_shards(src), src.weight) for src in train]
     if not resampled:  # fail here, in the main process, not as a hang in a worker
         for name, urls, _ in shard_lists:
