@@ -1,0 +1,19 @@
+"""Trainer: DeepSpeed engine, EMA teacher, checkpoints, TensorBoard, export.
+
+``main(argv)`` runs a whole training (``launch/train.py`` calls it); it is
+imported lazily so ``from unimodal_free.train.export import load_weights``
+does not pull in DeepSpeed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from unimodal_free.train.trainer import main as _main
+
+    return _main(argv)
+
+
+__all__ = ["main"]

@@ -1,0 +1,142 @@
+"""Command line -> validated run setup, all before any process group starts.
+
+Every user error found here (config, data sources, tokenizer, resume target)
+ends the process with exit code 2 and exactly one line on stderr, on every
+rank, before ``deepspeed.init_distributed``; so a typo never leaves ranks
+hanging in a collective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from unimodal_free.config import Config, ConfigError, Source, config_to_dict, load_config
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad config / data / tokenizer / resume target
+EXIT_COLLAPSE = 3  # the collapse guard stopped the run
+EXIT_NONFINITE = 4  # too many non-finite steps in a row (a checkpoint was saved first)
+
+
+class SetupError(Exception):
+    """A one-line user error detected before training starts."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="launch/train.py",
+        description="Train the joint image/speech/text model (run it with `deepspeed launch/train.py ...`).",
+    )
+    p.add_argument("--config", default=None, help="JSON config file (defaults: unimodal_free/config.py)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), value parsed as JSON if it can be, e.g. "
+        "--set train.max_steps=100 --set data.train=/shards/train "
+        "--set 'data.train=[{\"path\": \"a/{000..009}.tar\", \"weight\": 2}, \"b/*.tar\"]'",
+    )
+    p.add_argument("--resume", default=None, help="shorthand for --set train.resume=PATH ('auto' = latest good)")
+    # Set by the deepspeed launcher; the rank is read from the environment.
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def validate_train(cfg: Config) -> None:
+    """Trainer-side checks the shared config module does not know about."""
+    t, e = cfg.train, cfg.eval
+    positive = {
+        "train.max_steps": t.max_steps,
+        "train.checkpoint_every": t.checkpoint_every,
+        "train.keep_last": t.keep_last,
+        "train.log_every": t.log_every,
+        "train.max_nonfinite_in_row": t.max_nonfinite_in_row,
+        "data.epoch_samples": cfg.data.epoch_samples,
+    }
+    for dotted, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{dotted}: must be > 0, got {value}")
+    if e.every < 0:
+        raise ConfigError(f"eval.every: must be >= 0 (0 = no periodic eval), got {e.every}")
+    if not 0.0 <= e.max_time_share <= 1.0:
+        raise ConfigError(f"eval.max_time_share: must be in [0, 1], got {e.max_time_share}")
+    if e.max_samples <= 0:
+        raise ConfigError(f"eval.max_samples: must be > 0, got {e.max_samples}")
+    if not t.output_dir:
+        raise ConfigError("train.output_dir: must not be empty")
+    if cfg.optim.lr <= 0 or cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
+        raise ConfigError(f"optim.lr/min_lr: need 0 <= min_lr <= lr and lr > 0, got {cfg.optim.lr}, {cfg.optim.min_lr}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
+
+
+@dataclass
+class RunSetup:
+    """Everything decided before the process group starts."""
+
+    cfg: Config
+    run_dir: Path
+    world_size: int
+    tokenizer: object
+    train_sources: list[Source]
+    heldout_sources: list[Source]
+    resume_dir: Optional[Path]
+
+
+def load_run_config(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.resume is not None:
+        overrides.append(f"train.resume={json.dumps(args.resume)}")
+    cfg = load_config(args.config, overrides)
+    validate_train(cfg)
+    return cfg
+
+
+def prepare(args: argparse.Namespace) -> RunSetup:
+    """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
+    from unimodal_free.data.reader import resolve_sources
+    from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
+    from unimodal_free.train.checkpoint import CheckpointManager, resolve_resume
+    from unimodal_free.train.ds_config import build_ds_config
+
+    cfg = load_run_config(args)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    build_ds_config(cfg, world_size)  # refuses contradicting deepspeed.extra keys now
+    run_dir = Path(cfg.train.output_dir).expanduser()
+    resume_dir = resolve_resume(cfg.train.resume, run_dir)
+    try:
+        train, heldout = resolve_sources(cfg.data)
+    except (ValueError, OSError) as exc:
+        raise SetupError(f"data: {exc}") from None
+    try:
+        tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise SetupError(f"data.tokenizer: {cfg.data.tokenizer!r}: {exc}") from None
+    if resume_dir is not None:
+        state = CheckpointManager.read_state(resume_dir)
+        check_tokenizer_compatible(state.tokenizer, tokenizer.reference, f"resume from {resume_dir}")
+        if state.world_size != world_size:
+            raise SetupError(
+                f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size} "
+                f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
+            )
+    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir)
+
+
+def config_changes(old: dict, new: Config) -> list[str]:
+    """Dotted keys whose value differs between a checkpoint's config and this run's."""
+    out = []
+    new_d = config_to_dict(new)
+    for section, values in new_d.items():
+        for key, value in values.items():
+            before = (old.get(section) or {}).get(key, value)
+            if before != value and f"{section}.{key}" != "train.resume":
+                out.append(f"{section}.{key}: {before!r} -> {value!r}")
+    return out

@@ -1,0 +1,126 @@
+"""Rank state and the few collectives the trainer needs (torch.distributed, any backend).
+
+Everything degrades to a no-op when no process group is running, so the
+same code serves one process and ``deepspeed --num_gpus N``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def ensure_env_for_single_process() -> None:
+    """Fill the launcher's env vars when run as plain ``python launch/train.py``.
+
+    deepspeed.init_distributed otherwise falls back to MPI discovery.
+    """
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+def any_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
+    """Element-wise OR of boolean flags over all ranks (one all-reduce).
+
+    Used for decisions every rank must take together: skip a non-finite step,
+    stop on SIGTERM, stop on collapse.
+    """
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=device)
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def mean_metrics(sums: dict[str, float], counts: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean of each metric over every observation on every rank.
+
+    Ranks may hold different keys (a modality absent from a rank's batches),
+    so key names are agreed first, then one all-reduce carries (sum, count)
+    pairs; a key nobody observed is dropped.
+    """
+    keys = sorted(sums)
+    if is_dist():
+        gathered: list[list[str]] = [None] * world_size()  # type: ignore[list-item]
+        dist.all_gather_object(gathered, keys)
+        keys = sorted(set().union(*gathered))
+    t = torch.tensor(
+        [[sums.get(k, 0.0), counts.get(k, 0.0)] for k in keys], dtype=torch.float64, device=device
+    ).reshape(len(keys), 2)  # (K, 2): sum, count
+    if is_dist() and keys:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return {k: float(s / c) for k, (s, c) in zip(keys, t.tolist()) if c > 0}
+
+
+def sum_vector(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise sum over ranks (one all-reduce); flags summed > 0 mean "any rank"."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def max_scalar(value: float, device: torch.device | str = "cpu") -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def gather_with_local_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows of ``t`` in rank order, and the offset of this rank's rows.
+
+    The local rows keep their autograd graph; remote rows are constants
+    (open_clip's default gather: each rank's loss sees every negative, its
+    backward reaches only its own embeddings). Row counts may differ between
+    ranks (paired rows vary per batch), so rows are padded to the largest
+    count for the all_gather and trimmed after. Every rank must call this the
+    same number of times per step (the alignment loss guarantees it, also
+    with 0 local rows). Matches the gather contract of
+    :mod:`unimodal_free.model.alignment`.
+    """
+    if not is_dist() or world_size() == 1:
+        return t, 0
+    n = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(counts, n)
+    counts_i = [int(c.item()) for c in counts]
+    offset = sum(counts_i[: rank()])
+    longest = max(counts_i)
+    if longest == 0:
+        return t, 0
+    padded = t.detach().new_zeros((longest,) + tuple(t.shape[1:]))
+    padded[: t.shape[0]] = t.detach()
+    parts = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded.contiguous())
+    parts = [p[:c] for p, c in zip(parts, counts_i)]
+    parts[rank()] = t  # the local slice keeps its autograd graph
+    return torch.cat(parts, dim=0), offset  # (sum of rows, ...)

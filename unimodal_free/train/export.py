@@ -1,0 +1,170 @@
+"""Consolidated weights: write one safetensors file, read weights from any run artefact.
+
+``model.safetensors`` holds ``student.<name>`` and ``teacher.<name>`` fp32
+tensors plus metadata ``{"config": json, "tokenizer": json, "step": int}``;
+reading it needs no pickle. :func:`load_weights` also reads a run directory
+or a checkpoint directly (latest good checkpoint, any ZeRO stage), so eval
+works on a run that is still training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from unimodal_free.config import Config, config_from_dict, config_to_dict
+
+EXPORT_NAME = "model.safetensors"
+FORMAT = "unimodal_free/1"
+
+
+@dataclass
+class LoadedWeights:
+    cfg: Config
+    tokenizer_ref: dict
+    student: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor]
+    step: Optional[int] = None
+    source: str = ""  # the file or checkpoint dir the weights came from
+
+
+def _plain(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp32 (floats), CPU, contiguous, unshared copies: what safetensors requires."""
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float()
+        out[k] = v.contiguous().clone()
+    return out
+
+
+def save_export(
+    path: str | Path,
+    student: dict[str, torch.Tensor],
+    teacher: dict[str, torch.Tensor],
+    cfg: Config,
+    tokenizer_ref: dict,
+    step: int,
+) -> Path:
+    """Write the consolidated file atomically (tmp + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"student.{k}": v for k, v in _plain(student).items()}
+    tensors.update({f"teacher.{k}": v for k, v in _plain(teacher).items()})
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(config_to_dict(cfg), sort_keys=True),
+        "tokenizer": json.dumps(tokenizer_ref, sort_keys=True),
+        "step": str(step),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    student = {k[len("student.") :]: v for k, v in tensors.items() if k.startswith("student.")}
+    teacher = {k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")}
+    return student, teacher
+
+
+def _load_export(path: Path) -> LoadedWeights:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ValueError(f"{path}: not a unimodal_free export (metadata format={meta.get('format')!r})")
+    student, teacher = _split(load_file(str(path)))
+    cfg = config_from_dict(json.loads(meta["config"]))
+    step = int(meta["step"]) if "step" in meta else None
+    return LoadedWeights(cfg, json.loads(meta.get("tokenizer", "{}")), student, teacher, step, str(path))
+
+
+def _student_from_checkpoint(tag_dir: Path) -> dict[str, torch.Tensor]:
+    """The student's fp32 weights from DeepSpeed's files (stage 0/1/2: 'module'; stage 3: zero_to_fp32)."""
+    model_states = tag_dir / "mp_rank_00_model_states.pt"
+    if model_states.is_file():
+        # DeepSpeed's own file of this run: it pickles more than tensors, so weights_only=False here only.
+        states = torch.load(model_states, map_location="cpu", weights_only=False)
+        module = states.get("module")
+        if module:
+            return {k: v for k, v in module.items()}
+    # ZeRO-3 partitions the module states across ranks: consolidate from the partitions.
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return dict(get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name))
+
+
+def _load_checkpoint(tag_dir: Path) -> LoadedWeights:
+    from unimodal_free.train.checkpoint import TEACHER, CheckpointManager
+
+    state = CheckpointManager.read_state(tag_dir)
+    cfg = config_from_dict(state.config)
+    teacher = torch.load(tag_dir / TEACHER, map_location="cpu", weights_only=True)
+    student = _plain(_student_from_checkpoint(tag_dir))
+    # The engine stores 0-dim parameters as (1,) (see ds_compat); use the model's shapes, as teacher.pt does.
+    student = {
+        k: (v.reshape(teacher[k].shape) if k in teacher and teacher[k].numel() == v.numel() else v)
+        for k, v in student.items()
+    }
+    return LoadedWeights(cfg, state.tokenizer, student, _plain(teacher), state.step, str(tag_dir))
+
+
+def load_weights(path: str | Path) -> LoadedWeights:
+    """Weights + config + tokenizer reference from an export file, a run dir or a checkpoint dir."""
+    from unimodal_free.train.checkpoint import CheckpointManager, is_complete, step_of
+
+    path = Path(path).expanduser()
+    if path.is_file():
+        return _load_export(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such export file or run directory")
+    if step_of(path.name) is not None:
+        if not is_complete(path):
+            raise ValueError(f"{path}: checkpoint is incomplete (no valid COMPLETE marker)")
+        return _load_checkpoint(path)
+    run_dir = path.parent if path.name == "checkpoints" else path
+    tag = CheckpointManager(run_dir).latest_tag()
+    if tag is not None:
+        return _load_checkpoint(run_dir / "checkpoints" / tag)
+    if (run_dir / EXPORT_NAME).is_file():
+        return _load_export(run_dir / EXPORT_NAME)
+    raise FileNotFoundError(f"{path}: holds neither a complete checkpoint nor {EXPORT_NAME}")
+
+
+def gathered_state_dict(module: torch.nn.Module, zero3: bool, rank: int) -> dict[str, Any]:
+    """Full state_dict of a (possibly ZeRO-3 partitioned) module on rank 0; collective under ZeRO-3.
+
+    Parameters are gathered one top-level child at a time so peak memory is
+    one child, not the whole model.
+    """
+    if not zero3:
+        return _plain(module.state_dict()) if rank == 0 else {}
+    import deepspeed
+
+    out: dict[str, Any] = {}
+    groups: dict[str, list[tuple[str, torch.nn.Parameter]]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):  # tied weights keep every name
+        groups.setdefault(name.split(".", 1)[0], []).append((name, p))
+    for items in groups.values():
+        unique = list({id(p): p for _, p in items}.values())
+        with deepspeed.zero.GatheredParameters(unique, modifier_rank=None):
+            if rank == 0:
+                out.update({n: p.detach().float().cpu().clone() for n, p in items})
+    if rank == 0:
+        params = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+        for name, t in module.state_dict().items():
+            if name not in params:  # buffers are never partitioned
+                out[name] = t.detach().cpu().clone()
+        # keep state_dict order
+        out = {k: out[k] for k in module.state_dict().keys() if k in out}
+    return out

@@ -1,0 +1,440 @@
+"""The training loop: DeepSpeed engine (student) + EMA teacher outside it + data2vec loss.
+
+One optimizer step = ``train.grad_accum`` micro-batches. Per micro-batch one
+small all-reduce carries the decisions every rank must take together
+(non-finite loss, stop request) and the global row/element/skip counts.
+A step with a non-finite loss anywhere is refused on every rank (its loss is
+turned into NaN so DeepSpeed's overflow check, or the optimizer's own check
+without ZeRO, skips it); the teacher follows only applied steps.
+
+Exit codes (see cli.py): 0 done or stopped by SIGTERM/SIGINT after a
+checkpoint, 2 user error before start, 3 collapse guard, 4 too many
+non-finite steps in a row (after a checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from unimodal_free.batch import modality_specs
+from unimodal_free.config import ConfigError, config_to_dict, save_config
+from unimodal_free.train import dist, testhooks
+from unimodal_free.train.ds_compat import load_into, model_shapes
+from unimodal_free.train.checkpoint import CheckpointError, CheckpointManager, TrainerState
+from unimodal_free.train.cli import (
+    EXIT_COLLAPSE,
+    EXIT_NONFINITE,
+    EXIT_OK,
+    EXIT_USAGE,
+    RunSetup,
+    SetupError,
+    build_parser,
+    config_changes,
+    prepare,
+)
+from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
+from unimodal_free.train.mfu import measure_matmul_peak
+from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
+from unimodal_free.train.signals import StopRequest
+from unimodal_free.train.tblog import RunLogger
+
+
+class IntervalStats:
+    """Sums since the last log line; turned into rank-averaged metrics by :meth:`reduce`."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, float] = {}
+        self.seconds = 0.0
+        self.rows = 0.0  # global (already summed over ranks)
+        self.elements = 0.0
+        self.flops = 0.0  # local
+        self.steps = 0
+
+    def add(self, key: str, value: torch.Tensor | float) -> None:
+        value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        self.sums[key] = self.sums.get(key, 0.0) + value
+        self.counts[key] = self.counts.get(key, 0.0) + 1
+
+    def reduce(self, peak_flops: float) -> dict[str, float]:
+        sums = {k: float(v) for k, v in self.sums.items()}
+        counts = dict(self.counts)
+        if self.seconds > 0 and peak_flops > 0:
+            sums["mfu"] = self.flops / self.seconds / peak_flops
+            counts["mfu"] = 1.0
+        return dist.mean_metrics(sums, counts)
+
+
+class Trainer:
+    def __init__(self, setup: RunSetup):
+        self.setup = setup
+        self.cfg = setup.cfg
+        self.run_dir = setup.run_dir
+        self.logger: Optional[RunLogger] = None
+
+    # ------------------------------------------------------------------ setup
+    def _init_distributed(self) -> None:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+
+        dist.ensure_env_for_single_process()
+        acc = get_accelerator()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if acc.device_name() == "cpu":
+            # N ranks on one CPU machine share its cores; oversubscribed threads crawl.
+            if "OMP_NUM_THREADS" not in os.environ:
+                local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+            self.device = torch.device("cpu")
+        else:
+            acc.set_device(local_rank)
+            self.device = torch.device(acc.device_name(local_rank))
+        deepspeed.init_distributed(dist_backend=acc.communication_backend_name())
+        self.rank, self.world = dist.rank(), dist.world_size()
+
+    def _build(self) -> None:
+        import deepspeed
+
+        from unimodal_free.model import EMATeacher, build_model
+        from unimodal_free.train.ds_compat import lift_zero_dim_params
+        from unimodal_free.train.ds_config import build_ds_config
+        from unimodal_free.train.optim import build_optimizer
+        from unimodal_free.train.schedule import lambda_lr, lr_schedule
+
+        cfg = self.cfg
+        self.zero3 = cfg.deepspeed.zero_stage == 3
+        specs = modality_specs(cfg.data, self.setup.tokenizer.vocab_size)
+        # Same seed on every rank: identical initial weights (ZeRO-3 partitions each rank's own copy).
+        torch.manual_seed(cfg.train.seed)
+        student = build_model(cfg, specs)
+        self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
+        self.teacher = EMATeacher(student, cfg.objective)  # full fp32 copy, before any partitioning
+        self.teacher.module.to(self.device)
+        self.lr = lr_schedule(cfg.optim, cfg.train.max_steps)
+        optimizer = build_optimizer(
+            student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
+        )
+        scheduler = lambda_lr(optimizer, self.lr)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=student, optimizer=optimizer, lr_scheduler=scheduler, config=build_ds_config(cfg, self.world)
+        )
+        # Per-rank streams from here on (data order is seeded by the reader itself).
+        seed_everything(cfg.train.seed + 1_000_003 * (self.rank + 1))
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.train.seed * 7919 + self.rank)
+
+    def _restore_or_start(self) -> TrainerState:
+        cfg, setup = self.cfg, self.setup
+        ckpt = self.ckpt
+        state = TrainerState(
+            world_size=self.world, tokenizer=setup.tokenizer.reference, config=config_to_dict(cfg)
+        )
+        if setup.resume_dir is not None:
+            state, teacher_sd, rank_state = ckpt.load(self.engine, setup.resume_dir)
+            load_into(self.teacher.module, teacher_sd)
+            restore_rng(rank_state["rng"], self.generator)
+            if rank_state["micro_batches"] != state.micro_batches:
+                raise CheckpointError(f"{setup.resume_dir}: rank {self.rank} data position disagrees with rank 0")
+            changes = config_changes(state.config, cfg)
+            state.config = config_to_dict(cfg)
+            if self.rank == 0:
+                print(f"resuming from {setup.resume_dir} at step {state.step}", file=sys.stderr, flush=True)
+                for line in changes:
+                    print(f"  config changed since the checkpoint: {line}", file=sys.stderr, flush=True)
+                ckpt.remove_incomplete_after(state.step)
+        if self.rank == 0:
+            save_config(cfg, self.run_dir / "config.json")
+        dist.barrier()
+        return state
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _local_grad_norm(self) -> Optional[float]:
+        """Global grad norm without ZeRO (gradients are already all-reduced at the boundary)."""
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        return float(torch.nn.utils.get_total_norm(grads))
+
+    def _train_step(self, state: TrainerState, stats: IntervalStats, stop: StopRequest) -> dict[str, Any]:
+        from unimodal_free.objective import compute_loss, step_flops
+
+        cfg, engine = self.cfg, self.engine
+        poisoned = stop_now = False
+        lr = float(self.lr[min(state.step, len(self.lr) - 1)])
+        grad_norm: Optional[float] = None
+        losses = []
+        t0 = time.perf_counter()
+        for _ in range(cfg.train.grad_accum):
+            batch = next(self.loader)
+            state.micro_batches += 1
+            flops = step_flops(cfg, batch)
+            batch = batch.to(self.device)
+            with self._autocast():
+                out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad)
+            loss = out.loss.float().reshape(())
+            finite = bool(torch.isfinite(loss.detach()))
+            # One all-reduce: [non-finite anywhere, stop requested anywhere, rows, elements, skipped samples].
+            shared = dist.sum_vector(
+                [float(not finite), float(stop.requested), batch.rows, batch.num_elements(), batch.skipped]
+            )
+            stop_now |= shared[1] > 0
+            stats.rows += shared[2]
+            stats.elements += shared[3]
+            state.skipped_samples += int(shared[4])
+            state.samples_seen += int(shared[2])
+            stats.flops += flops["student"] + flops["teacher"]
+            if shared[0] > 0:
+                poisoned = True
+                loss = loss * float("nan")  # every rank refuses this step (overflow check / optimizer check)
+            else:
+                losses.append(loss.detach())
+                stats.add("loss", loss)
+                for key, value in out.metrics.items():
+                    stats.add(key, value)
+            engine.backward(loss)
+            if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0:
+                grad_norm = self._local_grad_norm()
+            engine.step()
+        applied = engine.was_step_applied() and not poisoned
+        if applied:
+            norm = engine.get_global_grad_norm()
+            grad_norm = float(norm) if norm is not None else grad_norm
+            if grad_norm is not None:
+                stats.add("grad_norm", grad_norm)
+            self._update_teacher(state.step)
+            state.nonfinite_in_row = 0
+        else:
+            state.skipped_steps += 1
+            state.nonfinite_in_row += 1
+        state.step += 1
+        dt = time.perf_counter() - t0
+        state.train_time_s += dt
+        stats.seconds += dt
+        stats.steps += 1
+        local_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+        return {"lr": lr, "applied": applied, "stop": stop_now, "loss": local_loss}
+
+    def _update_teacher(self, step: int) -> None:
+        """EMA from the full student; under ZeRO-3 its partitions are gathered first."""
+        if self.zero3:
+            import deepspeed
+
+            params = list(self.engine.module.parameters())
+            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+                self.teacher.update(self.engine.module, step)
+        else:
+            self.teacher.update(self.engine.module, step)
+
+    # ------------------------------------------------------------------ logging / eval / save
+    def _log(self, state: TrainerState, stats: IntervalStats, info: dict[str, Any]) -> Optional[str]:
+        """Rank-averaged interval metrics to TensorBoard; returns a collapse message (agreed by all ranks)."""
+        from unimodal_free.objective import check_collapse
+
+        metrics = stats.reduce(self.peak_flops)
+        step = state.step
+        scalars = {f"train/{k}": v for k, v in metrics.items() if k not in ("padding_fraction",)}
+        if "padding_fraction" in metrics:
+            scalars["train/padding_waste"] = metrics["padding_fraction"]
+        seconds = dist.max_scalar(stats.seconds)
+        scalars["train/lr"] = info["lr"]
+        scalars["train/ema_decay"] = self.teacher.decay(step - 1)
+        scalars["train/samples_per_s"] = stats.rows / seconds if seconds > 0 else 0.0
+        scalars["train/elements_per_s"] = stats.elements / seconds if seconds > 0 else 0.0
+        scalars["train/skipped_samples"] = state.skipped_samples
+        scalars["train/skipped_steps"] = state.skipped_steps
+        scalars["train/samples_seen"] = state.samples_seen
+        self.logger.scalars(scalars, step)
+        message = check_collapse(metrics, self.cfg.objective, step)
+        (collapsed,) = dist.any_flags([message is not None])
+        if collapsed and message is None:
+            message = f"representation collapse at step {step} detected on another rank"
+        self.last_log = scalars
+        stats.reset()
+        return message
+
+    def _maybe_eval(self, state: TrainerState) -> None:
+        cfg = self.cfg
+        if cfg.eval.every <= 0 or state.step % cfg.eval.every:
+            return
+        run = False
+        if self.rank == 0:
+            est = self.last_eval_s
+            share = (state.eval_time_s + est) / max(1e-9, state.train_time_s + state.eval_time_s + est)
+            run = share <= cfg.eval.max_time_share
+            if not run:
+                self.evals_skipped += 1
+                self.logger.message(
+                    f"step {state.step}: eval skipped, it would take {share:.0%} of wall time "
+                    f"> eval.max_time_share={cfg.eval.max_time_share}"
+                )
+                self.logger.scalars({"val/skipped_evals": self.evals_skipped}, state.step)
+        (run,) = dist.any_flags([run])  # rank 0 decides
+        if not run:
+            return
+        t0 = time.perf_counter()
+        use_student = cfg.eval.model == "student"
+        model = self.engine.module if use_student else self.teacher.module
+        gather = contextlib.nullcontext()
+        if use_student and self.zero3:
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+        with gather:
+            if self.rank == 0:
+                out = self._evaluate(model, state.step)
+            dist.barrier()
+        dt = dist.max_scalar(time.perf_counter() - t0)
+        state.eval_time_s += dt
+        self.last_eval_s = dt
+
+    def _evaluate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        from unimodal_free.eval import evaluate
+
+        cfg = self.cfg
+        rng = capture_rng()  # eval must not shift the training RNG streams (exact resume)
+        try:
+            with self._autocast():
+                out = evaluate(
+                    model,
+                    cfg,
+                    self.setup.heldout_sources,
+                    self.setup.tokenizer,
+                    self.device,
+                    max_samples=cfg.eval.max_samples,
+                    model_name=cfg.eval.model,
+                    writer=self.logger.writer,
+                    step=step,
+                )
+        finally:
+            restore_rng(rng)
+        scalars = {f"val/{k}": float(v) for k, v in out.items()}
+        scalars["val/seconds"] = out.seconds
+        self.logger.scalars(scalars, step)
+        r1 = {k: round(v, 3) for k, v in out.items() if k.endswith("R@1")}
+        self.logger.message(f"step {step}: eval ({out.seconds:.1f}s) {r1}")
+        return scalars
+
+    def _save(self, state: TrainerState) -> None:
+        if self.last_saved_step == state.step:
+            return
+        rank_state = {"rng": capture_rng(self.generator), "micro_batches": state.micro_batches}
+        self.ckpt.save(self.engine, self._teacher_state(), state, rank_state)
+        self.last_saved_step = state.step
+
+    def _teacher_state(self) -> dict[str, torch.Tensor]:
+        return model_shapes(self.teacher.module.state_dict(), self.lifted)
+
+    def _export(self, state: TrainerState) -> None:
+        student = model_shapes(gathered_state_dict(self.engine.module, self.zero3, self.rank), self.lifted)
+        if self.rank == 0:
+            path = save_export(
+                self.run_dir / EXPORT_NAME,
+                student,
+                self._teacher_state(),
+                self.cfg,
+                self.setup.tokenizer.reference,
+                state.step,
+            )
+            self.logger.message(f"exported {path}")
+        dist.barrier()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        with StopRequest() as stop:
+            self._init_distributed()
+            try:
+                return self._run(stop)
+            finally:
+                if self.logger is not None:
+                    self.logger.close()
+                if dist.is_dist():
+                    torch.distributed.destroy_process_group()
+
+    def _run(self, stop: StopRequest) -> int:
+        from unimodal_free.data.reader import make_train_loader
+
+        cfg = self.cfg
+        self.ckpt = CheckpointManager(self.run_dir, cfg.train.keep_last)
+        self._build()
+        state = self._restore_or_start()
+        self.last_saved_step = state.step if self.setup.resume_dir is not None else -1
+        self.last_eval_s = 0.0
+        self.evals_skipped = 0
+        self.loader = make_train_loader(
+            cfg, self.setup.tokenizer, self.rank, self.world, start_batch=state.micro_batches
+        )
+        self.peak_flops = measure_matmul_peak(self.device)
+        self.logger = RunLogger(
+            self.run_dir, self.rank, cfg.train.max_steps, state.step, cfg.log.tensorboard, cfg.log.progress
+        )
+        self.logger.message(
+            f"run {self.run_dir}: {self.world} rank(s), ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.precision}, "
+            f"step {state.step}/{cfg.train.max_steps}, matmul peak {self.peak_flops / 1e12:.3f} TFLOP/s per rank"
+        )
+        stats = IntervalStats()
+        while state.step < cfg.train.max_steps:
+            info = self._train_step(state, stats, stop)
+            step = state.step
+            last = step == cfg.train.max_steps
+            collapse = None
+            if step % cfg.train.log_every == 0 or last or info["stop"]:
+                collapse = self._log(state, stats, info)
+            self.logger.progress(
+                step,
+                {
+                    "loss": f"{info['loss']:.4f}",
+                    "samples/s": f"{self.last_log.get('train/samples_per_s', 0.0):.1f}"
+                    if hasattr(self, "last_log")
+                    else "-",
+                },
+            )
+            if collapse is not None:
+                self.logger.message(f"stopping: {collapse}")
+                return EXIT_COLLAPSE
+            if state.nonfinite_in_row >= cfg.train.max_nonfinite_in_row:
+                self._save(state)
+                self.logger.message(
+                    f"stopping at step {step}: {state.nonfinite_in_row} non-finite steps in a row "
+                    f"(train.max_nonfinite_in_row={cfg.train.max_nonfinite_in_row}); last good weights saved"
+                )
+                return EXIT_NONFINITE
+            self._maybe_eval(state)
+            if step % cfg.train.checkpoint_every == 0 or last or info["stop"]:
+                self._save(state)
+            testhooks.hook("after_step", step, self.run_dir, self.rank)
+            if info["stop"]:
+                self.logger.message(f"stopping at step {step} on request (signal); checkpoint saved")
+                self.logger.flush()
+                return EXIT_OK
+        self._save(state)
+        self._export(state)
+        self.logger.flush()
+        return EXIT_OK
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``launch/train.py``; returns the process exit code."""
+    from unimodal_free.data.tokenizer import TokenizerMismatchError
+
+    args = build_parser().parse_args(argv)
+    try:
+        setup = prepare(args)
+    except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return Trainer(setup).run()
