@@ -1,0 +1,115 @@
+"""Block masking: exact ratios, never padding, >= 1 visible, block structure, compact views."""
+
+import pytest
+import torch
+
+from synthetic_batches import make_batch, tiny_config
+from unimodal_free.masking import MaskSpec, block_mask, compact, make_views, mask_spec, num_masked
+
+
+def grid_coords(G: int, rows: int) -> torch.Tensor:
+    gy, gx = torch.meshgrid(torch.arange(G), torch.arange(G), indexing="ij")
+    c = torch.stack([(2 * gy + 1) / G - 1, (2 * gx + 1) / G - 1], -1).view(1, G * G, 2).float()
+    return c.repeat(rows, 1, 1)  # (rows, G*G, 2)
+
+
+def neighbour_agreement(mask: torch.Tensor, G: int) -> float:
+    """Share of masked elements whose right/down neighbour is masked too."""
+    m = mask.view(-1, G, G)
+    pairs = torch.cat([(m[:, :, 1:] & m[:, :, :-1]).flatten(), (m[:, 1:] & m[:, :-1]).flatten()]).sum()
+    return float(pairs) / float(torch.cat([m[:, :, :-1].flatten(), m[:, :-1].flatten()]).sum())
+
+
+def runs(mask_row: torch.Tensor) -> int:
+    m = mask_row.int()
+    return int((m[1:] > m[:-1]).sum() + m[0])
+
+
+@pytest.mark.parametrize("inverse,ratio", [(False, 0.5), (True, 0.8), (True, 0.6)])
+def test_image_blocks_exact_ratio_and_clustered(inverse, ratio):
+    G, rows = 8, 64
+    coords = grid_coords(G, rows)
+    padding = torch.zeros(rows, G * G, dtype=torch.bool)
+    mask = block_mask(coords, padding, MaskSpec(ratio, 3, inverse), torch.Generator().manual_seed(0))
+    assert (mask.sum(1) == round(ratio * G * G)).all()
+    # Blocks: the masked (or, inverse, the kept) set is far more clustered than a random mask.
+    region = ~mask if inverse else mask
+    share = 1 - ratio if inverse else ratio
+    assert neighbour_agreement(region, G) > share + 0.25
+
+
+def test_spans_padding_and_min_visible():
+    rows, M = 32, 40
+    coords = torch.linspace(-1, 1, M).view(1, M, 1).repeat(rows, 1, 1)
+    lengths = torch.randint(1, M + 1, (rows,), generator=torch.Generator().manual_seed(1))
+    lengths[0] = 1  # a one-element row keeps its element
+    padding = torch.arange(M)[None] >= lengths[:, None]
+    # Re-normalise each row's coords to its own length, as the data package may do.
+    coords = torch.where(padding[..., None], torch.zeros(()), coords)
+    mask = block_mask(coords, padding, MaskSpec(0.5, 5, False), torch.Generator().manual_seed(2))
+    assert not (mask & padding).any()
+    assert (mask.sum(1) == num_masked(lengths, 0.5)).all()
+    assert ((~mask & ~padding).sum(1) >= 1).all()
+    full = torch.zeros(1, M, dtype=torch.bool)
+    span = block_mask(torch.linspace(-1, 1, M).view(1, M, 1), full, MaskSpec(0.5, 5, False),
+                      torch.Generator().manual_seed(3))
+    assert runs(span[0]) <= 20 // 5 + 2  # 20 masked in a few spans, not 20 singletons
+
+
+def test_high_ratio_never_masks_everything():
+    coords = torch.linspace(-1, 1, 3).view(1, 3, 1)
+    mask = block_mask(coords, torch.zeros(1, 3, dtype=torch.bool), MaskSpec(0.99, 1, False),
+                      torch.Generator().manual_seed(0))
+    assert int(mask.sum()) == 2
+
+
+def test_seeded_determinism():
+    cfg = tiny_config()
+    batch = make_batch(cfg, seed=0, pairs=6)
+    part, spec = batch.parts["speech"], mask_spec(cfg.masking, "speech")
+    a = make_views(part, spec, 3, torch.Generator().manual_seed(5)).mask
+    b = make_views(part, spec, 3, torch.Generator().manual_seed(5)).mask
+    c = make_views(part, spec, 3, torch.Generator().manual_seed(6)).mask
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # the R views of a row differ
+
+
+@pytest.mark.parametrize("modality", ["image", "speech", "text"])
+def test_views_are_compact_and_exact(modality):
+    cfg = tiny_config()
+    part = make_batch(cfg, seed=1, pairs=5).parts[modality]
+    R = 3
+    v = make_views(part, mask_spec(cfg.masking, modality), R, torch.Generator().manual_seed(0))
+    assert v.rows == part.rows * R
+    for r in range(v.rows):
+        src = r // R
+        visible = (~v.mask[r] & ~part.padding[src]).nonzero().squeeze(1)
+        n = len(visible)
+        assert (~v.padding[r]).sum() == n and not v.padding[r, :n].any()
+        assert torch.equal(v.values[r, :n], part.values[src, visible])
+        assert torch.equal(v.coords[r, :n], part.coords[src, visible])
+        masked = v.mask[r].nonzero().squeeze(1)
+        t = len(masked)
+        assert torch.equal(v.target_index[r, :t], masked) and not v.target_padding[r, :t].any()
+        assert v.target_padding[r, t:].all()
+        assert torch.equal(v.target_coords[r, :t], part.coords[src, masked])
+    assert v.values.shape[1] < part.values.shape[1]  # the student's input really shrinks
+
+
+def test_compact_orders_and_pads():
+    select = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    index, padding = compact(select)
+    assert index[0].tolist() == [0, 2] and index[1, 0] == 3
+    assert padding.tolist() == [[False, False], [False, True]]
+
+
+def test_errors_name_the_problem():
+    cfg = tiny_config()
+    with pytest.raises(ValueError, match="'video'"):
+        mask_spec(cfg.masking, "video")
+    cfg.masking.speech_span = 0
+    with pytest.raises(ValueError, match="speech"):
+        mask_spec(cfg.masking, "speech")
+    with pytest.raises(ValueError, match="no elements"):
+        block_mask(torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool), MaskSpec(0.5, 1, False),
+                   torch.Generator())

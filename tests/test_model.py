@@ -1,0 +1,162 @@
+"""The joint model: every modality and mixed batches, invariances, adapter errors, pooling, FLOPs."""
+
+import copy
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from synthetic_batches import VOCAB, make_batch, tiny_config, tiny_specs
+from unimodal_free.batch import Batch, ModalitySpec
+from unimodal_free.model import EMATeacher, build_model, pooled_embedding
+from unimodal_free.model.embedding import ModalityAdapter
+from unimodal_free.objective import compute_loss, make_all_views, step_flops
+
+
+def model_for(*overrides, seed=0):
+    cfg = tiny_config(*overrides)
+    torch.manual_seed(seed)
+    return cfg, build_model(cfg, tiny_specs(cfg))
+
+
+def parts(batch):
+    return {m: (p.values, p.coords, p.padding) for m, p in batch.parts.items()}
+
+
+def with_padding_changed(batch: Batch, seed: int) -> Batch:
+    """Same batch, random (even NaN) content in every padded slot."""
+    g = torch.Generator().manual_seed(seed)
+    out = copy.deepcopy(batch)
+    for p in out.parts.values():
+        pad = p.padding
+        if p.values.dtype == torch.long:
+            p.values[pad] = torch.randint(0, VOCAB, (int(pad.sum()),), generator=g)
+        else:
+            p.values[pad] = float("nan")
+        p.coords[pad] = torch.rand(int(pad.sum()), p.coords.shape[-1], generator=g)
+    return out
+
+
+@pytest.mark.parametrize("space", ["latents", "elements"])
+@pytest.mark.parametrize("modalities", [("image",), ("speech",), ("text",), ("image", "speech", "text")])
+def test_forward_backward(space, modalities):
+    cfg, model = model_for(f"objective.target_space={space}")
+    teacher = EMATeacher(model)
+    batch = make_batch(cfg, seed=3, pairs=4, modalities=modalities)
+    out = compute_loss(model, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    for name, p in model.named_parameters():
+        if name.startswith("embed.") and not any(f"_{m}" in name or f".{m}." in name for m in modalities) \
+                and ("pad_" in name or "adapters" in name):
+            continue  # absent modalities' adapters/padding get no gradient
+        if name.startswith("readout.embed_") and name.split("_")[-1] not in modalities:
+            continue
+        if name.startswith("align.") and len(modalities) == 1:
+            continue  # nothing to align
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_latents_invariant_to_padding_content():
+    cfg, model = model_for()
+    model.eval()
+    batch = make_batch(cfg, seed=4, pairs=6)
+    assert all(p.padding.any() for m, p in batch.parts.items() if m != "image")
+    a = model.encode(parts(batch))
+    b = model.encode(parts(with_padding_changed(batch, 1)))
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    e1, e2 = pooled_embedding(model, batch), pooled_embedding(model, with_padding_changed(batch, 2))
+    assert all(torch.equal(e1[m], e2[m]) for m in e1)
+
+
+@pytest.mark.parametrize("space", ["latents", "elements"])
+def test_student_invariant_to_masked_and_padded_content(space):
+    cfg, model = model_for(f"objective.target_space={space}", "objective.num_views=1", "objective.align_weight=0")
+    model.eval()
+    batch = make_batch(cfg, seed=5, pairs=5)
+    views = make_all_views(batch, cfg, torch.Generator().manual_seed(0))
+    changed = with_padding_changed(batch, 3)
+    g = torch.Generator().manual_seed(9)
+    for m, p in changed.parts.items():
+        hidden = views[m].mask  # R = 1: view row == batch row
+        if p.values.dtype == torch.long:
+            p.values[hidden] = torch.randint(0, VOCAB, (int(hidden.sum()),), generator=g)
+        else:
+            p.values[hidden] = torch.randn(int(hidden.sum()), p.values.shape[-1], generator=g) * 10
+    views2 = make_all_views(changed, cfg, torch.Generator().manual_seed(0))
+    assert all(torch.equal(views[m].mask, views2[m].mask) for m in views)
+    out1, out2 = model(views), model(views2)
+    for m in views:
+        assert torch.equal(out1.predictions[m], out2.predictions[m])
+    # ... while the teacher, which sees the full input, does change.
+    assert not torch.equal(model.encode(parts(batch))[-1], model.encode(parts(changed))[-1])
+
+
+def test_mixed_batch_equals_separate_sub_batches():
+    """Cross-attention per modality, one latent stack: rows do not interact across modalities."""
+    cfg, model = model_for()
+    model.eval()
+    batch = make_batch(cfg, seed=6, pairs=4)
+    joint = model.encode(parts(batch))[-1]
+    start = 0
+    for m, p in batch.parts.items():
+        alone = model.encode({m: (p.values, p.coords, p.padding)})[-1]
+        torch.testing.assert_close(joint[start:start + p.rows], alone, rtol=1e-5, atol=1e-5)
+        start += p.rows
+
+
+def test_pooled_embedding_shapes_and_norm():
+    cfg, model = model_for()
+    batch = make_batch(cfg, seed=7, pairs=3)
+    emb = pooled_embedding(model, batch)
+    raw = pooled_embedding(model, batch, project=False)
+    for m, p in batch.parts.items():
+        assert emb[m].shape == (p.rows, cfg.objective.align_dim)
+        assert raw[m].shape == (p.rows, cfg.model.d_model)
+        torch.testing.assert_close(emb[m].norm(dim=-1), torch.ones(p.rows))
+    teacher = EMATeacher(model)
+    assert pooled_embedding(teacher, batch)["text"].shape == emb["text"].shape  # wrappers unwrap
+
+
+def test_adapters_fail_fast_naming_the_value():
+    with pytest.raises(ValueError, match="'weird'.*value_dim \\(8\\).*vocab_size \\(5\\)"):
+        ModalityAdapter(ModalitySpec("weird", 1, value_dim=8, vocab_size=5), 4, 16.0, 8)
+    with pytest.raises(ValueError, match="coord_dims must be > 0, got 0"):
+        ModalityAdapter(ModalitySpec("speech", 0, value_dim=8), 4, 16.0, 8)
+    adapter = ModalityAdapter(ModalitySpec("speech", 1, value_dim=8), 4, 16.0, 8)
+    assert adapter.width == 8 + 1 * (2 * 4 + 1)
+    with pytest.raises(ValueError, match="'speech': elements have 7 values, expected 8"):
+        adapter(torch.zeros(1, 3, 7), torch.zeros(1, 3, 1))
+    cfg = tiny_config()
+    with pytest.raises(ValueError, match="'video'"):
+        build_model(cfg, {"video": ModalitySpec("video", 3, value_dim=4)})
+
+
+def test_modality_specific_share_is_small():
+    cfg, model = model_for()
+    specific = sum(p.numel() for n, p in model.named_parameters()
+                   if "pad_" in n or "token_embed" in n or "embed_" in n)
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < specific / total < 0.1
+
+
+def test_step_flops_matches_flop_counter():
+    """Analytic teacher FLOPs == torch's FlopCounter on a padding-free batch.
+
+    The math SDPA backend is used so attention's matmuls are visible to the counter.
+    """
+    cfg, model = model_for("objective.num_views=1")
+    batch = make_batch(cfg, seed=8, pairs=1, modalities=("image",))
+    assert not batch.parts["image"].padding.any()
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        model.encode(parts(batch))
+    analytic = step_flops(cfg, batch)
+    assert analytic["teacher"] == counter.get_total_flops()
+    cfg4 = tiny_config("objective.num_views=4")
+    ratio = step_flops(cfg4, batch)["student"] / analytic["student"]
+    assert ratio == pytest.approx(4.0)
+    assert analytic["student"] > analytic["teacher"]
