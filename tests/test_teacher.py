@@ -1,0 +1,84 @@
+"""EMA teacher: no gradients, exact EMA update, schedule, and one teacher pass for R views."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from synthetic_batches import make_batch, tiny_config, tiny_specs
+from unimodal_free.masking import MaskedView
+from unimodal_free.model import EMATeacher, build_model
+from unimodal_free.objective import compute_loss, make_all_views
+from unimodal_free.objective.targets import teacher_targets
+
+
+def setup(*overrides):
+    cfg = tiny_config(*overrides)
+    torch.manual_seed(0)
+    student = build_model(cfg, tiny_specs(cfg))
+    return cfg, student, EMATeacher(student)
+
+
+def test_teacher_is_frozen_fp32_eval_and_gets_no_grad():
+    cfg, student, teacher = setup()
+    assert not teacher.module.training
+    assert all(not p.requires_grad and p.dtype == torch.float32 for p in teacher.module.parameters())
+    batch = make_batch(cfg, seed=0, pairs=4)
+    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert all(p.grad is None for p in teacher.module.parameters())
+    assert any(p.grad is not None for p in student.parameters())
+    # A separate copy: changing the student does not touch the teacher.
+    with torch.no_grad():
+        next(student.parameters()).add_(1.0)
+    assert not torch.equal(next(student.parameters()), next(teacher.module.parameters()))
+
+
+def test_schedule_is_linear_then_constant():
+    cfg, _, teacher = setup("objective.ema_start=0.9", "objective.ema_end=0.99", "objective.ema_anneal_steps=10")
+    assert teacher.decay(0) == pytest.approx(0.9)
+    assert teacher.decay(5) == pytest.approx(0.945)
+    assert teacher.decay(10) == pytest.approx(0.99)
+    assert teacher.decay(10_000) == pytest.approx(0.99)
+    np.testing.assert_allclose(np.diff(teacher.schedule), 0.009, rtol=1e-9)
+
+
+def test_update_equals_reference():
+    cfg, student, teacher = setup("objective.ema_start=0.9", "objective.ema_end=0.99", "objective.ema_anneal_steps=10")
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    batch = make_batch(cfg, seed=1, pairs=4)
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        before = {n: p.clone() for n, p in teacher.module.named_parameters()}
+        out = compute_loss(student, teacher.module, batch, cfg, g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        d = teacher.update(student, step)
+        assert d == teacher.decay(step)
+        for name, s in student.named_parameters():
+            expected = d * before[name] + (1 - d) * s.detach()
+            torch.testing.assert_close(dict(teacher.module.named_parameters())[name], expected, rtol=1e-6, atol=1e-6)
+
+
+def view_slice(v: MaskedView, r: int) -> MaskedView:
+    """The r-th of R views as its own single-view MaskedView."""
+    fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+    out = {k: (x[r:: v.num_views] if isinstance(x, torch.Tensor) else x) for k, x in fields.items()}
+    out["num_views"] = 1
+    return MaskedView(**out)
+
+
+@pytest.mark.parametrize("space", ["latents", "elements"])
+def test_one_teacher_pass_equals_r_passes(space):
+    R = 3
+    cfg, student, teacher = setup(f"objective.target_space={space}", f"objective.num_views={R}")
+    batch = make_batch(cfg, seed=2, pairs=4)
+    views = make_all_views(batch, cfg, torch.Generator().manual_seed(0))
+    shared = teacher_targets(teacher.module, batch, views, cfg.objective)
+    for r in range(R):
+        single = teacher_targets(teacher.module, batch, {m: view_slice(v, r) for m, v in views.items()}, cfg.objective)
+        for m in views:
+            T = single[m].shape[1]
+            torch.testing.assert_close(shared[m][r::R][:, :T], single[m], rtol=1e-5, atol=1e-5)
