@@ -8,6 +8,7 @@ caller adds the file or key name and decides whether to skip or stop.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 
@@ -124,15 +125,21 @@ def audio_to_flac_bytes(wav: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(sr_in: int, sr_out: int):
+    import torchaudio  # lazy: the shard writer never needs torch
+
+    return torchaudio.transforms.Resample(sr_in, sr_out)  # builds the sinc kernel once per rate pair
+
+
 def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited (windowed sinc) resampling of a mono waveform (T,) -> (T',)."""
+    """Band-limited (windowed sinc, torchaudio) resampling of a mono waveform (T,) -> (T',)."""
     if sr_in == sr_out:
         return wav.astype(np.float32, copy=False)
-    import torch  # lazy: the shard writer never needs torch
-    import torchaudio.functional as AF
+    import torch
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), sr_in, sr_out)
-    return out.numpy()
+    with torch.no_grad():
+        return _resampler(sr_in, sr_out)(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))).numpy()
 
 
 def decode_text(data: bytes) -> str:
