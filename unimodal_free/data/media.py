@@ -55,6 +55,8 @@ def open_image(data: bytes) -> Image.Image:
             img.load()
     except BadMedia:
         raise
+    except Image.DecompressionBombError as e:  # PIL's own, far larger limit, checked inside open()
+        raise BadMedia(f"image too large: {e}") from None
     except Image.UnidentifiedImageError:
         raise BadMedia("not an image PIL can identify") from None
     except Exception as e:  # PIL raises many types: OSError, SyntaxError, ValueError, ...
