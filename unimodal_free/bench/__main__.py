@@ -41,30 +41,47 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_PRESET = ["model.d_model=768", "model.num_latents=512", "model.num_blocks=12", "model.num_heads=12"]
 
 PLANS = {
-    # name: everything that differs between --quick (~3 min on 2 cores) and the full run (~15 min).
+    # Everything that differs between --quick (~3 min on 2 cores) and the full run (~15 min).
+    # configs: name -> (config source, rows, extra overrides, warmup, repeats).
     "quick": {
         "peak_sizes": (1024, 2048),
-        "configs": {  # name: (rows, extra overrides, warmup, repeats)
-            "tiny": (8, [], 1, 3),
-            "default": (32, [], 1, 3),
-            "base": (1, ["objective.num_views=1"], 1, 2),
+        "configs": {
+            "tiny": ("tiny", 8, [], 1, 3),
+            "default": ("default", 32, [], 1, 3),
+            "base": ("base", 2, ["objective.num_views=1"], 1, 2),
         },
-        "plain_encoder": {"layers": 4, "elements": 512, "rows": 1, "warmup": 1, "repeats": 2},
-        "scaling": {"sizes": [256, 1024, 4096, 8192], "rows": 1, "warmup": 1, "repeats": 2, "max_step_s": 30.0},
-        "amortisation": {"rows": 8, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 2},
-        "loader_batches": 10,
+        "plain_encoder": {"layers": 4, "elements": 512, "rows": 2, "warmup": 1, "repeats": 2},
+        "scaling": {"config": "default", "sizes": [256, 1024, 4096, 8192], "rows": 1, "warmup": 1, "repeats": 2,
+                    "max_step_s": 30.0},
+        "amortisation": {"config": "default", "rows": 8, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 2},
+        "loader": {"config": "default", "batches": 10, "demo_samples": None},
     },
     "full": {
         "peak_sizes": (1024, 2048, 4096),
         "configs": {
-            "tiny": (8, [], 2, 5),
-            "default": (32, [], 2, 5),
-            "base": (3, ["objective.num_views=2"], 1, 3),
+            "tiny": ("tiny", 8, [], 2, 5),
+            "default": ("default", 32, [], 2, 5),
+            "base": ("base", 3, ["objective.num_views=2"], 1, 3),
         },
         "plain_encoder": {"layers": 12, "elements": 512, "rows": 2, "warmup": 1, "repeats": 3},
-        "scaling": {"sizes": [2**k for k in range(8, 15)], "rows": 1, "warmup": 1, "repeats": 3, "max_step_s": 60.0},
-        "amortisation": {"rows": 32, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 3},
-        "loader_batches": 30,
+        "scaling": {"config": "default", "sizes": [2**k for k in range(8, 15)], "rows": 1, "warmup": 1,
+                    "repeats": 3, "max_step_s": 60.0},
+        "amortisation": {"config": "default", "rows": 32, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 3},
+        "loader": {"config": "default", "batches": 30, "demo_samples": None},
+    },
+    # Every section in seconds, on the tiny config (tests): figures are real but say nothing.
+    "smoke": {
+        "peak_sizes": (128, 256),
+        "configs": {
+            "tiny": ("tiny", 3, [], 0, 1),
+            "default": ("tiny", 3, [], 0, 1),
+            "base": ("tiny", 3, [], 0, 1),
+        },
+        "plain_encoder": {"layers": 1, "elements": 64, "rows": 1, "warmup": 0, "repeats": 1},
+        "scaling": {"config": "tiny", "sizes": [256, 1024, 2048, 8192], "rows": 1, "warmup": 0, "repeats": 1,
+                    "max_step_s": 2.0},
+        "amortisation": {"config": "tiny", "rows": 3, "num_views": (1, 4), "warmup": 0, "repeats": 1},
+        "loader": {"config": "tiny", "batches": 2, "demo_samples": (48, 16)},
     },
 }
 
@@ -85,8 +102,8 @@ def config_source(name: str, configs_dir: Path) -> tuple[str, list[str]]:
 
 def run_config(name: str, plan: dict, args, workdir: Path) -> dict:
     """One config in a child process (its own memory peak); returns its JSON or an error record."""
-    rows, extra, warmup, repeats = plan["configs"][name]
-    path, overrides = config_source(name, args.configs_dir)
+    source, rows, extra, warmup, repeats = plan["configs"][name]
+    path, overrides = config_source(source, args.configs_dir)
     out = workdir / f"config_{name}.json"
     cmd = [sys.executable, "-m", "unimodal_free.bench.config_run", "--config", path, "--rows", str(rows),
            "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(args.threads),
@@ -152,7 +169,8 @@ def bench_scaling(plan: dict, cfg, device, precision: str, plot_path: str | None
         "ours_train_step": lambda m: (lambda b: lambda: ours.train_step(b))(batch(m)),
         "full_attention_fwd_bwd": full_step,
     }
-    out = {name: sweep(f, p["sizes"], p["warmup"], p["repeats"], p["max_step_s"], device)
+    # M=8192 is the headline comparison point: measured for every method whatever the prediction.
+    out = {name: sweep(f, p["sizes"], p["warmup"], p["repeats"], p["max_step_s"], device, always=(8192,))
            for name, f in factories.items()}
     out["setup"] = {"rows": p["rows"], "modality": "speech", "num_latents": cfg.model.num_latents,
                     "d_model": cfg.model.d_model, "num_blocks": cfg.model.num_blocks,
@@ -213,12 +231,14 @@ def bench_zero(args, workdir: Path) -> dict:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m unimodal_free.bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~3 min on 2 CPU cores)")
+    p.add_argument("--smoke", action="store_true", help="every section in seconds on the tiny config (tests)")
     p.add_argument("--json", dest="json_out", help="write every figure here")
     p.add_argument("--plot", dest="plot_out", help="write the scaling plot (PNG) here")
     p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads (default 2)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on GPU")
     p.add_argument("--configs-dir", type=Path, default=REPO / "configs")
+    p.add_argument("--demo-dir", default=None, help="demo shards for the loader (default: the config's data.demo_dir)")
     p.add_argument("--only", default="peak,configs,plain,scaling,amortisation,loader,zero",
                    help="comma-separated sections to run")
     return p.parse_args(argv)
@@ -231,12 +251,13 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     threads = setup_threads(args.threads, device)
-    plan = PLANS["quick" if args.quick else "full"]
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = PLANS[mode]
     sections = set(args.only.split(","))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     result: dict = {"meta": {
-        "mode": "quick" if args.quick else "full", "device": str(device), "threads": threads,
+        "mode": mode, "device": str(device), "threads": threads,
         "precision": args.precision, "torch": torch.__version__, "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -254,7 +275,9 @@ def main(argv=None) -> int:
     from unimodal_free.bench.peak import matmul_peak
 
     result["peak"] = section("peak", lambda: matmul_peak(plan["peak_sizes"], device=device))
-    default_cfg = load_config(*config_source("default", args.configs_dir))
+
+    def cfg_of(section_plan):
+        return load_config(*config_source(section_plan["config"], args.configs_dir))
     with tempfile.TemporaryDirectory(prefix="unimodal_free_bench_") as tmp:
         workdir = Path(tmp)
         if "configs" in sections:
@@ -274,13 +297,16 @@ def main(argv=None) -> int:
                 "plain encoder", lambda: bench_plain_encoder(plan, base_cfg, device, result["peak"], args.precision))
         if "scaling" in sections:
             result["scaling"] = section(
-                "scaling", lambda: bench_scaling(plan, default_cfg, device, args.precision, args.plot_out))
+                "scaling", lambda: bench_scaling(plan, cfg_of(plan["scaling"]), device, args.precision, args.plot_out))
         if "amortisation" in sections:
             result["teacher_amortisation"] = section(
-                "teacher amortisation", lambda: bench_amortisation(plan, default_cfg, device, args.precision))
+                "teacher amortisation", lambda: bench_amortisation(plan, cfg_of(plan["amortisation"]), device, args.precision))
         if "loader" in sections:
-            result["loader"] = section("loader", lambda: __import__(
-                "unimodal_free.bench.loader", fromlist=["x"]).loader_throughput(default_cfg, plan["loader_batches"]))
+            from unimodal_free.bench.loader import loader_throughput
+
+            lp = plan["loader"]
+            result["loader"] = section("loader", lambda: loader_throughput(
+                cfg_of(lp), lp["batches"], demo_dir=args.demo_dir, demo_samples=lp["demo_samples"]))
         if "zero" in sections:
             result.setdefault("memory", {})["zero"] = section("zero", lambda: bench_zero(args, workdir))
     result["meta"]["section_seconds"] = seconds

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
-from unimodal_free.config import Config
+from unimodal_free.config import Config, Source
 
 
-def loader_throughput(cfg: Config, batches: int, warmup_batches: int = 2) -> dict:
+def loader_throughput(cfg: Config, batches: int, warmup_batches: int = 2, demo_dir: str | None = None,
+                      demo_samples: tuple[int, int] | None = None) -> dict:
     """Samples/s and elements/s of ``make_train_loader`` (rank 0 of 1) after ``warmup_batches``.
 
-    The warm-up absorbs worker start-up and the first shuffle-buffer fill; its
-    time is reported separately as ``startup_s``.
+    With no training sources configured, reads the demo shards (``demo_dir``,
+    default the config's; ``demo_samples`` = (train, heldout) counts, default
+    the demo's own). The warm-up absorbs worker start-up and the first
+    shuffle-buffer fill; its time is reported separately as ``startup_s``.
     """
     from unimodal_free.data.demo import ensure_demo_data
     from unimodal_free.data.reader import make_train_loader
     from unimodal_free.data.tokenizer import load_tokenizer
 
-    ensure_demo_data(cfg.data.demo_dir)
+    if not cfg.data.train:
+        root = ensure_demo_data(demo_dir or cfg.data.demo_dir, *(demo_samples or ()))
+        cfg = copy.deepcopy(cfg)
+        cfg.data.demo_dir = str(root)
+        cfg.data.train = [Source(path=str(root / "train"))]
+        cfg.data.heldout = [Source(path=str(root / "heldout"))]
     tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
     start = time.perf_counter()
     it = make_train_loader(cfg, tokenizer, rank=0, world_size=1)
@@ -43,4 +52,5 @@ def loader_throughput(cfg: Config, batches: int, warmup_batches: int = 2) -> dic
         "skipped": skipped,
         "num_workers": cfg.data.num_workers,
         "micro_batch_size": cfg.train.micro_batch_size,
+        "sources": [s.path for s in cfg.data.train],
     }

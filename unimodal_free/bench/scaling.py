@@ -36,8 +36,11 @@ def sweep(
     repeats: int,
     max_step_seconds: float,
     device="cpu",
+    always: tuple[int, ...] = (),
 ) -> dict:
     """Time ``factory(M)()`` for ascending ``sizes``; skip sizes predicted to exceed ``max_step_seconds``.
+
+    Sizes in ``always`` (a headline comparison point) are measured whatever the prediction.
 
     Sizes whose single step is predicted to take more than 2 s get no warm-up
     of their own (the same kernels ran warm at the smaller sizes) and one repeat.
@@ -50,7 +53,7 @@ def sweep(
         if measured:
             slope = growth_exponent(measured, seconds, min_size=0) if len(measured) > 1 else 1.0
             predicted = seconds[-1] * (m / measured[-1]) ** max(slope or 1.0, 1.0)
-            if predicted > max_step_seconds:
+            if predicted > max_step_seconds and m not in always:
                 skipped.append(m)
                 continue
             slow = predicted > 2.0

@@ -1,0 +1,168 @@
+"""The bench's pieces in a tiny form: real runs, schema and sanity of the figures (no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from unimodal_free.bench import report
+from unimodal_free.bench.__main__ import main as bench_main
+from unimodal_free.bench.config_run import main as config_run_main
+from unimodal_free.bench.peak import matmul_peak
+from unimodal_free.bench.peers import PeerSize, full_attention_encoder, full_attention_flops, fwd_bwd_fn, hf_perceiver
+from unimodal_free.bench.scaling import growth_exponent, sweep
+from unimodal_free.bench.synthetic import element_count_range, synthetic_batch
+from unimodal_free.batch import modality_specs
+from unimodal_free.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny.json")
+SUMMARY_KEYS = {
+    "speedup_vs_hf_perceiver", "speedup_vs_full_attention_m8192", "growth_exponent", "mfu_base_fp32",
+    "mfu_default_fp32", "mfu_plain_encoder_fp32", "loader_over_step",
+}
+
+
+def positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# A tiny model's step time is nearly flat in M, so its fitted slope may come out <= 0 under noise.
+SIGNED = {"growth_exponent"}
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_growth_exponent_recovers_power_law_over_large_sizes():
+    sizes = [256, 512, 1024, 2048, 4096]
+    # Constant below 1024 (latent stack dominates), M^1.5 above: the fit must see only M >= 1024.
+    seconds = [30.0, 30.0] + [0.001 * m**1.5 for m in sizes[2:]]
+    assert growth_exponent(sizes, seconds) == pytest.approx(1.5)
+    assert growth_exponent(sizes, seconds, min_size=0) < 1.5
+    assert growth_exponent([256, 512], [1.0, 2.0]) is None  # fewer than 2 points >= 1024
+
+
+def test_sweep_measures_ascending_and_skips_what_would_take_too_long():
+    calls = []
+
+    def factory(m):
+        def step():
+            calls.append(m)
+            x = torch.ones(m)
+            return x.sum()
+        return step
+
+    res = sweep(factory, [4096, 256, 1024], warmup=0, repeats=1, max_step_seconds=1e-12, always=(1024,))
+    # The first size is always measured, the "always" size too, the rest is over the (absurd) budget.
+    assert res["sizes"] == [256, 1024] and res["skipped"] == [4096]
+    assert calls == [256, 1024]
+    assert all(positive_finite(t) for t in res["seconds"])
+
+
+def test_matmul_peak_positive_per_dtype():
+    peak = matmul_peak(sizes=(64, 128), repeats=2)
+    assert set(peak) == {"fp32", "bf16"}
+    for p in peak.values():
+        assert positive_finite(p["peak_flops"]) and p["best_size"] in (64, 128)
+
+
+def test_synthetic_batch_matches_data_config_counts():
+    cfg = load_config(TINY)
+    specs = modality_specs(cfg.data, 100)
+    batch = synthetic_batch(cfg.data, specs, rows=7, seed=1)
+    assert batch.rows == 7 and list(batch.parts) == ["image", "speech", "text"]
+    for name, part in batch.parts.items():
+        lo, hi = element_count_range(name, cfg.data)
+        real = (~part.padding).sum(1)
+        assert int(real.min()) >= lo and int(real.max()) <= hi
+    assert batch.parts["text"].values.dtype == torch.long
+    # Pairs: every image row has a speech and (but the last) a text partner with the same pair id.
+    assert batch.parts["image"].pair_index.tolist() == [0, 1, 2]
+    fixed = synthetic_batch(cfg.data, specs, rows=2, modalities=("speech",), num_elements=300)
+    assert fixed.parts["speech"].values.shape[:2] == (2, 300) and not fixed.parts["speech"].padding.any()
+
+
+def test_peers_run_fwd_bwd_at_equal_sizes():
+    size = PeerSize(d_model=32, num_latents=8, depth=2, num_heads=4, cross_heads=1, mlp_ratio=4.0, input_width=32)
+    x = torch.randn(2, 20, 32)
+    keep = torch.arange(20)[None] < torch.tensor([[20], [11]])
+    for kind, model in (("hf_perceiver", hf_perceiver(size)), ("full_attention", full_attention_encoder(size))):
+        fwd_bwd_fn(model, kind, x, keep)()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+    hf = hf_perceiver(size)
+    assert hf.embeddings.latents.shape == (8, 32)  # num_latents x d_latents = our latent array
+    # Full attention FLOPs grow quadratically in M once attention dominates.
+    assert full_attention_flops(size, 1, 4096) > 3.5 * full_attention_flops(size, 1, 2048)
+
+
+def test_config_run_tiny_schema(tmp_path):
+    out = tmp_path / "tiny.json"
+    assert config_run_main(["--config", TINY, "--rows", "3", "--warmup", "0", "--repeats", "1",
+                            "--peers", "--out", str(out)]) == 0
+    run = json.loads(out.read_text())
+    for key in ("train_step", "encoder_fwd_bwd"):
+        assert positive_finite(run[key]["median_s"]) and positive_finite(run[key]["samples_per_s"])
+    assert set(run["peers"]) == {"hf_perceiver", "full_attention"}
+    assert positive_finite(run["flops"]["student"]) and positive_finite(run["flops"]["teacher"])
+    assert run["memory"]["peak_rss_bytes"] >= run["memory"]["rss_before_model_bytes"] > 0
+    assert run["params"]["student"] == run["params"]["teacher"] > 0
+    peak = {"fp32": {"peak_flops": 1e11}}
+    report.add_mfu(run, peak, "fp32")
+    report.add_peer_ratios(run)
+    assert 0 < run["mfu"]["student"] < run["mfu"]["student_plus_teacher"]
+    assert all(positive_finite(v) for v in run["ratios"].values())
+
+
+def test_bench_sections_in_process(tmp_path):
+    """peak, plain encoder, scaling (+ plot), amortisation: everything but the subprocess sections."""
+    out, plot = tmp_path / "bench.json", tmp_path / "scaling.png"
+    assert bench_main(["--smoke", "--only", "peak,plain,scaling,amortisation", "--json", str(out),
+                       "--plot", str(plot)]) == 0
+    res = json.loads(out.read_text())
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert SUMMARY_KEYS <= set(res["summary"])
+    for key in ("speedup_vs_full_attention_m8192", "growth_exponent", "mfu_plain_encoder_fp32"):
+        assert (finite if key in SIGNED else positive_finite)(res["summary"][key]), key
+    for name in ("ours_encoder_fwd_bwd", "ours_train_step", "full_attention_fwd_bwd"):
+        assert 8192 in res["scaling"][name]["sizes"]
+    assert list(res["teacher_amortisation"]["per_num_views"]) == ["1", "4"]
+    assert set(res["targets"]) == set(report.TARGETS)
+
+
+@pytest.mark.slow
+def test_bench_smoke_end_to_end(tmp_path):
+    """Every section (3 config subprocesses, loader on small demo shards, 2-rank DeepSpeed ZeRO 0/2)."""
+    out = tmp_path / "bench.json"
+    assert bench_main(["--smoke", "--json", str(out), "--plot", str(tmp_path / "s.png"),
+                       "--demo-dir", str(tmp_path / "demo")]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["configs"]) == {"tiny", "default", "base"}
+    for name, run in res["configs"].items():
+        assert "error" not in run, run.get("error")
+        assert positive_finite(run["memory"]["peak_rss_bytes"])
+    for key in SUMMARY_KEYS:
+        assert (finite if key in SIGNED else positive_finite)(res["summary"][key]), key
+    for key, t in res["targets"].items():
+        assert t["met"] in (True, False), key
+    zero = res["memory"]["zero"]
+    assert "error" not in zero, zero.get("error")
+    stage0, stage2 = zero["per_stage"]["0"], zero["per_stage"]["2"]
+    assert len(stage0) == len(stage2) == 2
+    # ZeRO 2 partitions the Adam moments across the 2 ranks: each holds about half.
+    assert stage2[0]["moments"] == pytest.approx(stage0[0]["moments"] / 2, rel=0.01)
+    assert res["loader"]["samples_per_s"] > 0 and res["loader"]["skipped"] == 0
