@@ -74,8 +74,15 @@ MAKERS = {"image": image_elements, "speech": speech_elements, "text": text_eleme
 
 def make_batch(cfg, seed: int, pairs: int = 6, modalities=("image", "speech", "text"), paired: bool = True) -> Batch:
     """``pairs`` samples per modality; with ``paired`` the k-th row of each modality shares factors and pair id."""
+    return make_labelled_batch(cfg, seed, pairs, modalities, paired)[0]
+
+
+def make_labelled_batch(cfg, seed: int, pairs: int = 6, modalities=("image", "speech", "text"),
+                        paired: bool = True) -> tuple[Batch, dict[str, torch.Tensor]]:
+    """As :func:`make_batch`, plus each row's class per modality (for probes)."""
     g = torch.Generator().manual_seed(seed)
     samples = []
+    labels = {name: [] for name in modalities}
     for k in range(pairs):
         c = int(torch.randint(0, NUM_CLASSES, (1,), generator=g))
         a = float(torch.rand(1, generator=g))
@@ -83,6 +90,7 @@ def make_batch(cfg, seed: int, pairs: int = 6, modalities=("image", "speech", "t
             if not paired:
                 c = int(torch.randint(0, NUM_CLASSES, (1,), generator=g))
                 a = float(torch.rand(1, generator=g))
+            labels[name].append(c)
             key = f"s{seed}_{k}_{name}"
             samples.append((MAKERS[name](cfg, c, a, g), key, f"p{seed}_{k}" if paired else None))
-    return collate_elements(samples)
+    return collate_elements(samples), {name: torch.tensor(v) for name, v in labels.items()}

@@ -6,11 +6,12 @@ import math
 
 
 def check_collapse(metrics: dict, objective_cfg, step: int) -> str | None:
-    """After ``collapse_warmup_steps``, a one-line message if any modality's std is below threshold."""
+    """After ``collapse_warmup_steps``, a one-line message naming every (modality, metric) below threshold."""
     if step < objective_cfg.collapse_warmup_steps:
         return None
     limits = {"target_std": ("min_target_std", objective_cfg.min_target_std),
               "pred_std": ("min_pred_std", objective_cfg.min_pred_std)}
+    problems = []
     for key in sorted(metrics):
         metric, _, modality = key.partition("/")
         if metric not in limits or not modality:
@@ -18,7 +19,8 @@ def check_collapse(metrics: dict, objective_cfg, step: int) -> str | None:
         value = float(metrics[key])
         name, threshold = limits[metric]
         if math.isnan(value) or value < threshold:
-            return (f"representation collapse at step {step}: {metric} of modality {modality!r} is {value:.4g} "
-                    f"< objective.{name}={threshold} (checked after objective.collapse_warmup_steps="
-                    f"{objective_cfg.collapse_warmup_steps})")
-    return None
+            problems.append(f"{metric} of modality {modality!r} is {value:.4g} < objective.{name}={threshold}")
+    if not problems:
+        return None
+    return (f"representation collapse at step {step}: {'; '.join(problems)} "
+            f"(checked after objective.collapse_warmup_steps={objective_cfg.collapse_warmup_steps})")

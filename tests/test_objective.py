@@ -1,0 +1,206 @@
+"""Objective: loss and metrics, alignment with gathered negatives, collapse guard, short trainings."""
+
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from synthetic_batches import make_batch, tiny_config, tiny_specs
+from unimodal_free.model import EMATeacher, build_model
+from unimodal_free.model.alignment import info_nce, paired_rows
+from unimodal_free.objective import check_collapse, compute_loss
+from unimodal_free.objective.loss import across_sample_std, regression_error
+
+
+def setup(*overrides, seed=0):
+    cfg = tiny_config(*overrides)
+    torch.manual_seed(seed)
+    student = build_model(cfg, tiny_specs(cfg))
+    return cfg, student, EMATeacher(student)
+
+
+def test_metrics_keys_and_values():
+    cfg, student, teacher = setup()
+    batch = make_batch(cfg, seed=0, pairs=6)
+    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    for m in ("image", "speech", "text"):
+        for key in ("loss", "target_std", "pred_std", "masked_fraction"):
+            assert f"{key}/{m}" in out.metrics
+    assert {"padding_fraction", "align_loss", "temperature", "loss/data2vec"} <= set(out.metrics)
+    assert out.metrics["masked_fraction/image"] == pytest.approx(cfg.masking.image_ratio, abs=0.05)
+    assert out.metrics["masked_fraction/speech"] == pytest.approx(cfg.masking.speech_ratio, abs=0.05)
+    assert float(out.metrics["padding_fraction"]) == pytest.approx(batch.padding_waste())
+    assert float(out.metrics["temperature"]) == pytest.approx(cfg.objective.init_temperature, rel=1e-5)
+    total = out.metrics["loss/data2vec"] + cfg.objective.align_weight * out.metrics["align_loss"]
+    torch.testing.assert_close(out.loss.detach(), total)
+    assert all(not v.requires_grad for v in out.metrics.values())
+
+
+def test_regression_error_is_scaled_sum():
+    pred, target = torch.randn(3, 5, 16), torch.randn(3, 5, 16)
+    cfg = tiny_config()
+    torch.testing.assert_close(regression_error(pred, target, cfg.objective), ((pred - target) ** 2).sum(-1) / 4.0)
+    cfg.objective.loss = "smooth_l1"
+    expected = F.smooth_l1_loss(pred, target, reduction="none", beta=cfg.objective.smooth_l1_beta).sum(-1) / 4.0
+    torch.testing.assert_close(regression_error(pred, target, cfg.objective), expected)
+
+
+def test_across_sample_std_brute_force():
+    x = torch.randn(6, 4, 8)
+    expected = torch.stack([x[:, n, c].std() for n in range(4) for c in range(8)]).mean()
+    torch.testing.assert_close(across_sample_std(x, None), expected)
+    valid = torch.rand(6, 4) > 0.3
+    valid[:, 0] = True
+    pooled = torch.stack([x[b][valid[b]].mean(0) for b in range(6)])  # (6, 8)
+    torch.testing.assert_close(across_sample_std(x, valid), pooled.std(0).mean())
+    assert across_sample_std(x[:1], None) is None
+    same = torch.randn(1, 4, 8).expand(5, 4, 8)
+    assert float(across_sample_std(same, None)) == 0.0
+
+
+def test_paired_rows():
+    ia, ib = paired_rows(torch.tensor([0, 2, -1, 1]), torch.tensor([1, 0, -1, 5]))
+    assert sorted(zip(ia.tolist(), ib.tolist())) == [(0, 1), (3, 0)]
+
+
+def clip_loss(za, zb, scale):
+    labels = torch.arange(len(za))
+    logits = scale * za @ zb.T
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def test_info_nce_with_gathered_negatives_matches_global_loss():
+    """Two simulated ranks with different pair counts: the row-weighted mean of their local
+    losses (remote negatives via gather_fn) equals the single-process loss over all pairs."""
+    g = torch.Generator().manual_seed(0)
+    za = F.normalize(torch.randn(7, 8, generator=g), dim=-1)
+    zb = F.normalize(torch.randn(7, 8, generator=g), dim=-1)
+    scale = torch.tensor(10.0)
+    splits = [(0, 3), (3, 7)]  # rank 0 has 3 pairs, rank 1 has 4
+    both = torch.cat([za, zb], dim=1)
+    total = 0.0
+    for lo, hi in splits:
+        def gather_fn(t, lo=lo, hi=hi):
+            return torch.cat([both[:lo], t, both[hi:]]), lo
+        total = total + info_nce(za[lo:hi], zb[lo:hi], scale, gather_fn) * (hi - lo)
+    torch.testing.assert_close(total / 7, clip_loss(za, zb, scale))
+    torch.testing.assert_close(info_nce(za, zb, scale), clip_loss(za, zb, scale))
+    with pytest.raises(ValueError, match="offset"):
+        info_nce(za, zb, scale, lambda t: torch.cat([t, t]))
+    assert info_nce(za[:0], zb[:0], scale) is None
+
+
+def test_alignment_gradient_reaches_only_local_rows_and_calls_gather_per_pair():
+    cfg, student, teacher = setup()
+    batch = make_batch(cfg, seed=1, pairs=4)
+    calls = []
+    remote = torch.randn(5, 2 * cfg.objective.align_dim)
+
+    def gather_fn(t):
+        calls.append(t.shape[0])
+        return torch.cat([remote, t]), 5
+
+    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0), gather_fn)
+    out.loss.backward()
+    assert calls == [4, 4, 4]  # (image, speech), (image, text), (speech, text)
+    assert student.align.logit_scale.grad is not None
+    # Missing modalities still make the same number of gather calls (collectives stay matched).
+    calls.clear()
+    only_text = make_batch(cfg, seed=1, pairs=4, modalities=("text",))
+    compute_loss(student, teacher.module, only_text, cfg, torch.Generator().manual_seed(0), gather_fn)
+    assert calls == [0, 0, 0]
+
+
+def test_alignment_off_costs_nothing():
+    cfg, student, teacher = setup("objective.align_weight=0")
+    assert student.align is None
+
+    def gather_fn(t):
+        raise AssertionError("gather_fn called with alignment off")
+
+    out = compute_loss(student, teacher.module, make_batch(cfg, seed=2, pairs=3), cfg,
+                       torch.Generator().manual_seed(0), gather_fn)
+    assert float(out.metrics["align_loss"]) == 0.0 and "temperature" not in out.metrics
+
+
+def test_full_input_alignment_pools_unmasked_rows():
+    cfg, student, teacher = setup("objective.align_input=full")
+    out = compute_loss(student, teacher.module, make_batch(cfg, seed=3, pairs=4), cfg, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert math.isfinite(float(out.metrics["align_loss"]))
+
+
+def test_check_collapse():
+    cfg = tiny_config("objective.collapse_warmup_steps=100", "objective.min_target_std=0.1",
+                      "objective.min_pred_std=0.01")
+    healthy = {"target_std/image": torch.tensor(0.5), "pred_std/image": torch.tensor(0.2), "loss/image": 1.0}
+    assert check_collapse(healthy, cfg.objective, 500) is None
+    bad = dict(healthy, **{"target_std/speech": torch.tensor(0.05)})
+    assert check_collapse(bad, cfg.objective, 99) is None  # still warming up
+    msg = check_collapse(bad, cfg.objective, 100)
+    assert "speech" in msg and "target_std" in msg and "objective.min_target_std=0.1" in msg
+    msg = check_collapse(dict(healthy, **{"pred_std/image": 0.001}), cfg.objective, 200)
+    assert "'image'" in msg and "pred_std" in msg and "0.01" in msg
+
+
+# ---- short CPU trainings ------------------------------------------------------------------
+
+
+def train(cfg, student, teacher, steps, batches, lr=1e-3):
+    """Plain AdamW (+ linear warm-up and clipping, as the trainer does) on a cycled batch stream."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
+    g = torch.Generator().manual_seed(0)
+    history = []
+    for step in range(steps):
+        out = compute_loss(student, teacher.module, batches[step % len(batches)], cfg, g)
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        warmup.step()
+        teacher.update(student, step)
+        history.append({k: float(v) for k, v in out.metrics.items()})
+    return history
+
+
+def mean_of(history, key):
+    return sum(h[key] for h in history) / len(history)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["latents", "elements"])
+def test_training_learns_without_collapse(space):
+    torch.set_num_threads(1)
+    cfg, student, teacher = setup(f"objective.target_space={space}")
+    batches = [make_batch(cfg, seed=s, pairs=8) for s in range(32)]
+    start = time.time()
+    history = train(cfg, student, teacher, 200, batches)
+    assert time.time() - start < 120
+    assert mean_of(history[-20:], "loss/data2vec") < 0.5 * mean_of(history[:10], "loss/data2vec")
+    assert mean_of(history[-20:], "align_loss") < 0.8 * math.log(8)
+    for m in ("image", "speech", "text"):
+        std = mean_of(history[-20:], f"target_std/{m}")
+        assert std > cfg.objective.min_target_std, (m, std)
+        assert check_collapse(history[-1], cfg.objective, 200) is None
+
+
+@pytest.mark.slow
+def test_collapsed_encoder_trips_the_guard():
+    """A frozen, zeroed element projection makes every input look alike: the guard must fire."""
+    torch.set_num_threads(1)
+    cfg, student, teacher = setup()
+    with torch.no_grad():
+        for model in (student, teacher.module):
+            model.embed.proj.weight.zero_()
+            model.embed.proj.bias.zero_()
+    student.embed.proj.requires_grad_(False)
+    batches = [make_batch(cfg, seed=s, pairs=8) for s in range(4)]
+    history = train(cfg, student, teacher, cfg.objective.collapse_warmup_steps, batches)
+    msg = check_collapse(history[-1], cfg.objective, cfg.objective.collapse_warmup_steps)
+    assert msg is not None
+    for m in ("image", "speech", "text"):
+        assert f"target_std of modality '{m}' is " in msg
