@@ -7,10 +7,13 @@ writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
 
 Training is deterministic: one thread, every sentence used in input order
 (``num_threads=1``, ``input_sentence_size=0``, no shuffling), so the same corpus
-gives a byte-identical ``.model``. Unigram, not BPE: it is sentencepiece's
-default (T5, ALBERT), prunes a large seed vocabulary down by corpus likelihood
-and so copes well with the tiny corpora a demo or a test trains on
-(``hard_vocab_limit=False`` lets it return fewer pieces than asked for).
+gives a byte-identical ``.model``. BPE by default, not unigram: BPE merges are
+exact pair counts and it fills the requested vocabulary, while sentencepiece's
+unigram pruning stops short on small closed-vocabulary corpora (measured on the
+demo captions: unigram returns 59 pieces whether asked for 64, 96 or 128, 18
+tokens per 8.75-word caption; BPE at 128 gives 128 pieces, 10 tokens per
+caption). ``--model-type unigram`` remains available for real corpora.
+``hard_vocab_limit=False`` lets a tiny corpus return fewer pieces than asked.
 
 Ids: sentencepiece reserves 0 = <unk>, 1 = <s>, 2 = </s>; ``encode`` adds no
 BOS/EOS (the model sees the tokens only). Bytes mode: id = byte value, vocab
@@ -184,7 +187,7 @@ def iter_sentences(inputs: Iterable[str]) -> Iterator[str]:
 
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str, Path],
-                    model_type: str = "unigram") -> Path:
+                    model_type: str = "bpe") -> Path:
     """Train sentencepiece deterministically; write ``output`` (.model) and its .vocab atomically."""
     output = Path(output)
     if output.suffix != ".model":
@@ -222,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--input", nargs="+", required=True, help="tar shards, text files, folders or globs")
     tr.add_argument("--vocab-size", type=int, required=True)
     tr.add_argument("--output", required=True, help="PREFIX: writes PREFIX.model and PREFIX.vocab")
-    tr.add_argument("--model-type", choices=("unigram", "bpe"), default="unigram")
+    tr.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
     args = ap.parse_args(argv)
     try:
         out = train_tokenizer(iter_sentences(args.input), args.vocab_size, args.output, args.model_type)

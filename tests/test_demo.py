@@ -1,0 +1,149 @@
+"""Demo data: real drawings, real espeak-ng speech, real shards; deterministic and cached."""
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import webdataset as wds
+
+from unimodal_free.data import demo
+from unimodal_free.data.demo import ensure_demo_data, fix_ogg_serial, generate, plan, synth_batch
+from unimodal_free.data.media import open_image, read_audio, to_rgb
+from unimodal_free.data.tokenizer import load_tokenizer
+
+N_TRAIN, N_HELDOUT = 12, 6  # indices 0..11 cover every image and audio format the demo writes
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    return ensure_demo_data(tmp_path_factory.mktemp("cache") / "demo", N_TRAIN, N_HELDOUT, progress=False)
+
+
+def samples(split_dir: Path) -> list[dict]:
+    return list(wds.WebDataset(sorted(str(p) for p in split_dir.glob("*.tar")), shardshuffle=False))
+
+
+def test_plan_grammar_and_unseen_heldout_combinations():
+    scenes = plan(600, 64)
+    assert scenes == plan(600, 64) and scenes != plan(600, 64, seed=1)
+    train = [s for s in scenes if s.split == "train"]
+    held = [s for s in scenes if s.split == "heldout"]
+    assert len(train) == 600 and len(held) == 64
+    combo = lambda s: (s.size, s.colour, s.shape, s.where)  # noqa: E731
+    assert not {combo(s) for s in held} & {combo(s) for s in train}
+    assert len({s.caption for s in held}) == 64  # unique held-out captions: retrieval is well defined
+    train_words = {w for s in train for w in s.caption.split()}
+    assert all(w in train_words for s in held for w in s.caption.split())
+    s = train[0]
+    assert all(part in s.caption for part in (s.size, s.colour, s.shape, s.where))
+    with pytest.raises(ValueError, match="heldout"):
+        plan(10, 10_000)
+
+
+def test_demo_shards_hold_matching_image_speech_text(demo_dir):
+    train, held = samples(demo_dir / "train"), samples(demo_dir / "heldout")
+    assert len(train) == N_TRAIN and len(held) == N_HELDOUT
+    assert json.loads((demo_dir / "train" / "sizes.json").read_text()) == {"shard-000000.tar": N_TRAIN}
+    exts, modes = set(), set()
+    for split, group in (("train", train), ("heldout", held)):
+        for s in group:
+            meta = json.loads(s["json"])
+            assert meta["pair"] == s["__key__"] and meta["split"] == split
+            caption = s["txt"].decode()
+            assert caption == meta["caption"] and meta["shape"] in caption and meta["colour"] in caption
+            img_ext = next(e for e in ("png", "jpg") if e in s)
+            img = open_image(s[img_ext])
+            assert img.size == (64, 64) and to_rgb(img).mode == "RGB"
+            modes.add(img.mode)
+            wav_ext = next(e for e in ("flac", "ogg", "wav") if e in s)
+            wav, sr, _ = read_audio(s[wav_ext])
+            assert sr == 16000 and 1.0 < len(wav) / sr < 5.0
+            assert np.abs(wav).max() > 0.1  # speech, not silence
+            exts |= {img_ext, wav_ext}
+    assert exts == {"png", "jpg", "flac", "ogg", "wav"} and modes == {"RGB", "RGBA"}
+
+    tok = load_tokenizer("demo", demo_dir)
+    assert tok.reference["path"] == str(demo_dir / "tokenizer.model")
+    for s in train + held:
+        ids = tok.encode(s["txt"].decode())
+        assert 0 not in ids and tok.decode(ids) == s["txt"].decode()
+    assert tok.vocab_size <= demo.TOKENIZER_VOCAB
+
+
+def test_generation_is_byte_identical(demo_dir, tmp_path):
+    done = json.loads((demo_dir / "DONE").read_text())
+    assert done["stamp"] == {"version": demo.DEMO_VERSION, "train": N_TRAIN, "heldout": N_HELDOUT, "seed": 0}
+    files = generate(tmp_path / "again", N_TRAIN, N_HELDOUT, progress=False)
+    assert files == done["files"] and "train/shard-000000.tar" in files
+
+
+def test_cached_call_is_instant_and_accepts_any_counts(demo_dir):
+    before = {p: p.stat().st_mtime_ns for p in demo_dir.rglob("*")}
+    t0 = time.perf_counter()
+    assert ensure_demo_data(demo_dir) == demo_dir  # counts left open: the existing small set is used
+    assert ensure_demo_data(demo_dir, N_TRAIN, N_HELDOUT) == demo_dir
+    assert time.perf_counter() - t0 < 0.5
+    assert {p: p.stat().st_mtime_ns for p in demo_dir.rglob("*")} == before
+
+
+def test_interrupted_runs_are_never_used(tmp_path):
+    out = tmp_path / "demo"
+    stale = tmp_path / ".demo.tmp-99999" / "train"
+    stale.mkdir(parents=True)
+    (stale / "shard-000000.tar").write_bytes(b"half a shard")
+    assert ensure_demo_data(out, 4, 2, progress=False) == out
+    assert not stale.parent.exists()
+    assert len(samples(out / "train")) == 4
+
+    # Other explicit counts: regenerated and swapped in whole.
+    assert ensure_demo_data(out, 5, 2, progress=False) == out
+    assert len(samples(out / "train")) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock", "demo"]
+
+    # A folder without the DONE marker (a foreign or hand-edited dir) is never used nor deleted.
+    (out / "DONE").unlink()
+    with pytest.raises(RuntimeError, match="no DONE marker"):
+        ensure_demo_data(out, progress=False)
+    assert (out / "train").exists()
+
+
+def test_batched_speech_is_cut_into_one_clip_per_caption():
+    everything = plan(400, 8)
+    batch = next(b for b in demo.speech_batches(everything) if len(b) >= 3)
+    scenes = [everything[i] for i in batch[:3]]
+    batched = synth_batch(scenes)
+    alone = [synth_batch([s])[0] for s in scenes]
+    for (wav, sr), (ref, sr_ref) in zip(batched, alone):
+        assert sr == sr_ref == 22050
+        assert abs(len(wav) - len(ref)) < 0.25 * sr  # same utterance, give or take the pause trimming
+
+
+def test_ogg_serial_fix_makes_vorbis_reproducible():
+    x = np.sin(np.arange(16000) / 7).astype(np.float32) * 0.3
+
+    def encode():
+        buf = io.BytesIO()
+        sf.write(buf, x, 16000, format="OGG", subtype="VORBIS")
+        return buf.getvalue()
+
+    a, b = encode(), encode()
+    assert a != b  # libsndfile picks a random stream serial number
+    fa, fb = fix_ogg_serial(a), fix_ogg_serial(b)
+    assert fa == fb
+    # Page CRCs are valid: libogg drops pages with a bad CRC, which would lose samples.
+    got, _ = sf.read(io.BytesIO(fa), dtype="float32")
+    ref, _ = sf.read(io.BytesIO(a), dtype="float32")
+    assert np.array_equal(got, ref)
+
+
+def test_cli(tmp_path, capsys):
+    assert demo.main([str(tmp_path / "d"), "--train", "3", "--heldout", "2"]) == 0
+    assert "demo data ready" in capsys.readouterr().err
+    assert (tmp_path / "d" / "tokenizer.model").exists() and (tmp_path / "d" / "DONE").exists()
+    assert demo.main([str(tmp_path / "e"), "--heldout", "0"]) == 1
+    assert "error: demo counts" in capsys.readouterr().err
