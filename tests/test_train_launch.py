@@ -1,0 +1,333 @@
+"""End-to-end trainings with DeepSpeed's own launcher: 2 CPU ranks (gloo), tiny model, tiny demo shards.
+
+One 8-step run per ZeRO stage serves several checks: the first steps' losses
+agree across stages, the ZeRO-3 teacher equals the ZeRO-0 teacher, every
+required TensorBoard tag is there, the export and the run dir load the same
+weights. The runs are cached for the session so test_checkpoint_resume.py
+reuses the ZeRO-3 one as its uninterrupted reference.
+
+Helpers here are imported by test_checkpoint_resume.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEEPSPEED = shutil.which("deepspeed")
+needs_launcher = pytest.mark.skipif(DEEPSPEED is None, reason="the deepspeed launcher is not on PATH")
+
+MAX_STEPS = 8
+# Every run of the suite shares these, so any two runs are comparable step by step.
+COMMON_SETS = [
+    f"train.max_steps={MAX_STEPS}",
+    "train.checkpoint_every=2",
+    "train.keep_last=2",
+    "train.log_every=1",
+    "train.micro_batch_size=8",
+    "eval.every=4",
+    "eval.max_samples=16",
+    "eval.max_time_share=1.0",
+]
+
+_lock = threading.Lock()
+_cache: dict[str, object] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def warm_up_deepspeed() -> None:
+    """Build DeepSpeed's shm comm op once (~90 s the very first time, cached in ~/.cache/torch_extensions)."""
+    with _lock:
+        if "warm" in _cache:
+            return
+        code = "import deepspeed.comm.torch as t; assert t.build_shm_op() is not None"
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, timeout=900)
+        _cache["warm"] = True
+
+
+def tiny_data(base: Path) -> Path:
+    """Small demo corpus (train + heldout shards + sentencepiece tokenizer), made once per session."""
+    with _lock:
+        if "data" not in _cache:
+            from unimodal_free.data.demo import ensure_demo_data
+
+            _cache["data"] = Path(ensure_demo_data(base / "demo", n_train=48, n_heldout=16))
+        return _cache["data"]  # type: ignore[return-value]
+
+
+def train_cmd(data: Path, run_dir: Path, stage: int, *extra: str, launcher: bool = True) -> list[str]:
+    sets = COMMON_SETS + [
+        f"deepspeed.zero_stage={stage}",
+        f"train.output_dir={run_dir}",
+        f"data.train={data / 'train'}",
+        f"data.heldout={data / 'heldout'}",
+        f"data.tokenizer={data / 'tokenizer.model'}",
+        *extra,
+    ]
+    args = ["launch/train.py", "--config", "configs/tiny.json"] + [a for s in sets for a in ("--set", s)]
+    if not launcher:
+        return [sys.executable] + args
+    return [DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port())] + args
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a training in its own session (so a test can kill the whole process group)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    out = open(log, "ab")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+
+
+def tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:]
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 600) -> int:
+    proc = start(cmd, log, env)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"training timed out:\n{tail(log)}")
+
+
+def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
+    """Start a run with a test hook, wait until the hook's marker file appears, then SIGKILL everything."""
+    proc = start(cmd, log, env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended (rc={proc.returncode}) before {marker.name}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {marker.name} within {timeout}s:\n{tail(log)}")
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def stage_run(stage: int, base: Path) -> Path:
+    """The session's uninterrupted 8-step 2-rank run under ZeRO ``stage`` (made once)."""
+    key = f"stage{stage}"
+    with _lock:
+        if key in _cache:
+            return _cache[key]  # type: ignore[return-value]
+    warm_up_deepspeed()
+    data = tiny_data(base)
+    run_dir = base / f"zero{stage}"
+    log = base / f"zero{stage}.log"
+    t0 = time.perf_counter()
+    rc = run(train_cmd(data, run_dir, stage), log)
+    assert rc == 0, tail(log)
+    print(f"ZeRO-{stage} run: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    with _lock:
+        _cache[key] = run_dir
+    return run_dir
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar as TensorBoard shows it (EventAccumulator, purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return set(ea.Tags()["scalars"])
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "train_runs"
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_zero_stages_agree(base):
+    """Same seed and data: ZeRO 0/1/2/3 give the same first-step losses (rtol 1e-4) and the same teacher."""
+    from unimodal_free.train.export import load_weights
+
+    base.mkdir(parents=True, exist_ok=True)
+    runs = {stage: stage_run(stage, base) for stage in (0, 1, 2, 3)}
+    losses = {stage: scalars(run_dir, "train/loss") for stage, run_dir in runs.items()}
+    steps = [s for s, _ in losses[0]]
+    assert steps == list(range(1, MAX_STEPS + 1))
+    for stage in (1, 2, 3):
+        assert [s for s, _ in losses[stage]] == steps
+        torch.testing.assert_close(
+            torch.tensor([v for _, v in losses[stage][:4]]), torch.tensor([v for _, v in losses[0][:4]]),
+            rtol=1e-4, atol=0,
+        )
+    ref = load_weights(runs[0])
+    assert ref.step == MAX_STEPS
+    for stage in (1, 2, 3):
+        w = load_weights(runs[stage])  # ZeRO-3: consolidated from the partitioned checkpoint
+        assert w.step == MAX_STEPS and w.teacher.keys() == ref.teacher.keys()
+        for k in ref.teacher:
+            torch.testing.assert_close(w.teacher[k], ref.teacher[k], rtol=1e-4, atol=1e-6, msg=f"teacher {k}")
+            torch.testing.assert_close(w.student[k], ref.student[k], rtol=1e-4, atol=1e-6, msg=f"student {k}")
+    # The teacher really moved: it is not the initial copy of the student.
+    assert any(not torch.equal(ref.teacher[k], ref.student[k]) for k in ref.teacher)
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_run_dir_layout_tensorboard_tags_and_export(base):
+    """Run dir: resolved config, TB events with every required tag, checkpoints + latest, export == run dir."""
+    from unimodal_free.config import MODALITIES, load_config
+    from unimodal_free.train.checkpoint import CheckpointManager, is_complete
+    from unimodal_free.train.export import EXPORT_NAME, load_weights
+
+    base.mkdir(parents=True, exist_ok=True)
+    run_dir = stage_run(0, base)
+    cfg = load_config(run_dir / "config.json")
+    assert cfg.train.max_steps == MAX_STEPS and cfg.deepspeed.zero_stage == 0
+
+    tags = scalar_tags(run_dir)
+    required = {
+        "train/loss", "train/ema_decay", "train/lr", "train/grad_norm", "train/samples_per_s",
+        "train/elements_per_s", "train/mfu", "train/skipped_samples", "train/skipped_steps", "train/padding_waste",
+    }
+    for m in MODALITIES:
+        required |= {f"train/loss/{m}", f"train/target_std/{m}", f"train/pred_std/{m}"}
+    for a in MODALITIES:
+        for b in MODALITIES:
+            if a != b:
+                required |= {f"val/{a}_to_{b}_R@{k}" for k in (1, 5, 10)}
+    assert not required - tags, f"missing tags: {sorted(required - tags)}"
+    # x-axis = optimizer step, one point per step for per-step tags; eval every 4 steps.
+    assert [s for s, _ in scalars(run_dir, "train/lr")] == list(range(1, MAX_STEPS + 1))
+    assert [s for s, _ in scalars(run_dir, "val/image_to_text_R@1")] == [4, 8]
+    mfu = [v for _, v in scalars(run_dir, "train/mfu")]
+    assert all(0 < v < 1 for v in mfu), mfu
+    assert [v for _, v in scalars(run_dir, "train/skipped_steps")] == [0.0] * MAX_STEPS
+    lr = [v for _, v in scalars(run_dir, "train/lr")]
+    assert lr[0] < lr[1]  # warmup
+
+    ckpt = CheckpointManager(run_dir, keep_last=2)
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step00000008"
+    assert ckpt.complete_tags() == ["step00000006", "step00000008"]  # keep_last=2 pruned 2 and 4
+    assert all(is_complete(run_dir / "checkpoints" / t) for t in ckpt.complete_tags())
+
+    exported = load_weights(run_dir / EXPORT_NAME)
+    from_run = load_weights(run_dir)
+    assert exported.step == from_run.step == MAX_STEPS
+    assert exported.tokenizer_ref == from_run.tokenizer_ref and exported.tokenizer_ref["kind"] == "sentencepiece"
+    for k in exported.student:
+        assert torch.equal(exported.student[k], from_run.student[k]), k
+        assert torch.equal(exported.teacher[k], from_run.teacher[k]), k
+    # The exported weights load into a freshly built model of the recorded config.
+    from unimodal_free.batch import modality_specs
+    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.model import build_model
+
+    tok = load_tokenizer(exported.tokenizer_ref["path"])
+    model = build_model(exported.cfg, modality_specs(exported.cfg.data, tok.vocab_size))
+    model.load_state_dict(exported.teacher)
+
+
+def test_bad_config_exits_2_with_one_line_before_any_process_group(tmp_path, capsys):
+    """In-process: main() returns 2, prints one line naming the key, starts no process group."""
+    import torch.distributed as dist
+
+    from unimodal_free.train import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"max_step": 3}}))
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.max_step: unknown key" in err[0], err
+    assert not dist.is_initialized()
+
+    assert main(["--config", str(bad), "--set", "train.max_step=3"]) == 2  # same through --set
+    assert main(["--set", "deepspeed.extra={\"train_batch_size\": 7}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "deepspeed.extra.train_batch_size" in err[1], err
+    missing = ["--set", f"data.train={tmp_path / 'nowhere'}", "--set", "data.heldout=also-nowhere"]
+    assert main(missing + ["--set", f"train.output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0], err
+    assert not dist.is_initialized()
+
+
+def test_bad_config_through_the_script_exits_2(tmp_path):
+    """As a process: exit status 2 and exactly one stderr line, fast (no DeepSpeed/process group start)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "launch/train.py", "--config", "configs/tiny.json", "--set", "deepspeed.zero_stage=4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "deepspeed.zero_stage: 4 is not one of" in lines[0], proc.stderr
+    assert time.perf_counter() - t0 < 60
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
+    """SIGTERM to rank 1 only: both ranks stop at the same step after a complete checkpoint; exit 0."""
+    from unimodal_free.train.checkpoint import CheckpointManager, is_complete, step_of
+
+    base.mkdir(parents=True, exist_ok=True)
+    warm_up_deepspeed()
+    data = tiny_data(base)
+    run_dir = base / "sigterm"
+    log = base / "sigterm.log"
+    cmd = train_cmd(data, run_dir, 1, "train.max_steps=400", "train.checkpoint_every=3", "eval.every=0")
+    proc = start(cmd, log)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "latest").exists():  # step 3 checkpoint: training is under way
+            assert proc.poll() is None, tail(log)
+            assert time.monotonic() < deadline, tail(log)
+            time.sleep(0.2)
+        ranks = [  # rank 1 itself, not its forked DataLoader worker (same command line)
+            p for p in psutil.Process(proc.pid).children(recursive=True)
+            if "--local_rank=1" in p.cmdline() and "deepspeed.launcher.launch" in p.parent().cmdline()
+        ]
+        assert len(ranks) == 1, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
+        ranks[0].send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    assert rc == 0, tail(log)
+    assert "on request (signal); checkpoint saved" in text
+    tag = CheckpointManager(run_dir).latest_tag()
+    assert tag is not None and is_complete(run_dir / "checkpoints" / tag)
+    stopped = step_of(tag)
+    assert 3 < stopped < 400
+    state = json.loads((run_dir / "checkpoints" / tag / "trainer_state.json").read_text())
+    assert state["step"] == stopped and state["micro_batches"] == stopped
+    assert not (run_dir / "model.safetensors").exists()  # no export for an interrupted run
