@@ -2,7 +2,8 @@
 
 import io
 import json
-import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,3 +148,17 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "d" / "tokenizer.model").exists() and (tmp_path / "d" / "DONE").exists()
     assert demo.main([str(tmp_path / "e"), "--heldout", "0"]) == 1
     assert "error: demo counts" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ranks_started_together_generate_once(tmp_path):
+    code = ("import sys; from unimodal_free.data.demo import ensure_demo_data; "
+            "print(ensure_demo_data(sys.argv[1], 6, 2, progress=False))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "demo")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == [str(tmp_path / "demo")] * 2
+    assert sum(o[1].count("generating demo data") for o in outs) == 1  # the other waited on the lock
+    assert len(samples(tmp_path / "demo" / "train")) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock", "demo"]

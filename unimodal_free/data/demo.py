@@ -460,6 +460,8 @@ def ensure_demo_data(out_dir, n_train: int | None = None, n_heldout: int | None 
         stamp = {"version": DEMO_VERSION, "train": DEFAULT_TRAIN if n_train is None else n_train,
                  "heldout": DEFAULT_HELDOUT if n_heldout is None else n_heldout, "seed": seed or 0}
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        print(f"generating demo data in {out} ({stamp['train']} train + {stamp['heldout']} held-out pairs)",
+              file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         files = generate(tmp, stamp["train"], stamp["heldout"], stamp["seed"], progress=progress)
         done = {"stamp": stamp, "seconds": round(time.perf_counter() - t0, 1), "files": files}
