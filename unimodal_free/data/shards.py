@@ -523,7 +523,8 @@ def _parse_size(s: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.shards",
-                                 description="Write WebDataset tar shards from raw image/speech/text corpora.")
+                                 description="Write WebDataset tar shards from raw image/speech/text corpora.",
+                                 epilog=__doc__[__doc__.index("Layouts"):], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("layout", choices=LAYOUTS)
     ap.add_argument("input", help="folder, file, glob or manifest (see layout)")
     ap.add_argument("output_dir")
