@@ -34,7 +34,9 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(
-                log_dir=str(Path(run_dir) / "tb"), purge_step=start_step + 1 if start_step > 0 else None
+                log_dir=str(Path(run_dir) / "tb"),
+                purge_step=start_step + 1 if start_step > 0 else None,
+                flush_secs=10,
             )
         if progress:
             self.bar = tqdm(

@@ -175,7 +175,8 @@ class Trainer:
 
         cfg, engine = self.cfg, self.engine
         poisoned = stop_now = False
-        lr = float(self.lr[min(state.step, len(self.lr) - 1)])
+        # The LR this step uses; the schedule advances only on applied steps (DeepSpeed skips it on overflow).
+        lr = float(engine.get_lr()[0])
         grad_norm: Optional[float] = None
         losses = []
         t0 = time.perf_counter()
@@ -187,6 +188,8 @@ class Trainer:
             with self._autocast():
                 out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad)
             loss = out.loss.float().reshape(())
+            if testhooks.nan_loss(state.step + 1, self.rank):
+                loss = loss * float("nan")
             finite = bool(torch.isfinite(loss.detach()))
             # One all-reduce: [non-finite anywhere, stop requested anywhere, rows, elements, skipped samples].
             shared = dist.sum_vector(
@@ -333,6 +336,7 @@ class Trainer:
         if self.last_saved_step == state.step:
             return
         rank_state = {"rng": capture_rng(self.generator), "micro_batches": state.micro_batches}
+        self.logger.flush()  # events up to this step are on disk before the checkpoint can be resumed
         self.ckpt.save(self.engine, self._teacher_state(), state, rank_state)
         self.last_saved_step = state.step
 
