@@ -123,7 +123,8 @@ def test_librispeech_layout_roundtrip(tmp_path, capsys):
     assert got["84-121123-0001"]["txt"] == b"BUT IN LESS THAN FIVE MINUTES"
     meta = json.loads(got["84-121123-0000"]["json"])
     assert meta == {"pair": "84-121123-0000", "split": "dev", "speaker": "84", "chapter": "121123",
-                    "source": "dev-clean/84/121123/84-121123-0000.flac"}
+                    "source": "dev-clean/84/121123/84-121123-0000.flac",
+                    "modalities": ["speech", "text"]}
     assert len([l for l in err if l.startswith("skip")]) == 1
     assert "84-121123-0002.flac: missing file" in err[0]
     assert "skipped 1" in err[-1]
@@ -189,7 +190,8 @@ def test_manifest_layout_any_modality_subset(tmp_path, capsys):
     assert list(got) == ["pair_one", "q", "manifest-0000003"]
     one = got["pair_one"]
     assert one["webp"] == img.read_bytes() and one["ogg"] == ogg.read_bytes() and one["txt"] == b"a picture"
-    assert json.loads(one["json"]) == {"pair": "pair_one", "split": "train", "lang": "en"}
+    assert json.loads(one["json"]) == {"pair": "pair_one", "split": "train", "lang": "en",
+                                       "modalities": ["image", "speech", "text"]}
     q = got["q"]
     assert q["wav"] == wav.read_bytes() and q["txt"] == b"spoken words"
     assert json.loads(q["json"]) == {"pair": "group-7", "split": "heldout"}

@@ -184,6 +184,8 @@ def build_sample(raw: RawSample, key: str, default_split: str) -> dict:
     meta = dict(raw.meta)
     meta["pair"] = str(raw.pair) if raw.pair is not None else key
     meta["split"] = str(raw.split) if raw.split is not None else default_split
+    # Declared so the reader can tell a sample that lost a member from one that never had it.
+    meta["modalities"] = modalities_of(sample).split("+")
     sample["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
     return sample
 
