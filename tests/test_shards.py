@@ -194,7 +194,8 @@ def test_manifest_layout_any_modality_subset(tmp_path, capsys):
                                        "modalities": ["image", "speech", "text"]}
     q = got["q"]
     assert q["wav"] == wav.read_bytes() and q["txt"] == b"spoken words"
-    assert json.loads(q["json"]) == {"pair": "group-7", "split": "heldout"}
+    assert json.loads(q["json"]) == {"pair": "group-7", "split": "heldout",
+                                     "modalities": ["speech", "text"]}
     assert set(got["manifest-0000003"]) == {"webp", "json"}
     skips = [l for l in err if l.startswith("skip")]
     assert skips == [f"skip {man}:4: manifest line is not a JSON object",
