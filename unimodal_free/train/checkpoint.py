@@ -115,6 +115,21 @@ def is_complete(tag_dir: Path) -> bool:
     return True
 
 
+def mark_complete(tag_dir: Path, step: int) -> None:
+    """Write COMPLETE listing every file of ``tag_dir`` with its size (call after all ranks wrote)."""
+    files = {
+        str(p.relative_to(tag_dir)): p.stat().st_size
+        for p in sorted(tag_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name != COMPLETE
+    }
+    _fsync_write(tag_dir / COMPLETE, json.dumps({"step": step, "files": files}, indent=1) + "\n")
+
+
+def point_latest(root: Path, tag: str) -> None:
+    """Swap the ``latest`` pointer atomically (tmp + fsync + os.replace)."""
+    _fsync_write(Path(root) / LATEST, tag + "\n")
+
+
 def rank_state_name(rank: int) -> str:
     return f"rank{rank:05d}_state.pt"
 
@@ -165,13 +180,8 @@ class CheckpointManager:
         testhooks.hook("in_save", state.step, self.run_dir, r)
         dist.barrier()  # every rank's files are on disk
         if r == 0:
-            files = {
-                str(p.relative_to(tag_dir)): p.stat().st_size
-                for p in sorted(tag_dir.rglob("*"))
-                if p.is_file() and not p.name.startswith(".")
-            }
-            _fsync_write(tag_dir / COMPLETE, json.dumps({"step": state.step, "files": files}, indent=1) + "\n")
-            _fsync_write(self.root / LATEST, tag + "\n")
+            mark_complete(tag_dir, state.step)
+            point_latest(self.root, tag)
             self.prune()
         dist.barrier()
         return tag_dir

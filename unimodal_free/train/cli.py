@@ -109,6 +109,11 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     cfg = load_run_config(args)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     build_ds_config(cfg, world_size)  # refuses contradicting deepspeed.extra keys now
+    if cfg.train.precision == "bf16":
+        from deepspeed.accelerator import get_accelerator
+
+        if not get_accelerator().is_bf16_supported():
+            raise ConfigError(f"train.precision: bf16 is not supported on {get_accelerator().device_name()}; use fp32")
     run_dir = Path(cfg.train.output_dir).expanduser()
     resume_dir = resolve_resume(cfg.train.resume, run_dir)
     try:

@@ -1,7 +1,7 @@
 """Model FLOPs utilisation: analytic step FLOPs / step time / measured matmul peak.
 
 The peak is measured once at start with a short best-of-sizes matmul probe
-(fp32 on CPU, bf16 on GPU) instead of trusting a datasheet, so MFU on a
+(in the training precision: fp32, or bf16 on hardware that has it) instead of trusting a datasheet, so MFU on a
 laptop CPU and on an H100 mean the same thing: the share of what this
 device's matmul actually reaches.
 """
@@ -21,7 +21,7 @@ def measure_matmul_peak(
 ) -> float:
     """Best observed FLOP/s of square matmuls on ``device`` (within ~``budget_s`` seconds)."""
     device = torch.device(device)
-    if dtype is None:
+    if dtype is None:  # what a mixed-precision GPU run uses; fp32 on CPU
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if sizes is None:
         sizes = (1024, 2048, 4096, 8192) if device.type == "cuda" else (256, 512, 1024)

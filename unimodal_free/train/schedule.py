@@ -2,7 +2,7 @@
 
 ``lr_schedule[s]`` is the learning rate used by optimizer step ``s``
 (0-based): linear warmup from ~0 to ``lr`` over ``warmup_steps``, then a
-cosine from ``lr`` down to ``min_lr`` at ``max_steps``.
+cosine from ``lr`` down to ``min_lr`` at the last step.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def lr_schedule(optim: OptimConfig, max_steps: int) -> np.ndarray:
     lr = np.empty(max_steps, dtype=np.float64)
     # Warmup: step 0 already gets lr/warmup so the first update is not wasted.
     lr[:warmup] = optim.lr * (steps[:warmup] + 1) / max(1, warmup)
-    decay = max(1, max_steps - warmup)
-    progress = (steps[warmup:] - warmup) / decay  # in [0, 1)
+    decay = max(1, max_steps - 1 - warmup)
+    progress = (steps[warmup:] - warmup) / decay  # in [0, 1]: the last step uses min_lr
     lr[warmup:] = optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1 + np.cos(math.pi * progress))
     return lr
 

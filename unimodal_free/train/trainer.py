@@ -379,10 +379,13 @@ class Trainer:
         self.last_saved_step = state.step if self.setup.resume_dir is not None else -1
         self.last_eval_s = 0.0
         self.evals_skipped = 0
+        self.last_log: dict[str, float] = {}
         self.loader = make_train_loader(
             cfg, self.setup.tokenizer, self.rank, self.world, start_batch=state.micro_batches
         )
-        self.peak_flops = measure_matmul_peak(self.device)
+        # The peak of the precision we train in (fp32 probe for fp32, bf16 for bf16).
+        probe_dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
+        self.peak_flops = measure_matmul_peak(self.device, probe_dtype)
         self.logger = RunLogger(
             self.run_dir, self.rank, cfg.train.max_steps, state.step, cfg.log.tensorboard, cfg.log.progress
         )
@@ -398,15 +401,8 @@ class Trainer:
             collapse = None
             if step % cfg.train.log_every == 0 or last or info["stop"]:
                 collapse = self._log(state, stats, info)
-            self.logger.progress(
-                step,
-                {
-                    "loss": f"{info['loss']:.4f}",
-                    "samples/s": f"{self.last_log.get('train/samples_per_s', 0.0):.1f}"
-                    if hasattr(self, "last_log")
-                    else "-",
-                },
-            )
+            throughput = self.last_log.get("train/samples_per_s", 0.0)
+            self.logger.progress(step, {"loss": f"{info['loss']:.4f}", "samples/s": f"{throughput:.1f}"})
             if collapse is not None:
                 self.logger.message(f"stopping: {collapse}")
                 return EXIT_COLLAPSE

@@ -1,0 +1,157 @@
+"""Checkpoint bookkeeping on real files: completeness markers, the latest pointer, pruning,
+resume-target resolution and the refusals that happen before any process group starts."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from unimodal_free.train.checkpoint import (
+    COMPLETE,
+    TRAINER_STATE,
+    CheckpointError,
+    CheckpointManager,
+    TrainerState,
+    is_complete,
+    mark_complete,
+    point_latest,
+    resolve_resume,
+    tag_for,
+)
+from unimodal_free.train.rng import capture_rng, restore_rng
+
+
+def write_tag(run_dir, step, complete=True, tokenizer=None, world_size=1):
+    """A checkpoint dir laid out as CheckpointManager.save leaves it (engine file stands in as bytes)."""
+    tag_dir = run_dir / "checkpoints" / tag_for(step)
+    tag_dir.mkdir(parents=True)
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"x" * (100 + step))
+    state = TrainerState(step=step, micro_batches=step, world_size=world_size, tokenizer=tokenizer or {"kind": "bytes"})
+    (tag_dir / TRAINER_STATE).write_text(json.dumps(state.__dict__))
+    if complete:
+        mark_complete(tag_dir, step)
+    return tag_dir
+
+
+def test_complete_marker_lists_files_and_sizes(tmp_path):
+    tag_dir = write_tag(tmp_path, 2)
+    assert is_complete(tag_dir)
+    listing = json.loads((tag_dir / COMPLETE).read_text())
+    assert listing["step"] == 2 and set(listing["files"]) == {"mp_rank_00_model_states.pt", TRAINER_STATE}
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"x")  # truncated after the marker: not trusted
+    assert not is_complete(tag_dir)
+    (tag_dir / "mp_rank_00_model_states.pt").unlink()
+    assert not is_complete(tag_dir)
+    assert not is_complete(write_tag(tmp_path, 4, complete=False))
+    (tmp_path / "checkpoints" / tag_for(4) / COMPLETE).write_text("{not json")
+    assert not is_complete(tmp_path / "checkpoints" / tag_for(4))
+
+
+def test_latest_pointer_and_fallback(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    assert mgr.latest_tag() is None
+    write_tag(tmp_path, 2)
+    write_tag(tmp_path, 4)
+    write_tag(tmp_path, 6, complete=False)  # a crash inside the step-6 save
+    point_latest(mgr.root, tag_for(4))
+    assert mgr.latest_tag() == tag_for(4)
+    point_latest(mgr.root, tag_for(6))  # pointer to an incomplete dir (cannot happen via save) is not trusted
+    assert mgr.latest_tag() == tag_for(4)
+    (mgr.root / "latest").write_text("garbage\n")
+    assert mgr.latest_tag() == tag_for(4)
+    assert not list(mgr.root.glob(".latest.tmp*"))  # the atomic write leaves no temp files
+
+
+def test_prune_keeps_last_n_and_latest(tmp_path):
+    for step in (2, 4, 6, 8):
+        write_tag(tmp_path, step)
+    write_tag(tmp_path, 3, complete=False)  # stale partial, older than latest
+    write_tag(tmp_path, 10, complete=False)  # newer partial: may be in progress, left alone
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    point_latest(mgr.root, tag_for(4))  # e.g. latest moved back by a resume
+    mgr.prune()
+    left = sorted(p.name for p in mgr.root.iterdir() if p.is_dir())
+    assert left == [tag_for(4), tag_for(6), tag_for(8), tag_for(10)]
+    mgr.remove_incomplete_after(8)
+    assert not (mgr.root / tag_for(10)).exists()
+
+
+def test_resolve_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    assert resolve_resume("", run_dir) is None
+    assert resolve_resume("auto", run_dir) is None  # nothing yet: fresh start
+    write_tag(run_dir, 2)
+    write_tag(run_dir, 4, complete=False)
+    with pytest.raises(CheckpointError, match="already holds checkpoint step00000002; set train.resume=auto"):
+        resolve_resume("", run_dir)
+    want = run_dir / "checkpoints" / tag_for(2)
+    assert resolve_resume("auto", run_dir) == want
+    assert resolve_resume(str(run_dir), tmp_path / "other") == want
+    assert resolve_resume(str(run_dir / "checkpoints"), tmp_path / "other") == want
+    assert resolve_resume(str(want), tmp_path / "other") == want
+    with pytest.raises(CheckpointError, match="incomplete checkpoint"):
+        resolve_resume(str(run_dir / "checkpoints" / tag_for(4)), run_dir)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_resume(str(tmp_path / "nope"), run_dir)
+    with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
+        resolve_resume(str(tmp_path), run_dir)
+
+
+def test_rng_state_round_trips_through_weights_only_load():
+    gen = torch.Generator().manual_seed(3)
+    buf = io.BytesIO()
+    torch.save(capture_rng(gen), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    first = (torch.rand(3), np.random.rand(2), random.random(), torch.rand(2, generator=gen))
+    restore_rng(state, gen)
+    again = (torch.rand(3), np.random.rand(2), random.random(), torch.rand(2, generator=gen))
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert first[2] == again[2] and torch.equal(first[3], again[3])
+
+
+def _demo_sets(tmp_path):
+    from test_train_launch import tiny_data
+
+    data = tiny_data(tmp_path.parent / "ckpt_demo")
+    return [
+        "--config", "configs/tiny.json",
+        "--set", f"data.train={data / 'train'}", "--set", f"data.heldout={data / 'heldout'}",
+        "--set", f"data.tokenizer={data / 'tokenizer.model'}", "--set", f"train.output_dir={tmp_path / 'run'}",
+        "--set", "train.resume=auto",
+    ]
+
+
+def test_resume_with_another_tokenizer_is_refused_before_start(tmp_path, capsys, monkeypatch):
+    import torch.distributed as dist
+
+    from unimodal_free.train import main
+
+    monkeypatch.chdir(__import__("test_train_launch").ROOT)
+    write_tag(tmp_path / "run", 2, tokenizer={"kind": "bytes", "path": None, "sha256": None})
+    sets = _demo_sets(tmp_path)
+    capsys.readouterr()  # (demo data generation talks)
+    assert main(sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tokenizer mismatch: expected bytes, got sentencepiece" in err[0], err
+    assert not dist.is_initialized()
+
+
+def test_resume_with_another_world_size_is_refused_before_start(tmp_path, capsys, monkeypatch):
+    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.train import main
+
+    monkeypatch.chdir(__import__("test_train_launch").ROOT)
+    sets = _demo_sets(tmp_path)
+    tok = load_tokenizer(sets[sets.index("--set") + 5].split("=", 1)[1])
+    write_tag(tmp_path / "run", 2, tokenizer=tok.reference, world_size=2)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    capsys.readouterr()
+    assert main(sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by 2 ranks, this run has 1" in err[0], err
