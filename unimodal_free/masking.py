@@ -75,7 +75,10 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     after = (spec.block - 1 - spec.block // 2 + 0.5) * spacing
     area = spec.block ** Dc
     K = max(1, math.ceil(2 * int(n_select.max()) / area) + 1)  # enough blocks to usually cover the target
-    centre_idx = torch.multinomial(real.to(coords.dtype), K, replacement=True, generator=generator)  # (B, K)
+    # Random draws happen on the generator's device (a CPU generator may drive a GPU batch).
+    gen_device = generator.device
+    centre_idx = torch.multinomial(real.to(gen_device, torch.float32), K, replacement=True, generator=generator)
+    centre_idx = centre_idx.to(coords.device)  # (B, K)
     centres = coords.gather(1, centre_idx[..., None].expand(-1, -1, Dc))  # (B, K, Dc)
     delta = coords[:, :, None, :] - centres[:, None, :, :]  # (B, M, K, Dc)
     eps = 1e-4 * spacing[:, None, None, :]
@@ -83,7 +86,7 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     # Key = index of the first block covering the element (+ noise to split a partial block);
     # uncovered elements come after all blocks in random order; padding comes last.
     first = torch.where(covered, torch.arange(K, device=coords.device), K).amin(-1).to(coords.dtype)  # (B, M)
-    noise = torch.rand(B, M, generator=generator, device=coords.device, dtype=coords.dtype)
+    noise = torch.rand(B, M, generator=generator, device=gen_device).to(coords.device, coords.dtype)
     key = (first + noise).masked_fill(padding, 2.0 * K + 2.0)
     order = key.argsort(dim=1)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(M, device=coords.device).expand(B, M))
