@@ -1,8 +1,9 @@
 """Rank-0 TensorBoard writer and progress bar; every other rank gets no-ops.
 
-The x-axis of every scalar is the optimizer step. On resume the writer is
-opened with ``purge_step`` = first step of this session, so TensorBoard drops
-events a killed session logged after its last checkpoint: no step appears
+The x-axis of every scalar is the optimizer step. The writer is opened with
+``purge_step`` = first step of this session, so TensorBoard drops events a
+killed session logged after its last checkpoint (or, on a fresh start, all
+events of a session that died before its first checkpoint): no step appears
 twice, none is missing.
 """
 
@@ -35,7 +36,7 @@ class RunLogger:
 
             self.writer = SummaryWriter(
                 log_dir=str(Path(run_dir) / "tb"),
-                purge_step=start_step + 1 if start_step > 0 else None,
+                purge_step=start_step + 1,
                 flush_secs=10,
             )
         if progress:

@@ -15,6 +15,7 @@ non-finite steps in a row (after a checkpoint).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import sys
 import time
@@ -290,17 +291,21 @@ class Trainer:
         if not run:
             return
         t0 = time.perf_counter()
-        use_student = cfg.eval.model == "student"
-        model = self.engine.module if use_student else self.teacher.module
-        gather = contextlib.nullcontext()
-        if use_student and self.zero3:
-            import deepspeed
-
-            gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
-        with gather:
+        if cfg.eval.model == "teacher":
+            model = self.teacher.module  # replicated: rank 0 alone
+        elif not self.zero3:
+            model = self.engine.module
+        else:
+            # ZeRO-3 modules fetch parameters with collectives inside every forward, so rank 0
+            # cannot run them alone: evaluate a consolidated copy instead (collective gather).
+            student = gathered_state_dict(self.engine.module, True, self.rank)
+            model = None
             if self.rank == 0:
-                out = self._evaluate(model, state.step)
-            dist.barrier()
+                model = copy.deepcopy(self.teacher.module)
+                load_into(model, student)
+        if self.rank == 0:
+            self._evaluate(model, state.step)
+        dist.barrier()
         dt = dist.max_scalar(time.perf_counter() - t0)
         state.eval_time_s += dt
         self.last_eval_s = dt
