@@ -27,13 +27,15 @@ def measure_matmul_peak(
         sizes = (1024, 2048, 4096, 8192) if device.type == "cuda" else (256, 512, 1024)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = 0.0
+    # Own generator: the number of sizes tried depends on timing, so the global RNG must not be touched.
+    gen = torch.Generator(device=device).manual_seed(0)
     start = time.perf_counter()
     per_size = budget_s / len(sizes)
     for n in sizes:
         if time.perf_counter() - start > budget_s / 2:
             break  # larger sizes would overrun the budget on a slow device
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+        b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
         a @ b  # warm-up
         sync()
         t_size = time.perf_counter()
