@@ -19,7 +19,6 @@ import copy
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -60,7 +59,6 @@ class IntervalStats:
         self.rows = 0.0  # global (already summed over ranks)
         self.elements = 0.0
         self.flops = 0.0  # local
-        self.steps = 0
 
     def add(self, key: str, value: torch.Tensor | float) -> None:
         value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
@@ -121,11 +119,11 @@ class Trainer:
         self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
         self.teacher = EMATeacher(student, cfg.objective)  # full fp32 copy, before any partitioning
         self.teacher.module.to(self.device)
-        self.lr = lr_schedule(cfg.optim, cfg.train.max_steps)
+        # Without ZeRO (fp32) nothing in DeepSpeed refuses an inf/NaN step, so the optimizer does.
         optimizer = build_optimizer(
             student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
         )
-        scheduler = lambda_lr(optimizer, self.lr)
+        scheduler = lambda_lr(optimizer, lr_schedule(cfg.optim, cfg.train.max_steps))
         self.engine, _, _, _ = deepspeed.initialize(
             model=student, optimizer=optimizer, lr_scheduler=scheduler, config=build_ds_config(cfg, self.world)
         )
@@ -229,7 +227,6 @@ class Trainer:
         dt = time.perf_counter() - t0
         state.train_time_s += dt
         stats.seconds += dt
-        stats.steps += 1
         local_loss = float(torch.stack(losses).mean()) if losses else float("nan")
         return {"lr": lr, "applied": applied, "stop": stop_now, "loss": local_loss}
 
