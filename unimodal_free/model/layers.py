@@ -113,13 +113,18 @@ class CrossBlock(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """nanoGPT/MAE init: N(0, 0.02) linears and embeddings, zero biases, unit LayerNorms."""
+    """nanoGPT/MAE init: N(0, 0.02) linears, zero biases, unit LayerNorms.
+
+    Token embeddings get N(0, 1): they stand in for raw element values and sit
+    next to unit-scale Fourier features, so at 0.02 the token content would be
+    invisible at init (every caption looks alike and alignment stalls).
+    """
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=1.0)
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
