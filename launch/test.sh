@@ -3,5 +3,5 @@
 # Extra arguments go to pytest (e.g. -m "not slow" to skip end-to-end tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash launch/setup.sh
+EXTRAS=bench bash launch/setup.sh  # the bench tests run the peers too
 exec python -m pytest "$@"
