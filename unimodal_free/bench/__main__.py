@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from unimodal_free.bench import report
-from unimodal_free.bench.timing import pick_device, setup_threads, time_fn
+from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
 # Used when configs/joint-base.json is absent: the base sizes on top of joint.json.
@@ -191,13 +191,18 @@ def bench_amortisation(plan: dict, cfg, device, precision: str) -> dict:
     p = plan["amortisation"]
     ours = OursHarness(cfg, device, precision)
     batch = synthetic_batch(cfg.data, ours.specs, p["rows"]).to(device)
-    per = {}
+    steps = {}
     for r in p["num_views"]:
         cfg_r = copy.deepcopy(cfg)
         cfg_r.objective.num_views = r
-        t = time_fn(lambda: ours.train_step(batch, cfg_r), p["warmup"], p["repeats"], device)
-        per[str(r)] = {"step_s": t["median_s"], "ms_per_view": 1e3 * t["median_s"] / (batch.rows * r),
-                       "views_per_s": batch.rows * r / t["median_s"], "timing": t}
+        steps[str(r)] = lambda cfg_r=cfg_r: ours.train_step(batch, cfg_r)
+    # Alternating the view counts keeps drifting machine load out of the per-view comparison.
+    timed = time_interleaved(steps, p["warmup"], p["repeats"], device)
+    per = {}
+    for key, t in timed.items():
+        r = int(key)
+        per[key] = {"step_s": t["median_s"], "ms_per_view": 1e3 * t["median_s"] / (batch.rows * r),
+                    "views_per_s": batch.rows * r / t["median_s"], "timing": t}
     return {"rows": batch.rows, "per_num_views": per}
 
 

@@ -89,7 +89,7 @@ def plot(results: dict[str, dict], path: str, title: str) -> None:
         if not res["sizes"]:
             continue
         exp = res.get("growth_exponent")
-        label = f"{name} (slope {exp:.2f})" if exp is not None else name
+        label = f"{name} (slope {exp:.2f}, M>=1024)" if exp is not None else name
         ax.plot(res["sizes"], res["seconds"], marker="o", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
