@@ -324,6 +324,8 @@ class Trainer:
                     model_name=cfg.eval.model,
                     writer=self.logger.writer,
                     step=step,
+                    # Heatmaps every eval; the (large) projector entry only for the final model.
+                    projector=step == cfg.train.max_steps,
                 )
         finally:
             restore_rng(rng)
