@@ -80,6 +80,7 @@ class Trainer:
         self.cfg = setup.cfg
         self.run_dir = setup.run_dir
         self.logger: Optional[RunLogger] = None
+        self.loader = None
 
     # ------------------------------------------------------------------ setup
     def _init_distributed(self) -> None:
@@ -368,6 +369,9 @@ class Trainer:
             try:
                 return self._run(stop)
             finally:
+                # Shut DataLoader workers down now (done-event + join) rather than at interpreter exit,
+                # where multiprocessing would SIGTERM them; workers may ignore stop signals.
+                self.loader = None
                 if self.logger is not None:
                     self.logger.close()
                 if dist.is_dist():
