@@ -160,3 +160,80 @@ def test_step_flops_matches_flop_counter():
     ratio = step_flops(cfg4, batch)["student"] / analytic["student"]
     assert ratio == pytest.approx(4.0)
     assert analytic["student"] > analytic["teacher"]
+
+
+def test_alignment_norm_is_per_modality_and_retrieval_embeddings_never_depend_on_the_batch():
+    cfg, model = model_for()
+    norms = {m: getattr(model.align, f"norm_{m}") for m in model.modalities}
+    assert all(not n.affine and n.running_mean.shape == (cfg.model.d_model,) for n in norms.values())
+    batch = make_batch(cfg, seed=8, pairs=4)
+    # A training step normalises with batch statistics and moves each modality's running statistics.
+    before = {m: n.running_mean.clone() for m, n in norms.items()}
+    model.train()
+    model(make_all_views(batch, cfg, torch.Generator().manual_seed(0)),
+          pair_index={m: p.pair_index for m, p in batch.parts.items()})
+    for m in batch.parts:
+        assert not torch.equal(norms[m].running_mean, before[m]), m
+    # Retrieval embeddings use the running statistics, in train mode too: one row alone == the same row in its batch.
+    running = {m: n.running_mean.clone() for m, n in norms.items()}
+    full = pooled_embedding(model, batch)
+    for m, p in batch.parts.items():
+        one = Batch({m: type(p)(p.values[:1], p.coords[:1], p.padding[:1], p.pair_index[:1], p.keys[:1])})
+        torch.testing.assert_close(pooled_embedding(model, one)[m], full[m][:1], rtol=1e-5, atol=1e-5)
+        assert torch.equal(norms[m].running_mean, running[m]), m  # embedding never updates the statistics
+    # A batch-statistics normalisation makes each feature zero-mean across the batch's rows.
+    pooled = torch.randn(6, cfg.model.d_model) * 5 + 3
+    normed = torch.nn.functional.batch_norm(pooled, None, None, training=True)
+    torch.testing.assert_close(model.align.embed("image", pooled), model.align.proj(normed), rtol=1e-4, atol=1e-4)
+
+
+def test_standardize_values_per_row_over_real_elements_only():
+    from unimodal_free.model.embedding import standardize_values
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 7, 5, generator=g) * 4 + torch.randn(3, 1, 5, generator=g) * 10  # per-row offsets
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    padding[2, 2:] = True
+    noisy = values.clone()
+    noisy[padding] = float("nan")  # padded content never counts
+    out = standardize_values(noisy, padding)
+    for i in range(3):
+        real = out[i][~padding[i]]  # (M_i, C)
+        torch.testing.assert_close(real.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+        torch.testing.assert_close(real.pow(2).mean(), torch.tensor(1.0), atol=1e-3, rtol=0)
+        # The same as standardising the row alone: rows never mix.
+        alone = standardize_values(values[i:i + 1, ~padding[i]], torch.zeros(1, int((~padding[i]).sum()), dtype=torch.bool))
+        torch.testing.assert_close(real, alone[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[padding], torch.zeros(int(padding.sum()), 5))
+    # A constant shift of every element of a row (a background colour) disappears.
+    torch.testing.assert_close(standardize_values(values + 3.0, torch.zeros(3, 7, dtype=torch.bool)),
+                               standardize_values(values, torch.zeros(3, 7, dtype=torch.bool)), rtol=1e-4, atol=1e-4)
+
+
+def test_standardized_model_ignores_padding_and_leaves_text_ids_alone():
+    cfg, model = model_for("model.standardize_values=true")
+    assert model.embed.standardize
+    model.eval()
+    batch = make_batch(cfg, seed=9, pairs=3)
+    ref = model.encode(parts(batch))[-1]
+    torch.testing.assert_close(model.encode(parts(with_padding_changed(batch, seed=1)))[-1], ref)
+    p = batch.parts["text"]
+    on = model.embed("text", p.values, p.coords, p.padding)
+    model.embed.standardize = False
+    torch.testing.assert_close(on, model.embed("text", p.values, p.coords, p.padding))  # token ids are not values
+    model.embed.standardize = True
+    # Image rows: shifting every patch of a row by a constant (a flat background change) changes nothing.
+    img = batch.parts["image"]
+    shifted = model.embed("image", img.values + 0.5, img.coords, img.padding)
+    torch.testing.assert_close(shifted, model.embed("image", img.values, img.coords, img.padding), rtol=1e-4, atol=1e-4)
+
+
+def test_alignment_head_runs_in_bf16():
+    cfg, model = model_for()
+    model = model.to(torch.bfloat16)
+    batch = make_batch(cfg, seed=10, pairs=3)
+    out = model(make_all_views(batch, cfg, torch.Generator().manual_seed(0)),
+                pair_index={m: p.pair_index for m, p in batch.parts.items()})
+    assert torch.isfinite(out.align_loss.float())
+    emb = pooled_embedding(model, batch)
+    assert all(torch.isfinite(e).all() for e in emb.values())

@@ -40,6 +40,10 @@ class ModelConfig:
     # Width of the text token embedding before padding to the common width.
     text_embed_dim: int = 128
     dropout: float = 0.0
+    # Standardise continuous element values per sample (minus the row's mean element,
+    # over the row's std) before embedding: removes an image's background colour and a
+    # recording's channel, which otherwise dominate what uniform attention reads.
+    standardize_values: bool = False
 
 
 @dataclass

@@ -89,6 +89,25 @@ class ModalityAdapter(nn.Module):
         return torch.cat([x.float(), self.position(coords)], dim=-1)  # (B, M, width) fp32
 
 
+def standardize_values(values: torch.Tensor, padding: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-sample standardisation of continuous element values (per-utterance CMVN, per-image standardisation).
+
+    values (B, M, C), padding (B, M) -> (B, M, C): minus the row's mean
+    element over its real elements, divided by the row's std over its real
+    values. What is common to all of a row's elements (an image's
+    background colour, a recording's channel) is removed, so what differs
+    between elements (the object, the phones) is what the encoder sees.
+    Computed on the elements given (a student view: its visible elements).
+    """
+    values = values.masked_fill(padding.unsqueeze(-1), 0.0)  # padded content (even NaN) never counts
+    real = (~padding).unsqueeze(-1).to(values.dtype)  # (B, M, 1)
+    count = real.sum(1, keepdim=True).clamp(min=1)  # (B, 1, 1)
+    mean = (values * real).sum(1, keepdim=True) / count  # (B, 1, C)
+    centred = (values - mean) * real
+    var = centred.pow(2).sum((1, 2), keepdim=True) / (count * values.shape[-1])  # (B, 1, 1)
+    return centred / (var + eps).sqrt()
+
+
 class ElementEmbedding(nn.Module):
     """Adapters -> common width (learned per-modality padding) -> one shared linear to d_model.
 
@@ -97,8 +116,9 @@ class ElementEmbedding(nn.Module):
     """
 
     def __init__(self, specs: dict[str, ModalitySpec], d_model: int, fourier_bands: int,
-                 fourier_max_freq: float, text_embed_dim: int):
+                 fourier_max_freq: float, text_embed_dim: int, standardize: bool = False):
         super().__init__()
+        self.standardize = standardize
         if not specs:
             raise ValueError("element embedding: no modality specs given")
         self.adapters = nn.ModuleDict(
@@ -113,6 +133,8 @@ class ElementEmbedding(nn.Module):
         """values (B, M, C) or ids (B, M), coords (B, M, Dc), padding (B, M) -> (B, M, D); padding rows zeroed."""
         if modality not in self.adapters:
             raise ValueError(f"element embedding: unknown modality {modality!r} (known: {sorted(self.adapters)})")
+        if self.standardize and values.is_floating_point():
+            values = standardize_values(values.float(), padding)  # (B, M, C)
         x = self.adapters[modality](values, coords)  # (B, M, width_m)
         pad = getattr(self, f"pad_{modality}")
         x = x.to(pad.dtype)  # the module's dtype (fp32, or bf16 under a bf16 engine)

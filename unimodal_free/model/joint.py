@@ -45,7 +45,8 @@ class JointModel(nn.Module):
         self.modalities = [name for name in MODALITIES if name in specs]
         self.target_space = obj.target_space
         self.align_input = obj.align_input
-        self.embed = ElementEmbedding(specs, m.d_model, m.fourier_bands, m.fourier_max_freq, m.text_embed_dim)
+        self.embed = ElementEmbedding(specs, m.d_model, m.fourier_bands, m.fourier_max_freq, m.text_embed_dim,
+                                      m.standardize_values)
         self.encoder = PerceiverEncoder(m.d_model, m.num_latents, m.num_blocks, m.num_heads, m.cross_heads,
                                         m.mlp_ratio, m.dropout)
         self.norm = nn.LayerNorm(m.d_model)
@@ -59,7 +60,7 @@ class JointModel(nn.Module):
         else:
             raise ValueError(f"objective.target_space: {obj.target_space!r} is not one of ['latents', 'elements']")
         if obj.align_weight > 0:
-            self.align = Alignment(m.d_model, obj.align_dim, obj.init_temperature)
+            self.align = Alignment(m.d_model, obj.align_dim, obj.init_temperature, self.modalities)
         self.apply(init_weights)
 
     def encode(self, parts: dict[str, Part]) -> list[torch.Tensor]:
