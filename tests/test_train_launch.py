@@ -58,8 +58,10 @@ def warm_up_deepspeed() -> None:
     with _lock:
         if "warm" in _cache:
             return
-        code = "import deepspeed.comm.torch as t; assert t.build_shm_op() is not None"
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, timeout=900)
+        # (importlib: `import deepspeed.comm.torch as t` would bind the torch package re-exported there)
+        code = "import importlib; importlib.import_module('deepspeed.comm.torch').build_shm_op()"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
         _cache["warm"] = True
 
 
