@@ -35,6 +35,7 @@ import bisect
 import glob
 import hashlib
 import itertools
+import signal
 import os
 import random
 import re
@@ -418,6 +419,17 @@ def _identity(x):
     return x
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Leave SIGTERM/SIGINT to the training process, which saves and then shuts workers down.
+
+    The launcher, a scheduler or Ctrl-C signal the whole process group; a worker
+    dying on it would crash the rank before its checkpoint. Workers still exit
+    when their parent does.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_train_loader(cfg: Config, tokenizer, rank: int, world_size: int, start_batch: int = 0, *,
                       resampled: bool = True, epoch: int = 0,
                       segment_batches: int = SEGMENT_BATCHES) -> Iterator[Batch]:
@@ -443,7 +455,7 @@ def make_train_loader(cfg: Config, tokenizer, rank: int, world_size: int, start_
         return iter(dataset)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=cfg.data.num_workers, collate_fn=_identity,
-        prefetch_factor=4,
+        prefetch_factor=4, worker_init_fn=_ignore_stop_signals,
     )
     return iter(loader)
 
