@@ -185,7 +185,9 @@ def test_training_learns_without_collapse(space):
     for m in ("image", "speech", "text"):
         std = mean_of(history[-20:], f"target_std/{m}")
         assert std > cfg.objective.min_target_std, (m, std)
-        assert check_collapse(history[-1], cfg.objective, 200) is None
+    # The trainer applies the guard to metrics averaged over a logging interval, not to one step.
+    recent = {key: mean_of(history[-20:], key) for key in history[-1]}
+    assert check_collapse(recent, cfg.objective, 200) is None
 
 
 @pytest.mark.slow
