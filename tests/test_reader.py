@@ -27,13 +27,7 @@ from unimodal_free.data.tokenizer import load_tokenizer
 TOK = load_tokenizer("bytes")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Featurizing runs one thread per DataLoader worker; in-process tests do the same (2 shared cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------- shard fixtures
