@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 import webdataset as wds
 from PIL import Image
 
