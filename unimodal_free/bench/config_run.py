@@ -16,7 +16,6 @@ import json
 import sys
 import time
 
-import torch
 
 from unimodal_free.bench.memory import current_rss_bytes, peak_memory
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
