@@ -40,7 +40,8 @@ class AdamWSkipNonFinite(torch.optim.AdamW):
     def step(self, closure=None):
         if self.check_finite:
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all() if grads else torch.tensor(True)
+            # One foreach pass: a norm is non-finite iff its tensor holds an inf/NaN.
+            finite = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all() if grads else True
             self.overflow = not bool(finite)
             if self.overflow:
                 return None
@@ -54,4 +55,7 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, check_finite: bo
         betas=tuple(optim.betas),
         eps=optim.eps,
         check_finite=check_finite,
+        # The fused kernel updates every tensor in one pass; the default loops per
+        # parameter, which on CPU was 5-8x slower for the base model (bench).
+        fused=True,
     )
