@@ -2,7 +2,6 @@
 consolidated) and the run's export give the same weights and the same embeddings."""
 
 import shutil
-import socket
 import subprocess
 
 import pytest
@@ -17,12 +16,7 @@ from unimodal_free.model import build_model
 from unimodal_free.train.export import EXPORT_NAME, load_weights
 
 from test_eval_evaluate import ROOT, write_raw_corpus
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from test_train_launch import free_port, leftover_shm
 
 
 def train_tiny(run_dir, shards, stage: int) -> None:
@@ -36,6 +30,7 @@ def train_tiny(run_dir, shards, stage: int) -> None:
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert not leftover_shm(cmd), leftover_shm(cmd)
 
 
 def embeddings(weights, which, shards):

@@ -101,14 +101,25 @@ def tail(log: Path, n: int = 4000) -> str:
     return log.read_text(errors="replace")[-n:]
 
 
+def leftover_shm(cmd: list[str]) -> list[str]:
+    """DeepSpeed's CPU shm segments of this launch still in /dev/shm (tmpfs: RAM that a suite of launches
+    would otherwise fill until the machine runs out of memory)."""
+    if "--master_port" not in cmd:
+        return []
+    port = cmd[cmd.index("--master_port") + 1]
+    return [p.name for p in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")]
+
+
 def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 600) -> int:
     proc = start(cmd, log, env)
     try:
-        return proc.wait(timeout=timeout)
+        rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise AssertionError(f"training timed out:\n{tail(log)}")
+    assert not leftover_shm(cmd), leftover_shm(cmd)
+    return rc
 
 
 def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
@@ -126,6 +137,7 @@ def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str],
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert not leftover_shm(cmd), leftover_shm(cmd)  # not even after SIGKILL
 
 
 def stage_run(stage: int, base: Path) -> Path:

@@ -73,13 +73,12 @@ def main(argv=None) -> int:
     parser.add_argument("--local_rank", type=int, default=None)  # passed by the launcher
     args = parser.parse_args(argv)
 
-    import deepspeed
-
     from unimodal_free.config import load_config
+    from unimodal_free.train.dist import init_deepspeed_distributed
 
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
-    deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else None)
+    init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else None)
     world_size = torch.distributed.get_world_size()
     rank = torch.distributed.get_rank()
     per_stage = {}

@@ -48,6 +48,30 @@ def ensure_env_for_single_process() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
+def init_deepspeed_distributed(backend: str | None) -> None:
+    """``deepspeed.init_distributed`` without leaking shared memory.
+
+    On CPU, DeepSpeed's shm comm op gives every local rank a ~66 MB
+    ``/dev/shm/deepspeed_allreduce_buffer_{uid}_{addr}_{port}_{rank}`` segment
+    and never unlinks it, so every launch would leave its ranks' segments
+    behind (tmpfs is RAM: a test suite of launches ran a 24 GiB machine out of
+    memory). Each rank maps every peer's segment inside init_distributed, so
+    once all ranks are past it the names can go; the mappings stay valid and
+    the memory returns when the last rank exits, however it exits.
+    """
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend=backend)
+    barrier()
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank()
+    )
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except FileNotFoundError:  # no shm op (GPU, multi-node, one process)
+        pass
+
+
 def any_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
     """Element-wise OR of boolean flags over all ranks (one all-reduce).
 

@@ -84,7 +84,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _init_distributed(self) -> None:
-        import deepspeed
         from deepspeed.accelerator import get_accelerator
 
         dist.ensure_env_for_single_process()
@@ -99,7 +98,7 @@ class Trainer:
         else:
             acc.set_device(local_rank)
             self.device = torch.device(acc.device_name(local_rank))
-        deepspeed.init_distributed(dist_backend=acc.communication_backend_name())
+        dist.init_deepspeed_distributed(acc.communication_backend_name())
         self.rank, self.world = dist.rank(), dist.world_size()
 
     def _build(self) -> None:
