@@ -113,3 +113,60 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="no elements"):
         block_mask(torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool), MaskSpec(0.5, 1, False),
                    torch.Generator())
+
+
+def box_mask_reference(coords, padding, spec, generator):
+    """The definition in coordinate space, brute force over every (element, block) pair: O(M * K)."""
+    import math
+
+    B, M, Dc = coords.shape
+    real = ~padding
+    num_real = real.sum(1)
+    n_mask = num_masked(num_real, spec.ratio)
+    n_select = num_real - n_mask if spec.inverse else n_mask
+    big = torch.finfo(coords.dtype).max
+    lo = coords.masked_fill(padding[..., None], big).amin(1)
+    hi = coords.masked_fill(padding[..., None], -big).amax(1)
+    side = torch.round(num_real.to(coords.dtype) ** (1.0 / Dc))
+    spacing = (hi - lo) / (side - 1).clamp(min=1)[:, None]
+    spacing = torch.where(spacing > 0, spacing, torch.ones_like(spacing))
+    before = (spec.block // 2 + 0.5) * spacing
+    after = (spec.block - 1 - spec.block // 2 + 0.5) * spacing
+    K = max(1, math.ceil(2 * int(n_select.max()) / spec.block ** Dc) + 1)
+    centre_idx = torch.multinomial(real.float(), K, replacement=True, generator=generator)
+    centres = coords.gather(1, centre_idx[..., None].expand(-1, -1, Dc))
+    delta = coords[:, :, None, :] - centres[:, None, :, :]  # (B, M, K, Dc)
+    eps = 1e-4 * spacing[:, None, None, :]
+    covered = ((delta > -before[:, None, None, :] + eps) & (delta < after[:, None, None, :] - eps)).all(-1)
+    first = torch.where(covered, torch.arange(K), K).amin(-1).to(coords.dtype)
+    key = (first + torch.rand(B, M, generator=generator)).masked_fill(padding, 2.0 * K + 2.0)
+    rank = torch.empty_like(key, dtype=torch.long).scatter_(1, key.argsort(1), torch.arange(M).expand(B, M))
+    selected = rank < n_select[:, None]
+    return (real & ~selected) if spec.inverse else selected
+
+
+@pytest.mark.parametrize("block,inverse", [(1, False), (2, False), (3, True), (4, False), (5, True)])
+def test_grid_scatter_equals_the_box_definition(block, inverse):
+    """On grid coordinates (what the data package makes) the linear-time mask is the brute-force one,
+    draw for draw: images of several sizes in one batch, and padded spans."""
+    rows = 12
+    sides = torch.tensor([8, 8, 5, 3, 8, 6, 7, 8, 2, 4, 8, 1])
+    G = int(sides.max())
+    coords = torch.zeros(rows, G * G, 2)
+    padding = torch.ones(rows, G * G, dtype=torch.bool)
+    for r, s in enumerate(sides.tolist()):
+        coords[r, : s * s] = grid_coords(s, 1)[0] * (0.5 + r / rows)  # each row its own scale
+        padding[r, : s * s] = False
+    for ratio in (0.3, 0.6, 0.8):
+        spec = MaskSpec(ratio, block, inverse)
+        got = block_mask(coords, padding, spec, torch.Generator().manual_seed(7))
+        want = box_mask_reference(coords, padding, spec, torch.Generator().manual_seed(7))
+        assert torch.equal(got, want), (block, inverse, ratio)
+    M = 300
+    lengths = torch.randint(1, M + 1, (rows,), generator=torch.Generator().manual_seed(4))
+    span_padding = torch.arange(M)[None] >= lengths[:, None]
+    span_coords = (torch.arange(M) * 0.01 - 1.0).view(1, M, 1).repeat(rows, 1, 1)
+    spec = MaskSpec(0.5, block, inverse)
+    got = block_mask(span_coords, span_padding, spec, torch.Generator().manual_seed(8))
+    want = box_mask_reference(span_coords, span_padding, spec, torch.Generator().manual_seed(8))
+    assert torch.equal(got, want)

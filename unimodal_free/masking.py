@@ -2,9 +2,10 @@
 
 A mask is drawn per row from random blocks centred on the row's own
 elements: 2-D boxes for images, 1-D spans for speech and text. The block size
-is given in elements per axis and turned into coordinate units with the row's
-grid spacing, estimated from its coordinates (range / (side - 1)), so the
-data package may normalise coordinates as it likes. Blocks are added in a
+is given in elements per axis; elements are placed on grid cells with the
+row's spacing, estimated from its coordinates (range / (side - 1)), so the
+data package may normalise coordinates as it likes. Which block first covers
+each cell is one scatter over the blocks' cells, so the cost is linear in M. Blocks are added in a
 random order until the target count is reached (the last block partially,
 then random elements if blocks run out), so every row gets exactly
 ``round(ratio * M)`` masked elements, at most ``M - 1``. With
@@ -70,22 +71,32 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     side = torch.round(num_real.to(coords.dtype) ** (1.0 / Dc))  # (B,)
     spacing = (hi - lo) / (side - 1).clamp(min=1)[:, None]  # (B, Dc)
     spacing = torch.where(spacing > 0, spacing, torch.ones_like(spacing))
-    # Box [c - b//2 s - s/2, c + (b-1-b//2) s + s/2) around each centre (odd b symmetric).
-    before = (spec.block // 2 + 0.5) * spacing  # (B, Dc)
-    after = (spec.block - 1 - spec.block // 2 + 0.5) * spacing
+    # Grid cell of every element per axis (padding: cell 0, never looked up).
+    cell = torch.round((coords - lo[:, None, :]) / spacing[:, None, :]).long().masked_fill(padding[..., None], 0)
+    extent = cell.amax(1).amax(0) + 1  # (Dc,) grid size covering every row
+    stride = torch.cumprod(torch.cat([extent.new_ones(1), extent[:-1]]), 0)  # (Dc,) row-major cell strides
     area = spec.block ** Dc
     K = max(1, math.ceil(2 * int(n_select.max()) / area) + 1)  # enough blocks to usually cover the target
     # Random draws happen on the generator's device (a CPU generator may drive a GPU batch).
     gen_device = generator.device
     centre_idx = torch.multinomial(real.to(gen_device, torch.float32), K, replacement=True, generator=generator)
     centre_idx = centre_idx.to(coords.device)  # (B, K)
-    centres = coords.gather(1, centre_idx[..., None].expand(-1, -1, Dc))  # (B, K, Dc)
-    delta = coords[:, :, None, :] - centres[:, None, :, :]  # (B, M, K, Dc)
-    eps = 1e-4 * spacing[:, None, None, :]
-    covered = ((delta > -before[:, None, None, :] + eps) & (delta < after[:, None, None, :] - eps)).all(-1)  # (B, M, K)
+    centres = cell.gather(1, centre_idx[..., None].expand(-1, -1, Dc))  # (B, K, Dc)
+    # Block k covers cells centre + offset, offset in [-(b//2), b-1-b//2] per axis (odd b symmetric).
+    axis = torch.arange(spec.block, device=coords.device) - spec.block // 2
+    offsets = torch.cartesian_prod(*[axis] * Dc).view(area, Dc)  # (area, Dc)
+    covered = centres[:, :, None, :] + offsets  # (B, K, area, Dc)
+    inside = ((covered >= 0) & (covered < extent)).all(-1)  # (B, K, area)
+    flat = (covered.clamp(min=0) * stride).sum(-1)  # (B, K, area)
+    flat = torch.where(inside, flat, 0)
+    block_id = torch.arange(K, device=coords.device).view(1, K, 1).expand(B, K, area)
+    block_id = torch.where(inside, block_id, K)  # an outside cell leaves the table as it is
+    # first block covering each grid cell: one scatter, linear in the number of covered cells.
+    table = torch.full((B, int(extent.prod())), K, dtype=torch.long, device=coords.device)
+    table.scatter_reduce_(1, flat.reshape(B, -1), block_id.reshape(B, -1), reduce="amin")
+    first = table.gather(1, (cell * stride).sum(-1)).to(coords.dtype)  # (B, M)
     # Key = index of the first block covering the element (+ noise to split a partial block);
     # uncovered elements come after all blocks in random order; padding comes last.
-    first = torch.where(covered, torch.arange(K, device=coords.device), K).amin(-1).to(coords.dtype)  # (B, M)
     noise = torch.rand(B, M, generator=generator, device=gen_device).to(coords.device, coords.dtype)
     key = (first + noise).masked_fill(padding, 2.0 * K + 2.0)
     order = key.argsort(dim=1)
