@@ -282,6 +282,10 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     assert [v for _, v in scalars(run_dir, "train/skipped_steps")] == [0.0] * MAX_STEPS
     lr = [v for _, v in scalars(run_dir, "train/lr")]
     assert lr[0] < lr[1]  # warmup
+    seen = dict(scalars(run_dir, "train/samples_seen"))  # rows over both ranks, growing every step
+    assert all(seen[s] < seen[s + 1] for s in range(1, MAX_STEPS))
+    epoch = dict(scalars(run_dir, "train/epoch"))
+    assert all(epoch[s] == pytest.approx(seen[s] / cfg.data.epoch_samples) for s in seen)
 
     ckpt = CheckpointManager(run_dir, keep_last=MAX_STEPS)
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step00000008"

@@ -76,7 +76,8 @@ class DataConfig:
     split_pairs: bool = True
     num_workers: int = 1
     shuffle_buffer: int = 500
-    # Samples per rank per epoch for resampled training reading.
+    # A nominal epoch in rows over all ranks: the training stream is infinite (resampled), so this
+    # only scales the logged train/epoch = samples seen / epoch_samples.
     epoch_samples: int = 100000
     # Element-count bucket boundaries used when batching (per modality).
     bucket_boundaries: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])

@@ -25,7 +25,8 @@ Epochs. The training stream is infinite by contract (the trainer counts
 steps, not epochs), so there is no ``with_epoch`` cut: in resampled mode every
 segment is already an independent draw of shards and an epoch boundary would
 change nothing. ``data.epoch_samples`` is therefore not read here; it only
-names a nominal epoch for bookkeeping (epoch = samples seen / epoch_samples).
+names a nominal epoch for the trainer's ``train/epoch`` scalar (rows seen /
+epoch_samples).
 The non-resampled mode is one exact pass, reseeded by its ``epoch`` argument.
 """
 

@@ -259,6 +259,7 @@ class Trainer:
         scalars["train/skipped_samples"] = state.skipped_samples
         scalars["train/skipped_steps"] = state.skipped_steps
         scalars["train/samples_seen"] = state.samples_seen
+        scalars["train/epoch"] = state.samples_seen / self.cfg.data.epoch_samples
         self.logger.scalars(scalars, step)
         message = check_collapse(metrics, self.cfg.objective, step)
         (collapsed,) = dist.any_flags([message is not None])
