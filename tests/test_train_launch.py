@@ -153,7 +153,9 @@ def stage_run(stage: int, base: Path) -> Path:
     t0 = time.perf_counter()
     # A kept checkpoint after every step (the EMA relation is checked step by step); ZeRO-3 evaluates
     # the student (a consolidated copy: its partitioned forward needs every rank).
-    extra = ["train.checkpoint_every=1", f"train.keep_last={MAX_STEPS}"] + (["eval.model=student"] if stage == 3 else [])
+    # ZeRO-3 also gathers the student for the EMA in many small chunks (~4k elements), not at once.
+    zero3 = ["eval.model=student", "deepspeed.ema_gather_numel=4096"] if stage == 3 else []
+    extra = ["train.checkpoint_every=1", f"train.keep_last={MAX_STEPS}"] + zero3
     rc = run(train_cmd(data, run_dir, stage, *extra), log)
     assert rc == 0, tail(log)
     print(f"ZeRO-{stage} run: {time.perf_counter() - t0:.1f}s", file=sys.stderr)

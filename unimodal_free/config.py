@@ -171,6 +171,9 @@ class LogConfig:
 @dataclass
 class DeepSpeedConfig:
     zero_stage: int = 0
+    # ZeRO-3: the EMA update gathers the partitioned student in chunks of at most this many
+    # elements (one chunk in memory at a time, not a second full copy of the model).
+    ema_gather_numel: int = 1 << 25
     # Extra keys merged into the generated DeepSpeed dict (expert use).
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -6,7 +6,9 @@ The decay schedule is an array indexed by step: linear from ``ema_start`` to
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Callable, ContextManager, Optional
 
 import numpy as np
 import torch
@@ -23,8 +25,11 @@ class EMATeacher:
     """Holds ``.module``: a deepcopy of the student, fp32, ``requires_grad=False``, eval mode.
 
     ``update(student, step)`` is called by the trainer only after an applied
-    optimizer step; under ZeRO-3 the trainer gathers the student's parameters
-    around it. ``objective_cfg`` defaults to the student's own config.
+    optimizer step. Under ZeRO-3 the student's parameters are partitioned: the
+    trainer passes ``gather`` (a context manager over a list of parameters), and
+    the update walks the parameters in chunks of at most ``chunk_numel``
+    elements, so only one chunk is ever gathered at a time, not the whole
+    model. ``objective_cfg`` defaults to the student's own config.
     """
 
     def __init__(self, student: nn.Module, objective_cfg=None):
@@ -41,16 +46,25 @@ class EMATeacher:
         return float(self.schedule[min(max(int(step), 0), len(self.schedule) - 1)])
 
     @torch.no_grad()
-    def update(self, student: nn.Module, step: int) -> float:
+    def update(
+        self,
+        student: nn.Module,
+        step: int,
+        gather: Optional[Callable[[list[nn.Parameter]], ContextManager]] = None,
+        chunk_numel: int = 1 << 25,
+    ) -> float:
         """teacher <- d * teacher + (1 - d) * student, with d = decay(step); returns d."""
         d = self.decay(step)
-        student_params = [p.detach().float() for p in student.parameters()]
+        student_params = list(student.parameters())
         if len(student_params) != len(self._params):
             raise ValueError(
                 f"EMATeacher.update: student has {len(student_params)} parameters, teacher {len(self._params)}"
             )
-        torch._foreach_mul_(self._params, d)
-        torch._foreach_add_(self._params, student_params, alpha=1.0 - d)
+        for lo, hi in _chunks([t.numel() for t in self._params], chunk_numel):
+            with gather(student_params[lo:hi]) if gather else contextlib.nullcontext():
+                torch._foreach_mul_(self._params[lo:hi], d)
+                torch._foreach_add_(self._params[lo:hi], [p.detach().float() for p in student_params[lo:hi]],
+                                    alpha=1.0 - d)
         for tb, sb in zip(self.module.buffers(), student.buffers()):
             tb.copy_(sb)
         return d
@@ -60,3 +74,16 @@ class EMATeacher:
 
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state)
+
+
+def _chunks(sizes: list[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) index ranges whose sizes sum to at most ``budget`` (a larger item alone)."""
+    out, lo, total = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > lo and total + n > budget:
+            out.append((lo, i))
+            lo, total = i, 0
+        total += n
+    if lo < len(sizes):
+        out.append((lo, len(sizes)))
+    return out

@@ -59,6 +59,7 @@ def validate_train(cfg: Config) -> None:
         "train.log_every": t.log_every,
         "train.max_nonfinite_in_row": t.max_nonfinite_in_row,
         "data.epoch_samples": cfg.data.epoch_samples,
+        "deepspeed.ema_gather_numel": cfg.deepspeed.ema_gather_numel,
     }
     for dotted, value in positive.items():
         if value <= 0:

@@ -231,15 +231,14 @@ class Trainer:
         return {"lr": lr, "applied": applied, "stop": stop_now, "loss": local_loss}
 
     def _update_teacher(self, step: int) -> None:
-        """EMA from the full student; under ZeRO-3 its partitions are gathered first."""
+        """EMA from the full student; under ZeRO-3 its partitions are gathered one chunk at a time."""
+        gather = None
         if self.zero3:
             import deepspeed
 
-            params = list(self.engine.module.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                self.teacher.update(self.engine.module, step)
-        else:
-            self.teacher.update(self.engine.module, step)
+            def gather(params):
+                return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        self.teacher.update(self.engine.module, step, gather=gather, chunk_numel=self.cfg.deepspeed.ema_gather_numel)
 
     # ------------------------------------------------------------------ logging / eval / save
     def _log(self, state: TrainerState, stats: IntervalStats, info: dict[str, Any]) -> Optional[str]:
