@@ -31,9 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from unimodal_free import cpu_memory
 
-from unimodal_free.bench import report
+cpu_memory.keep_freed_memory()  # as the trainer runs, and before torch is imported (see cpu_memory)
+
+import torch  # noqa: E402
+
+from unimodal_free.bench import report  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,6 +268,7 @@ def main(argv=None) -> int:
     seconds: dict[str, float] = {}
     result: dict = {"meta": {
         "mode": mode, "device": str(device), "threads": threads,
+        "malloc_kept": cpu_memory.applied,  # False: UNIMODAL_FREE_MALLOC_DEFAULTS=1 (glibc's own settings)
         "precision": args.precision, "torch": torch.__version__, "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

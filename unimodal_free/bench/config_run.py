@@ -16,9 +16,12 @@ import json
 import sys
 import time
 
+from unimodal_free import cpu_memory
 
-from unimodal_free.bench.memory import current_rss_bytes, peak_memory
-from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
+cpu_memory.keep_freed_memory()  # as the trainer runs, and before torch is imported (see cpu_memory)
+
+from unimodal_free.bench.memory import current_rss_bytes, peak_memory  # noqa: E402
+from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
 
 
 def peer_step(kind: str, size, batch):
@@ -53,6 +56,7 @@ def run(args) -> dict:
         "overrides": args.overrides,
         "device": str(device),
         "threads": threads,
+        "malloc_kept": cpu_memory.applied,
         "precision": args.precision,
         "model": {"d_model": cfg.model.d_model, "num_latents": cfg.model.num_latents,
                   "num_blocks": cfg.model.num_blocks, "num_heads": cfg.model.num_heads,
