@@ -5,10 +5,10 @@ elements: 2-D boxes for images, 1-D spans for speech and text. The block size
 is given in elements per axis; elements are placed on grid cells with the
 row's spacing, estimated from its coordinates (range / (side - 1)), so the
 data package may normalise coordinates as it likes. Which block first covers
-each cell is one scatter over the blocks' cells, so the cost is linear in M. Blocks are added in a
-random order until the target count is reached (the last block partially,
-then random elements if blocks run out), so every row gets exactly
-``round(ratio * M)`` masked elements, at most ``M - 1``. With
+each cell is one scatter over the blocks' cells, so the cost is linear in M.
+Blocks are added in a random order until the target count is reached (the
+last block partially, then random elements if blocks run out), so every row
+gets exactly ``round(ratio * M)`` masked elements, at most ``M - 1``. With
 ``inverse=True`` (data2vec 2.0 images) the blocks are what is *kept*.
 
 The student then receives only the visible elements, gathered into a
@@ -87,8 +87,7 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     offsets = torch.cartesian_prod(*[axis] * Dc).view(area, Dc)  # (area, Dc)
     covered = centres[:, :, None, :] + offsets  # (B, K, area, Dc)
     inside = ((covered >= 0) & (covered < extent)).all(-1)  # (B, K, area)
-    flat = (covered.clamp(min=0) * stride).sum(-1)  # (B, K, area)
-    flat = torch.where(inside, flat, 0)
+    flat = torch.where(inside, (covered * stride).sum(-1), 0)  # (B, K, area) row-major cell index
     block_id = torch.arange(K, device=coords.device).view(1, K, 1).expand(B, K, area)
     block_id = torch.where(inside, block_id, K)  # an outside cell leaves the table as it is
     # first block covering each grid cell: one scatter, linear in the number of covered cells.

@@ -41,6 +41,7 @@ class EMATeacher:
         self.module = copy.deepcopy(student).float().eval().requires_grad_(False)
         self.schedule = ema_schedule(objective_cfg)
         self._params = list(self.module.parameters())
+        self._numels = [p.numel() for p in self._params]
 
     def decay(self, step: int) -> float:
         return float(self.schedule[min(max(int(step), 0), len(self.schedule) - 1)])
@@ -51,16 +52,20 @@ class EMATeacher:
         student: nn.Module,
         step: int,
         gather: Optional[Callable[[list[nn.Parameter]], ContextManager]] = None,
-        chunk_numel: int = 1 << 25,
+        chunk_numel: Optional[int] = None,
     ) -> float:
-        """teacher <- d * teacher + (1 - d) * student, with d = decay(step); returns d."""
+        """teacher <- d * teacher + (1 - d) * student, with d = decay(step); returns d.
+
+        ``chunk_numel`` None: one pass over all parameters.
+        """
         d = self.decay(step)
         student_params = list(student.parameters())
         if len(student_params) != len(self._params):
             raise ValueError(
                 f"EMATeacher.update: student has {len(student_params)} parameters, teacher {len(self._params)}"
             )
-        for lo, hi in _chunks([t.numel() for t in self._params], chunk_numel):
+        budget = sum(self._numels) if chunk_numel is None else chunk_numel
+        for lo, hi in _chunks(self._numels, budget):
             with gather(student_params[lo:hi]) if gather else contextlib.nullcontext():
                 torch._foreach_mul_(self._params[lo:hi], d)
                 torch._foreach_add_(self._params[lo:hi], [p.detach().float() for p in student_params[lo:hi]],
