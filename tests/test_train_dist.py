@@ -1,6 +1,6 @@
 """The trainer's collectives on a real 2-process gloo group: the alignment-negative gather
-(uneven rows, offsets, gradient only to local rows) and rank-averaged metrics with
-different keys per rank."""
+(uneven rows, offsets, gradient only to local rows), rank-averaged metrics with
+different keys per rank, and the alignment's all-rank normalisation statistics."""
 
 from __future__ import annotations
 
@@ -49,6 +49,59 @@ def _worker(rank: int, world: int, port: int) -> None:
         assert tdist.sum_vector([1.0, rank]) == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
     finally:
         dist.destroy_process_group()
+
+
+ROWS = {"image": (3, 2), "speech": (0, 4), "text": (2, 1)}  # rows on rank 0, rank 1: speech only on rank 1
+
+
+def _sync_norm_worker(rank: int, world: int, port: int) -> None:
+    """Split rows over two ranks == all rows in one process: outputs, input gradients, running statistics."""
+    import copy
+
+    from unimodal_free.model.alignment import Alignment
+    from unimodal_free.train import dist as tdist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        modalities = list(ROWS)
+        torch.manual_seed(0)
+        align = Alignment(8, 4, 0.1, modalities)
+        reference = copy.deepcopy(align)
+        bn = torch.nn.BatchNorm1d(8, affine=False)
+        g = torch.Generator().manual_seed(1)
+        full = {m: torch.randn(sum(r), 8, generator=g) * 3 + 2 for m, r in ROWS.items()}
+        weights = {m: torch.randn(sum(r), 4, generator=g) for m, r in ROWS.items()}
+        mine = {m: slice(r[0] * rank, r[0] + r[1] * rank) for m, r in ROWS.items()}  # this rank's rows
+
+        local = {m: full[m][mine[m]].clone().requires_grad_(True) for m in modalities if ROWS[m][rank]}
+        moments = align.batch_moments(local, modalities, tdist.all_reduce_sum)
+        out = {m: align.embed(m, x, moments[m]) for m, x in local.items()}
+        sum((out[m] * weights[m][mine[m]]).sum() for m in out).backward()
+
+        everything = {m: x.clone().requires_grad_(True) for m, x in full.items()}
+        ref_moments = reference.batch_moments(everything, modalities)  # one process: no sum_fn
+        ref = {m: reference.embed(m, x, ref_moments[m]) for m, x in everything.items()}
+        sum((ref[m] * weights[m]).sum() for m in ref).backward()
+
+        for m, x in local.items():
+            torch.testing.assert_close(out[m], ref[m][mine[m]], rtol=1e-5, atol=1e-5)
+            # Needs the differentiable all-reduce: other ranks' losses reach these rows through the statistics.
+            torch.testing.assert_close(x.grad, everything[m].grad[mine[m]], rtol=1e-4, atol=1e-5)
+        proj_grad = align.proj.weight.grad.clone()
+        dist.all_reduce(proj_grad)
+        torch.testing.assert_close(proj_grad, reference.proj.weight.grad, rtol=1e-4, atol=1e-5)
+        bn(full["image"])  # torch's BatchNorm on all rows: the running statistics every rank must hold
+        torch.testing.assert_close(align.norm_image.running_mean, bn.running_mean)
+        torch.testing.assert_close(align.norm_image.running_var, bn.running_var)
+        for m in modalities:
+            torch.testing.assert_close(getattr(align, f"norm_{m}").running_var, getattr(reference, f"norm_{m}").running_var)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_alignment_statistics_span_both_ranks():
+    mp.spawn(_sync_norm_worker, args=(2, _port()), nprocs=2, join=True)
 
 
 def test_collectives_on_two_gloo_ranks():

@@ -46,7 +46,7 @@ def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
         if out.shape != t.shape:
             raise ValueError(
                 f"gather_fn returned a tensor of shape {tuple(out.shape)} without an offset; "
-                f"return (gathered, offset) (see unimodal_free/objective/align.py)"
+                f"return (gathered, offset) (see unimodal_free/model/alignment.py)"
             )
         return out, 0
     gathered, offset = out
@@ -88,7 +88,8 @@ class Alignment(nn.Module):
     temperature 0.07..0.5). Per-modality centring and scaling keeps the
     across-sample spread at unit scale, so that collapse cannot happen, and
     also removes each modality's own offset (the modality gap). Training
-    normalises with the batch's statistics, eval with the running ones
+    normalises with the statistics of the whole batch over all ranks
+    (:meth:`batch_moments`), eval with the running ones
     (MoCo v3 / SimCLR heads). ``logit_scale`` is a learnable log inverse
     temperature, clamped to log(100) as in CLIP.
     """
@@ -104,32 +105,75 @@ class Alignment(nn.Module):
         self.proj = nn.Linear(d_model, align_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
-    def embed(self, modality: str, pooled: torch.Tensor, batch_stats: bool = True) -> torch.Tensor:
+    def batch_moments(self, pooled: dict[str, torch.Tensor], modalities: list[str],
+                      sum_fn=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-modality (mean, biased var) (D,) over every rank's rows; moves the running statistics.
+
+        SyncBatchNorm's numbers: one ``sum_fn`` call (a differentiable
+        all-reduce SUM over ranks, None on one rank) carries every modality's
+        (count, sum, sum of squares), in float64 so the one-pass variance does
+        not cancel. With per-rank statistics the rows of one rank (which hold
+        each other's positives) would share a normalisation that remote
+        negatives do not: a shortcut InfoNCE can learn (MoCo's BN leak).
+        Every rank calls ``sum_fn`` once, whatever its modalities. Only local
+        modalities get an entry; one with fewer than two rows over all ranks
+        gets none (running statistics are used, as for retrieval).
+        """
+        dim = self.proj.in_features
+        rows = []
+        for m in modalities:
+            x = pooled.get(m)
+            if x is None or x.shape[0] == 0:
+                rows.append(torch.zeros(1 + 2 * dim, dtype=torch.float64, device=self.proj.weight.device))
+            else:
+                x = x.double()
+                rows.append(torch.cat([x.new_tensor([x.shape[0]]), x.sum(0), (x * x).sum(0)]))
+        stats = torch.stack(rows)  # (K, 1 + 2D): count, sum, sum of squares per modality
+        if sum_fn is not None:
+            stats = sum_fn(stats)
+        moments = {}
+        for m, row in zip(modalities, stats):
+            n = float(row[0].detach())
+            if n < 2:
+                continue
+            mean = row[1 : 1 + dim] / n  # (D,)
+            var = (row[1 + dim :] / n - mean * mean).clamp_min(0.0)  # (D,) biased, as BatchNorm normalises
+            norm = getattr(self, f"norm_{m}")
+            with torch.no_grad():  # BatchNorm's running update: unbiased variance
+                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), norm.momentum)
+                norm.running_var.lerp_((var * n / (n - 1)).to(norm.running_var.dtype), norm.momentum)
+            if m in pooled:  # the running statistics move on every rank alike, with rows here or not
+                moments[m] = (mean.float(), var.float())
+        return moments
+
+    def embed(self, modality: str, pooled: torch.Tensor,
+              moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """pooled (B, D) -> projected (B, A), not yet L2-normalised.
 
-        ``batch_stats``: normalise with (and update the running statistics
-        from) this batch, in training mode with >= 2 rows (one row has no
-        spread); otherwise, and always for retrieval embeddings, the running
-        statistics, so an embedding never depends on its batch.
+        Normalised with ``moments`` (training: :meth:`batch_moments`) or, when
+        None, the running statistics, so a retrieval embedding never depends
+        on its batch.
         """
-        norm = getattr(self, f"norm_{modality}", None)
-        if norm is not None:
-            use_batch = batch_stats and norm.training and pooled.shape[0] > 1
-            # In the statistics' dtype (fp32, or bf16 under a bf16 engine): batch_norm wants them to match.
-            pooled = F.batch_norm(pooled.to(norm.running_mean.dtype), norm.running_mean, norm.running_var,
-                                  training=use_batch, momentum=norm.momentum, eps=norm.eps).to(pooled.dtype)  # (B, D)
-        return self.proj(pooled)
+        norm = getattr(self, f"norm_{modality}")
+        if moments is None:
+            mean, var = norm.running_mean.float(), norm.running_var.float()
+        else:
+            mean, var = moments
+        normed = (pooled.float() - mean) * torch.rsqrt(var + norm.eps)  # (B, D)
+        return self.proj(normed.to(pooled.dtype))
 
     def forward(self, pooled: dict[str, torch.Tensor], pair_index: dict[str, torch.Tensor], modalities: list[str],
-                gather_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+                gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
         """pooled[m] (B_m, D), pair_index[m] (B_m,) -> (loss, logit scale).
 
         ``modalities`` is the model's full, fixed modality list: every pair of
         it is visited in the same order on every rank (with empty tensors where
         a modality or its pairs are absent), so ``gather_fn`` collectives match.
+        ``sum_fn``: see :meth:`batch_moments` (training mode only).
         """
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        z = {m: F.normalize(self.embed(m, p), dim=-1) for m, p in pooled.items()}  # (B_m, A)
+        moments = self.batch_moments(pooled, modalities, sum_fn) if self.training else {}
+        z = {m: F.normalize(self.embed(m, p, moments.get(m)), dim=-1) for m, p in pooled.items()}  # (B_m, A)
         dim = self.proj.out_features
         total, count = scale * 0.0, 0
         for i, a in enumerate(modalities):

@@ -73,12 +73,13 @@ class JointModel(nn.Module):
         return self.norm(self.encode(parts)[-1])
 
     def forward(self, views: dict[str, MaskedView], pair_index: dict[str, torch.Tensor] | None = None,
-                full: dict[str, ModalityBatch] | None = None, gather_fn=None) -> StudentOutput:
+                full: dict[str, ModalityBatch] | None = None, gather_fn=None, sum_fn=None) -> StudentOutput:
         """Student pass over the masked views of every modality present.
 
         views[m]: R masked views of modality m's B_m rows. pair_index[m] (B_m,)
         and, for ``align_input="full"``, the unmasked rows ``full`` feed the
-        alignment loss.
+        alignment loss; ``gather_fn``/``sum_fn`` are its cross-rank collectives
+        (see :class:`Alignment`).
         """
         z = self.final({name: (v.values, v.coords, v.padding) for name, v in views.items()})  # (sum B_m R, N, D)
         z_parts = dict(zip(views, z.split([v.rows for v in views.values()], dim=0)))
@@ -100,7 +101,7 @@ class JointModel(nn.Module):
             else:
                 pooled = {name: z_parts[name].view(-1, v.num_views, *z.shape[1:]).mean((1, 2))  # (B_m, D)
                           for name, v in views.items()}
-            align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn)
+            align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn, sum_fn)
         return StudentOutput(predictions, align_loss, logit_scale)
 
 

@@ -26,5 +26,5 @@ def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> di
     pooled = model.final(parts).mean(1)  # (rows, D)
     pooled = dict(zip(batch.parts, pooled.split([p.rows for p in batch.parts.values()], dim=0)))  # (B_m, D)
     if project and model.align is not None:
-        pooled = {name: model.align.embed(name, z, batch_stats=False) for name, z in pooled.items()}  # (B_m, A)
+        pooled = {name: model.align.embed(name, z) for name, z in pooled.items()}  # (B_m, A)
     return {name: F.normalize(z.float(), dim=-1) for name, z in pooled.items()}

@@ -53,14 +53,15 @@ def across_sample_std(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tens
 
 
 def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cfg, generator: torch.Generator,
-                 gather_fn=None) -> LossOutput:
+                 gather_fn=None, sum_fn=None) -> LossOutput:
     """data2vec loss of the student's R masked views against one teacher pass, plus optional alignment.
 
     Modalities are weighted by their rows (each row counts the same whatever
     its element count). Metrics: ``loss/{m}``, ``target_std/{m}``,
     ``pred_std/{m}``, ``masked_fraction/{m}``, ``padding_fraction``,
     ``loss/data2vec``, ``align_loss`` and (alignment on) ``temperature``.
-    ``gather_fn``: see :mod:`unimodal_free.objective.align`.
+    ``gather_fn`` (negatives) and ``sum_fn`` (normalisation statistics): the
+    alignment's cross-rank collectives, see :mod:`unimodal_free.model.alignment`.
     """
     obj = cfg.objective
     if not batch.parts:
@@ -73,6 +74,7 @@ def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cf
         pair_index={name: p.pair_index for name, p in batch.parts.items()} if align_on else None,
         full=batch.parts if align_on and obj.align_input == "full" else None,
         gather_fn=gather_fn,
+        sum_fn=sum_fn,
     )
     metrics: dict[str, torch.Tensor] = {}
     total, weight = 0.0, 0

@@ -148,3 +148,17 @@ def gather_with_local_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     parts = [p[:c] for p, c in zip(parts, counts_i)]
     parts[rank()] = t  # the local slice keeps its autograd graph
     return torch.cat(parts, dim=0), offset  # (sum of rows, ...)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over ranks, differentiable: its backward sums the gradients over ranks.
+
+    So each rank's rows receive the gradient of every rank's loss through
+    the shared statistics, as in SyncBatchNorm. Every rank must call it the
+    same number of times per step. One process: ``t`` itself.
+    """
+    if not is_dist() or world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t, op=dist.ReduceOp.SUM)

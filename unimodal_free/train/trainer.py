@@ -185,7 +185,8 @@ class Trainer:
             flops = step_flops(cfg, batch)
             batch = batch.to(self.device)
             with self._autocast():
-                out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad)
+                out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad,
+                                   dist.all_reduce_sum)
             loss = out.loss.float().reshape(())
             if testhooks.nan_loss(state.step + 1, self.rank):
                 loss = loss * float("nan")
