@@ -166,3 +166,21 @@ def test_bench_smoke_end_to_end(tmp_path):
     # ZeRO 2 partitions the Adam moments across the 2 ranks: each holds about half.
     assert stage2[0]["moments"] == pytest.approx(stage0[0]["moments"] / 2, rel=0.01)
     assert res["loader"]["samples_per_s"] > 0 and res["loader"]["skipped"] == 0
+
+
+def test_encoder_profile_splits_matmul_time_for_both_encoders(tmp_path, capsys):
+    from unimodal_free.bench.encoder_profile import MATMUL_OPS, main as profile_main, profile_split
+
+    # The split itself on a closure whose only op is a matmul, and one with none: shares 1 and 0.
+    a = torch.randn(64, 64)
+    split = profile_split({"mm": lambda: a @ a, "none": lambda: a.sin()}, iters=2)
+    assert "aten::mm" in MATMUL_OPS
+    assert split["mm"]["matmul_share"] > 0.9 and split["none"]["matmul_share"] == 0.0
+    out = tmp_path / "profile.json"
+    assert profile_main(["--config", TINY, "--rows", "6", "--iters", "1", "--threads", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for name in ("ours", "hf_perceiver"):
+        s = r["split"][name]
+        assert 0 < s["matmul_s"] <= s["profiled_s"] and 0 < s["matmul_share"] <= 1 and s["wall_s"] > 0, (name, s)
+    assert r["ceiling_vs_hf"] == pytest.approx(r["split"]["hf_perceiver"]["profiled_s"] / r["split"]["ours"]["matmul_s"])
+    assert "ceiling with every non-matmul op free" in capsys.readouterr().out
