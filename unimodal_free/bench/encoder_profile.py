@@ -3,11 +3,11 @@
     python -m unimodal_free.bench.encoder_profile [--config configs/joint.json] [--rows 32] [--compile]
 
 Both run on the same synthetic rows as in the bench (``config_run``), under
-torch.profiler, iterations alternating between them. Prints, per iteration, the wall time, the self time of the
-matmul ops (``aten::mm/addmm/bmm``) and of everything else, and the ceiling
-of the ours/HF speed ratio if every non-matmul op took no time at all: the
-bound on what tuning anything but the matmuls can buy at equal size and
-precision. ``--compile`` also times our encoder under ``torch.compile``
+torch.profiler, iterations alternating between them. Prints, per iteration,
+the wall time, the self time of the matmul ops (``aten::mm/addmm/bmm``) and of
+everything else, and the ceiling of the ours/HF speed ratio if every
+non-matmul op took no time at all: the bound on what tuning anything but the
+matmuls can buy at equal size and precision. ``--compile`` also times our encoder under ``torch.compile``
 (inductor), the usual way to remove per-op overhead.
 """
 
@@ -79,8 +79,6 @@ def run(config: str, rows: int, iters: int, compile_encoder: bool, threads: int,
     # If every non-matmul op of ours took no time: HF's profiled time over our matmul time.
     result["ceiling_vs_hf"] = hf_split["profiled_s"] / ours_split["matmul_s"]
     if compile_encoder:
-        import torch
-
         eager_encoder = ours.student.encoder
         compiled_encoder = torch.compile(eager_encoder)  # a wrapper: the student keeps its eager encoder
 

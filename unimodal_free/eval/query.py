@@ -133,15 +133,15 @@ class JointEmbedder:
                 raise EvalError(f"{item.label}: this checkpoint was trained without {modality_of(item)} (it has {known})")
         rows = [self._row(i, item) for i, item in enumerate(items)]
         batch_size = batch_size or self.cfg.train.micro_batch_size
-        out = torch.empty(len(rows), 0)
+        positions, embeddings = [], []
         for start in range(0, len(rows), batch_size):
             batch = collate_elements(rows[start : start + batch_size])  # rows grouped by modality
             pooled = pooled_embedding(self.model, batch.to(self.device), project=True)  # {m: (B_m, D)}
-            if out.shape[1] == 0:
-                out = torch.empty(len(rows), next(iter(pooled.values())).shape[1])
             for m, part in batch.parts.items():
-                out[[int(k) for k in part.keys]] = pooled[m].cpu()  # back to input order
-        return out
+                positions += [int(k) for k in part.keys]
+                embeddings.append(pooled[m].cpu())
+        z = torch.cat(embeddings)  # (n, D) in batch order
+        return z[torch.tensor(positions).argsort()]  # back to input order
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), D): one caption each."""
