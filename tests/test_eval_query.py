@@ -10,7 +10,7 @@ from unimodal_free.config import Source
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import load_model
-from unimodal_free.eval.query import JointEmbedder, main
+from unimodal_free.eval.query import Item, JointEmbedder, expand_items, main
 from unimodal_free.train.export import load_weights
 
 from test_eval_cli import error_line, setup  # noqa: F401  (module fixture: shards, tokenizer, tiny export)
@@ -49,8 +49,6 @@ def test_query_embeds_like_the_retrieval_eval(setup):  # noqa: F811
     torch.testing.assert_close(got_files, torch.stack(expected_files), rtol=0, atol=1e-5)
     torch.testing.assert_close(got_texts, torch.stack(expected_texts), rtol=0, atol=1e-5)
     # Batching does not change a row: batches of 3 (rows of three modalities padded apart) give the same.
-    from unimodal_free.eval.query import Item, expand_items
-
     items = expand_items([Item(str(f), is_file=True) for f in files] + [Item(t, is_file=False) for t in texts])
     torch.testing.assert_close(embedder.embed(items, batch_size=3), torch.cat([got_files, got_texts]), rtol=0, atol=1e-5)
 
