@@ -77,3 +77,88 @@ def test_shipped_configs_load():
 
     for path in sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.json")):
         load_config(path)
+
+
+# Values that passed the config and failed after start (traceback, exit 1), each with the path the
+# one-line error must name; then one per kind of rule (range, finite, choice, shape, relation).
+BAD_VALUES = [
+    ("model.cross_heads=0", "model.cross_heads: must be > 0"),
+    ("model.cross_heads=3", "model.cross_heads: 3 does not divide model.d_model=256"),
+    ("data.n_mels=0", "data.n_mels: must be > 0"),
+    ("data.frames_per_element=0", "data.frames_per_element: must be > 0"),
+    ("data.sample_rate=0", "data.sample_rate: must be >= 100"),
+    ("objective.align_dim=0", "objective.align_dim: must be > 0"),
+    ("objective.init_temperature=0", "objective.init_temperature: must be > 0"),
+    ("masking.speech_span=0", "masking.speech_span: must be > 0"),
+    ("optim.lr=NaN", "optim.lr: must be a finite number, got nan"),
+    ("optim.betas=[0.9]", "optim.betas: must hold 2 values"),
+    ("objective.predictor_blocks=-1", "objective.predictor_blocks: must be >= 0"),
+    ("data.max_text_tokens=0", "data.max_text_tokens: must be > 0"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas: item 1: must be in [0, 1)"),
+    ("optim.eps=Infinity", "optim.eps: must be a finite number"),
+    ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
+    ("model.fourier_max_freq=1", "model.fourier_max_freq: must be >= 2"),
+    ("model.mlp_ratio=0.001", "model.mlp_ratio: 0.001 x model.d_model=256 leaves an MLP without hidden units"),
+    ("data.n_mels=300", "data.n_mels: 300 mel bands exceed the 257 FFT bins"),
+    ("data.max_speech_seconds=0.05", "data.max_speech_seconds: 0.05 s holds no speech element"),
+    ("data.bucket_boundaries=[64, 32]", "data.bucket_boundaries: must be strictly increasing"),
+    ("data.num_workers=-1", "data.num_workers: must be >= 0"),
+    ('data.train=[{"path": "a", "weight": 0}]', "data.train[0].weight: must be > 0"),
+    ('data.heldout=[""]', "data.heldout[0].path: must not be empty"),
+    ("objective.ema_end=0.9", "objective.ema_end: 0.9 is below objective.ema_start=0.999"),
+    ("objective.loss=l1", "objective.loss: 'l1' is not one of ['mse', 'smooth_l1']"),
+    ("train.seed=-1", "train.seed: must be in [0, 4294967296)"),
+    ("train.output_dir=", "train.output_dir: must not be empty"),
+    ("eval.max_samples=0", "eval.max_samples: must be > 0"),
+    ("deepspeed.ema_gather_numel=0", "deepspeed.ema_gather_numel: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("override, needle", BAD_VALUES)
+def test_every_bad_value_is_one_line_naming_its_path(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    message = str(info.value)
+    assert message.startswith(needle), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("override, needle", BAD_VALUES)
+def test_trainer_main_exits_2_before_start(override, needle, tmp_path, capsys, monkeypatch):
+    """The trainer's entry point: exit 2 and the one line, before the Trainer (process group, model) exists."""
+    import torch.distributed as dist
+
+    from unimodal_free.train import main, trainer
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"{override}: the run started")
+
+    monkeypatch.setattr(trainer, "Trainer", started)
+    assert main(["--set", f"train.output_dir={tmp_path / 'run'}", "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith(f"error: {needle}"), err
+    assert not dist.is_initialized()
+
+
+def test_every_option_declares_a_rule():
+    """One mechanism for every key (config.option): a field added without a rule fails here."""
+    from unimodal_free.config import _options
+
+    cfg = load_config(None, ['data.train=["x"]'])  # a source, so Source's fields are walked too
+    missing = [where for where, _, f in _options(cfg, "") if "rule" not in f.metadata]
+    assert not missing, f"declare these with option(default, rule): {missing}"
+
+
+def test_keys_fixed_on_resume():
+    """Keys the checkpoint's weights or data position depend on; the rest may change."""
+    from unimodal_free.config import config_to_dict, fixed_on_resume
+
+    stored = config_to_dict(load_config(None))
+    assert fixed_on_resume(stored, load_config(None, ["train.max_steps=9", "optim.lr=1e-3", "model.dropout=0.1",
+                                                      "objective.align_weight=0.5", "data.image_size=128"])) == []
+    changed = fixed_on_resume(stored, load_config(None, ["model.d_model=128", "data.num_workers=2",
+                                                         "objective.align_weight=0", "deepspeed.zero_stage=2"]))
+    assert changed == ["model.d_model: 256 -> 128", "data.num_workers: 1 -> 2", "objective.align_weight: 1.0 -> 0.0",
+                       "deepspeed.zero_stage: 0 -> 2"]
+    del stored["model"]["d_model"]  # a checkpoint from before a key existed: nothing to compare with
+    assert fixed_on_resume(stored, load_config(None, ["model.d_model=128"])) == []

@@ -1,19 +1,22 @@
 """Typed run configuration: one JSON file -> nested dataclasses.
 
 Defaults live here; a JSON file and dotted ``--set section.key=value``
-overrides replace them. Unknown keys and wrong types fail with the dotted
-path in a one-line :class:`ConfigError`, before any process group starts.
+overrides replace them. Unknown keys, wrong types and values outside a
+field's rule (declared with the field: ``option(default, rule)``) fail with
+the dotted path in a one-line :class:`ConfigError`, before any process group
+starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 MODALITIES = ("image", "speech", "text")
 
@@ -22,160 +25,247 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names its dotted path."""
 
 
+# ---------------------------------------------------------------- value rules
+# Every field is declared with ``option(default, rule)``: the rule says what values it takes
+# (the type annotation is checked first, while building). A rule maps the value to None when it
+# is fine, or to what is wrong ("must be > 0, got 0"); ``validate`` prefixes the dotted path.
+# ``fixed=True`` marks a key that cannot change when a run resumes (the checkpoint's weights or
+# data position depend on it); a callable instead gives the part of the value that cannot change.
+# Rules between fields live in ``_relations`` below.
+Rule = Callable[[Any], Optional[str]]
+
+
+def _finite(value: Any) -> Optional[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    return None
+
+
+def at_least(low: float) -> Rule:
+    def rule(value):
+        return _finite(value) or (None if value >= low else f"must be >= {low}, got {value}")
+
+    return rule
+
+
+def in_range(low: float, high: float, high_open: bool = False, low_open: bool = False) -> Rule:
+    shown = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+    def rule(value):
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return _finite(value) or (None if above and below else f"must be in {shown}, got {value}")
+
+    return rule
+
+
+def positive(value: Any) -> Optional[str]:
+    return _finite(value) or (None if value > 0 else f"must be > 0, got {value}")
+
+
+def one_of(*choices: Any) -> Rule:
+    def rule(value):
+        return None if value in choices else f"{value!r} is not one of {list(choices)}"
+
+    return rule
+
+
+def not_empty(value: Any) -> Optional[str]:
+    return None if value else "must not be empty"
+
+
+def anything(value: Any) -> Optional[str]:
+    """Any value of the annotated type (flags, free paths, ``deepspeed.extra``)."""
+    return None
+
+
+def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> Rule:
+    """A list whose items all pass ``rule`` (with an exact length, strictly increasing)."""
+
+    def check(values):
+        if length is not None and len(values) != length:
+            return f"must hold {length} values, got {len(values)}: {values}"
+        for i, v in enumerate(values):
+            if (err := rule(v)) is not None:
+                return f"item {i}: {err}"
+        if increasing and any(a >= b for a, b in zip(values, values[1:])):
+            return f"must be strictly increasing, got {values}"
+        return None
+
+    return check
+
+
+def option(default: Any = dataclasses.MISSING, rule: Rule = anything, *, factory: Any = dataclasses.MISSING,
+           fixed: Union[bool, Callable[[Any], Any]] = False) -> Any:
+    """A config field with its rule (and whether it may change on resume) next to its default."""
+    meta = {"rule": rule, "fixed": fixed}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
+    # Every model.* key except dropout shapes the weights or what they mean: fixed on resume.
     # Width of every latent and of the shared element projection.
-    d_model: int = 256
+    d_model: int = option(256, positive, fixed=True)
     # N: the fixed-size latent array every input is squeezed into.
-    num_latents: int = 64
+    num_latents: int = option(64, positive, fixed=True)
     # L: shared latent self-attention blocks after the cross-attention.
-    num_blocks: int = 6
-    num_heads: int = 4
-    cross_heads: int = 1
-    mlp_ratio: float = 4.0
+    num_blocks: int = option(6, positive, fixed=True)
+    num_heads: int = option(4, positive, fixed=True)
+    cross_heads: int = option(1, positive, fixed=True)
+    mlp_ratio: float = option(4.0, positive, fixed=True)
     # Fourier position features per coordinate axis (sin+cos of each band).
-    fourier_bands: int = 16
+    fourier_bands: int = option(16, positive, fixed=True)
     # Highest Fourier frequency is fourier_max_freq / 2: resolves that many positions per axis.
-    fourier_max_freq: float = 64.0
+    fourier_max_freq: float = option(64.0, at_least(2), fixed=True)
     # Width of the text token embedding before padding to the common width.
-    text_embed_dim: int = 128
-    dropout: float = 0.0
+    text_embed_dim: int = option(128, positive, fixed=True)
+    dropout: float = option(0.0, in_range(0, 1, high_open=True))
     # Standardise continuous element values per sample (minus the row's mean element,
     # over the row's std) before embedding: removes an image's background colour and a
     # recording's channel, which otherwise dominate what uniform attention reads.
-    standardize_values: bool = False
+    standardize_values: bool = option(False, anything, fixed=True)
 
 
 @dataclass
 class Source:
     # A shard directory, glob, brace pattern or URL (pipe:, http(s)://).
-    path: str = ""
-    weight: float = 1.0
+    path: str = option("", not_empty)
+    weight: float = option(1.0, positive)
 
 
 @dataclass
 class DataConfig:
     # Training sources; empty -> the embedded demo data (generated on demand).
-    train: list[Source] = field(default_factory=list)
+    train: list[Source] = option(factory=list)
     # Held-out paired shards for retrieval eval; empty -> demo held-out split.
-    heldout: list[Source] = field(default_factory=list)
+    heldout: list[Source] = option(factory=list)
     # Where the demo data is generated and cached.
-    demo_dir: str = "~/.cache/unimodal_free/demo"
+    demo_dir: str = option("~/.cache/unimodal_free/demo", not_empty)
     # "bytes" (UTF-8, no tokenizer) or a sentencepiece .model path;
-    # "demo" -> the tokenizer trained with the demo data.
-    tokenizer: str = "demo"
-    image_size: int = 64
-    patch_size: int = 8
-    sample_rate: int = 16000
-    n_mels: int = 64
+    # "demo" -> the tokenizer trained with the demo data. (Resume compares the tokenizer itself.)
+    tokenizer: str = option("demo", not_empty)
+    image_size: int = option(64, positive)
+    # Fixed on resume from here to max_text_tokens: element widths and what a coordinate means.
+    patch_size: int = option(8, positive, fixed=True)
+    # At least 100 Hz: the 10 ms hop must be one sample or more.
+    sample_rate: int = option(16000, at_least(100), fixed=True)
+    n_mels: int = option(64, positive, fixed=True)
     # Log-mel frames stacked into one speech element (10 ms hop each).
-    frames_per_element: int = 4
-    max_speech_seconds: float = 6.0
-    max_text_tokens: int = 64
+    frames_per_element: int = option(4, positive, fixed=True)
+    max_speech_seconds: float = option(6.0, positive, fixed=True)
+    max_text_tokens: int = option(64, positive, fixed=True)
     # Split multi-modality samples into unimodal rows (pair id kept).
-    split_pairs: bool = True
-    num_workers: int = 1
-    shuffle_buffer: int = 500
+    split_pairs: bool = option(True, anything)
+    # Fixed on resume: the data position is counted per worker.
+    num_workers: int = option(1, at_least(0), fixed=True)
+    # 0 or 1: no shuffling.
+    shuffle_buffer: int = option(500, at_least(0))
     # A nominal epoch in rows over all ranks: the training stream is infinite (resampled), so this
     # only scales the logged train/epoch = samples seen / epoch_samples.
-    epoch_samples: int = 100000
-    # Element-count bucket boundaries used when batching (per modality).
-    bucket_boundaries: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512])
+    epoch_samples: int = option(100000, positive)
+    # Element-count bucket boundaries used when batching (per modality); [] = no bucketing.
+    bucket_boundaries: list[int] = option(rule=each(positive, increasing=True),
+                                          factory=lambda: [16, 32, 64, 128, 256, 512])
 
 
 @dataclass
 class MaskingConfig:
-    image_ratio: float = 0.8
+    image_ratio: float = option(0.8, in_range(0, 1, high_open=True))
     # Inverse block masking (data2vec 2.0): blocks are kept, the rest masked.
-    image_inverse_block: bool = True
-    image_block: int = 3
-    speech_ratio: float = 0.5
-    speech_span: int = 5
-    text_ratio: float = 0.48
-    text_span: int = 1
+    image_inverse_block: bool = option(True, anything)
+    image_block: int = option(3, positive)
+    speech_ratio: float = option(0.5, in_range(0, 1, high_open=True))
+    speech_span: int = option(5, positive)
+    text_ratio: float = option(0.48, in_range(0, 1, high_open=True))
+    text_span: int = option(1, positive)
 
 
 @dataclass
 class ObjectiveConfig:
     # "latents": regress the teacher's latent array slot by slot;
     # "elements": regress per-element targets at masked positions.
-    target_space: str = "latents"
-    top_k: int = 4
-    instance_norm: bool = True
-    final_layer_norm: bool = False
-    loss: str = "mse"
-    smooth_l1_beta: float = 0.25
+    target_space: str = option("latents", one_of("latents", "elements"), fixed=True)
+    top_k: int = option(4, positive)
+    instance_norm: bool = option(True, anything)
+    final_layer_norm: bool = option(False, anything)
+    loss: str = option("mse", one_of("mse", "smooth_l1"))
+    smooth_l1_beta: float = option(0.25, at_least(0))
     # R masked views per sample sharing one teacher pass.
-    num_views: int = 4
-    predictor_blocks: int = 2
-    ema_start: float = 0.999
-    ema_end: float = 0.9999
-    ema_anneal_steps: int = 1000
-    # Symmetric InfoNCE between paired modalities; 0 turns it off.
-    align_weight: float = 1.0
-    align_dim: int = 128
+    num_views: int = option(4, positive)
+    predictor_blocks: int = option(2, at_least(0), fixed=True)
+    ema_start: float = option(0.999, in_range(0, 1, low_open=True))
+    ema_end: float = option(0.9999, in_range(0, 1, low_open=True))
+    ema_anneal_steps: int = option(1000, at_least(0))
+    # Symmetric InfoNCE between paired modalities; 0 turns it off (and drops its head: on/off is
+    # fixed on resume, the weight itself may change).
+    align_weight: float = option(1.0, at_least(0), fixed=lambda weight: weight > 0)
+    align_dim: int = option(128, positive, fixed=True)
     # Student latents pooled for alignment: "masked" = mean over the R masked views
     # (no extra compute); "full" = one more student pass on the unmasked input.
-    align_input: str = "masked"
-    init_temperature: float = 0.07
+    align_input: str = option("masked", one_of("masked", "full"))
+    init_temperature: float = option(0.07, positive)
     # Collapse guard (fairseq: 0.1 / 0.01 after 5k updates).
-    min_target_std: float = 0.1
-    min_pred_std: float = 0.01
-    collapse_warmup_steps: int = 5000
+    min_target_std: float = option(0.1, at_least(0))
+    min_pred_std: float = option(0.01, at_least(0))
+    collapse_warmup_steps: int = option(5000, at_least(0))
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
+    lr: float = option(5e-4, positive)
+    min_lr: float = option(1e-5, at_least(0))
+    weight_decay: float = option(0.05, at_least(0))
+    betas: list[float] = option(rule=each(in_range(0, 1, high_open=True), length=2), factory=lambda: [0.9, 0.98])
+    eps: float = option(1e-6, positive)
+    warmup_steps: int = option(50, at_least(0))
+    # 0 = no clipping.
+    grad_clip: float = option(1.0, at_least(0))
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 600
-    micro_batch_size: int = 32
-    grad_accum: int = 1
-    seed: int = 0
-    output_dir: str = "runs/joint"
+    max_steps: int = option(600, positive)
+    micro_batch_size: int = option(32, positive)
+    grad_accum: int = option(1, positive)
+    seed: int = option(0, in_range(0, 2**32, high_open=True))
+    output_dir: str = option("runs/joint", not_empty)
     # "" = fresh run, "auto" = latest good checkpoint if any, or a path.
-    resume: str = ""
-    checkpoint_every: int = 200
-    keep_last: int = 2
-    log_every: int = 10
-    max_nonfinite_in_row: int = 5
-    # "fp32" or "bf16".
-    precision: str = "fp32"
+    resume: str = option("", anything)
+    checkpoint_every: int = option(200, positive)
+    keep_last: int = option(2, positive)
+    log_every: int = option(10, positive)
+    max_nonfinite_in_row: int = option(5, positive)
+    # "fp32" or "bf16"; fixed on resume: DeepSpeed's optimizer state differs.
+    precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True)
 
 
 @dataclass
 class EvalConfig:
-    every: int = 200
-    max_samples: int = 1000
-    model: str = "teacher"
-    pooling: str = "mean"
+    # 0 = no periodic eval.
+    every: int = option(200, at_least(0))
+    max_samples: int = option(1000, positive)
+    model: str = option("teacher", one_of("teacher", "student"))
+    pooling: str = option("mean", one_of("mean"))
     # Eval may take at most this share of wall time; skipped beyond it.
-    max_time_share: float = 0.2
+    max_time_share: float = option(0.2, in_range(0, 1))
 
 
 @dataclass
 class LogConfig:
-    tensorboard: bool = True
-    progress: bool = True
+    tensorboard: bool = option(True, anything)
+    progress: bool = option(True, anything)
 
 
 @dataclass
 class DeepSpeedConfig:
-    zero_stage: int = 0
+    # Fixed on resume: each stage lays out the engine's checkpoint files differently.
+    zero_stage: int = option(0, one_of(0, 1, 2, 3), fixed=True)
     # ZeRO-3: the EMA update gathers the partitioned student in chunks of at most this many
     # elements (one chunk in memory at a time, not a second full copy of the model).
-    ema_gather_numel: int = 1 << 25
-    # Extra keys merged into the generated DeepSpeed dict (expert use).
-    extra: dict[str, Any] = field(default_factory=dict)
+    ema_gather_numel: int = option(1 << 25, positive)
+    # Extra keys merged into the generated DeepSpeed dict (expert use; checked by train/ds_config.py).
+    extra: dict[str, Any] = option(factory=dict)
 
 
 @dataclass
@@ -191,15 +281,71 @@ class Config:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
 
 
-CHOICES = {
-    "objective.target_space": ("latents", "elements"),
-    "objective.loss": ("mse", "smooth_l1"),
-    "objective.align_input": ("masked", "full"),
-    "train.precision": ("fp32", "bf16"),
-    "eval.model": ("teacher", "student"),
-    "eval.pooling": ("mean",),
-    "deepspeed.zero_stage": (0, 1, 2, 3),
-}
+def _relations(cfg: Config) -> Iterator[tuple[str, bool, str]]:
+    """Rules between fields: (dotted path, holds, what is wrong). Run after every field passed its own rule."""
+    from unimodal_free.data.elements import HOP_SECONDS, N_FFT_SECONDS  # the log-mel analysis
+
+    m, d, o = cfg.model, cfg.data, cfg.objective
+    yield "model.num_heads", m.d_model % m.num_heads == 0, f"{m.num_heads} does not divide model.d_model={m.d_model}"
+    yield ("model.cross_heads", m.d_model % m.cross_heads == 0,
+           f"{m.cross_heads} does not divide model.d_model={m.d_model}")
+    yield ("model.mlp_ratio", int(m.d_model * m.mlp_ratio) >= 1,
+           f"{m.mlp_ratio} x model.d_model={m.d_model} leaves an MLP without hidden units")
+    yield "data.patch_size", d.image_size % d.patch_size == 0, f"{d.patch_size} does not divide data.image_size={d.image_size}"
+    fft_bins = round(N_FFT_SECONDS * d.sample_rate) // 2 + 1
+    yield ("data.n_mels", d.n_mels <= fft_bins,
+           f"{d.n_mels} mel bands exceed the {fft_bins} FFT bins at data.sample_rate={d.sample_rate}")
+    shortest = N_FFT_SECONDS + (d.frames_per_element - 1) * HOP_SECONDS
+    yield ("data.max_speech_seconds", d.max_speech_seconds >= shortest,
+           f"{d.max_speech_seconds} s holds no speech element of data.frames_per_element={d.frames_per_element} "
+           f"frames (needs >= {shortest:.3f} s)")
+    yield "objective.top_k", o.top_k <= m.num_blocks, f"{o.top_k} exceeds model.num_blocks={m.num_blocks}"
+    yield "objective.ema_end", o.ema_start <= o.ema_end, f"{o.ema_end} is below objective.ema_start={o.ema_start}"
+    yield "optim.min_lr", cfg.optim.min_lr <= cfg.optim.lr, f"{cfg.optim.min_lr} exceeds optim.lr={cfg.optim.lr}"
+
+
+def _options(obj: Any, path: str) -> Iterator[tuple[str, Any, dataclasses.Field]]:
+    """(dotted path, value, field) of every option in ``obj``, nested sections and sources included."""
+    for f in dataclasses.fields(obj):
+        where = f"{path}.{f.name}" if path else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _options(value, where)
+            continue
+        yield where, value, f
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    yield from _options(item, f"{where}[{i}]")
+
+
+def validate(cfg: Config) -> None:
+    """Every field's rule, then the rules between fields; the first failure raises, naming its path."""
+    for where, value, f in _options(cfg, ""):
+        if (err := f.metadata.get("rule", anything)(value)) is not None:
+            raise ConfigError(f"{where}: {err}")
+    for where, holds, err in _relations(cfg):
+        if not holds:
+            raise ConfigError(f"{where}: {err}")
+
+
+def fixed_on_resume(before: dict[str, Any], cfg: Config) -> list[str]:
+    """``path: old -> new`` for every option marked ``fixed`` that differs from ``before``
+    (a checkpoint's stored config, as ``config_to_dict`` wrote it)."""
+    out = []
+    for where, value, f in _options(cfg, ""):
+        fixed = f.metadata.get("fixed", False)
+        if not fixed:
+            continue
+        node: Any = before
+        for key in where.split("."):
+            node = node.get(key, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
+        if node is dataclasses.MISSING:
+            continue  # a key newer than the checkpoint: nothing to compare with
+        same = node == value if fixed is True else fixed(node) == fixed(value)
+        if not same:
+            out.append(f"{where}: {node!r} -> {value!r}")
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -264,55 +410,6 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     return cls(**kwargs)
 
 
-def _validate(cfg: Config) -> None:
-    for dotted, allowed in CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{dotted}: {value!r} is not one of {list(allowed)}")
-    positive = {
-        "model.d_model": cfg.model.d_model,
-        "model.num_latents": cfg.model.num_latents,
-        "model.num_blocks": cfg.model.num_blocks,
-        "model.num_heads": cfg.model.num_heads,
-        "data.image_size": cfg.data.image_size,
-        "data.patch_size": cfg.data.patch_size,
-        "train.micro_batch_size": cfg.train.micro_batch_size,
-        "train.grad_accum": cfg.train.grad_accum,
-        "objective.num_views": cfg.objective.num_views,
-        "objective.top_k": cfg.objective.top_k,
-    }
-    for dotted, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{dotted}: must be > 0, got {value}")
-    if cfg.model.d_model % cfg.model.num_heads:
-        raise ConfigError(
-            f"model.d_model: {cfg.model.d_model} is not divisible by model.num_heads={cfg.model.num_heads}"
-        )
-    if cfg.data.image_size % cfg.data.patch_size:
-        raise ConfigError(
-            f"data.patch_size: {cfg.data.patch_size} does not divide data.image_size={cfg.data.image_size}"
-        )
-    if cfg.objective.top_k > cfg.model.num_blocks:
-        raise ConfigError(
-            f"objective.top_k: {cfg.objective.top_k} exceeds model.num_blocks={cfg.model.num_blocks}"
-        )
-    for name in ("image_ratio", "speech_ratio", "text_ratio"):
-        ratio = getattr(cfg.masking, name)
-        if not 0.0 <= ratio < 1.0:
-            raise ConfigError(f"masking.{name}: must be in [0, 1), got {ratio}")
-    if not 0.0 < cfg.objective.ema_start <= cfg.objective.ema_end <= 1.0:
-        raise ConfigError(
-            f"objective.ema_start/ema_end: need 0 < start <= end <= 1, got "
-            f"{cfg.objective.ema_start}, {cfg.objective.ema_end}"
-        )
-    if cfg.objective.align_weight < 0:
-        raise ConfigError(f"objective.align_weight: must be >= 0, got {cfg.objective.align_weight}")
-    for i, src in enumerate(cfg.data.train + cfg.data.heldout):
-        if src.weight <= 0:
-            raise ConfigError(f"data source {src.path!r}: weight must be > 0, got {src.weight}")
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``section.key=value`` -> (["section", "key"], value); value parsed as JSON if it can be."""
     if "=" not in text:
@@ -338,7 +435,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
             node = child
         node[keys[-1]] = value
     cfg = _build(Config, data, "")
-    _validate(cfg)
+    validate(cfg)
     return cfg
 
 

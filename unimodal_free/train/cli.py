@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from unimodal_free.config import Config, ConfigError, Source, config_to_dict, load_config
+from unimodal_free.config import Config, ConfigError, Source, config_to_dict, fixed_on_resume, load_config
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad config / data / tokenizer / resume target
@@ -49,35 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def validate_train(cfg: Config) -> None:
-    """Trainer-side checks the shared config module does not know about."""
-    t, e = cfg.train, cfg.eval
-    positive = {
-        "train.max_steps": t.max_steps,
-        "train.checkpoint_every": t.checkpoint_every,
-        "train.keep_last": t.keep_last,
-        "train.log_every": t.log_every,
-        "train.max_nonfinite_in_row": t.max_nonfinite_in_row,
-        "data.epoch_samples": cfg.data.epoch_samples,
-        "deepspeed.ema_gather_numel": cfg.deepspeed.ema_gather_numel,
-    }
-    for dotted, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{dotted}: must be > 0, got {value}")
-    if e.every < 0:
-        raise ConfigError(f"eval.every: must be >= 0 (0 = no periodic eval), got {e.every}")
-    if not 0.0 <= e.max_time_share <= 1.0:
-        raise ConfigError(f"eval.max_time_share: must be in [0, 1], got {e.max_time_share}")
-    if e.max_samples <= 0:
-        raise ConfigError(f"eval.max_samples: must be > 0, got {e.max_samples}")
-    if not t.output_dir:
-        raise ConfigError("train.output_dir: must not be empty")
-    if cfg.optim.lr <= 0 or cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
-        raise ConfigError(f"optim.lr/min_lr: need 0 <= min_lr <= lr and lr > 0, got {cfg.optim.lr}, {cfg.optim.min_lr}")
-    if cfg.data.num_workers < 0:
-        raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
-
-
 @dataclass
 class RunSetup:
     """Everything decided before the process group starts."""
@@ -95,9 +66,7 @@ def load_run_config(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.resume is not None:
         overrides.append(f"train.resume={json.dumps(args.resume)}")
-    cfg = load_config(args.config, overrides)
-    validate_train(cfg)
-    return cfg
+    return load_config(args.config, overrides)
 
 
 def prepare(args: argparse.Namespace) -> RunSetup:
@@ -117,6 +86,9 @@ def prepare(args: argparse.Namespace) -> RunSetup:
             raise ConfigError(f"train.precision: bf16 is not supported on {get_accelerator().device_name()}; use fp32")
     run_dir = Path(cfg.train.output_dir).expanduser()
     resume_dir = resolve_resume(cfg.train.resume, run_dir)
+    state = CheckpointManager.read_state(resume_dir) if resume_dir is not None else None
+    if state is not None:
+        check_resume_config(state.config, cfg, resume_dir)
     try:
         train, heldout = resolve_sources(cfg.data)
     except (ValueError, OSError) as exc:
@@ -125,8 +97,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
     except (ValueError, OSError, RuntimeError) as exc:
         raise SetupError(f"data.tokenizer: {cfg.data.tokenizer!r}: {exc}") from None
-    if resume_dir is not None:
-        state = CheckpointManager.read_state(resume_dir)
+    if state is not None:
         check_tokenizer_compatible(state.tokenizer, tokenizer.reference, f"resume from {resume_dir}")
         if state.world_size != world_size:
             raise SetupError(
@@ -134,6 +105,17 @@ def prepare(args: argparse.Namespace) -> RunSetup:
                 f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
             )
     return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir)
+
+
+def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:
+    """Refuse, before anything is built, changed keys that the checkpoint's weights or data position
+    depend on (``fixed`` in config.py; without this a changed shape ends in a size-mismatch traceback)."""
+    changed = fixed_on_resume(stored, cfg)
+    if changed:
+        raise SetupError(
+            f"resume from {resume_dir}: these keys cannot change on resume: {'; '.join(changed)} "
+            f"(set them back, or start a fresh run in another train.output_dir)"
+        )
 
 
 def config_changes(old: dict, new: Config) -> list[str]:
