@@ -1,14 +1,16 @@
 """Failure handling in real runs: non-finite losses are skipped on every rank and counted, K in a row
-stop the run after a checkpoint (exit 4); the collapse guard stops with its message (exit 3)."""
+stop the run after a checkpoint (exit 4); the collapse guard stops with its message (exit 3); a bad
+config or a resume that changes a fixed key exits 2 with one line before anything starts."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import torch
 
-from test_train_launch import needs_launcher, run, scalars, tail, tiny_data, train_cmd, warm_up_deepspeed
+from test_train_launch import ROOT, needs_launcher, run, scalars, tail, tiny_data, train_cmd, warm_up_deepspeed
 
 
 @pytest.mark.slow
@@ -77,3 +79,50 @@ def test_collapse_guard_stops_with_its_message(tmp_path_factory):
     assert "representation collapse at step 2: target_std of modality" in text
     assert "objective.min_target_std=1000.0" in text
     assert [s for s, _ in scalars(run_dir, "train/loss")] == [1, 2]
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_bad_config_under_the_launcher_exits_2_on_every_rank_before_any_process_group(tmp_path, tmp_path_factory):
+    """`deepspeed launch/train.py` with a value that used to fail after start: the launcher exits 2 (it returns
+    the first failing rank's code) and every rank's own log is the one line, no traceback, no process group."""
+    base = tmp_path_factory.getbasetemp() / "train_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    ranks = tmp_path / "ranks"
+    cmd = train_cmd(tiny_data(base), tmp_path / "run", 0, "model.cross_heads=3")
+    cmd = cmd[:1] + [f"--enable_each_rank_log={ranks}"] + cmd[1:]
+    log = tmp_path / "launch.log"
+    assert run(cmd, log, timeout=300) == 2, tail(log)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "Initializing TorchBackend" not in text, tail(log)
+    logs = {p.name: p.read_text().splitlines() for p in sorted(ranks.glob("*_rank*.log"))}
+    assert len(logs) == 2, logs
+    line = "error: configs/tiny.json: model.cross_heads: 3 does not divide model.d_model=64"
+    # A rank the launcher kills (it stops the rest once one rank exits non-zero) may not have printed yet.
+    assert all(lines in ([line], []) for lines in logs.values()) and [line] in logs.values(), logs
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_fixed_keys_in_one_line(tmp_path_factory):
+    """A real 2-step run, resumed with a changed model shape and loader layout: exit 2, one line naming
+    every key that cannot change, nothing built (no traceback, the checkpoints untouched)."""
+    base = tmp_path_factory.getbasetemp() / "train_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    data = tiny_data(base)
+    run_dir = base / "resume_fixed"
+    log = base / "resume_fixed.log"
+    short = ["train.max_steps=2", "train.checkpoint_every=2", "eval.every=0"]
+    assert run(train_cmd(data, run_dir, 0, *short, launcher=False), log) == 0, tail(log)
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+
+    proc = subprocess.run(
+        train_cmd(data, run_dir, 0, *short, "train.resume=auto", "model.d_model=32", "data.num_workers=0",
+                  "train.max_steps=4", launcher=False),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "cannot change on resume: model.d_model: 64 -> 32; data.num_workers: 1 -> 0 (" in lines[0], lines
+    assert "max_steps" not in lines[0]  # a key that may change is not named
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
