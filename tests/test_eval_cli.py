@@ -148,3 +148,24 @@ def test_bad_inputs_fail_in_one_line(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main(["--checkpoint", str(setup["export"]), "--data", str(tmp_path / "text_shards")]) == 2
     assert "nothing to retrieve" in error_line(capsys)
+
+
+@pytest.mark.parametrize("make", ["text", "pickle", "truncated", "device", "missing"])
+def test_checkpoint_that_is_no_safetensors_export_is_one_line(setup, tmp_path, capsys, make):
+    """Only the header is read to refuse it: no traceback, and a pickle is never unpickled."""
+    path = {"device": "/dev/zero", "missing": str(tmp_path / "gone.safetensors")}.get(make, str(tmp_path / make))
+    if make == "text":
+        (tmp_path / make).write_text("not a model\n")
+    elif make == "pickle":
+        torch.save({"weights": torch.zeros(3)}, tmp_path / make)
+    elif make == "truncated":
+        (tmp_path / make).write_bytes(setup["export"].read_bytes()[:1000])
+    assert main(["--checkpoint", path, "--data", setup["shards"][0]]) == 2
+    err = error_line(capsys)
+    assert err.startswith(f"error: --checkpoint {path}: "), err
+
+
+def test_unknown_device_is_a_usage_error(setup, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--checkpoint", str(setup["export"]), "--data", setup["shards"][0], "--device", "gpu0"])
+    assert info.value.code == 2 and "--device" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -326,6 +326,33 @@ def test_missing_input_is_one_line_error(tmp_path, capsys):
     assert rc == 1 and err == [f"error: {tmp_path / 'nope.json'}: COCO captions JSON not found"]
 
 
+@pytest.mark.parametrize("where, problem", [
+    ("a-file", "exists and is not a folder"),
+    ("a-file/out", "cannot write there (Not a directory)"),
+    ("/sys/unimodal_free_no_write/out", "cannot write there ("),  # sysfs: not writable, not even by root
+])
+def test_unusable_output_folder_is_one_line_error(tmp_path, capsys, where, problem):
+    write(tmp_path / "t.txt", "one\ntwo\n")
+    write(tmp_path / "a-file", "not a folder")
+    out = tmp_path / where
+    rc, err = run(capsys, "text", tmp_path / "t.txt", out)
+    assert rc == 1 and len(err) == 1 and err[0].startswith(f"error: output folder {out}: {problem}"), err
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--maxsize", "1e400"), ("--maxsize", "nan"), ("--maxsize", "inf"), ("--maxsize", "1.2.3"), ("--maxsize", "e"),
+    ("--maxsize", "-5"), ("--maxsize", "0"), ("--maxcount", "0"), ("--maxcount", "-1"), ("--maxcount", "nan"),
+    ("--maxcount", "1e400"),
+])
+def test_bad_numeric_flag_is_a_usage_error_naming_it(tmp_path, capsys, flag, value):
+    write(tmp_path / "t.txt", "one\n")
+    with pytest.raises(SystemExit) as info:
+        shards.main(["text", str(tmp_path / "t.txt"), str(tmp_path / "out"), flag, value])
+    assert info.value.code == 2
+    assert flag in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------- unit pieces
 
 def test_keys_are_sanitised_and_unique():

@@ -31,9 +31,11 @@ import collections
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Union
@@ -516,11 +518,27 @@ LAYOUTS = ("images", "librispeech", "coco", "text", "manifest")
 
 def _parse_size(s: str) -> int:
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMG]i?B?|B)?\s*", s, re.IGNORECASE)
-    if not m:
+    try:
+        number = float(m.group(1)) if m else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 500000000, 5e8, 500MB)")
     unit = (m.group(2) or "").upper().rstrip("B")
     mult = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}[unit]
-    return int(float(m.group(1)) * mult)
+    return int(number * mult)
+
+
+def _output_problem(out: Path) -> str | None:
+    """Why OUT cannot take shards (a file, not creatable, not writable), or None; creates the folder."""
+    if out.exists() and not out.is_dir():
+        return "exists and is not a folder"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # the only sure test: root ignores permission bits
+    except OSError as e:
+        return f"cannot write there ({e.strerror or e})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,11 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_dir() and (any(out.glob("shard-*.tar")) or (out / SIZES_FILE).exists()):
         print(f"error: {out} already holds shards; write into an empty folder", file=sys.stderr)
         return 1
+    problem = _output_problem(out)
+    if problem:
+        print(f"error: output folder {out}: {problem}", file=sys.stderr)
+        return 1
     try:
         samples = iter_layout(args.layout, args.input, args.images)
         report = write_shards(samples, out, args.maxcount, args.maxsize, split=args.split)
     except LayoutError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the disk filled up while writing
+        print(f"error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(report.summary(out), file=sys.stderr)
     return 0 if report.written > 0 else 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -32,6 +33,17 @@ class EvalError(ValueError):
     """Bad eval input; the message is one line naming the file or flag."""
 
 
+def device_arg(text: str) -> str:
+    """argparse type of ``--device``: a torch device this machine has."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available here")
+    return text
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m unimodal_free.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
@@ -44,13 +56,34 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--logdir", default=None, help="TensorBoard: scalars, similarity heatmaps, embedding projector")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
     p.add_argument("--max-samples", type=int, default=None, help="first N samples of the shards (default: all)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     for flag in ("batch_size", "max_samples"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             p.error(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
     return args
+
+
+def check_checkpoint_arg(path: str) -> None:
+    """``--checkpoint`` names an export safetensors can open, or a folder (run or checkpoint dir); else EvalError.
+
+    Only the header is read here; a pickle, a truncated file or a device gets one line, not a traceback.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return
+    if not p.exists():
+        raise EvalError(f"--checkpoint {path}: no such export file or run directory")
+    if not p.is_file():
+        raise EvalError(f"--checkpoint {path}: not a regular file")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            f.metadata()
+    except (SafetensorError, OSError) as exc:
+        raise EvalError(f"--checkpoint {path}: not a safetensors export ({exc})") from None
 
 
 def resolve_tokenizer(ref: dict, spec: Optional[str], checkpoint: str, demo_dir: str = ""):
@@ -153,6 +186,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parse_args(argv)
     try:
+        check_checkpoint_arg(args.checkpoint)
         return run(args)
     # EvalError, ConfigError, TokenizerMismatchError, bad shards, unusable checkpoints: one line, no traceback.
     except (ValueError, FileNotFoundError, CheckpointError) as exc:

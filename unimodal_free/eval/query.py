@@ -31,7 +31,7 @@ import torch
 
 from unimodal_free.batch import collate_elements
 from unimodal_free.data.elements import IMAGE_EXTS, SPEECH_EXTS, TEXT_EXTS, DecodeError, decode_captions, sample_rows
-from unimodal_free.eval.cli import EvalError, load_model, resolve_tokenizer
+from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg, load_model, resolve_tokenizer
 from unimodal_free.eval.report import write_json
 from unimodal_free.model import pooled_embedding
 from unimodal_free.model.joint import unwrap
@@ -179,7 +179,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--model", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
     p.add_argument("--tokenizer", default=None, help="default: the tokenizer recorded in the checkpoint")
     p.add_argument("--json", default=None, help="write {inputs, similarity} here")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if len(args.text) + len(args.file) < 2:
         p.error("give at least two inputs (--text and/or --file) to compare")
@@ -209,6 +209,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parse_args(argv)
     try:
+        check_checkpoint_arg(args.checkpoint)
         return run(args)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
