@@ -110,3 +110,11 @@ def test_bad_inputs_fail_in_one_line_naming_them(setup, tmp_path, capsys):  # no
     with pytest.raises(SystemExit) as exc:
         main(["--checkpoint", str(setup["export"]), "--text", caption])
     assert exc.value.code == 2
+
+
+def test_checkpoint_that_is_no_safetensors_export_is_one_line(setup, tmp_path, capsys):  # noqa: F811
+    """The same check as the eval's: a pickle is refused from its header, never unpickled."""
+    pickle = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, pickle)
+    assert main(["--checkpoint", str(pickle), "--text", "a red circle", "a blue square"]) == 2
+    assert error_line(capsys).startswith(f"error: --checkpoint {pickle}: not a safetensors export")

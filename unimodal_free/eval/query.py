@@ -188,6 +188,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     items = expand_items([Item(t, is_file=False) for t in args.text] + [Item(f, is_file=True) for f in args.file])
+    check_checkpoint_arg(args.checkpoint)  # after the inputs: they are checked before any checkpoint is read
     embedder = JointEmbedder.load(args.checkpoint, args.model, args.tokenizer, args.device)
     z = embedder.embed(items)  # (n, D)
     sims = z @ z.T  # (n, n) cosine: rows are L2-normalised
@@ -209,7 +210,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = parse_args(argv)
     try:
-        check_checkpoint_arg(args.checkpoint)
         return run(args)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
