@@ -142,8 +142,10 @@ def test_trainer_main_exits_2_before_start(override, needle, tmp_path, capsys, m
 
 def test_every_option_declares_a_rule():
     """One mechanism for every key (config.option): a field added without a rule fails here."""
-    from unimodal_free.config import _options
+    from unimodal_free.config import _options, option
 
+    with pytest.raises(TypeError, match="needs a rule"):
+        option(3)
     cfg = load_config(None, ['data.train=["x"]'])  # a source, so Source's fields are walked too
     missing = [where for where, _, f in _options(cfg, "") if "rule" not in f.metadata]
     assert not missing, f"declare these with option(default, rule): {missing}"
@@ -156,6 +158,9 @@ def test_keys_fixed_on_resume():
     stored = config_to_dict(load_config(None))
     assert fixed_on_resume(stored, load_config(None, ["train.max_steps=9", "optim.lr=1e-3", "model.dropout=0.1",
                                                       "objective.align_weight=0.5", "data.image_size=128"])) == []
+    zero1 = config_to_dict(load_config(None, ["deepspeed.zero_stage=1"]))
+    assert fixed_on_resume(zero1, load_config(None, ["deepspeed.zero_stage=2"])) == []
+    assert fixed_on_resume(zero1, load_config(None, ["deepspeed.zero_stage=3"])) == ["deepspeed.zero_stage: 1 -> 3"]
     changed = fixed_on_resume(stored, load_config(None, ["model.d_model=128", "data.num_workers=2",
                                                          "objective.align_weight=0", "deepspeed.zero_stage=2"]))
     assert changed == ["model.d_model: 256 -> 128", "data.num_workers: 1 -> 2", "objective.align_weight: 1.0 -> 0.0",

@@ -95,9 +95,11 @@ def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> 
     return check
 
 
-def option(default: Any = dataclasses.MISSING, rule: Rule = anything, *, factory: Any = dataclasses.MISSING,
+def option(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, *, factory: Any = dataclasses.MISSING,
            fixed: Union[bool, Callable[[Any], Any]] = False) -> Any:
     """A config field with its rule (and whether it may change on resume) next to its default."""
+    if rule is None:
+        raise TypeError("option(): every config field needs a rule (`anything` for any value of its type)")
     meta = {"rule": rule, "fixed": fixed}
     return field(default=default, default_factory=factory, metadata=meta)
 
@@ -137,9 +139,9 @@ class Source:
 @dataclass
 class DataConfig:
     # Training sources; empty -> the embedded demo data (generated on demand).
-    train: list[Source] = option(factory=list)
+    train: list[Source] = option(rule=anything, factory=list)  # each Source checks its own fields
     # Held-out paired shards for retrieval eval; empty -> demo held-out split.
-    heldout: list[Source] = option(factory=list)
+    heldout: list[Source] = option(rule=anything, factory=list)
     # Where the demo data is generated and cached.
     demo_dir: str = option("~/.cache/unimodal_free/demo", not_empty)
     # "bytes" (UTF-8, no tokenizer) or a sentencepiece .model path;
@@ -259,13 +261,14 @@ class LogConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    # Fixed on resume: each stage lays out the engine's checkpoint files differently.
-    zero_stage: int = option(0, one_of(0, 1, 2, 3), fixed=True)
+    # Fixed on resume but for 1 <-> 2: DeepSpeed writes other checkpoint files without ZeRO and
+    # under ZeRO-3 (ZeRO-1 and -2 share one optimizer and its files).
+    zero_stage: int = option(0, one_of(0, 1, 2, 3), fixed=lambda stage: "1-2" if stage in (1, 2) else stage)
     # ZeRO-3: the EMA update gathers the partitioned student in chunks of at most this many
     # elements (one chunk in memory at a time, not a second full copy of the model).
     ema_gather_numel: int = option(1 << 25, positive)
     # Extra keys merged into the generated DeepSpeed dict (expert use; checked by train/ds_config.py).
-    extra: dict[str, Any] = option(factory=dict)
+    extra: dict[str, Any] = option(rule=anything, factory=dict)
 
 
 @dataclass
