@@ -90,10 +90,10 @@ def poison(run: Path, marker: Path, keep_safetensors: bool) -> None:
             torch.save(real, path)
         torch.save({"payload": Payload(marker), "w": torch.zeros(3)}, tag_dir / "teacher.pt")
         if not keep_safetensors:
-            (tag_dir / "model.safetensors").unlink()
+            (tag_dir / "model.safetensors").unlink(missing_ok=True)
         rewrite_manifest(tag_dir)
     if not keep_safetensors:
-        (run / "model.safetensors").unlink()
+        (run / "model.safetensors").unlink(missing_ok=True)
 
 
 def one_line(err: str) -> str:
@@ -170,20 +170,29 @@ def test_hostile_pickles_run_no_code_anywhere(run_dir, base, tmp_path, capsys):
     assert not marker.exists()
 
 
-def zero_teacher_block(tag_dir: Path) -> None:
-    """Zero 4 KB inside the largest teacher tensor of the consolidation: same size, different bytes."""
-    path = tag_dir / "model.safetensors"
-    raw = bytearray(path.read_bytes())
-    header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + header_len])
-    name = max((k for k in header if k.startswith("teacher.")), key=lambda k: header[k]["data_offsets"][1]
-               - header[k]["data_offsets"][0])
-    start = 8 + header_len + header[name]["data_offsets"][0]
-    assert header[name]["data_offsets"][1] - header[name]["data_offsets"][0] >= 4096
+def zero_teacher_block(tag_dir: Path) -> Path:
+    """Zero 4 KB inside the teacher's largest tensor: same size, different bytes. Returns the file.
+
+    The teacher lives in the checkpoint's model.safetensors (teacher.pt before it, where a block in the
+    middle of the file is zeroed: what the revert check against the old code corrupts).
+    """
+    path = tag_dir / "teacher.pt"
+    raw = bytearray((path if path.exists() else tag_dir / "model.safetensors").read_bytes())
+    if path.exists():
+        start = len(raw) // 2
+    else:
+        path = tag_dir / "model.safetensors"
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + header_len])
+        span = {k: v["data_offsets"] for k, v in header.items() if k.startswith("teacher.")}
+        name = max(span, key=lambda k: span[k][1] - span[k][0])
+        assert span[name][1] - span[name][0] >= 4096
+        start = 8 + header_len + span[name][0]
     raw[start : start + 4096] = bytes(4096)
     size = path.stat().st_size
     path.write_bytes(bytes(raw))
     assert path.stat().st_size == size
+    return path
 
 
 @pytest.mark.slow
@@ -193,14 +202,13 @@ def test_same_size_corruption_is_detected_and_auto_falls_back(run_dir, tmp_path,
 
     run = copy_run(run_dir, tmp_path / "run")
     newest = run / "checkpoints" / "step00000002"
-    zero_teacher_block(newest)
+    teacher = zero_teacher_block(newest)
     capsys.readouterr()
     assert resolve_resume("auto", run) == run / "checkpoints" / "step00000001"
-    err = capsys.readouterr().err
-    line = one_line(err)
+    line = one_line(capsys.readouterr().err)
     assert line.startswith(f"falling back to {run / 'checkpoints' / 'step00000001'}, the newest intact"), line
-    assert f"broken: {newest / 'model.safetensors'}: sha256 differs" in line, line
-    with pytest.raises(Exception, match="model.safetensors: sha256 differs"):
+    assert f"broken: {teacher}: sha256 differs" in line, line
+    with pytest.raises(Exception, match=f"{teacher}: sha256 differs"):
         load_weights(newest)  # eval reads the same file: refused too
 
 
@@ -209,11 +217,11 @@ def test_broken_only_checkpoint_is_an_error_not_a_fresh_start(run_dir, tmp_path)
     run = copy_run(run_dir, tmp_path / "run")
     shutil.rmtree(run / "checkpoints" / "step00000001")
     only = run / "checkpoints" / "step00000002"
-    zero_teacher_block(only)
+    teacher = zero_teacher_block(only)
     before = {p.name: p.read_bytes() for p in only.iterdir()}
     proc = launch(resume_cmd(run))
     assert proc.returncode == 2, proc.stderr[-3000:]
     line = one_line(proc.stderr)
-    assert f"{only / 'model.safetensors'}: sha256 differs" in line and "no intact checkpoint" in line, line
+    assert f"{teacher}: sha256 differs" in line and "no intact checkpoint" in line, line
     assert {p.name: p.read_bytes() for p in only.iterdir()} == before  # nothing overwritten
     assert [p.name for p in tags(run)] == ["step00000002"]
