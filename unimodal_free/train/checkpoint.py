@@ -334,7 +334,7 @@ def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
 
 
 def _completed_tags(run_dir: Path) -> list[Path]:
-    """Tag dirs that were once finished (COMPLETE present, or named by ``latest``), newest first."""
+    """Tag dirs that were once finished (COMPLETE present, or named by ``latest``): ``latest``'s first, then newest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -342,7 +342,7 @@ def _completed_tags(run_dir: Path) -> list[Path]:
     named = pointer.read_text().strip() if pointer.is_file() else ""
     dirs = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
     dirs = [p for p in dirs if (p / COMPLETE).exists() or p.name == named]
-    return sorted(dirs, key=lambda p: step_of(p.name), reverse=True)
+    return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)
 
 
 def _announce(message: str) -> None:

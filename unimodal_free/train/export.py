@@ -108,7 +108,9 @@ def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
             f"safetensors only, never DeepSpeed's pickle files"
         )
     verify(tag_dir, only=[CONSOLIDATED])
-    return read_export(tag_dir / CONSOLIDATED)
+    weights = read_export(tag_dir / CONSOLIDATED)
+    weights.source = str(tag_dir)  # eval reports the checkpoint it evaluated
+    return weights
 
 
 def load_weights(path: str | Path) -> LoadedWeights:
