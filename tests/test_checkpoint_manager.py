@@ -155,3 +155,62 @@ def test_resume_with_another_world_size_is_refused_before_start(tmp_path, capsys
     assert main(sets) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by 2 ranks, this run has 1" in err[0], err
+
+
+def test_verify_catches_same_size_changes_and_names_the_file(tmp_path):
+    from unimodal_free.train.checkpoint import file_sha256, verify
+
+    tag_dir = write_tag(tmp_path, 2)
+    listing = json.loads((tag_dir / COMPLETE).read_text())["files"]
+    model = tag_dir / "mp_rank_00_model_states.pt"
+    assert listing[model.name] == {"size": model.stat().st_size, "sha256": file_sha256(model)}
+    verify(tag_dir)
+    model.write_bytes(b"y" * model.stat().st_size)  # same size: the size check alone trusts it
+    assert is_complete(tag_dir)
+    with pytest.raises(CheckpointError, match=f"{model}: sha256 differs"):
+        verify(tag_dir)
+    verify(tag_dir, only=[TRAINER_STATE])  # eval checks the file it reads
+
+
+def test_only_a_signed_or_trusted_checkpoint_is_unpickled_beyond_the_allow_list(tmp_path, monkeypatch):
+    import datetime
+    import os
+    import pickle
+
+    from unimodal_free.train.checkpoint import files_to_unpickle
+    from unimodal_free.train.safe_load import weights_only_engine
+    from unimodal_free.train.signing import KEY_ENV, key_path
+
+    tag_dir = write_tag(tmp_path, 2, complete=False)
+    model = tag_dir / "mp_rank_00_model_states.pt"
+    torch.save({"module": {"w": torch.ones(2)}, "when": datetime.timedelta(days=1)}, model)  # a global not allowed
+    mark_complete(tag_dir, 2)  # signed with this user's key (the suite's), created on first use
+    ours = key_path()
+    assert os.stat(ours).st_mode & 0o777 == 0o600
+    assert files_to_unpickle(tag_dir, trust=False) == [model]
+
+    class Engine:  # what weights_only_engine touches of a DeepSpeed engine
+        checkpoint_engine = "original"
+    engine = Engine()
+    with weights_only_engine(engine, [model]):
+        assert engine.checkpoint_engine.load(str(model))["when"] == datetime.timedelta(days=1)
+    with weights_only_engine(engine):
+        with pytest.raises(pickle.UnpicklingError, match=f"{model}: refused by the weights-only loader"):
+            engine.checkpoint_engine.load(str(model))
+    assert engine.checkpoint_engine == "original"
+
+    monkeypatch.setenv(KEY_ENV, str(tmp_path / "someone_else.key"))  # a downloaded checkpoint
+    with pytest.raises(CheckpointError, match=f"{model}: loading it would call datetime.timedelta .* not signed"):
+        files_to_unpickle(tag_dir, trust=False)
+    with pytest.raises(CheckpointError, match="not signed with your key"):
+        resolve_resume("auto", tmp_path)
+    assert files_to_unpickle(tag_dir, trust=True) == [model]  # --trust-checkpoint
+    assert resolve_resume("auto", tmp_path, trust=True) == tag_dir
+
+    monkeypatch.setenv(KEY_ENV, str(ours))  # our key again, but the manifest was edited after signing
+    assert files_to_unpickle(tag_dir, trust=False) == [model]
+    manifest = json.loads((tag_dir / COMPLETE).read_text())
+    manifest["step"] = 3
+    (tag_dir / COMPLETE).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="not signed with your key"):
+        files_to_unpickle(tag_dir, trust=False)

@@ -58,7 +58,7 @@ def test_sigkill_mid_training_and_during_checkpoint_write_then_exact_resume(tmp_
         train_cmd(data, run_dir, 3, "train.resume=auto"), log, run_dir / "HOOK_in_save_6", {HOOK: "in_save:6"}
     )
     half = ckpts / "step00000006"
-    assert any(half.glob("*optim_states.pt")) and (half / "teacher.pt").exists()
+    assert any(half.glob("*optim_states.pt")) and (half / "model.safetensors").exists()
     assert not is_complete(half)
     assert (ckpts / "latest").read_text().strip() == "step00000004"
     assert CheckpointManager(run_dir).latest_tag() == "step00000004"

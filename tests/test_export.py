@@ -53,7 +53,7 @@ def test_export_round_trip_without_pickle(tmp_path):
 
 
 def test_zero_dim_parameters_leave_the_trainer_in_model_shape(tmp_path):
-    """The engine trains 0-dim parameters as (1,) (DeepSpeed 0.19.8); exports and teacher.pt use model shapes."""
+    """The engine trains 0-dim parameters as (1,) (DeepSpeed 0.19.8); exports and checkpoints use model shapes."""
     cfg, student, teacher = _student_and_teacher()
     zero_dim = {n for n, p in student.named_parameters() if p.dim() == 0}
     lifted = lift_zero_dim_params(student)

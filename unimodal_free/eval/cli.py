@@ -3,8 +3,10 @@
     python -m unimodal_free.eval --checkpoint runs/joint --data shards/heldout \\
         [--model teacher|student] [--json results.json] [--logdir tb/eval]
 
-``--checkpoint`` is an exported ``model.safetensors`` or a run directory (the
-latest good checkpoint, any ZeRO stage). The model is rebuilt from the config
+``--checkpoint`` is an exported ``model.safetensors``, a run directory (the
+``model.safetensors`` inside its latest complete checkpoint, any ZeRO stage,
+else its final export) or one checkpoint directory; only safetensors are read,
+never a pickle, so a run directory from anyone is safe to evaluate. The model is rebuilt from the config
 stored with the weights; the tokenizer must be the one it was trained with.
 Prints an aligned table (recalls in percent, chance level in parentheses);
 ``--json`` writes the metrics (fractions) keyed ``{a}_to_{b}`` and, beside it,

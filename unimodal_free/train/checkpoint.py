@@ -5,35 +5,42 @@ Layout under ``run_dir/checkpoints``::
     latest                      tag of the newest complete checkpoint (atomic pointer)
     step00000200/
         mp_rank_00_model_states.pt, *optim_states.pt   DeepSpeed's own files
-        teacher.pt              EMA teacher state_dict (fp32, rank 0)
+        model.safetensors       student + EMA teacher, fp32, config in the metadata (rank 0): what
+                                eval/query/load() read, and where resume takes the teacher from
         rank00000_state.pt ...  per-rank RNG + data position (weights_only-loadable)
         trainer_state.json      step, samples seen, config, tokenizer reference
-        COMPLETE                written last, after every rank finished; lists every file + size
+        COMPLETE                written last, after every rank finished: every file's size and
+                                sha256, HMAC-signed with this user's key (signing.py)
 
 Write order makes a half-written checkpoint invisible: all ranks write their
 files, barrier, then rank 0 writes COMPLETE and swaps ``latest`` atomically
-(tmp + fsync + os.replace). A reader trusts a tag only if COMPLETE is there
-and every file it lists has the listed size.
+(tmp + fsync + os.replace). Finding a tag trusts COMPLETE and the sizes
+(cheap); resuming also checks every sha256 (:func:`verify`), eval the one
+file it reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from unimodal_free.train import dist, testhooks
+from unimodal_free.train import dist, signing, testhooks
+from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, read_export, save_export
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
-TEACHER = "teacher.pt"
+CONSOLIDATED = EXPORT_NAME  # same format as the final export, one per checkpoint
+HASH_CHUNK = 8 << 20
 _TAG = re.compile(r"^step(\d{8,})$")
 
 
@@ -100,29 +107,84 @@ def _torch_save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def is_complete(tag_dir: Path) -> bool:
-    """COMPLETE exists and every file it lists is there with its recorded size."""
-    marker = tag_dir / COMPLETE
+def read_manifest(tag_dir: Path) -> Optional[dict[str, Any]]:
+    """COMPLETE's content, or None if it is missing or unreadable."""
     try:
-        listing = json.loads(marker.read_text())
-        files = listing["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = json.loads((Path(tag_dir) / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+
+
+def _entry(value: Any) -> tuple[Optional[int], Optional[str]]:
+    """(size, sha256) of a manifest entry (older manifests list the size alone)."""
+    if isinstance(value, dict):
+        return value.get("size"), value.get("sha256")
+    return (value if isinstance(value, int) else None), None
+
+
+def is_complete(tag_dir: Path) -> bool:
+    """COMPLETE exists and every file it lists is there with its recorded size (no hashing: cheap)."""
+    manifest = read_manifest(tag_dir)
+    if manifest is None:
         return False
-    for rel, size in files.items():
-        f = tag_dir / rel
-        if not f.is_file() or f.stat().st_size != size:
+    for rel, value in manifest["files"].items():
+        f = Path(tag_dir) / rel
+        if not f.is_file() or f.stat().st_size != _entry(value)[0]:
             return False
     return True
 
 
+def file_sha256(path: Path) -> str:
+    """Streamed: memory stays one chunk whatever the file's size."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(tag_dir: Path, only: Optional[list[str]] = None) -> dict[str, Any]:
+    """Check size and sha256 of every file COMPLETE lists (or of ``only``); returns the manifest.
+
+    Raises CheckpointError naming the first file that is missing, resized or altered.
+    """
+    tag_dir = Path(tag_dir)
+    manifest = read_manifest(tag_dir)
+    if manifest is None:
+        raise CheckpointError(f"{tag_dir / COMPLETE}: missing or unreadable, the checkpoint is incomplete")
+    files = manifest["files"]
+    for rel in only if only is not None else sorted(files):
+        path = tag_dir / rel
+        if rel not in files:
+            raise CheckpointError(f"{path}: not listed in {tag_dir / COMPLETE}")
+        size, digest = _entry(files[rel])
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (listed in {COMPLETE})")
+        if path.stat().st_size != size:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {COMPLETE} lists {size}")
+        if digest is None:
+            raise CheckpointError(f"{path}: {COMPLETE} lists no sha256 (written by an older unimodal_free)")
+        if file_sha256(path) != digest:
+            raise CheckpointError(f"{path}: sha256 differs from {COMPLETE} (the file is corrupt or was altered)")
+    return manifest
+
+
 def mark_complete(tag_dir: Path, step: int) -> None:
-    """Write COMPLETE listing every file of ``tag_dir`` with its size (call after all ranks wrote)."""
+    """Write COMPLETE listing every file of ``tag_dir`` with size and sha256, signed (call after all ranks wrote)."""
     files = {
-        str(p.relative_to(tag_dir)): p.stat().st_size
+        str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(tag_dir.rglob("*"))
         if p.is_file() and not p.name.startswith(".") and p.name != COMPLETE
     }
-    _fsync_write(tag_dir / COMPLETE, json.dumps({"step": step, "files": files}, indent=1) + "\n")
+    manifest: dict[str, Any] = {"step": step, "files": files}
+    signature = signing.sign(manifest)
+    if signature is None:
+        print(f"warning: cannot write the signing key {signing.key_path()}; {tag_dir} is unsigned",
+              file=sys.stderr, flush=True)
+    else:
+        manifest["signature"] = signature
+    _fsync_write(tag_dir / COMPLETE, json.dumps(manifest, indent=1) + "\n")
 
 
 def point_latest(root: Path, tag: str) -> None:
@@ -174,8 +236,11 @@ class CheckpointManager:
         engine.save_checkpoint(str(self.root), tag=tag, client_state={"trainer": asdict(state)}, save_latest=False)
         tag_dir.mkdir(parents=True, exist_ok=True)
         _torch_save_atomic(rank_state, tag_dir / rank_state_name(r))
+        student = gathered_state_dict(engine.module, engine.zero_optimization_stage() == 3, r)  # collective (ZeRO-3)
         if r == 0:
-            _torch_save_atomic({k: v.detach().cpu() for k, v in teacher_state.items()}, tag_dir / TEACHER)
+            # The engine trains 0-dim parameters as (1,) (ds_compat): store the model's shapes, as the teacher has.
+            student = {k: (v.reshape(teacher_state[k].shape) if k in teacher_state else v) for k, v in student.items()}
+            save_export(tag_dir / CONSOLIDATED, student, teacher_state, state.config, state.tokenizer, state.step)
             _fsync_write(tag_dir / TRAINER_STATE, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
         testhooks.hook("in_save", state.step, self.run_dir, r)
         dist.barrier()  # every rank's files are on disk
@@ -218,53 +283,129 @@ class CheckpointManager:
     def read_state(tag_dir: Path) -> TrainerState:
         return TrainerState.from_dict(json.loads((Path(tag_dir) / TRAINER_STATE).read_text()))
 
-    def load(self, engine, tag_dir: Path) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
-        """Collective: restore the engine; return trainer state, teacher state_dict and this rank's state."""
+    def load(self, engine, tag_dir: Path, trust: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
+        """Collective: restore the engine; return trainer state, teacher state_dict and this rank's state.
+
+        Nothing is unpickled in full unless :func:`files_to_unpickle` allows it (signed by this user, or ``trust``).
+        """
+        from unimodal_free.train.safe_load import load_weights_only, weights_only_engine
+
         tag_dir = Path(tag_dir)
         if not is_complete(tag_dir):
             raise CheckpointError(f"{tag_dir}: checkpoint is incomplete (no valid {COMPLETE} marker)")
         state = self.read_state(tag_dir)
-        load_path, _ = engine.load_checkpoint(
-            str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
+        with weights_only_engine(engine, files_to_unpickle(tag_dir, trust)):
+            load_path, _ = engine.load_checkpoint(
+                str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         if load_path is None:
             raise CheckpointError(f"{tag_dir}: DeepSpeed could not load the engine state")
-        teacher_sd = torch.load(tag_dir / TEACHER, map_location="cpu", weights_only=True)
-        rank_state = torch.load(tag_dir / rank_state_name(dist.rank()), map_location="cpu", weights_only=True)
+        teacher_sd = read_export(tag_dir / CONSOLIDATED).teacher
+        rank_state = load_weights_only(tag_dir / rank_state_name(dist.rank()), map_location="cpu")
         return state, teacher_sd, rank_state
 
 
-def resolve_resume(spec: str, run_dir: Path) -> Optional[Path]:
-    """``train.resume`` -> a complete checkpoint dir, or None for a fresh start.
+def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
+    """The pickle files of ``tag_dir`` that need globals beyond the weights-only allow-list.
+
+    Allowed only when the checkpoint's COMPLETE is signed with this user's key (this user's trainer wrote
+    it) or ``trust`` (--trust-checkpoint); otherwise CheckpointError names the file and the global.
+    Scanning reads pickle opcodes only: nothing runs.
+    """
+    from unimodal_free.train.safe_load import unsafe_globals
+
+    tag_dir = Path(tag_dir)
+    needs = {p: unsafe_globals(p) for p in sorted(tag_dir.rglob("*.pt"))}
+    needs = {p: names for p, names in needs.items() if names}
+    if not needs:
+        return []
+    manifest = read_manifest(tag_dir) or {"files": {}}
+    path, names = next(iter(needs.items()))
+    if not (trust or signing.is_signed_by_me(manifest)):
+        raise CheckpointError(
+            f"{path}: loading it would call {', '.join(names[:3])} (outside the weights-only allow-list) and "
+            f"{tag_dir / COMPLETE} is not signed with your key {signing.key_path()}; pass --trust-checkpoint "
+            f"only if you trust where this checkpoint comes from"
+        )
+    unlisted = [p for p in needs if str(p.relative_to(tag_dir)) not in manifest["files"]]
+    if unlisted:
+        raise CheckpointError(f"{unlisted[0]}: not listed in {tag_dir / COMPLETE}; refusing to unpickle it")
+    return list(needs)
+
+
+def _completed_tags(run_dir: Path) -> list[Path]:
+    """Tag dirs that were once finished (COMPLETE present, or named by ``latest``): ``latest``'s first, then newest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    pointer = root / LATEST
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    dirs = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
+    dirs = [p for p in dirs if (p / COMPLETE).exists() or p.name == named]
+    return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)
+
+
+def _announce(message: str) -> None:
+    """Before the process group exists: every rank resolves the same checkpoint, rank 0 says so."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def newest_intact(run_dir: Path, trust: bool = False) -> Optional[Path]:
+    """The newest checkpoint of ``run_dir`` whose every file matches its sha256; None if it never had one.
+
+    A broken newer checkpoint is skipped with a message; if every finished checkpoint is broken,
+    CheckpointError names the newest one's bad file (never a silent fresh start over it).
+    """
+    broken: list[CheckpointError] = []
+    for tag_dir in _completed_tags(run_dir):
+        try:
+            verify(tag_dir)
+        except CheckpointError as exc:
+            broken.append(exc)
+            continue
+        if broken:
+            _announce(f"falling back to {tag_dir}, the newest intact checkpoint; broken: {'; '.join(map(str, broken))}")
+        files_to_unpickle(tag_dir, trust)  # refuse now, in one line, before any process group
+        return tag_dir
+    if broken:
+        raise CheckpointError(f"{broken[0]} (no intact checkpoint in {Path(run_dir) / 'checkpoints'})")
+    return None
+
+
+def resolve_resume(spec: str, run_dir: Path, trust: bool = False) -> Optional[Path]:
+    """``train.resume`` -> a verified checkpoint dir, or None for a fresh start.
 
     ``""``: fresh (refused if the run dir already has checkpoints, so a run is
-    never silently overwritten); ``"auto"``: the run dir's latest good
-    checkpoint or fresh; a path: a run dir (its latest good checkpoint), its
-    ``checkpoints`` dir, or one checkpoint tag dir.
+    never silently overwritten); ``"auto"``: the run dir's newest intact
+    checkpoint, or fresh if it never finished one; a path: a run dir (its newest
+    intact checkpoint), its ``checkpoints`` dir, or one checkpoint tag dir.
+    Every file's sha256 is checked and unsigned files needing more than the
+    weights-only loader are refused (see :func:`files_to_unpickle`).
     Raises CheckpointError with a one-line message.
     """
     run_dir = Path(run_dir)
     if spec == "":
-        existing = CheckpointManager(run_dir).latest_tag()
+        existing = _completed_tags(run_dir)
         if existing:
             raise CheckpointError(
-                f"{run_dir}: already holds checkpoint {existing}; set train.resume=auto to continue "
+                f"{run_dir}: already holds checkpoint {existing[0].name}; set train.resume=auto to continue "
                 f"or choose another train.output_dir"
             )
         return None
     if spec == "auto":
-        tag = CheckpointManager(run_dir).latest_tag()
-        return run_dir / "checkpoints" / tag if tag else None
+        return newest_intact(run_dir, trust)
     path = Path(spec).expanduser()
     if not path.exists():
         raise CheckpointError(f"train.resume: {path} does not exist")
     if step_of(path.name) is not None:
         if not is_complete(path):
             raise CheckpointError(f"train.resume: {path} is an incomplete checkpoint (no valid {COMPLETE})")
+        verify(path)
+        files_to_unpickle(path, trust)
         return path
-    candidates = [path, path.parent] if path.name == "checkpoints" else [path]
-    for run in candidates:
-        tag = CheckpointManager(run).latest_tag()
-        if tag:
-            return run / "checkpoints" / tag
-    raise CheckpointError(f"train.resume: {path} holds no complete checkpoint")
+    run = path.parent if path.name == "checkpoints" else path
+    tag_dir = newest_intact(run, trust)
+    if tag_dir is None:
+        raise CheckpointError(f"train.resume: {path} holds no complete checkpoint")
+    return tag_dir

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set 'data.train=[{\"path\": \"a/{000..009}.tar\", \"weight\": 2}, \"b/*.tar\"]'",
     )
     p.add_argument("--resume", default=None, help="shorthand for --set train.resume=PATH ('auto' = latest good)")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="resume from a checkpoint not signed with your key even if DeepSpeed's files need full unpickling "
+        "(runs code from them: only for checkpoints whose origin you trust; see README 'What is safe to load')",
+    )
     # Set by the deepspeed launcher; the rank is read from the environment.
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -60,6 +66,7 @@ class RunSetup:
     train_sources: list[Source]
     heldout_sources: list[Source]
     resume_dir: Optional[Path]
+    trust_checkpoint: bool = False
 
 
 def load_run_config(args: argparse.Namespace) -> Config:
@@ -85,7 +92,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         if not get_accelerator().is_bf16_supported():
             raise ConfigError(f"train.precision: bf16 is not supported on {get_accelerator().device_name()}; use fp32")
     run_dir = Path(cfg.train.output_dir).expanduser()
-    resume_dir = resolve_resume(cfg.train.resume, run_dir)
+    resume_dir = resolve_resume(cfg.train.resume, run_dir, args.trust_checkpoint)
     state = CheckpointManager.read_state(resume_dir) if resume_dir is not None else None
     if state is not None:
         check_resume_config(state.config, cfg, resume_dir)
@@ -104,7 +111,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
                 f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size} "
                 f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
             )
-    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir)
+    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir, args.trust_checkpoint)
 
 
 def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:

@@ -7,9 +7,9 @@ fp32 gradient clipping without ZeRO multiplies in place with a (1,)-shaped
 coefficient. So before the engine is built, every 0-dim parameter's data is
 reshaped to ``(1,)`` (same storage, same value; the model's arithmetic
 broadcasts identically) in the student and the teacher, and every state
-dict the trainer writes for others (teacher.pt, the export) is put back into
-the model's own shapes with :func:`model_shapes`. With no 0-dim parameters
-in the model all of this is a no-op.
+dict the trainer writes for others (each checkpoint's model.safetensors, the
+export) is put back into the model's own shapes with :func:`model_shapes`.
+With no 0-dim parameters in the model all of this is a no-op.
 """
 
 from __future__ import annotations

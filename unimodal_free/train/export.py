@@ -2,14 +2,16 @@
 
 ``model.safetensors`` holds ``student.<name>`` and ``teacher.<name>`` fp32
 tensors plus metadata ``{"config": json, "tokenizer": json, "step": int}``;
-reading it needs no pickle. :func:`load_weights` also reads a run directory
-or a checkpoint directly (latest good checkpoint, any ZeRO stage), so eval
-works on a run that is still training.
+reading it needs no pickle. The trainer writes one at the end of a run and
+one inside every checkpoint, so :func:`load_weights` reads a run directory or
+a checkpoint (any ZeRO stage, a run still training or stopped mid-run) from
+safetensors alone: it never opens DeepSpeed's pickle files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -47,11 +49,11 @@ def save_export(
     path: str | Path,
     student: dict[str, torch.Tensor],
     teacher: dict[str, torch.Tensor],
-    cfg: Config,
+    cfg: Config | dict,
     tokenizer_ref: dict,
     step: int,
 ) -> Path:
-    """Write the consolidated file atomically (tmp + rename)."""
+    """Write the consolidated file atomically and durably (tmp + fsync + rename); ``cfg`` may be its dict."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -59,12 +61,14 @@ def save_export(
     tensors.update({f"teacher.{k}": v for k, v in _plain(teacher).items()})
     metadata = {
         "format": FORMAT,
-        "config": json.dumps(config_to_dict(cfg), sort_keys=True),
+        "config": json.dumps(cfg if isinstance(cfg, dict) else config_to_dict(cfg), sort_keys=True),
         "tokenizer": json.dumps(tokenizer_ref, sort_keys=True),
         "step": str(step),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     tmp.replace(path)
     return path
 
@@ -75,69 +79,63 @@ def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
     return student, teacher
 
 
-def _load_export(path: Path) -> LoadedWeights:
-    from safetensors import safe_open
+def read_export(path: Path) -> LoadedWeights:
+    """Weights, config and tokenizer reference of one safetensors file (no pickle anywhere)."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"{path}: not a unimodal_free export (metadata format={meta.get('format')!r})")
-    student, teacher = _split(load_file(str(path)))
+    student, teacher = _split(tensors)
     cfg = config_from_dict(json.loads(meta["config"]))
     step = int(meta["step"]) if "step" in meta else None
     return LoadedWeights(cfg, json.loads(meta.get("tokenizer", "{}")), student, teacher, step, str(path))
 
 
-def _student_from_checkpoint(tag_dir: Path) -> dict[str, torch.Tensor]:
-    """The student's fp32 weights from DeepSpeed's files (stage 0/1/2: 'module'; stage 3: zero_to_fp32)."""
-    model_states = tag_dir / "mp_rank_00_model_states.pt"
-    if model_states.is_file():
-        # DeepSpeed's own file of this run: it pickles more than tensors, so weights_only=False here only.
-        states = torch.load(model_states, map_location="cpu", weights_only=False)
-        module = states.get("module")
-        if module:
-            return {k: v for k, v in module.items()}
-    # ZeRO-3 partitions the module states across ranks: consolidate from the partitions.
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
+    """The consolidation inside a checkpoint, after checking its sha256 against COMPLETE."""
+    from unimodal_free.train.checkpoint import CONSOLIDATED, verify
 
-    return dict(get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name))
-
-
-def _load_checkpoint(tag_dir: Path) -> LoadedWeights:
-    from unimodal_free.train.checkpoint import TEACHER, CheckpointManager
-
-    state = CheckpointManager.read_state(tag_dir)
-    cfg = config_from_dict(state.config)
-    teacher = torch.load(tag_dir / TEACHER, map_location="cpu", weights_only=True)
-    student = _plain(_student_from_checkpoint(tag_dir))
-    # The engine stores 0-dim parameters as (1,) (see ds_compat); use the model's shapes, as teacher.pt does.
-    student = {
-        k: (v.reshape(teacher[k].shape) if k in teacher and teacher[k].numel() == v.numel() else v)
-        for k, v in student.items()
-    }
-    return LoadedWeights(cfg, state.tokenizer, student, _plain(teacher), state.step, str(tag_dir))
+    if not (tag_dir / CONSOLIDATED).is_file():
+        raise FileNotFoundError(
+            f"{tag_dir}: holds no {CONSOLIDATED} (written by an older unimodal_free); eval and query read "
+            f"safetensors only, never DeepSpeed's pickle files"
+        )
+    verify(tag_dir, only=[CONSOLIDATED])
+    weights = read_export(tag_dir / CONSOLIDATED)
+    weights.source = str(tag_dir)  # eval reports the checkpoint it evaluated
+    return weights
 
 
 def load_weights(path: str | Path) -> LoadedWeights:
-    """Weights + config + tokenizer reference from an export file, a run dir or a checkpoint dir."""
+    """Weights + config + tokenizer reference from an export file, a run dir or a checkpoint dir.
+
+    A run dir: its latest complete checkpoint's consolidation, else its final export.
+    Reads safetensors only.
+    """
     from unimodal_free.train.checkpoint import CheckpointManager, is_complete, step_of
 
     path = Path(path).expanduser()
     if path.is_file():
-        return _load_export(path)
+        return read_export(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such export file or run directory")
     if step_of(path.name) is not None:
         if not is_complete(path):
             raise ValueError(f"{path}: checkpoint is incomplete (no valid COMPLETE marker)")
-        return _load_checkpoint(path)
+        return _read_checkpoint(path)
     run_dir = path.parent if path.name == "checkpoints" else path
     tag = CheckpointManager(run_dir).latest_tag()
     if tag is not None:
-        return _load_checkpoint(run_dir / "checkpoints" / tag)
+        return _read_checkpoint(run_dir / "checkpoints" / tag)
     if (run_dir / EXPORT_NAME).is_file():
-        return _load_export(run_dir / EXPORT_NAME)
+        return read_export(run_dir / EXPORT_NAME)
     raise FileNotFoundError(f"{path}: holds neither a complete checkpoint nor {EXPORT_NAME}")
 
 

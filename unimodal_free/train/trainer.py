@@ -139,7 +139,7 @@ class Trainer:
             world_size=self.world, tokenizer=setup.tokenizer.reference, config=config_to_dict(cfg)
         )
         if setup.resume_dir is not None:
-            state, teacher_sd, rank_state = ckpt.load(self.engine, setup.resume_dir)
+            state, teacher_sd, rank_state = ckpt.load(self.engine, setup.resume_dir, setup.trust_checkpoint)
             load_into(self.teacher.module, teacher_sd)
             restore_rng(rank_state["rng"], self.generator)
             if rank_state["micro_batches"] != state.micro_batches:
