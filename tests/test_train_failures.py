@@ -77,3 +77,100 @@ def test_collapse_guard_stops_with_its_message(tmp_path_factory):
     assert "representation collapse at step 2: target_std of modality" in text
     assert "objective.min_target_std=1000.0" in text
     assert [s for s, _ in scalars(run_dir, "train/loss")] == [1, 2]
+
+
+# ---------------------------------------------------------------- bad data: no endless loop, no hang
+
+
+def _error_lines(log) -> list[str]:
+    return [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["undecodable_members", "max_text_tokens_0"])
+def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path):
+    """Readable tars whose every sample fails to decode (or decodes to no tokens) used to loop forever."""
+    import time
+
+    from test_hostile_data import undecodable_shards
+
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    source = undecodable_shards(tmp_path / "u") if case == "undecodable_members" else data / "train"
+    extra = [f"data.train={source}", "eval.every=0"]
+    if case == "max_text_tokens_0":
+        extra.append("data.max_text_tokens=0")
+    log = tmp_path / "run.log"
+    t0 = time.monotonic()
+    rc = run(train_cmd(data, tmp_path / "run", 0, *extra, launcher=False), log, timeout=300)
+    took = time.monotonic() - t0
+    assert rc == 2, tail(log)
+    lines = _error_lines(log)
+    assert len(lines) == 1, tail(log)
+    if case == "undecodable_members":
+        assert repr(str(source)) in lines[0] and "no decodable sample in the last 20000 read" in lines[0], lines
+        assert "image: not an image PIL can identify" in lines[0], lines
+    else:  # either the config check (before start) or the reader names it
+        assert "max_text_tokens" in lines[0] or "text: no tokens" in lines[0], lines
+    print(f"{case}: exit 2 after {took:.1f} s (process start to exit)")
+
+
+def tmp_path_factory_base(tmp_path):
+    base = tmp_path.parent / "train_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_data_stops_the_run(tmp_path):
+    """The stop flag used to be read only between steps: a rank skipping samples forever ignored SIGTERM."""
+    import os
+    import signal
+    import time
+
+    from test_hostile_data import undecodable_shards
+    from test_train_launch import start
+
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    source = undecodable_shards(tmp_path / "u")
+    log = tmp_path / "run.log"
+    cmd = train_cmd(data, tmp_path / "run", 0, f"data.train={source}", "eval.every=0",
+                    "data.max_skips_in_row=1000000000", launcher=False)
+    proc = start(cmd, log)
+    try:
+        deadline = time.monotonic() + 300
+        while "skipped" not in log.read_text(errors="replace"):  # the reader is in its skip loop
+            assert proc.poll() is None and time.monotonic() < deadline, tail(log)
+            time.sleep(0.2)
+        time.sleep(2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        print(f"exit {rc} {time.monotonic() - t0:.1f} s after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert rc == 128 + signal.SIGTERM, tail(log)
+    assert "stopped while waiting for data" in log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks,workers", [(1, 2), pytest.param(2, 1, marks=needs_launcher)])
+def test_zero_byte_shard_ends_every_rank_with_exit_2(ranks, workers, tmp_path):
+    """A worker error (one zero-byte shard) used to hang the rank at exit, in multiprocessing's join."""
+    import time
+
+    if ranks == 2:
+        warm_up_deepspeed()
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "z-000000.tar").write_bytes(b"")
+    log = tmp_path / "run.log"
+    cmd = train_cmd(data, tmp_path / "run", 0, f"data.train={tmp_path / 'z'}", f"data.num_workers={workers}",
+                    "eval.every=0", launcher=ranks == 2)
+    t0 = time.monotonic()
+    rc = run(cmd, log, timeout=300)
+    print(f"{ranks} rank(s), {workers} worker(s): exit {rc} after {time.monotonic() - t0:.1f} s")
+    assert rc == 2, tail(log)
+    lines = _error_lines(log)
+    assert lines and all("the last 50 shards read gave no sample" in line and "ReadError" in line for line in lines)

@@ -234,18 +234,20 @@ def sample_rows(
     if train and not data_cfg.split_pairs and len(present) > 1:
         present, pair = [rng.choice(present)], None
 
-    rows: list[Row] = []
-    for modality in present:
+    # Cheapest first (text, image, speech): a sample that fails on its text fails before the
+    # costly decodes, so a source that decodes nothing reaches data.max_skips_in_row quickly.
+    rows: dict[str, list[Row]] = {}
+    for modality in sorted(present, key=("text", "image", "speech").index):
         if modality == "image":
             _, data = _find(sample, IMAGE_EXTS)
             im = decode_image(data, where)
-            rows.append((image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair))
+            rows[modality] = [(image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair)]
         elif modality == "speech":
             _, data = _find(sample, SPEECH_EXTS)
             wave = decode_speech(data, data_cfg.sample_rate, where, data_cfg.max_speech_seconds)
             e = speech_elements(wave, data_cfg.sample_rate, data_cfg.n_mels, data_cfg.frames_per_element,
                                 data_cfg.max_speech_seconds, where)
-            rows.append((e, key, pair))
+            rows[modality] = [(e, key, pair)]
         else:
             captions = meta.get("captions")
             if captions is not None:
@@ -258,7 +260,8 @@ def sample_rows(
                 captions = decode_captions(sample["txt"], where, data_cfg.max_caption_lines)
             if train:
                 captions = [captions[0] if len(captions) == 1 else rng.choice(captions)]
-            for caption in captions:
-                e = text_elements(caption, tokenizer, data_cfg.max_text_tokens, where, data_cfg.max_caption_chars)
-                rows.append((e, key, pair))
-    return rows
+            rows[modality] = [
+                (text_elements(c, tokenizer, data_cfg.max_text_tokens, where, data_cfg.max_caption_chars), key, pair)
+                for c in captions
+            ]
+    return [row for modality in present for row in rows[modality]]  # in MODALITIES order

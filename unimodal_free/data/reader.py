@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import gzip
 import hashlib
 import itertools
 import signal
@@ -136,11 +137,13 @@ def read_shard(url: str, counter: SkipCounter, data_cfg) -> Iterator[dict[str, A
     grouped by consecutive key, as WebDataset does.
 
     Cost per sample is bounded from the tar headers, before any data is read:
-    members of extensions no modality uses are skipped unread, a member over
-    ``data.max_member_bytes`` refuses its sample, and so do a second file of the
-    same extension and a key that an earlier sample of the shard already had.
-    Refused samples are yielded with a ``SKIP`` reason (and no data) for
-    ``_decode`` to count.
+    members of extensions no modality uses are skipped unread; a member over
+    ``data.max_member_bytes`` (of any extension) refuses its sample and ends
+    the shard (stepping over it would still cost its size in reading and
+    decompressing); a second file of the same extension and a key that an
+    earlier sample of the shard already had refuse their sample. Refused
+    samples are yielded with a ``SKIP`` reason (and no data) for ``_decode``
+    to count.
     """
     stream = None
     current: Optional[dict[str, Any]] = None
@@ -148,13 +151,22 @@ def read_shard(url: str, counter: SkipCounter, data_cfg) -> Iterator[dict[str, A
     n = 0
     try:
         stream = open_shard(url, data_cfg.read_timeout_s)
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        fileobj, mode = _uncompressed(stream)
+        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_TAR_BUFSIZE) as tar:
             for info in tar:
                 if not info.isreg():
                     continue
                 key, ext = _split_name(info.name)
+                if info.size > data_cfg.max_member_bytes:
+                    if current is not None and current["__key__"] != key:
+                        yield current
+                    yield {"__key__": key or info.name, "__url__": url,
+                           SKIP: f"{info.name} has {info.size} bytes > data.max_member_bytes="
+                                 f"{data_cfg.max_member_bytes} (rest of the shard not read)"}
+                    current = None
+                    return
                 if key is None or key.rsplit("/", 1)[-1].startswith("__") or ext not in KNOWN_EXTS:
-                    continue  # tarfile steps over the data in bounded blocks
+                    continue  # tarfile steps over the data (at most max_member_bytes) in bounded blocks
                 if current is None or current["__key__"] != key:
                     if current is not None:
                         n += 1
@@ -166,13 +178,9 @@ def read_shard(url: str, counter: SkipCounter, data_cfg) -> Iterator[dict[str, A
                 if SKIP in current:
                     continue
                 if ext in current:
-                    reason = f"duplicate .{ext} file"
-                elif info.size > data_cfg.max_member_bytes:
-                    reason = f"{info.name} has {info.size} bytes > data.max_member_bytes={data_cfg.max_member_bytes}"
+                    current = {"__key__": key, "__url__": url, SKIP: f"duplicate .{ext} file"}  # drops what was read
                 else:
                     current[ext] = tar.extractfile(info).read()
-                    continue
-                current = {"__key__": key, "__url__": url, SKIP: reason}  # drops what was read
             if current is not None:
                 n += 1
                 yield current
@@ -185,6 +193,39 @@ def read_shard(url: str, counter: SkipCounter, data_cfg) -> Iterator[dict[str, A
                 stream.close()
             except Exception:
                 pass  # a pipe's non-zero exit was already reported by the read that failed
+
+
+# Tar reads in 1 MiB blocks: stepping over a skipped member is a few calls per MiB, not thousands.
+_TAR_BUFSIZE = 1 << 20
+
+
+class _Prefixed:
+    """A stream with its first bytes (already read to sniff the format) put back in front."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                out, self.head = self.head + self.stream.read(), b""
+            else:
+                out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.stream.read(n)
+
+
+def _uncompressed(stream) -> tuple[Any, str]:
+    """(readable, tarfile mode). Gzip goes through ``gzip.GzipFile``, which inflates in bounded
+    pieces; tarfile's own stream inflater keeps up to ~1000x its read size in one buffer and
+    copies it on every read (a highly compressed member took minutes to step over)."""
+    head = b""
+    while len(head) < 2 and (chunk := stream.read(2 - len(head))):
+        head += chunk
+    fileobj = _Prefixed(head, stream)
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fileobj, mode="rb"), "r|"
+    return fileobj, "r|*"  # plain tar (or bz2/xz, which tarfile detects itself)
 
 
 def _seed(*parts: Any) -> int:
