@@ -127,7 +127,7 @@ def undecodable_shards(root: Path, n: int = 3) -> Path:
     for s in range(n):
         with wds.TarWriter(str(root / f"u-{s:06d}.tar")) as w:
             for i in range(20):
-                w.write({"__key__": f"u{s}x{i}", "png": b"\x89PNG\r\n\x1a\nnot a png", "txt": b"\xff\xfe"})
+                w.write({"__key__": f"u{s}x{i}", "png": b"\x89PNG\r\n\x1a\nnot a png", "txt": b"a caption"})
     return root
 
 

@@ -10,12 +10,16 @@ Layouts (what real corpora ship as):
   text         text file, folder or glob; one sample per non-empty line
   manifest     JSONL, one object per sample: {"key", "image", "speech", "text": str | {"path"},
                "pair", "split", ...extra metadata}; relative paths resolve against the manifest
+               (any path is followed: use ``--root DIR`` for a manifest you did not write, so
+               paths resolve against DIR and absolute paths, '..' and symlinks out are refused)
 
 One sample = one ``__key__`` (``[A-Za-z0-9_-]``, unique) with ``.jpg/.png/.webp``,
 ``.flac/.wav/.ogg``, ``.txt`` and ``.json`` ({"pair", "split", ...}). Media bytes are
 kept as they are once a full decode succeeds; only formats that shards do not carry
 (BMP, GIF, MP3, AIFF, ...) are re-encoded losslessly (PNG / 16-bit FLAC). An input that
 cannot be used is skipped with one stderr line naming it, and counted in the summary.
+Only regular files are read (not devices or fifos), at most ``--max-input-bytes`` each (caption
+files and text/manifest lines: 1 MiB); audio is validated block by block.
 Exit status: 0 when at least one sample was written, 1 otherwise.
 
 Shard size limits: ``maxcount`` samples and ``maxsize`` bytes of tar file per shard
@@ -125,7 +129,7 @@ class KeyMaker:
 # ----------------------------------------------------------------------- samples
 
 
-def _open_regular(path: Path, limit: int | None, mode: str = "rb", **kw):
+def _open_regular(path: Path, limit: int | None, mode: str = "rb", limit_name: str = "--max-input-bytes", **kw):
     """Open a regular file of at most ``limit`` bytes; anything else (device, fifo, folder, too big) is a Skip."""
     try:
         f = open(path, mode, **kw)
@@ -138,21 +142,21 @@ def _open_regular(path: Path, limit: int | None, mode: str = "rb", **kw):
     if not stat.S_ISREG(st.st_mode):
         reason = "not a regular file"
     elif limit is not None and st.st_size > limit:
-        reason = f"{st.st_size} bytes > the {limit}-byte input limit (--max-input-bytes)"
+        reason = f"{st.st_size} bytes > the {limit}-byte limit ({limit_name})"
     if reason:
         f.close()
         raise Skip(path, reason)
     return f
 
 
-def _read_file(path: Path, limit: int) -> bytes:
-    with _open_regular(path, limit) as f:
+def _read_file(path: Path, limit: int, limit_name: str = "--max-input-bytes") -> bytes:
+    with _open_regular(path, limit, limit_name=limit_name) as f:
         try:
             data = f.read(limit + 1)  # a file that grew since the check still stops at the limit
         except OSError as e:
             raise Skip(path, f"cannot read: {e.strerror or e}") from None
     if len(data) > limit:
-        raise Skip(path, f"more than the {limit}-byte input limit (--max-input-bytes)")
+        raise Skip(path, f"more than the {limit}-byte limit ({limit_name})")
     return data
 
 
@@ -184,7 +188,7 @@ def _text_entry(raw: RawSample) -> str | None:
         return "\n".join(caps) or None
     if isinstance(raw.text, Path):
         try:
-            return decode_text(_read_file(raw.text, MAX_TEXT_BYTES))
+            return decode_text(_read_file(raw.text, MAX_TEXT_BYTES, "caption files"))
         except BadMedia as e:
             raise Skip(raw.text, str(e)) from None
     if isinstance(raw.text, str):
