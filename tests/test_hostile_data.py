@@ -8,7 +8,6 @@ sources are checked directly.
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys

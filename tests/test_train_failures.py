@@ -4,11 +4,15 @@ stop the run after a checkpoint (exit 4); the collapse guard stops with its mess
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import time
 
 import pytest
 import torch
 
-from test_train_launch import needs_launcher, run, scalars, tail, tiny_data, train_cmd, warm_up_deepspeed
+from test_train_launch import leftover_shm, needs_launcher, run, scalars, tail, tiny_data, train_cmd, warm_up_deepspeed
 
 
 @pytest.mark.slow
@@ -83,15 +87,34 @@ def test_collapse_guard_stops_with_its_message(tmp_path_factory):
 
 
 def _error_lines(log) -> list[str]:
-    return [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
+    """Every 'error: ...' line (the progress bar's carriage returns may precede one)."""
+    return re.findall(r"error: [^\r\n]*", log.read_text(errors="replace"))
+
+
+def _run_timed(cmd, log, env=None) -> tuple[int, float, float]:
+    """(exit code, seconds from start, seconds from the first skipped-sample warning) of a run."""
+    from test_train_launch import start
+
+    proc = start(cmd, log, env)
+    t0, first_skip = time.monotonic(), None
+    try:
+        while proc.poll() is None:
+            if first_skip is None and "skipped" in log.read_text(errors="replace"):
+                first_skip = time.monotonic()
+            assert time.monotonic() - t0 < 300, tail(log)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    end = time.monotonic()
+    return proc.returncode, end - t0, end - (first_skip or t0)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["undecodable_members", "max_text_tokens_0"])
 def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path):
     """Readable tars whose every sample fails to decode (or decodes to no tokens) used to loop forever."""
-    import time
-
     from test_hostile_data import undecodable_shards
 
     data = tiny_data(tmp_path_factory_base(tmp_path))
@@ -100,9 +123,7 @@ def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path)
     if case == "max_text_tokens_0":
         extra.append("data.max_text_tokens=0")
     log = tmp_path / "run.log"
-    t0 = time.monotonic()
-    rc = run(train_cmd(data, tmp_path / "run", 0, *extra, launcher=False), log, timeout=300)
-    took = time.monotonic() - t0
+    rc, took, after_skip = _run_timed(train_cmd(data, tmp_path / "run", 0, *extra, launcher=False), log)
     assert rc == 2, tail(log)
     lines = _error_lines(log)
     assert len(lines) == 1, tail(log)
@@ -111,7 +132,7 @@ def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path)
         assert "image: not an image PIL can identify" in lines[0], lines
     else:  # either the config check (before start) or the reader names it
         assert "max_text_tokens" in lines[0] or "text: no tokens" in lines[0], lines
-    print(f"{case}: exit 2 after {took:.1f} s (process start to exit)")
+    print(f"{case}: exit 2 {took:.1f} s after start, {after_skip:.1f} s after the first skip")
 
 
 def tmp_path_factory_base(tmp_path):
@@ -123,10 +144,6 @@ def tmp_path_factory_base(tmp_path):
 @pytest.mark.slow
 def test_sigterm_while_waiting_for_data_stops_the_run(tmp_path):
     """The stop flag used to be read only between steps: a rank skipping samples forever ignored SIGTERM."""
-    import os
-    import signal
-    import time
-
     from test_hostile_data import undecodable_shards
     from test_train_launch import start
 
@@ -158,8 +175,6 @@ def test_sigterm_while_waiting_for_data_stops_the_run(tmp_path):
 @pytest.mark.parametrize("ranks,workers", [(1, 2), pytest.param(2, 1, marks=needs_launcher)])
 def test_zero_byte_shard_ends_every_rank_with_exit_2(ranks, workers, tmp_path):
     """A worker error (one zero-byte shard) used to hang the rank at exit, in multiprocessing's join."""
-    import time
-
     if ranks == 2:
         warm_up_deepspeed()
     data = tiny_data(tmp_path_factory_base(tmp_path))
@@ -168,9 +183,10 @@ def test_zero_byte_shard_ends_every_rank_with_exit_2(ranks, workers, tmp_path):
     log = tmp_path / "run.log"
     cmd = train_cmd(data, tmp_path / "run", 0, f"data.train={tmp_path / 'z'}", f"data.num_workers={workers}",
                     "eval.every=0", launcher=ranks == 2)
-    t0 = time.monotonic()
-    rc = run(cmd, log, timeout=300)
-    print(f"{ranks} rank(s), {workers} worker(s): exit {rc} after {time.monotonic() - t0:.1f} s")
+    rc, took, after_skip = _run_timed(cmd, log)
+    print(f"{ranks} rank(s), {workers} worker(s): exit {rc} {took:.1f} s after start, {after_skip:.1f} s after "
+          "the first skip")
+    assert not leftover_shm(cmd)
     assert rc == 2, tail(log)
     lines = _error_lines(log)
     assert lines and all("the last 50 shards read gave no sample" in line and "ReadError" in line for line in lines)

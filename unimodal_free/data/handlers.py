@@ -94,7 +94,7 @@ class DeltaCounter:
 
 def _reason_kind(reason: str) -> str:
     """A reason without its particulars (numbers, text past the second colon): what skips are grouped by."""
-    return re.sub(r"\d+", "N", " ".join(":".join(reason.split(":")[:2]).split()))[:100]
+    return re.sub(r"(?<![\w.-])\d+", "N", " ".join(":".join(reason.split(":")[:2]).split()))[:100]
 
 
 def describe(exn: BaseException, limit: Optional[int] = 200) -> str:
