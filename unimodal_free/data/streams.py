@@ -54,9 +54,11 @@ class ChildStream:
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (fewer when that is what the child has sent so far); all of it for n < 0."""
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
         if self._eof:
             return b""
-        n = n if n is not None and n > 0 else 1 << 16
         ready, _, _ = select.select([self._fd], [], [], self.timeout_s)
         if not ready:
             raise TimeoutError(f"{self.what}: no data for {self.timeout_s:g} s (data.read_timeout_s)")
