@@ -379,3 +379,58 @@ def test_media_validation():
         open_image(png_claiming(8192, 1))  # within limits, but the pixel data does not match the header
     wav, sr, fmt = read_audio(audio_bytes("OGG", sr=8000))
     assert fmt == "OGG" and sr == 8000 and wav.dtype == np.float32 and wav.ndim == 1
+
+
+# ----------------------------------------------------------------------- hostile inputs
+
+
+def test_writer_refuses_devices_oversized_and_long_lines(tmp_path, capsys):
+    base = tmp_path / "data"
+    write(base / "ok.png", image_bytes("PNG"))
+    big = base / "sparse.wav"
+    with open(big, "wb") as f:  # 3 MB that occupy no disk: read whole, they would cost 3 MB of memory each
+        f.truncate(3_000_000)
+    write(base / "long.txt", "x" * (shards.MAX_TEXT_BYTES + 10))
+    lines = [
+        {"key": "zero", "image": "/dev/zero"},
+        {"key": "sparse", "speech": "sparse.wav"},
+        {"key": "cap", "image": "ok.png", "text": {"path": "long.txt"}},
+        {"key": "fine", "image": "ok.png"},
+    ]
+    man = write(base / "m.jsonl", "\n".join(json.dumps(l) for l in lines) + "\n" + "y" * (shards.MAX_TEXT_BYTES + 5) + "\n")
+    rc, err = run(capsys, "manifest", man, tmp_path / "out", "--max-input-bytes", "1MB")
+    assert rc == 0 and list(read_shards(tmp_path / "out")) == ["fine"]
+    skips = [l for l in err if l.startswith("skip")]
+    assert skips == [
+        "skip /dev/zero: not a regular file",
+        f"skip {big}: 3000000 bytes > the 1000000-byte limit (--max-input-bytes)",
+        f"skip {base / 'long.txt'}: {shards.MAX_TEXT_BYTES + 10} bytes > the {shards.MAX_TEXT_BYTES}-byte limit "
+        "(caption files)",
+        f"skip {man}:5: line longer than {shards.MAX_TEXT_BYTES} characters",
+    ], err
+
+
+def test_manifest_root_confines_inputs(tmp_path, capsys):
+    root = tmp_path / "root"
+    write(root / "in" / "ok.png", image_bytes("PNG"))
+    secret = write(tmp_path / "secret.txt", "private words")
+    (root / "in" / "link.txt").symlink_to(secret)
+    (root / "in" / "inside.txt").symlink_to(root / "in" / "ok.png")  # a symlink that stays inside is fine
+    lines = [
+        {"key": "abs", "text": {"path": str(secret)}},
+        {"key": "dots", "text": {"path": "in/../../secret.txt"}},
+        {"key": "link", "text": {"path": "in/link.txt"}},
+        {"key": "ok", "image": "in/ok.png"},
+    ]
+    man = write(tmp_path / "untrusted.jsonl", "\n".join(json.dumps(l) for l in lines) + "\n")
+    rc, err = run(capsys, "manifest", man, tmp_path / "out", "--root", root)
+    assert rc == 0 and list(read_shards(tmp_path / "out")) == ["ok"]
+    skips = [l for l in err if l.startswith("skip")]
+    assert skips == [
+        f'skip {man}:1: "text": absolute path {str(secret)!r} refused under --root',
+        f'skip {man}:2: "text": ".." in \'in/../../secret.txt\' refused under --root',
+        f'skip {man}:3: "text": \'in/link.txt\' leaves --root {root} through a symlink',
+    ], err
+    # Without --root the same manifest copies the private file into a shard (documented).
+    rc, _ = run(capsys, "manifest", man, tmp_path / "out2")
+    assert rc == 0 and read_shards(tmp_path / "out2")["abs"]["txt"] == b"private words"

@@ -5,12 +5,17 @@ config or a resume that changes a fixed key exits 2 with one line before anythin
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
+import time
 
 import pytest
 import torch
 
-from test_train_launch import ROOT, needs_launcher, run, scalars, tail, tiny_data, train_cmd, warm_up_deepspeed
+from test_train_launch import (ROOT, leftover_shm, needs_launcher, run, scalars, tail, tiny_data, train_cmd,
+                               warm_up_deepspeed)
 
 
 @pytest.mark.slow
@@ -126,3 +131,112 @@ def test_resume_refuses_changed_fixed_keys_in_one_line(tmp_path_factory):
     assert "cannot change on resume: model.d_model: 64 -> 32; data.num_workers: 1 -> 0 (" in lines[0], lines
     assert "max_steps" not in lines[0]  # a key that may change is not named
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+# ---------------------------------------------------------------- bad data: no endless loop, no hang
+
+
+def _error_lines(log) -> list[str]:
+    """Every 'error: ...' line (the progress bar's carriage returns may precede one)."""
+    return re.findall(r"error: [^\r\n]*", log.read_text(errors="replace"))
+
+
+def _run_timed(cmd, log, env=None) -> tuple[int, float, float]:
+    """(exit code, seconds from start, seconds from the first skipped-sample warning) of a run."""
+    from test_train_launch import start
+
+    proc = start(cmd, log, env)
+    t0, first_skip = time.monotonic(), None
+    try:
+        while proc.poll() is None:
+            if first_skip is None and "skipped" in log.read_text(errors="replace"):
+                first_skip = time.monotonic()
+            assert time.monotonic() - t0 < 300, tail(log)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    end = time.monotonic()
+    return proc.returncode, end - t0, end - (first_skip or t0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["undecodable_members", "max_text_tokens_0"])
+def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path):
+    """Readable tars whose every sample fails to decode (or decodes to no tokens) used to loop forever."""
+    from test_hostile_data import undecodable_shards
+
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    source = undecodable_shards(tmp_path / "u") if case == "undecodable_members" else data / "train"
+    extra = [f"data.train={source}", "eval.every=0"]
+    if case == "max_text_tokens_0":
+        extra.append("data.max_text_tokens=0")
+    log = tmp_path / "run.log"
+    rc, took, after_skip = _run_timed(train_cmd(data, tmp_path / "run", 0, *extra, launcher=False), log)
+    assert rc == 2, tail(log)
+    lines = _error_lines(log)
+    assert len(lines) == 1, tail(log)
+    if case == "undecodable_members":
+        assert repr(str(source)) in lines[0] and "no decodable sample in the last 20000 read" in lines[0], lines
+        assert "image: not an image PIL can identify" in lines[0], lines
+    else:  # either the config check (before start) or the reader names it
+        assert "max_text_tokens" in lines[0] or "text: no tokens" in lines[0], lines
+    print(f"{case}: exit 2 {took:.1f} s after start, {after_skip:.1f} s after the first skip")
+
+
+def tmp_path_factory_base(tmp_path):
+    base = tmp_path.parent / "train_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_data_stops_the_run(tmp_path):
+    """The stop flag used to be read only between steps: a rank skipping samples forever ignored SIGTERM."""
+    from test_hostile_data import undecodable_shards
+    from test_train_launch import start
+
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    source = undecodable_shards(tmp_path / "u")
+    log = tmp_path / "run.log"
+    cmd = train_cmd(data, tmp_path / "run", 0, f"data.train={source}", "eval.every=0",
+                    "data.max_skips_in_row=1000000000", launcher=False)
+    proc = start(cmd, log)
+    try:
+        deadline = time.monotonic() + 300
+        while "skipped" not in log.read_text(errors="replace"):  # the reader is in its skip loop
+            assert proc.poll() is None and time.monotonic() < deadline, tail(log)
+            time.sleep(0.2)
+        time.sleep(2)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        print(f"exit {rc} {time.monotonic() - t0:.1f} s after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert rc == 128 + signal.SIGTERM, tail(log)
+    assert "stopped while waiting for data" in log.read_text(errors="replace")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks,workers", [(1, 2), pytest.param(2, 1, marks=needs_launcher)])
+def test_zero_byte_shard_ends_every_rank_with_exit_2(ranks, workers, tmp_path):
+    """A worker error (one zero-byte shard) used to hang the rank at exit, in multiprocessing's join."""
+    if ranks == 2:
+        warm_up_deepspeed()
+    data = tiny_data(tmp_path_factory_base(tmp_path))
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "z-000000.tar").write_bytes(b"")
+    log = tmp_path / "run.log"
+    cmd = train_cmd(data, tmp_path / "run", 0, f"data.train={tmp_path / 'z'}", f"data.num_workers={workers}",
+                    "eval.every=0", launcher=ranks == 2)
+    rc, took, after_skip = _run_timed(cmd, log)
+    print(f"{ranks} rank(s), {workers} worker(s): exit {rc} {took:.1f} s after start, {after_skip:.1f} s after "
+          "the first skip")
+    assert not leftover_shm(cmd)
+    assert rc == 2, tail(log)
+    lines = _error_lines(log)
+    assert lines and all("the last 50 shards read gave no sample" in line and "ReadError" in line for line in lines)

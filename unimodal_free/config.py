@@ -169,6 +169,21 @@ class DataConfig:
     # Element-count bucket boundaries used when batching (per modality); [] = no bucketing.
     bucket_boundaries: list[int] = option(rule=each(positive, increasing=True),
                                           factory=lambda: [16, 32, 64, 128, 256, 512])
+    # Bounded cost per sample (hostile or broken files). A tar member larger than this is
+    # refused unread (counted): 32 MiB holds a 40-megapixel JPEG or 15 min of 16 kHz WAV,
+    # and the shuffle buffer keeps up to shuffle_buffer samples in memory at once.
+    max_member_bytes: int = option(32 << 20, positive)
+    # Captions kept per text member (eval makes one row per caption; COCO has 5-7).
+    max_caption_lines: int = option(16, positive)
+    # Characters of a caption kept before tokenizing: far more than max_text_tokens pieces
+    # span (a sentencepiece piece is at most 16 characters), far less than a 50 MB line.
+    max_caption_chars: int = option(8192, positive)
+    # A source (pipe:/http) that sends no byte for this long is a stalled shard: skipped, counted.
+    read_timeout_s: float = option(60.0, positive)
+    # This many skipped samples in a row with no decodable one between them stop the run
+    # (exit 2, naming sources and reasons): twice the shard writer's default shard, so one
+    # broken shard alone never trips it, while a source that cannot decode anything ends in seconds.
+    max_skips_in_row: int = option(20000, positive)
 
 
 @dataclass

@@ -17,8 +17,10 @@ relative and absolute positions coincide.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import random
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -32,6 +34,10 @@ from unimodal_free.data import media
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SPEECH_EXTS = ("flac", "wav", "ogg")
 TEXT_EXTS = ("txt",)
+# Members the reader reads at all (the rest of a tar, e.g. .cls/.npy extras, is skipped unread).
+KNOWN_EXTS = IMAGE_EXTS + SPEECH_EXTS + TEXT_EXTS + ("json",)
+# Metadata is a few fields; a larger .json is refused before json.loads expands it.
+MAX_META_BYTES = 1 << 20
 # Log-mel analysis: 25 ms Hann window in a 32 ms FFT (512 at 16 kHz), 10 ms hop, no centre padding.
 WINDOW_SECONDS, HOP_SECONDS, N_FFT_SECONDS = 0.025, 0.010, 0.032
 
@@ -89,10 +95,13 @@ def image_elements(im, image_size: int, patch_size: int) -> Elements:
 # ---------------------------------------------------------------- speech
 
 
-def decode_speech(data: bytes, sample_rate: int, key: str = "?") -> torch.Tensor:
-    """Bytes (flac/wav/ogg) -> mono float32 waveform at ``sample_rate``, shape (T,)."""
+def decode_speech(data: bytes, sample_rate: int, key: str = "?", max_seconds: float | None = None) -> torch.Tensor:
+    """Bytes (flac/wav/ogg) -> mono float32 waveform at ``sample_rate``, shape (T,).
+
+    ``max_seconds``: only that much (+ a resampling margin) is decoded and resampled.
+    """
     try:
-        wave, sr, _ = media.read_audio(data)  # (T,) mono
+        wave, sr, _ = media.read_audio(data, max_seconds)  # (T,) mono
     except media.BadMedia as exc:
         raise DecodeError(key, f"speech: {exc}") from None
     return torch.from_numpy(media.resample(wave, sr, sample_rate).copy())  # (T',)
@@ -133,18 +142,29 @@ def speech_elements(
 # ---------------------------------------------------------------- text
 
 
-def decode_captions(data: bytes, key: str = "?") -> list[str]:
-    """UTF-8 bytes -> non-empty stripped lines (one caption per line)."""
+# A line as str.splitlines() sees one, from its first non-space character on; blank lines never match.
+_LINE = re.compile(r"\S[^\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]*")
+
+
+def decode_captions(data: bytes, key: str = "?", max_lines: int | None = None) -> list[str]:
+    """UTF-8 bytes -> non-empty stripped lines (one caption per line), the first ``max_lines`` only.
+
+    Lines are found lazily, so a member of a million lines costs ``max_lines`` strings, not a million.
+    """
     try:
         text = media.decode_text(data)
     except media.BadMedia as exc:
         raise DecodeError(key, f"text: {exc}") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = (m.group().rstrip() for m in _LINE.finditer(text))
+    return list(itertools.islice(lines, max_lines))
 
 
-def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?") -> Elements:
-    """Caption -> token ids (M,) int64, truncated to ``max_tokens``, 1-D absolute coords."""
-    ids = tokenizer.encode(text.strip())[:max_tokens]
+def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?", max_chars: int | None = None) -> Elements:
+    """Caption -> token ids (M,) int64, truncated to ``max_tokens``, 1-D absolute coords.
+
+    ``max_chars`` cuts the caption before tokenizing (a tokenizer's cost grows with its input).
+    """
+    ids = tokenizer.encode(text.strip()[:max_chars].strip())[:max_tokens]
     if not ids:
         raise DecodeError(key, "text: no tokens")
     values = torch.tensor(ids, dtype=torch.long)  # (M,)
@@ -184,6 +204,8 @@ def sample_rows(
     where = f"{url}:{key}" if url else key
     meta: dict[str, Any] = {}
     if "json" in sample:
+        if len(sample["json"]) > MAX_META_BYTES:
+            raise DecodeError(where, f"json: {len(sample['json'])} bytes (limit {MAX_META_BYTES})")
         try:
             meta = json.loads(sample["json"].decode("utf-8"))
         except Exception as exc:
@@ -202,37 +224,44 @@ def sample_rows(
             raise DecodeError(where, f"json declares {declared} but the sample has no {'/'.join(missing)} file")
     if not present:
         raise DecodeError(where, "no image/speech/text file in sample")
-    pair = str(meta["pair"]) if "pair" in meta else (key if len(present) > 1 else None)
+    if "pair" in meta:  # an explicit null is "no partner", not the pair id "None" shared by every such sample
+        pair = None if meta["pair"] is None else str(meta["pair"])
+    else:
+        pair = key if len(present) > 1 else None
 
     if train and rng is None:
         raise ValueError("sample_rows: training needs an rng (caption choice, split_pairs=False)")
     if train and not data_cfg.split_pairs and len(present) > 1:
         present, pair = [rng.choice(present)], None
 
-    rows: list[Row] = []
-    for modality in present:
+    # Cheapest first (text, image, speech): a sample that fails on its text fails before the
+    # costly decodes, so a source that decodes nothing reaches data.max_skips_in_row quickly.
+    rows: dict[str, list[Row]] = {}
+    for modality in sorted(present, key=("text", "image", "speech").index):
         if modality == "image":
             _, data = _find(sample, IMAGE_EXTS)
             im = decode_image(data, where)
-            rows.append((image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair))
+            rows[modality] = [(image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair)]
         elif modality == "speech":
             _, data = _find(sample, SPEECH_EXTS)
-            wave = decode_speech(data, data_cfg.sample_rate, where)
+            wave = decode_speech(data, data_cfg.sample_rate, where, data_cfg.max_speech_seconds)
             e = speech_elements(wave, data_cfg.sample_rate, data_cfg.n_mels, data_cfg.frames_per_element,
                                 data_cfg.max_speech_seconds, where)
-            rows.append((e, key, pair))
+            rows[modality] = [(e, key, pair)]
         else:
             captions = meta.get("captions")
             if captions is not None:
                 if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                     raise DecodeError(where, "json: captions must be a list of strings")
-                captions = [c.strip() for c in captions if c.strip()]
+                captions = [c.strip() for c in captions if c.strip()][: data_cfg.max_caption_lines]
                 if not captions:
                     raise DecodeError(where, "text: empty captions list")
             else:
-                captions = decode_captions(sample["txt"], where)
+                captions = decode_captions(sample["txt"], where, data_cfg.max_caption_lines)
             if train:
                 captions = [captions[0] if len(captions) == 1 else rng.choice(captions)]
-            for caption in captions:
-                rows.append((text_elements(caption, tokenizer, data_cfg.max_text_tokens, where), key, pair))
-    return rows
+            rows[modality] = [
+                (text_elements(c, tokenizer, data_cfg.max_text_tokens, where, data_cfg.max_caption_chars), key, pair)
+                for c in captions
+            ]
+    return [row for modality in present for row in rows[modality]]  # in MODALITIES order

@@ -10,7 +10,9 @@ our own code, KeyboardInterrupt...) are not handled here and still raise.
 
 from __future__ import annotations
 
+import collections
 import logging
+import re
 import time
 from typing import Optional
 
@@ -24,6 +26,10 @@ class SkipCounter:
     line per ``interval_s`` seconds, carrying how many were suppressed. The
     count itself is never rate-limited. ``handler`` has the signature WebDataset
     expects for ``handler=`` (return True = continue).
+
+    ``in_row`` counts the skips since the last decoded sample (:meth:`decoded`)
+    and ``reasons`` what they were, so a source that decodes nothing can be
+    stopped with one line that says why.
     """
 
     def __init__(self, where: str = "reader", first_lines: int = 10, interval_s: float = 30.0):
@@ -33,10 +39,14 @@ class SkipCounter:
         self.interval_s = interval_s
         self._last_log = float("-inf")
         self._suppressed = 0
+        self.in_row = 0
+        self.reasons: collections.Counter[str] = collections.Counter()
 
     def skip(self, what: str, reason: str, n: int = 1) -> None:
         """Record ``n`` skipped samples at ``what`` (shard URL and/or key) for ``reason``."""
         self.count += n
+        self.in_row += n
+        self.reasons[_reason_kind(reason)] += n
         now = time.monotonic()
         if self.count <= self.first_lines or now - self._last_log >= self.interval_s:
             extra = f" (+{self._suppressed} more since last warning)" if self._suppressed else ""
@@ -45,6 +55,20 @@ class SkipCounter:
             self._suppressed = 0
         else:
             self._suppressed += 1
+
+    def decoded(self) -> None:
+        """A sample decoded: the run of skips (if any) is over."""
+        if self.in_row:
+            self.in_row = 0
+            self.reasons.clear()
+
+    def reasons_line(self, top: int = 3) -> str:
+        """'skip reasons: 9990 x text: no tokens, 10 x image: ...' for the skips since the last decoded sample."""
+        if not self.reasons:
+            return "no sample was skipped"
+        parts = [f"{n} x {kind}" for kind, n in self.reasons.most_common(top)]
+        rest = sum(self.reasons.values()) - sum(n for _, n in self.reasons.most_common(top))
+        return "skip reasons: " + ", ".join(parts) + (f", {rest} other" if rest else "")
 
     def handler(self, exn: BaseException) -> bool:
         """WebDataset ``handler=``: count the error and continue (no sleep, no reraise)."""
@@ -66,6 +90,11 @@ class DeltaCounter:
         now = self.counter.count
         delta, self._seen = now - self._seen, now
         return delta
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its particulars (numbers, text past the second colon): what skips are grouped by."""
+    return re.sub(r"(?<![\w.-])\d+", "N", " ".join(":".join(reason.split(":")[:2]).split()))[:100]
 
 
 def describe(exn: BaseException, limit: Optional[int] = 200) -> str:

@@ -102,29 +102,80 @@ def decode_image_rgb(data: bytes) -> Image.Image:
     return to_rgb(open_image(data))
 
 
-def read_audio(data: bytes) -> tuple[np.ndarray, int, str]:
-    """Encoded audio -> (mono float32 waveform (T,), sample rate, libsndfile format name)."""
+# Decoded-audio guards: a few hundred bytes of FLAC header can claim any of these.
+MAX_SAMPLE_RATE = 384_000  # the highest rate real recorders use
+MAX_CHANNELS = 32
+# Extra input decoded past a cut so the resampler's sinc kernel (a few ms) sees real
+# samples, not zero padding, up to the cut: the cut clip's features equal the whole clip's.
+RESAMPLE_MARGIN_SECONDS = 0.05
+# Frames per block when a whole file is only validated (the shard writer): bounds memory.
+VALIDATE_BLOCK_FRAMES = 1 << 16
+
+
+def _open_audio(data: bytes) -> sf.SoundFile:
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            fmt, sr = f.format, f.samplerate
-            wav = f.read(dtype="float32", always_2d=True)  # (T, channels)
+        f = sf.SoundFile(io.BytesIO(data))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise BadMedia(f"cannot decode audio: {type(e).__name__}: {e}") from None
-    if wav.shape[0] == 0:
-        raise BadMedia("audio has no samples")
-    if sr < 1000:
-        raise BadMedia(f"audio sample rate {sr} Hz is implausible")
+    if f.samplerate < 1000 or f.samplerate > MAX_SAMPLE_RATE:
+        f.close()
+        raise BadMedia(f"audio sample rate {f.samplerate} Hz is implausible")
+    if not 1 <= f.channels <= MAX_CHANNELS:
+        f.close()
+        raise BadMedia(f"audio has {f.channels} channels (limit {MAX_CHANNELS})")
+    return f
+
+
+def _mono(wav: np.ndarray) -> np.ndarray:
+    """(T, channels) -> (T,) mono, refusing NaN/Inf."""
     mono = wav.mean(axis=1)  # (T,)
     if not np.isfinite(mono).all():
         raise BadMedia("audio contains NaN or Inf samples")
-    return mono, sr, fmt
+    return mono
 
 
-def audio_to_flac_bytes(wav: np.ndarray, sr: int) -> bytes:
-    """Lossless 16-bit FLAC for decodable audio formats that shards do not carry (MP3, AIFF, ...)."""
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(wav, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
-    return buf.getvalue()
+def read_audio(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int, str]:
+    """Encoded audio -> (mono float32 waveform (T,), sample rate, libsndfile format name).
+
+    ``max_seconds``: decode only the first ``max_seconds`` (+ a resampling margin);
+    a few hundred KB of FLAC silence can hold hours, gigabytes once decoded.
+    """
+    with _open_audio(data) as f:
+        fmt, sr = f.format, f.samplerate
+        frames = -1 if max_seconds is None else int((max_seconds + RESAMPLE_MARGIN_SECONDS) * sr)
+        try:
+            wav = f.read(frames=frames, dtype="float32", always_2d=True)  # (T, channels)
+        except Exception as e:
+            raise BadMedia(f"cannot decode audio: {type(e).__name__}: {e}") from None
+    if wav.shape[0] == 0:
+        raise BadMedia("audio has no samples")
+    return _mono(wav), sr, fmt
+
+
+def check_audio(data: bytes) -> tuple[int, str]:
+    """Decode a whole clip block by block (memory bounded whatever its length): (sample rate, format)."""
+    with _open_audio(data) as f:
+        fmt, sr, frames = f.format, f.samplerate, 0
+        try:
+            for block in f.blocks(VALIDATE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (t, channels)
+                _mono(block)
+                frames += block.shape[0]
+        except BadMedia:
+            raise
+        except Exception as e:
+            raise BadMedia(f"cannot decode audio: {type(e).__name__}: {e}") from None
+    if frames == 0:
+        raise BadMedia("audio has no samples")
+    return sr, fmt
+
+
+def audio_to_flac(data: bytes) -> bytes:
+    """Lossless 16-bit FLAC of decodable audio that shards do not carry (MP3, AIFF, ...), block by block."""
+    out = io.BytesIO()
+    with _open_audio(data) as f, sf.SoundFile(out, "w", f.samplerate, 1, format="FLAC", subtype="PCM_16") as w:
+        for block in f.blocks(VALIDATE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (t, channels)
+            w.write(np.clip(_mono(block), -1.0, 1.0))
+    return out.getvalue()
 
 
 @functools.lru_cache(maxsize=16)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import glob
+import gzip
 import hashlib
 import itertools
 import signal
@@ -43,14 +44,15 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, NamedTuple, Optional
 
 import torch
 
 from unimodal_free.batch import Batch, collate_elements
 from unimodal_free.config import Config, Source
-from unimodal_free.data.elements import DecodeError, Row, sample_rows
+from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, Row, sample_rows
 from unimodal_free.data.handlers import DeltaCounter, SkipCounter, describe
+from unimodal_free.data.streams import open_shard
 
 # Batches per reseeded segment of a training stream: resume decodes at most this many batches.
 SEGMENT_BATCHES = 200
@@ -59,6 +61,8 @@ POOL_BATCHES = 4
 # A resampled source whose last this-many shards gave no sample is broken, not unlucky.
 MAX_EMPTY_SHARDS = 50
 SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
+# A raw sample the reader refuses carries this key (value: the reason); _decode counts it.
+SKIP = "__skip__"
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -123,37 +127,60 @@ def _split_name(name: str) -> tuple[Optional[str], Optional[str]]:
     return (base[0] + "/" + stem if len(base) == 2 else stem), ext.lower()
 
 
-def read_shard(url: str, counter: SkipCounter) -> Iterator[dict[str, Any]]:
+def read_shard(url: str, counter: SkipCounter, data_cfg) -> Iterator[dict[str, Any]]:
     """Stream the samples of one tar shard (local path, pipe:, http...).
 
-    A shard that cannot be opened, or breaks mid-stream (truncated download,
-    corrupt tar), counts as one skipped sample: the sample being assembled when
-    it broke is dropped (it may be incomplete) and reading moves to the next
-    shard. Files in a sample are grouped by consecutive key, as WebDataset does.
-    """
-    from webdataset.gopen import gopen
+    A shard that cannot be opened, stalls for ``data.read_timeout_s``, or
+    breaks mid-stream (truncated download, corrupt tar), counts as one skipped
+    sample: the sample being assembled when it broke is dropped (it may be
+    incomplete) and reading moves to the next shard. Files in a sample are
+    grouped by consecutive key, as WebDataset does.
 
+    Cost per sample is bounded from the tar headers, before any data is read:
+    members of extensions no modality uses are skipped unread; a member over
+    ``data.max_member_bytes`` (of any extension) refuses its sample and ends
+    the shard (stepping over it would still cost its size in reading and
+    decompressing); a second file of the same extension and a key that an
+    earlier sample of the shard already had refuse their sample. Refused
+    samples are yielded with a ``SKIP`` reason (and no data) for ``_decode``
+    to count.
+    """
     stream = None
     current: Optional[dict[str, Any]] = None
+    seen: set[str] = set()
     n = 0
     try:
-        stream = gopen(url, "rb")
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        stream = open_shard(url, data_cfg.read_timeout_s)
+        fileobj, mode = _uncompressed(stream)
+        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_TAR_BUFSIZE) as tar:
             for info in tar:
                 if not info.isreg():
                     continue
                 key, ext = _split_name(info.name)
-                if key is None or key.rsplit("/", 1)[-1].startswith("__"):
-                    continue
-                data = tar.extractfile(info).read()
+                if info.size > data_cfg.max_member_bytes:
+                    if current is not None and current["__key__"] != key:
+                        yield current
+                    yield {"__key__": key or info.name, "__url__": url,
+                           SKIP: f"{info.name} has {info.size} bytes > data.max_member_bytes="
+                                 f"{data_cfg.max_member_bytes} (rest of the shard not read)"}
+                    current = None
+                    return
+                if key is None or key.rsplit("/", 1)[-1].startswith("__") or ext not in KNOWN_EXTS:
+                    continue  # tarfile steps over the data (at most max_member_bytes) in bounded blocks
                 if current is None or current["__key__"] != key:
                     if current is not None:
                         n += 1
                         yield current
                     current = {"__key__": key, "__url__": url}
+                    if key in seen:
+                        current[SKIP] = "duplicate key (an earlier sample of this shard has it)"
+                    seen.add(key)
+                if SKIP in current:
+                    continue
                 if ext in current:
-                    current["__duplicate__"] = ext
-                current[ext] = data
+                    current = {"__key__": key, "__url__": url, SKIP: f"duplicate .{ext} file"}  # drops what was read
+                else:
+                    current[ext] = tar.extractfile(info).read()
             if current is not None:
                 n += 1
                 yield current
@@ -166,6 +193,39 @@ def read_shard(url: str, counter: SkipCounter) -> Iterator[dict[str, Any]]:
                 stream.close()
             except Exception:
                 pass  # a pipe's non-zero exit was already reported by the read that failed
+
+
+# Tar reads in 1 MiB blocks: stepping over a skipped member is a few calls per MiB, not thousands.
+_TAR_BUFSIZE = 1 << 20
+
+
+class _Prefixed:
+    """A stream with its first bytes (already read to sniff the format) put back in front."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                out, self.head = self.head + self.stream.read(), b""
+            else:
+                out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.stream.read(n)
+
+
+def _uncompressed(stream) -> tuple[Any, str]:
+    """(readable, tarfile mode). Gzip goes through ``gzip.GzipFile``, which inflates in bounded
+    pieces; tarfile's own stream inflater keeps up to ~1000x its read size in one buffer and
+    copies it on every read (a highly compressed member took minutes to step over)."""
+    head = b""
+    while len(head) < 2 and (chunk := stream.read(2 - len(head))):
+        head += chunk
+    fileobj = _Prefixed(head, stream)
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fileobj, mode="rb"), "r|"
+    return fileobj, "r|*"  # plain tar (or bz2/xz, which tarfile detects itself)
 
 
 def _seed(*parts: Any) -> int:
@@ -194,23 +254,30 @@ def _shuffle(samples: Iterable[Any], bufsize: int, rng: random.Random, initial: 
     yield from buf
 
 
-def _resampled_samples(urls: list[str], rng: random.Random, counter: SkipCounter, name: str) -> Iterator[dict]:
+class NoDecodableSample(RuntimeError):
+    """A training source yields nothing usable: broken, not unlucky. One line, raised in the reader."""
+
+
+def _resampled_samples(urls: list[str], rng: random.Random, counter: SkipCounter, name: str,
+                       data_cfg) -> Iterator[dict]:
     """Endless samples from shards drawn with replacement (every rank does the same number of steps)."""
     empty = 0
     while True:
         url = urls[rng.randrange(len(urls))]
         got = False
-        for sample in read_shard(url, counter):
+        for sample in read_shard(url, counter, data_cfg):
             got = True
             yield sample
         empty = 0 if got else empty + 1
         if empty >= MAX_EMPTY_SHARDS:
-            raise RuntimeError(f"data source {name!r}: the last {empty} shards read gave no sample (see warnings)")
+            raise NoDecodableSample(
+                f"data source {name!r}: the last {empty} shards read gave no sample ({counter.reasons_line()})"
+            )
 
 
-def _single_pass_samples(urls: list[str], counter: SkipCounter) -> Iterator[dict]:
+def _single_pass_samples(urls: list[str], counter: SkipCounter, data_cfg) -> Iterator[dict]:
     for url in urls:
-        yield from read_shard(url, counter)
+        yield from read_shard(url, counter, data_cfg)
 
 
 def _mix(streams: list[Iterator[dict]], weights: list[float], rng: random.Random) -> Iterator[dict]:
@@ -240,16 +307,30 @@ def split_shards(urls: list[str], rank: int, world_size: int, worker: int, num_w
 
 
 def _decode(samples: Iterable[dict], cfg: Config, tokenizer, train: bool, rng: Optional[random.Random],
-            counter: SkipCounter) -> Iterator[list[Row]]:
-    """Raw samples -> list of rows per sample (a *unit*: a pair's rows stay together); bad ones counted."""
+            counter: SkipCounter, max_in_row: Optional[int] = None) -> Iterator[list[Row]]:
+    """Raw samples -> list of rows per sample (a *unit*: a pair's rows stay together); bad ones counted.
+
+    ``max_in_row``: that many skips without a decodable sample between them raise
+    :class:`NoDecodableSample` (training: the stream is endless, so a source that
+    decodes nothing would otherwise loop forever).
+    """
     for sample in samples:
-        if "__duplicate__" in sample:
-            counter.skip(f"{sample['__url__']}:{sample['__key__']}", f"duplicate .{sample['__duplicate__']} file")
-            continue
-        try:
-            yield sample_rows(sample, cfg.data, tokenizer, train=train, rng=rng)
-        except DecodeError as exc:
-            counter.skip(exc.key, exc.reason)
+        if SKIP in sample:
+            counter.skip(f"{sample['__url__']}:{sample['__key__']}", sample[SKIP])
+        else:
+            try:
+                rows = sample_rows(sample, cfg.data, tokenizer, train=train, rng=rng)
+            except DecodeError as exc:
+                counter.skip(exc.key, exc.reason)
+            else:
+                counter.decoded()
+                yield rows
+                continue
+        if max_in_row is not None and counter.in_row >= max_in_row:
+            raise NoDecodableSample(
+                f"no decodable sample in the last {counter.in_row} read (data.max_skips_in_row={max_in_row}; "
+                f"{counter.reasons_line()})"
+            )
 
 
 @dataclass
@@ -372,17 +453,22 @@ class _TrainStream(torch.utils.data.IterableDataset):
         worker = (self.start_batch + j) % self.num_workers
         local_start = (self.start_batch + j) // self.num_workers
         counter = SkipCounter(f"rank {self.rank} worker {worker}")
-        if self.resampled:
-            yield from self._resampled(worker, local_start, counter)
-        else:
-            yield from itertools.islice(self._single_pass(worker, counter), local_start, None)
+        try:
+            if self.resampled:
+                yield from self._resampled(worker, local_start, counter)
+            else:
+                yield from itertools.islice(self._single_pass(worker, counter), local_start, None)
+        except NoDecodableSample as exc:  # handed over as an item: a worker's exception would carry its traceback
+            names = ", ".join(repr(name) for name, _, _ in self.shard_lists)
+            yield SourceFailure(f"training sources {names} ({counter.where}): {exc}")
 
     def _pipeline(self, streams: list[Iterator[dict]], rng_for, counter: SkipCounter) -> Iterator[Batch]:
         cfg = self.cfg
         weights = [w for _, _, w in self.shard_lists]
         shuffled = [_shuffle(s, cfg.data.shuffle_buffer, rng_for("shuffle", i)) for i, s in enumerate(streams)]
         mixed = _mix(shuffled, weights, rng_for("mix"))
-        units = _decode(mixed, cfg, self.tokenizer, train=True, rng=rng_for("decode"), counter=counter)
+        units = _decode(mixed, cfg, self.tokenizer, train=True, rng=rng_for("decode"), counter=counter,
+                        max_in_row=cfg.data.max_skips_in_row)
         bucketer = Bucketer(cfg.data.bucket_boundaries, cfg.train.micro_batch_size)
         return _batches(units, bucketer, POOL_BATCHES * cfg.train.micro_batch_size, counter)
 
@@ -393,7 +479,7 @@ class _TrainStream(torch.utils.data.IterableDataset):
             def rng_for(*purpose, _segment=segment):
                 return random.Random(_seed(seed, self.rank, worker, _segment, *purpose))
 
-            streams = [_resampled_samples(urls, rng_for("shards", i), counter, name)
+            streams = [_resampled_samples(urls, rng_for("shards", i), counter, name, self.cfg.data)
                        for i, (name, urls, _) in enumerate(self.shard_lists)]
             batches = self._pipeline(streams, rng_for, counter)
             try:
@@ -412,8 +498,61 @@ class _TrainStream(torch.utils.data.IterableDataset):
         for i, (name, urls, _) in enumerate(self.shard_lists):
             mine = split_shards(urls, self.rank, self.world_size, worker, self.num_workers, name)
             rng_for("shards", i).shuffle(mine)
-            streams.append(_single_pass_samples(mine, counter))
+            streams.append(_single_pass_samples(mine, counter, self.cfg.data))
         return self._pipeline(streams, rng_for, counter)
+
+
+class SourceFailure(NamedTuple):
+    """What a worker yields instead of a batch when its sources cannot go on (see TrainBatches)."""
+
+    message: str
+
+
+class DataSourceError(RuntimeError):
+    """The training sources cannot produce batches; the message is one line naming them and why."""
+
+
+class TrainBatches:
+    """This rank's training batches, and the one place that stops its DataLoader workers.
+
+    ``next()`` raises :class:`DataSourceError` (one line) when a worker reports
+    a :class:`SourceFailure`. ``close()`` must run before the process exits
+    (the trainer does it in ``finally``): workers ignore SIGTERM (see
+    ``_ignore_stop_signals``), so multiprocessing's exit-time terminate + join
+    would wait on them forever; here they get the done event, a few seconds,
+    and then SIGKILL (their pipe/curl children die with them, see streams.py).
+    """
+
+    def __init__(self, dataset: torch.utils.data.IterableDataset, num_workers: int):
+        if num_workers == 0:
+            self._it: Iterator = iter(dataset)
+        else:
+            self._it = iter(torch.utils.data.DataLoader(
+                dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity,
+                prefetch_factor=4, worker_init_fn=_ignore_stop_signals,
+            ))
+
+    def __iter__(self) -> "TrainBatches":
+        return self
+
+    def __next__(self) -> Batch:
+        item = next(self._it)
+        if isinstance(item, SourceFailure):
+            self.close()
+            raise DataSourceError(item.message)
+        return item
+
+    def close(self) -> None:
+        it, self._it = self._it, iter(())
+        workers = list(getattr(it, "_workers", []))
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()  # done event, then join with a timeout; its SIGTERM is ignored by ours
+        elif hasattr(it, "close"):
+            it.close()  # in-process generator: closes open shards and their child processes
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+            w.join()
 
 
 def _identity(x):
@@ -433,7 +572,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 def make_train_loader(cfg: Config, tokenizer, rank: int, world_size: int, start_batch: int = 0, *,
                       resampled: bool = True, epoch: int = 0,
-                      segment_batches: int = SEGMENT_BATCHES) -> Iterator[Batch]:
+                      segment_batches: int = SEGMENT_BATCHES) -> TrainBatches:
     """This rank's training batches, ``cfg.train.micro_batch_size`` rows each.
 
     ``resampled=True`` (training): infinite, deterministic given
@@ -452,13 +591,7 @@ def make_train_loader(cfg: Config, tokenizer, rank: int, world_size: int, start_
             split_shards(urls, rank, world_size, 0, max(1, cfg.data.num_workers), name)
     dataset = _TrainStream(cfg, tokenizer, rank, world_size, start_batch, shard_lists, resampled,
                            segment_batches, epoch)
-    if cfg.data.num_workers == 0:
-        return iter(dataset)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=cfg.data.num_workers, collate_fn=_identity,
-        prefetch_factor=4, worker_init_fn=_ignore_stop_signals,
-    )
-    return iter(loader)
+    return TrainBatches(dataset, cfg.data.num_workers)
 
 
 # ---------------------------------------------------------------- eval
@@ -479,7 +612,7 @@ class EvalLoader:
         return self.counter.count
 
     def __iter__(self) -> Iterator[Batch]:
-        samples = _single_pass_samples(self.urls, self.counter)
+        samples = _single_pass_samples(self.urls, self.counter, self.cfg.data)
         mine = itertools.islice(samples, self.rank, None, self.world_size)  # raw sample i -> rank i % world
         units = _decode(mine, self.cfg, self.tokenizer, train=False, rng=None, counter=self.counter)
         delta = DeltaCounter(self.counter)

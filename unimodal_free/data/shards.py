@@ -10,12 +10,16 @@ Layouts (what real corpora ship as):
   text         text file, folder or glob; one sample per non-empty line
   manifest     JSONL, one object per sample: {"key", "image", "speech", "text": str | {"path"},
                "pair", "split", ...extra metadata}; relative paths resolve against the manifest
+               (any path is followed: use ``--root DIR`` for a manifest you did not write, so
+               paths resolve against DIR and absolute paths, '..' and symlinks out are refused)
 
 One sample = one ``__key__`` (``[A-Za-z0-9_-]``, unique) with ``.jpg/.png/.webp``,
 ``.flac/.wav/.ogg``, ``.txt`` and ``.json`` ({"pair", "split", ...}). Media bytes are
 kept as they are once a full decode succeeds; only formats that shards do not carry
 (BMP, GIF, MP3, AIFF, ...) are re-encoded losslessly (PNG / 16-bit FLAC). An input that
 cannot be used is skipped with one stderr line naming it, and counted in the summary.
+Only regular files are read (not devices or fifos), at most ``--max-input-bytes`` each (caption
+files and text/manifest lines: 1 MiB); audio is validated block by block.
 Exit status: 0 when at least one sample was written, 1 otherwise.
 
 Shard size limits: ``maxcount`` samples and ``maxsize`` bytes of tar file per shard
@@ -34,6 +38,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -44,11 +49,11 @@ from webdataset import TarWriter
 
 from unimodal_free.data.media import (
     BadMedia,
-    audio_to_flac_bytes,
+    audio_to_flac,
+    check_audio,
     decode_text,
     image_extension,
     open_image,
-    read_audio,
     to_png_bytes,
     SPEECH_FORMATS,
 )
@@ -61,6 +66,11 @@ SPEECH_SUFFIXES = (".flac", ".wav", ".ogg")
 MAX_KEY_LEN = 80
 # Fixed member mtime: the same inputs give byte-identical shards.
 TAR_MTIME = 0
+# Largest input file read into memory (--max-input-bytes): a 40-megapixel uncompressed image,
+# hours of 16 kHz WAV; a 3 GB sparse file or a device is refused before it is read.
+MAX_INPUT_BYTES = 256 << 20
+# A caption file or one line of a text corpus / manifest: text, not a corpus in one sample.
+MAX_TEXT_BYTES = 1 << 20
 
 _BLOCK = 512
 _RECORD = 512 * 20  # tarfile pads the archive to a multiple of this
@@ -121,17 +131,39 @@ class KeyMaker:
 # ----------------------------------------------------------------------- samples
 
 
-def _read_file(path: Path) -> bytes:
+def _open_regular(path: Path, limit: int | None, mode: str = "rb", limit_name: str = "--max-input-bytes", **kw):
+    """Open a regular file of at most ``limit`` bytes; anything else (device, fifo, folder, too big) is a Skip."""
     try:
-        return path.read_bytes()
+        f = open(path, mode, **kw)
     except FileNotFoundError:
         raise Skip(path, "missing file") from None
     except OSError as e:
         raise Skip(path, f"cannot read: {e.strerror or e}") from None
+    st = os.fstat(f.fileno())  # of what was opened, not of a name that may change under us
+    reason = None
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+    elif limit is not None and st.st_size > limit:
+        reason = f"{st.st_size} bytes > the {limit}-byte limit ({limit_name})"
+    if reason:
+        f.close()
+        raise Skip(path, reason)
+    return f
 
 
-def _image_entry(path: Path) -> tuple[str, bytes]:
-    data = _read_file(path)
+def _read_file(path: Path, limit: int, limit_name: str = "--max-input-bytes") -> bytes:
+    with _open_regular(path, limit, limit_name=limit_name) as f:
+        try:
+            data = f.read(limit + 1)  # a file that grew since the check still stops at the limit
+        except OSError as e:
+            raise Skip(path, f"cannot read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise Skip(path, f"more than the {limit}-byte limit ({limit_name})")
+    return data
+
+
+def _image_entry(path: Path, limit: int) -> tuple[str, bytes]:
+    data = _read_file(path, limit)
     try:
         img = open_image(data)
     except BadMedia as e:
@@ -140,14 +172,14 @@ def _image_entry(path: Path) -> tuple[str, bytes]:
     return (ext, data) if ext else ("png", to_png_bytes(img))
 
 
-def _speech_entry(path: Path) -> tuple[str, bytes]:
-    data = _read_file(path)
+def _speech_entry(path: Path, limit: int) -> tuple[str, bytes]:
+    data = _read_file(path, limit)
     try:
-        wav, sr, fmt = read_audio(data)
+        _, fmt = check_audio(data)  # decoded block by block: hours of audio in a small file stay cheap
+        ext = SPEECH_FORMATS.get(fmt)
+        return (ext, data) if ext else ("flac", audio_to_flac(data))
     except BadMedia as e:
         raise Skip(path, str(e)) from None
-    ext = SPEECH_FORMATS.get(fmt)
-    return (ext, data) if ext else ("flac", audio_to_flac_bytes(wav, sr))
 
 
 def _text_entry(raw: RawSample) -> str | None:
@@ -158,7 +190,7 @@ def _text_entry(raw: RawSample) -> str | None:
         return "\n".join(caps) or None
     if isinstance(raw.text, Path):
         try:
-            return decode_text(_read_file(raw.text))
+            return decode_text(_read_file(raw.text, MAX_TEXT_BYTES, "caption files"))
         except BadMedia as e:
             raise Skip(raw.text, str(e)) from None
     if isinstance(raw.text, str):
@@ -169,14 +201,14 @@ def _text_entry(raw: RawSample) -> str | None:
     return None
 
 
-def build_sample(raw: RawSample, key: str, default_split: str) -> dict:
+def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: int = MAX_INPUT_BYTES) -> dict:
     """Read and validate a raw sample -> a WebDataset sample dict (bytes values). Raises Skip."""
     sample: dict = {"__key__": key}
     if raw.image is not None:
-        ext, data = _image_entry(raw.image)
+        ext, data = _image_entry(raw.image, max_input_bytes)
         sample[ext] = data
     if raw.speech is not None:
-        ext, data = _speech_entry(raw.speech)
+        ext, data = _speech_entry(raw.speech, max_input_bytes)
         sample[ext] = data
     text = _text_entry(raw)
     if text is not None:
@@ -289,7 +321,8 @@ class WriteReport:
 
 
 def write_shards(samples: Iterable[Union[RawSample, Skip]], out_dir: Union[str, Path], maxcount: int = 10000,
-                 maxsize: int = 10**9, split: str = "train", log=None, progress: bool | None = None) -> WriteReport:
+                 maxsize: int = 10**9, split: str = "train", log=None, progress: bool | None = None,
+                 max_input_bytes: int = MAX_INPUT_BYTES) -> WriteReport:
     """Validate and write raw samples; skips are reported one line each on ``log`` (stderr)."""
     from tqdm import tqdm
 
@@ -303,7 +336,7 @@ def write_shards(samples: Iterable[Union[RawSample, Skip]], out_dir: Union[str, 
             try:
                 if isinstance(raw, Skip):
                     raise raw
-                sample = build_sample(raw, make_key(raw.key), split)
+                sample = build_sample(raw, make_key(raw.key), split, max_input_bytes)
             except Skip as s:
                 report.skipped += 1
                 bar.write(f"skip {s.where}: {s.reason}", file=log)
@@ -332,7 +365,7 @@ def _sorted_files(root: Path, suffixes: tuple[str, ...] | None = None) -> list[P
 
 def _decode_text_file(path: Path) -> str:
     try:
-        return decode_text(_read_file(path))
+        return decode_text(_read_file(path, MAX_INPUT_BYTES))
     except BadMedia as e:
         raise Skip(path, str(e)) from None
 
@@ -376,8 +409,10 @@ class LayoutError(ValueError):
 def iter_coco(json_path: Path, images_dir: Path | None = None) -> Iterator[RawSample]:
     images_dir = images_dir or json_path.parent
     try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        doc = json.loads(_read_file(json_path, MAX_INPUT_BYTES).decode("utf-8"))
         images, anns = doc["images"], doc.get("annotations", [])
+    except Skip as e:
+        raise LayoutError(str(e)) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LayoutError(f"{json_path}: not a COCO captions file ({type(e).__name__}: {e})") from None
     captions: dict = collections.defaultdict(list)
@@ -410,7 +445,7 @@ def _check_utf8(path: Path) -> None:
     """Stream the whole file through a strict decoder so a bad file is refused before any line is used."""
     dec = codecs.getincrementaldecoder("utf-8")()
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path, None) as f:
             pos = 0
             while chunk := f.read(1 << 20):
                 try:
@@ -426,6 +461,20 @@ def _check_utf8(path: Path) -> None:
         raise Skip(path, f"cannot read: {e.strerror or e}") from None
 
 
+def _bounded_lines(f) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) of a text-mode file; a line over MAX_TEXT_BYTES characters comes as None
+    (and is stepped over in bounded pieces: a 3 GB line never sits in memory)."""
+    lineno = 0
+    while line := f.readline(MAX_TEXT_BYTES + 1):
+        lineno += 1
+        if len(line) > MAX_TEXT_BYTES and not line.endswith("\n"):
+            while (rest := f.readline(MAX_TEXT_BYTES)) and not rest.endswith("\n"):
+                pass
+            yield lineno, None
+        else:
+            yield lineno, line
+
+
 def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
     files, root = _text_paths(spec)
     for path in files:
@@ -437,7 +486,10 @@ def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
         stem = str(path.relative_to(root).with_suffix("")) if root else path.stem
         n = 0
         with open(path, encoding="utf-8-sig") as f:
-            for lineno, line in enumerate(f, 1):
+            for lineno, line in _bounded_lines(f):
+                if line is None:
+                    yield Skip(f"{path}:{lineno}", f"line longer than {MAX_TEXT_BYTES} characters")
+                    continue
                 line = line.strip()
                 if not line:
                     continue
@@ -453,15 +505,37 @@ def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
 _MANIFEST_FIELDS = ("key", "image", "speech", "text", "pair", "split")
 
 
-def iter_manifest(path: Path) -> Iterator[Union[RawSample, Skip]]:
-    base = path.parent
+def _confined(root: Path, value: str, where: str, field_name: str) -> Path:
+    """``root / value`` when it stays inside ``root`` (no absolute path, no '..', no symlink out); else Skip."""
+    rel = Path(value)
+    if rel.is_absolute():
+        raise Skip(where, f'"{field_name}": absolute path {value!r} refused under --root')
+    if ".." in rel.parts:
+        raise Skip(where, f'"{field_name}": ".." in {value!r} refused under --root')
+    real = (root / rel).resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise Skip(where, f'"{field_name}": {value!r} leaves --root {root} through a symlink')
+    return real
+
+
+def iter_manifest(path: Path, root: Path | None = None) -> Iterator[Union[RawSample, Skip]]:
+    """Samples of a JSONL manifest. Paths resolve against the manifest's folder and may point
+    anywhere; with ``root`` they resolve against it and must stay inside it (untrusted manifests)."""
+    base = root or path.parent
+
+    def resolve(value: str, where: str, field_name: str) -> Path:
+        return _confined(root, value, where, field_name) if root is not None else base / value
+
     try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise LayoutError(f"{path}: cannot read manifest ({e.strerror or e})") from None
+        f = _open_regular(path, None, "r", encoding="utf-8")
+    except Skip as e:
+        raise LayoutError(f"{path}: cannot read manifest ({e.reason})") from None
     with f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in _bounded_lines(f):
             where = f"{path}:{lineno}"
+            if line is None:
+                yield Skip(where, f"line longer than {MAX_TEXT_BYTES} characters")
+                continue
             if not line.strip():
                 continue
             try:
@@ -481,10 +555,10 @@ def iter_manifest(path: Path) -> Iterator[Union[RawSample, Skip]]:
                     if v is not None and not isinstance(v, str):
                         raise Skip(where, f'"{field_name}" must be a path string')
                     if v:
-                        setattr(raw, field_name, base / v)
+                        setattr(raw, field_name, resolve(v, where, field_name))
                 text = obj.get("text")
                 if isinstance(text, dict) and isinstance(text.get("path"), str):
-                    raw.text = base / text["path"]
+                    raw.text = resolve(text["path"], where, "text")
                 elif isinstance(text, str):
                     raw.text = text
                 elif text is not None:
@@ -495,8 +569,9 @@ def iter_manifest(path: Path) -> Iterator[Union[RawSample, Skip]]:
             yield raw
 
 
-def iter_layout(layout: str, input_path: str, images_dir: str | None = None) -> Iterator[Union[RawSample, Skip]]:
-    """The raw samples of INPUT read with a named layout."""
+def iter_layout(layout: str, input_path: str, images_dir: str | None = None,
+                root: str | None = None) -> Iterator[Union[RawSample, Skip]]:
+    """The raw samples of INPUT read with a named layout (``root``: see iter_manifest)."""
     p = Path(input_path)
     if layout == "text":
         return iter_text(input_path)
@@ -507,7 +582,9 @@ def iter_layout(layout: str, input_path: str, images_dir: str | None = None) -> 
     if layout == "manifest":
         if not p.is_file():
             raise LayoutError(f"{p}: manifest not found")
-        return iter_manifest(p)
+        if root is not None and not Path(root).is_dir():
+            raise LayoutError(f"--root {root}: not a folder")
+        return iter_manifest(p, Path(root) if root is not None else None)
     if not p.is_dir():
         raise LayoutError(f"{p}: {layout} layout needs a folder")
     return iter_images(p) if layout == "images" else iter_librispeech(p)
@@ -552,6 +629,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--maxsize", type=_parse_size, default=10**9, help="bytes per shard file (default 1GB)")
     ap.add_argument("--split", default="train", help='"split" metadata when the input has none (default train)')
     ap.add_argument("--images", default=None, help="coco: image folder (default: the JSON's folder)")
+    ap.add_argument("--root", default=None,
+                    help="manifest: resolve its paths against ROOT and refuse any that leave it (absolute, '..', "
+                         "symlinks out); use it for manifests you did not write")
+    ap.add_argument("--max-input-bytes", type=_parse_size, default=MAX_INPUT_BYTES,
+                    help=f"largest input file read into memory (default {MAX_INPUT_BYTES >> 20}MiB); "
+                         "larger files, devices and other non-regular files are skipped")
     args = ap.parse_args(argv)
     if args.maxcount < 1:
         ap.error(f"--maxcount must be >= 1, got {args.maxcount}")
@@ -567,8 +650,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: output folder {out}: {problem}", file=sys.stderr)
         return 1
     try:
-        samples = iter_layout(args.layout, args.input, args.images)
-        report = write_shards(samples, out, args.maxcount, args.maxsize, split=args.split)
+        if args.root is not None and args.layout != "manifest":
+            raise LayoutError("--root applies to the manifest layout only")
+        samples = iter_layout(args.layout, args.input, args.images, args.root)
+        report = write_shards(samples, out, args.maxcount, args.maxsize, split=args.split,
+                              max_input_bytes=args.max_input_bytes)
     except LayoutError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

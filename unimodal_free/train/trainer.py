@@ -42,7 +42,7 @@ from unimodal_free.train.cli import (
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
 from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
-from unimodal_free.train.signals import StopRequest
+from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.tblog import RunLogger
 
 
@@ -180,7 +180,8 @@ class Trainer:
         losses = []
         t0 = time.perf_counter()
         for _ in range(cfg.train.grad_accum):
-            batch = next(self.loader)
+            with stop.waiting_for_data():
+                batch = next(self.loader)
             state.micro_batches += 1
             flops = step_flops(cfg, batch)
             batch = batch.to(self.device)
@@ -364,14 +365,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
+        from unimodal_free.data.reader import DataSourceError
+
         with StopRequest() as stop:
             self._init_distributed()
             try:
                 return self._run(stop)
+            except DataSourceError as exc:  # this rank's exit ends the launch (the launcher stops the others)
+                print(f"error: rank {self.rank}: {exc}", file=sys.stderr, flush=True)
+                return EXIT_USAGE
+            except StopWhileWaiting as exc:
+                print(f"rank {self.rank}: stopped while waiting for data ({exc}); nothing saved, the last "
+                      "checkpoint is the resume point", file=sys.stderr, flush=True)
+                return 128 + exc.signum
             finally:
-                # Shut DataLoader workers down now (done-event + join) rather than at interpreter exit,
-                # where multiprocessing would SIGTERM them; workers may ignore stop signals.
-                self.loader = None
+                # Stop DataLoader workers now: they ignore stop signals, so at interpreter exit
+                # multiprocessing's terminate + join would wait on them forever (TrainBatches.close).
+                if self.loader is not None:
+                    self.loader.close()
+                    self.loader = None
                 if self.logger is not None:
                     self.logger.close()
                 if dist.is_dist():
