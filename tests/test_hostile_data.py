@@ -143,13 +143,13 @@ def test_undecodable_source_stops_with_one_line_naming_sources_and_reasons(tmp_p
     loader.close()
 
 
-def test_zero_tokens_stops_too(tmp_path):
-    from test_reader import write_shards
+def test_zero_tokens_is_refused_before_start(tmp_path):
+    """The issue's `--set data.max_text_tokens=0` (every caption decoded to no tokens, skipped forever) now
+    stops at config validation, before any loader exists: one line naming the key."""
+    from unimodal_free.config import ConfigError
 
-    write_shards(tmp_path, "t", 2, 10, kinds=(2,))
-    loader = make_train_loader(make_cfg([str(tmp_path)], max_text_tokens=0, max_skips_in_row=100), TOK, 0, 1)
-    with pytest.raises(DataSourceError, match="text: no tokens"):
-        within(60, lambda: next(loader))
+    with pytest.raises(ConfigError, match=r"^data.max_text_tokens: must be > 0, got 0$"):
+        make_cfg([str(tmp_path)], max_text_tokens=0, max_skips_in_row=100)
 
 
 def worker_pids() -> set[int]:
