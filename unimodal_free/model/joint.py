@@ -92,12 +92,17 @@ class JointModel(nn.Module):
         modalities reduce the same gradients (DeepSpeed ZeRO 1/2 bucket a
         parameter when its gradient arrives; a missing one misaligns the
         buckets across ranks). Every parameter is still used inside its own
-        module's forward, so ZeRO-3 gathers it as usual.
+        module's forward, so ZeRO-3 gathers it as usual. ``views`` must be in
+        the model's modality order (``Batch.parts`` is).
         """
+        if list(views) != [name for name in self.modalities if name in views]:
+            raise ValueError(f"student forward: views {list(views)} are not in the model's order {self.modalities}")
         device = next(iter(views.values())).coords.device
-        parts = {name: (v.values, v.coords, v.padding) for name, v in views.items()}
         absent = [name for name in self.modalities if name not in views]
-        parts.update({name: self.embed.adapters[name].empty_input(device) for name in absent})
+        # Always the model's modality order: the same graph, op for op, on every rank (only sizes differ),
+        # so gradients become ready in the same order everywhere (ZeRO 1/2 fill their buckets in that order).
+        parts = {name: (views[name].values, views[name].coords, views[name].padding) if name in views
+                 else self.embed.adapters[name].empty_input(device) for name in self.modalities}
         rows = [part[1].shape[0] for part in parts.values()]
         z = self.final(parts)  # (sum B_m R, N, D); absent modalities have 0 rows
         z_parts = dict(zip(parts, z.split(rows, dim=0)))
