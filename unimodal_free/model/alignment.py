@@ -173,16 +173,17 @@ class Alignment(nn.Module):
         """
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         moments = self.batch_moments(pooled, modalities, sum_fn) if self.training else {}
+        # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
+        ref = next(iter(pooled.values()))
+        pooled = {m: pooled[m] if m in pooled else ref.new_zeros(0, ref.shape[1]) for m in modalities}
+        pair_index = {m: pair_index[m] if m in pair_index else torch.zeros(0, dtype=torch.long, device=ref.device)
+                      for m in modalities}
         z = {m: F.normalize(self.embed(m, p, moments.get(m)), dim=-1) for m, p in pooled.items()}  # (B_m, A)
-        dim = self.proj.out_features
         total, count = scale * 0.0, 0
         for i, a in enumerate(modalities):
             for b in modalities[i + 1:]:
-                if a in z and b in z:
-                    ia, ib = paired_rows(pair_index[a], pair_index[b])
-                    za, zb = z[a][ia], z[b][ib]  # (P, A)
-                else:
-                    za = zb = scale.new_zeros(0, dim)
+                ia, ib = paired_rows(pair_index[a], pair_index[b])
+                za, zb = z[a][ia], z[b][ib]  # (P, A)
                 loss = info_nce(za, zb, scale, gather_fn)
                 if loss is not None:
                     total = total + loss * za.shape[0]

@@ -75,6 +75,20 @@ class JointModel(nn.Module):
         """Normalised final latents (sum B_m, N, D)."""
         return self.norm(self.encode(parts)[-1])
 
+    def _every_modality(self, parts: dict[str, Part]) -> dict[str, Part]:
+        """``parts`` in the model's modality order, a zero-row input for each modality it lacks.
+
+        The same modules run the same number of times in the same order on
+        every rank, only sizes differ: gradients become ready in the same
+        order everywhere (ZeRO-1/2 fill their buckets in that order) and
+        ZeRO-3 gathers the same parameters (its prefetch follows the trace).
+        """
+        if list(parts) != [name for name in self.modalities if name in parts]:
+            raise ValueError(f"student forward: modalities {list(parts)} are not in the model's order {self.modalities}")
+        device = next(iter(parts.values()))[1].device
+        return {name: parts[name] if name in parts else self.embed.adapters[name].empty_input(device)
+                for name in self.modalities}
+
     def forward(self, views: dict[str, MaskedView], pair_index: dict[str, torch.Tensor] | None = None,
                 full: dict[str, ModalityBatch] | None = None, gather_fn=None, sum_fn=None) -> StudentOutput:
         """Student pass over the masked views of every modality present.
@@ -95,14 +109,8 @@ class JointModel(nn.Module):
         module's forward, so ZeRO-3 gathers it as usual. ``views`` must be in
         the model's modality order (``Batch.parts`` is).
         """
-        if list(views) != [name for name in self.modalities if name in views]:
-            raise ValueError(f"student forward: views {list(views)} are not in the model's order {self.modalities}")
-        device = next(iter(views.values())).coords.device
         absent = [name for name in self.modalities if name not in views]
-        # Always the model's modality order: the same graph, op for op, on every rank (only sizes differ),
-        # so gradients become ready in the same order everywhere (ZeRO 1/2 fill their buckets in that order).
-        parts = {name: (views[name].values, views[name].coords, views[name].padding) if name in views
-                 else self.embed.adapters[name].empty_input(device) for name in self.modalities}
+        parts = self._every_modality({name: (v.values, v.coords, v.padding) for name, v in views.items()})
         rows = [part[1].shape[0] for part in parts.values()]
         z = self.final(parts)  # (sum B_m R, N, D); absent modalities have 0 rows
         z_parts = dict(zip(parts, z.split(rows, dim=0)))
@@ -122,11 +130,12 @@ class JointModel(nn.Module):
             if self.align_input == "full":
                 if full is None:
                     raise ValueError("student forward: objective.align_input='full' needs the unmasked rows")
-                zf = self.final({name: (p.values, p.coords, p.padding) for name, p in full.items()}).mean(1)
-                pooled = dict(zip(full, zf.split([p.rows for p in full.values()], dim=0)))  # (B_m, D)
+                full_parts = self._every_modality({name: (p.values, p.coords, p.padding) for name, p in full.items()})
+                zf = self.final(full_parts).mean(1)  # (sum B_m, D)
+                pooled = dict(zip(full_parts, zf.split([p[1].shape[0] for p in full_parts.values()], dim=0)))
             else:
-                pooled = {name: z_parts[name].view(-1, v.num_views, *z.shape[1:]).mean((1, 2))  # (B_m, D)
-                          for name, v in views.items()}
+                R = next(iter(views.values())).num_views
+                pooled = {name: zm.view(-1, R, *z.shape[1:]).mean((1, 2)) for name, zm in z_parts.items()}  # (B_m, D)
             align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn, sum_fn)
         return StudentOutput(predictions, align_loss, logit_scale, absent_term)
 
