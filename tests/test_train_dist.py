@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -104,9 +105,13 @@ def _sync_norm_worker(rank: int, world: int, port: int) -> None:
 SPLIT = {"image": (3, 2), "speech": (0, 2), "text": (2, 0)}  # rows on rank 0, rank 1: speech only on rank 1
 
 
-def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, space: str) -> None:
+def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, space: str, align: bool) -> None:
     """DeepSpeed ZeRO-``stage`` engines on two ranks holding different modalities: the gradient they
-    reduce equals one process's over all rows (same masks), and the rank-mean loss equals its loss."""
+    reduce equals one process's over all rows (same masks), and the rank-mean loss equals its loss.
+
+    ``align``: alignment on (negatives gathered, statistics all-reduced in forward and backward); its
+    gradient is not one process's by design (remote negatives are constants, open_clip's recipe), so
+    then the step must complete with every gradient finite (a rank whose graph differed hung ZeRO-3)."""
     import copy
 
     import deepspeed
@@ -118,6 +123,7 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
     from unimodal_free.model import EMATeacher, build_model
     from unimodal_free.objective import compute_loss, make_all_views
     from unimodal_free.train import dist as tdist
+    from unimodal_free.train.ds_compat import lift_zero_dim_params
     from unimodal_free.train.ds_config import build_ds_config
     from unimodal_free.train.optim import build_optimizer
 
@@ -126,10 +132,8 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
     torch.set_num_threads(1)
     tdist.init_deepspeed_distributed(get_accelerator().communication_backend_name())
     try:
-        # Alignment off: its negatives from other ranks are constants (open_clip's local-gradient recipe),
-        # so its gradient is not one process's by design; the data2vec loss's must be.
-        cfg = tiny_config("objective.align_weight=0", f"deepspeed.zero_stage={stage}", "train.micro_batch_size=5",
-                          f"objective.target_space={space}")
+        cfg = tiny_config(f"objective.align_weight={1.0 if align else 0.0}", f"deepspeed.zero_stage={stage}",
+                          "train.micro_batch_size=5", f"objective.target_space={space}")
         torch.manual_seed(0)
         student = build_model(cfg, tiny_specs(cfg))
         teacher = EMATeacher(student)
@@ -141,11 +145,16 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
         local = Batch({m: part_rows(full.parts[m], lo, hi) for m, (lo, hi) in mine.items()})
         local_views = {m: view_rows(views[m], lo, hi) for m, (lo, hi) in mine.items()}
 
+        lifted = lift_zero_dim_params(student)  # as the trainer: DeepSpeed cannot move 0-dim parameters
         engine, _, _, _ = deepspeed.initialize(model=student, optimizer=build_optimizer(student, cfg.optim, False),
                                                config=build_ds_config(cfg, world))
-        out = compute_loss(engine, teacher.module, local, cfg, None, sum_fn=tdist.all_reduce_sum, views=local_views)
+        out = compute_loss(engine, teacher.module, local, cfg, None, tdist.gather_with_local_grad,
+                           tdist.all_reduce_sum, views=local_views)
         engine.backward(out.loss)
         reduced = {name: safe_get_full_grad(p) for name, p in engine.module.named_parameters()}  # collective
+        if align:
+            assert lifted and all(g is not None and torch.isfinite(g).all() for g in reduced.values())
+            return
 
         ref = compute_loss(reference, teacher.module, full, cfg, None, views=views)
         ref.loss.backward()
@@ -162,9 +171,16 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,space", [(0, "latents"), (2, "latents"), (3, "latents"), (2, "elements")])
-def test_ranks_with_different_modalities_reduce_the_gradient_of_one_process(stage, space):
-    mp.spawn(_data2vec_gradient_worker, args=(2, _port(), stage, space), nprocs=2, join=True)
+@pytest.mark.parametrize("stage,space,align", [(0, "latents", False), (2, "latents", False), (3, "latents", False),
+                                               (2, "elements", False), (3, "latents", True)])
+def test_ranks_with_different_modalities_reduce_the_gradient_of_one_process(stage, space, align):
+    context = mp.spawn(_data2vec_gradient_worker, args=(2, _port(), stage, space, align), nprocs=2, join=False)
+    deadline = time.monotonic() + 600
+    while not context.join(timeout=5):  # raises the failing rank's error
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError("the ranks hung: their collectives did not match")
 
 
 def test_alignment_statistics_span_both_ranks():

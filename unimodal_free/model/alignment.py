@@ -66,13 +66,13 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=
     both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
     if both.shape[0] == 0:
         return None
-    if za.shape[0] == 0:
-        return scale * 0.0
     za_all, zb_all = both.split(za.shape[1], dim=1)  # 2 x (P_total, A)
     labels = torch.arange(za.shape[0], device=za.device) + offset  # (P,)
-    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels)  # (P, P_total)
-    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels)
-    return (loss_ab + loss_ba) / 2
+    # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
+    # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
+    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels, reduction="sum")  # logits (P, P_total)
+    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels, reduction="sum")
+    return (loss_ab + loss_ba) / (2 * max(za.shape[0], 1))
 
 
 class Alignment(nn.Module):
@@ -123,7 +123,7 @@ class Alignment(nn.Module):
         rows = []
         for m in modalities:
             x = pooled.get(m)
-            if x is None or x.shape[0] == 0:
+            if x is None:  # (zero rows still take the ops below: the same graph on every rank)
                 rows.append(torch.zeros(1 + 2 * dim, dtype=torch.float64, device=self.proj.weight.device))
             else:
                 x = x.double()
