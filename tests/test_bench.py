@@ -129,9 +129,9 @@ def test_config_run_tiny_schema(tmp_path):
 
 
 def test_bench_sections_in_process(tmp_path):
-    """peak, plain encoder, scaling (+ plot), amortisation: everything but the subprocess sections."""
+    """peak, plain encoder, scaling (+ plot), amortisation, activation memory: all but the subprocess sections."""
     out, plot = tmp_path / "bench.json", tmp_path / "scaling.png"
-    assert bench_main(["--smoke", "--only", "peak,plain,scaling,amortisation", "--json", str(out),
+    assert bench_main(["--smoke", "--only", "peak,plain,scaling,amortisation,activation", "--json", str(out),
                        "--plot", str(plot)]) == 0
     res = json.loads(out.read_text())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -141,6 +141,9 @@ def test_bench_sections_in_process(tmp_path):
     for name in ("ours_encoder_fwd_bwd", "ours_train_step", "full_attention_fwd_bwd"):
         assert 8192 in res["scaling"][name]["sizes"]
     assert list(res["teacher_amortisation"]["per_num_views"]) == ["1", "4"]
+    act = res["memory"]["activation"]  # the step's tensors: per row-view far less with checkpointing
+    assert 0 < act["checkpointing"]["per_row_view_bytes"] < 0.5 * act["no_checkpointing"]["per_row_view_bytes"]
+    assert act["checkpointing"]["predicted"]["peak_bytes"] < act["no_checkpointing"]["predicted"]["peak_bytes"]
     assert set(res["targets"]) == set(report.TARGETS)
 
 

@@ -44,6 +44,10 @@ class ModelConfig:
     # over the row's std) before embedding: removes an image's background colour and a
     # recording's channel, which otherwise dominate what uniform attention reads.
     standardize_values: bool = False
+    # Recompute each latent/cross/predictor block's activations in backward instead of keeping
+    # them (torch.utils.checkpoint): the R views x rows of latents dominate a large step's memory
+    # (base config, micro 64 x 8 views: see README "Memory"); costs one more student forward.
+    activation_checkpointing: bool = False
 
 
 @dataclass

@@ -21,7 +21,7 @@ from unimodal_free.model.embedding import ElementEmbedding
 from unimodal_free.model.encoder import PerceiverEncoder
 from unimodal_free.model.alignment import Alignment
 from unimodal_free.model.heads import Predictor, Readout
-from unimodal_free.model.layers import init_weights
+from unimodal_free.model.layers import CheckpointableBlock, init_weights
 
 # (values, coords, padding) of one modality's rows.
 Part = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -65,6 +65,9 @@ class JointModel(nn.Module):
         if obj.align_weight > 0:
             self.align = Alignment(m.d_model, obj.align_dim, obj.init_temperature, self.modalities)
         self.apply(init_weights)
+        for module in self.modules():  # every latent, cross and predictor block of the student
+            if isinstance(module, CheckpointableBlock):
+                module.checkpoint = m.activation_checkpointing
 
     def encode(self, parts: dict[str, Part]) -> list[torch.Tensor]:
         """Every latent block's output, each (sum B_m, N, D), rows in ``parts`` order."""
