@@ -95,6 +95,22 @@ def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> 
     return check
 
 
+def per_modality(rule: Rule) -> Rule:
+    """A dict from modality names (``MODALITIES``) to values that pass ``rule``."""
+
+    def check(values):
+        for name, v in values.items():
+            if name not in MODALITIES:
+                return f"{name!r} is not a modality (known: {', '.join(MODALITIES)})"
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return f"{name}: must be a number, got {v!r}"
+            if (err := rule(v)) is not None:
+                return f"{name}: {err}"
+        return None
+
+    return check
+
+
 def option(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, *, factory: Any = dataclasses.MISSING,
            fixed: Union[bool, Callable[[Any], Any]] = False) -> Any:
     """A config field with its rule (and whether it may change on resume) next to its default."""
@@ -127,6 +143,11 @@ class ModelConfig:
     # over the row's std) before embedding: removes an image's background colour and a
     # recording's channel, which otherwise dominate what uniform attention reads.
     standardize_values: bool = option(False, anything, fixed=True)
+    # Recompute each latent/cross/predictor block's activations in backward instead of keeping
+    # them (torch.utils.checkpoint): the R views x rows of latents dominate a large step's memory
+    # (base config, micro 64 x 8 views: see README "Memory"); costs one more student forward.
+    # Same weights either way, so it may change on resume.
+    activation_checkpointing: bool = option(False, anything)
 
 
 @dataclass
@@ -210,6 +231,11 @@ class ObjectiveConfig:
     smooth_l1_beta: float = option(0.25, at_least(0))
     # R masked views per sample sharing one teacher pass.
     num_views: int = option(4, positive)
+    # Weight of each modality's data2vec loss (missing modalities: 1.0). Each modality's loss is
+    # the mean over its own rows on all ranks, and the data2vec loss the weighted mean of the
+    # modalities present: a modality in 5% of the rows trains as much as one in 90% (weighting
+    # by rows would give it 5% of the gradient). Lower a rare modality's weight if it overfits.
+    modality_weights: dict[str, float] = option(rule=per_modality(at_least(0)), factory=dict)
     predictor_blocks: int = option(2, at_least(0), fixed=True)
     ema_start: float = option(0.999, in_range(0, 1, low_open=True))
     ema_end: float = option(0.9999, in_range(0, 1, low_open=True))
