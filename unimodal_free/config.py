@@ -122,6 +122,10 @@ class ObjectiveConfig:
     min_target_std: float = 0.1
     min_pred_std: float = 0.01
     collapse_warmup_steps: int = 5000
+    # The guard judges a modality only when the log interval gave it at least this many rows over all
+    # ranks: the across-sample std of 1 row is 0 and of none undefined, which is no collapse. With >= 8
+    # rows the std, averaged over all features, is far from 0 unless every sample has the same target.
+    collapse_min_rows: int = 8
 
 
 @dataclass
@@ -148,8 +152,12 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     max_nonfinite_in_row: int = 5
-    # "fp32" or "bf16".
+    # "fp32" or "bf16" (DeepSpeed's bf16: bf16 student weights and activations, fp32 master
+    # weights; the EMA teacher and the targets stay fp32; see README "Precision").
     precision: str = "fp32"
+    # torch.compile the student's encoder (cross-attention + latent stack), in place (same parameter
+    # names, so checkpoints are unchanged). Opt-in: compiling takes minutes before the first step.
+    compile: bool = False
 
 
 @dataclass
@@ -305,6 +313,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"objective.ema_start/ema_end: need 0 < start <= end <= 1, got "
             f"{cfg.objective.ema_start}, {cfg.objective.ema_end}"
+        )
+    if cfg.objective.collapse_min_rows < 2:
+        raise ConfigError(
+            f"objective.collapse_min_rows: must be >= 2 (a std needs two rows), got {cfg.objective.collapse_min_rows}"
         )
     if cfg.objective.align_weight < 0:
         raise ConfigError(f"objective.align_weight: must be >= 0, got {cfg.objective.align_weight}")
