@@ -25,7 +25,7 @@ def row_moments(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     without a valid position do not count). Device-side, no host read.
     """
     if valid is None:
-        rows = x.reshape(x.shape[0], -1).double()  # (B, F)
+        rows = x.flatten(1).double()  # (B, F)
         count = x.new_full((1,), x.shape[0], dtype=torch.float64)
     else:
         w = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)

@@ -47,7 +47,7 @@ from unimodal_free.train.cli import (
     prepare,
 )
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
-from unimodal_free.train.mfu import measure_matmul_peak
+from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest
 from unimodal_free.train.tblog import RunLogger
@@ -318,8 +318,8 @@ class Trainer:
         target_rows = {k.split("/")[1]: n for k, n in std_rows.items() if k.startswith("target/")}
         scalars.update({f"train/{k}_std/{m}": v for (k, m), v in
                         ((key.split("_std/"), v) for key, v in stds.items()) if std_rows[f"{k}/{m}"] >= 2})
-        if seconds > 0 and self.peak_flops > 0:  # rank-mean MFU over the slowest rank's time
-            scalars["train/mfu"] = counts.get("flops", 0.0) / self.world / seconds / self.peak_flops
+        if seconds > 0 and self.peak_flops > 0:  # per-rank mean FLOPs over the slowest rank's time
+            scalars["train/mfu"] = mfu(counts.get("flops", 0.0) / self.world, seconds, self.peak_flops)
         scalars["train/lr"] = info["lr"]
         scalars["train/ema_decay"] = self.teacher.decay(step - 1)
         scalars["train/samples_per_s"] = per_s(counts.get("rows", 0.0))
