@@ -199,3 +199,35 @@ def test_compiled_encoder_trains(tmp_path, monkeypatch):
     assert weights.step == 2 and all(torch.isfinite(v.float()).all() for v in weights.student.values())
     assert not [k for k in weights.student if "_orig_mod" in k]
     assert weights.student.keys() == weights.teacher.keys()
+
+
+@pytest.mark.slow
+def test_missing_modality_warning_and_per_modality_rows(tmp_path, monkeypatch, capsys):
+    """A corpus without speech (the demo shard with its audio members dropped): a start-up warning names the
+    modality and the batches looked at; train/rows/{m} and train/rows_per_s/{m} are logged for every
+    configured modality (0 for speech), and the row counts add up to the samples seen."""
+    import shutil
+    import tarfile
+
+    from test_train_launch import scalars
+
+    demo = tiny_data(tmp_path_base(tmp_path))
+    speechless = tmp_path / "speechless"
+    speechless.mkdir()
+    shutil.copy(demo / "train" / "sizes.json", speechless / "sizes.json")
+    with tarfile.open(demo / "train" / "shard-000000.tar") as src, \
+            tarfile.open(speechless / "shard-000000.tar", "w") as dst:
+        for member in src.getmembers():
+            if not member.name.endswith((".flac", ".wav", ".ogg")):
+                dst.addfile(member, src.extractfile(member))
+    rc = run_trainer(tmp_path, monkeypatch, f"data.train={speechless}", "train.max_steps=4", "train.log_every=2")
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning: configured modality 'speech' appeared in none of the first 2 batches (steps 1-2, 1 rank(s))" in err
+    run_dir = tmp_path / "run"
+    rows = {m: dict(scalars(run_dir, f"train/rows/{m}")) for m in ("image", "speech", "text")}
+    assert rows["speech"] == {2: 0.0, 4: 0.0} and all(rows["image"][s] > 0 for s in (2, 4))
+    seen = dict(scalars(run_dir, "train/samples_seen"))
+    assert sum(rows[m][2] for m in rows) == seen[2] and sum(rows[m][4] for m in rows) == seen[4] - seen[2]
+    per_s = dict(scalars(run_dir, "train/rows_per_s/image"))
+    assert per_s[2] > 0 and dict(scalars(run_dir, "train/rows_per_s/speech"))[2] == 0.0
