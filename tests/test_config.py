@@ -46,6 +46,8 @@ def test_sources_accept_string_list_and_weights():
         ({"data": {"train": [{"path": "x", "weight": "heavy"}]}}, [], "data.train[0].weight"),
         ({}, ["masking.image_ratio=1.5"], "masking.image_ratio"),
         ({}, ["nosuch.key=1"], "nosuch: unknown key"),
+        ({}, ["objective.collapse_min_rows=1"], "objective.collapse_min_rows: must be >= 2"),
+        ({}, ['train.compile="yes"'], "train.compile: expected bool"),
     ],
 )
 def test_bad_values_name_the_dotted_path(data, overrides, needle):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_launch import free_port, tiny_data, warm_up_deepspeed
+from test_train_launch import free_port, scalars, tiny_data, warm_up_deepspeed
 
 # Tensor methods that make the host wait for the device (on a GPU): reading values back, or a shape that
 # depends on them (nonzero).
@@ -136,8 +136,10 @@ def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkey
 
     monkeypatch.setattr(loss_mod, "teacher_targets", targets)
     rc = run_trainer(tmp_path, monkeypatch, "train.precision=bf16", "train.max_steps=2", "train.log_every=1",
-                     "deepspeed.zero_stage=1", observe=observe)
+                     "deepspeed.zero_stage=1", "eval.every=2", "eval.model=student", "eval.max_samples=16",
+                     "eval.max_time_share=1.0", observe=observe)
     assert rc == 0
+    assert [s for s, _ in scalars(tmp_path / "run", "val/image_to_text_R@1")] == [2]  # the bf16 student evaluates
     assert seen["student weights"] == {torch.bfloat16}
     assert seen["master weights"] == {torch.float32}
     assert seen["student latent block"] == seen["student linear"] == {torch.bfloat16}
@@ -208,8 +210,6 @@ def test_missing_modality_warning_and_per_modality_rows(tmp_path, monkeypatch, c
     configured modality (0 for speech), and the row counts add up to the samples seen."""
     import shutil
     import tarfile
-
-    from test_train_launch import scalars
 
     demo = tiny_data(tmp_path_base(tmp_path))
     speechless = tmp_path / "speechless"
