@@ -135,16 +135,15 @@ def sum_tensors(values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tens
 
 
 def mean_metrics(sums: dict[str, torch.Tensor | float], counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """Mean of each metric over every observation on every rank (one all-reduce, one host read).
-
-    A key nobody observed (count 0 everywhere) is dropped.
-    """
+    """Mean of each metric over every observation on every rank (one all-reduce, one host read)."""
     summed = sum_tensors({**{f"sum:{k}": v for k, v in sums.items()}, **{f"count:{k}": v for k, v in counts.items()}})
-    if not summed:
-        return {}
     keys = sorted(summed)
-    host = dict(zip(keys, torch.stack([summed[k].reshape(()) for k in keys]).tolist()))
-    return {k[4:]: host[k] / host[f"count:{k[4:]}"] for k in keys
+    return means_of(dict(zip(keys, torch.stack([summed[k].reshape(()) for k in keys]).tolist())) if keys else {})
+
+
+def means_of(host: dict[str, float]) -> dict[str, float]:
+    """{"sum:k": s, "count:k": c, ...} -> {k: s / c}; a key nobody observed (count 0) is dropped."""
+    return {k[4:]: v / host[f"count:{k[4:]}"] for k, v in host.items()
             if k.startswith("sum:") and host.get(f"count:{k[4:]}", 0) > 0}
 
 

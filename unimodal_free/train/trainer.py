@@ -130,8 +130,7 @@ class IntervalStats:
                 scalars[f"std_rows:{kind}/{modality}"] = v[0]
         keys = sorted(scalars)
         host = dict(zip(keys, torch.stack([scalars[k].reshape(()) for k in keys]).tolist())) if keys else {}
-        means = {k[4:]: host[k] / host[f"count:{k[4:]}"] for k in host
-                 if k.startswith("sum:") and host.get(f"count:{k[4:]}", 0) > 0}
+        means = dist.means_of(host)
         stds = {k[4:]: v for k, v in host.items() if k.startswith("std:")}
         std_rows = {k[9:]: v for k, v in host.items() if k.startswith("std_rows:")}
         self.take_counts({k[6:]: v for k, v in host.items() if k.startswith("local:")}, state)
@@ -316,8 +315,10 @@ class Trainer:
         if "padding_fraction" in metrics:
             scalars["train/padding_waste"] = metrics["padding_fraction"]
         target_rows = {k.split("/")[1]: n for k, n in std_rows.items() if k.startswith("target/")}
-        scalars.update({f"train/{k}_std/{m}": v for (k, m), v in
-                        ((key.split("_std/"), v) for key, v in stds.items()) if std_rows[f"{k}/{m}"] >= 2})
+        for key, value in stds.items():  # "target_std/image": logged where its rows make a std (>= 2)
+            kind, modality = key.split("_std/")
+            if std_rows[f"{kind}/{modality}"] >= 2:
+                scalars[f"train/{key}"] = value
         if seconds > 0 and self.peak_flops > 0:  # per-rank mean FLOPs over the slowest rank's time
             scalars["train/mfu"] = mfu(counts.get("flops", 0.0) / self.world, seconds, self.peak_flops)
         scalars["train/lr"] = info["lr"]
