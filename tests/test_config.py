@@ -49,6 +49,8 @@ def test_sources_accept_string_list_and_weights():
         ({}, ['objective.modality_weights={"video": 1}'], "objective.modality_weights: 'video' is not a modality"),
         ({}, ['objective.modality_weights={"speech": -1}'], "objective.modality_weights: speech: must be >= 0"),
         ({}, ['objective.modality_weights={"speech": "x"}'], "objective.modality_weights: speech: must be a number"),
+        ({}, ["objective.collapse_min_rows=1"], "objective.collapse_min_rows: must be >= 2"),
+        ({}, ['train.compile="yes"'], "train.compile: expected bool"),
     ],
 )
 def test_bad_values_name_the_dotted_path(data, overrides, needle):

@@ -263,3 +263,80 @@ def test_training_on_demo_data(tmp_path):
     emb = pooled_embedding(teacher.module, batch)
     for m, e in emb.items():
         assert e.shape == (batch.parts[m].rows, cfg.objective.align_dim) and torch.isfinite(e).all()
+
+
+# ---- collapse statistics pooled over a log interval -----------------------------------------------------
+
+
+def test_row_moments_pooled_over_steps_give_the_std_of_all_rows():
+    from unimodal_free.objective.collapse import row_moments, std_from_moments
+
+    x = torch.randn(7, 4, 8)
+    expected = across_sample_std(x, None)
+    chunks = [x[:3], x[3:4], x[4:4], x[4:]]  # steps with 3 rows, 1 row, none, 3 rows
+    pooled = sum(row_moments(c, None) for c in chunks)
+    assert pooled[0] == 7 and torch.equal(row_moments(x[4:4], None), torch.zeros(1 + 2 * 32, dtype=torch.float64))
+    torch.testing.assert_close(std_from_moments(pooled).float(), expected)
+    valid = torch.rand(7, 4) > 0.3
+    valid[:, 0] = True
+    valid[2] = False  # a row without a predicted position does not count
+    pooled = row_moments(x[:4], valid[:4]) + row_moments(x[4:], valid[4:])
+    assert pooled[0] == 6
+    keep = valid.any(1)
+    rows = torch.stack([x[b][valid[b]].mean(0) for b in range(7) if keep[b]])  # (6, 8)
+    torch.testing.assert_close(std_from_moments(pooled).float(), rows.std(0).mean())
+    assert std_from_moments(row_moments(x[:1], None)).isnan()  # one row: no std, and no collapse either
+
+
+def _minority_stream(cfg, steps: int):
+    """Image and text rows every step; a single speech row in odd steps and none in even ones."""
+    from unimodal_free.batch import Batch
+
+    for step in range(steps):
+        common = make_batch(cfg, seed=step, pairs=6, modalities=("image", "text"))
+        parts = dict(common.parts)
+        if step % 2:
+            parts["speech"] = make_batch(cfg, seed=100 + step, pairs=1, modalities=("speech",)).parts["speech"]
+        yield Batch({m: parts[m] for m in ("image", "speech", "text") if m in parts})
+
+
+@pytest.mark.parametrize("zeroed", [False, True])
+def test_guard_on_pooled_interval_statistics(zeroed):
+    """The trainer's interval statistics (IntervalStats, one process): a minority modality with 1 row per
+    step and none in some steps is judged on its pooled rows once it has objective.collapse_min_rows of them
+    and never trips; with fewer it is not judged at all (a 1-row interval's std is undefined). A zeroed
+    encoder (every input alike) still trips, the minority modality included."""
+    from unimodal_free.train.checkpoint import TrainerState
+    from unimodal_free.train.trainer import IntervalStats
+
+    cfg, student, teacher = setup("objective.collapse_warmup_steps=0", "objective.min_target_std=0.01",
+                                  "objective.min_pred_std=0.001", "objective.collapse_min_rows=8", seed=1)
+    if zeroed:
+        with torch.no_grad():
+            for model in (student, teacher.module):
+                model.embed.proj.weight.zero_()
+                model.embed.proj.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+
+    def interval(steps):
+        stats = IntervalStats()
+        for batch in _minority_stream(cfg, steps):
+            with torch.no_grad():
+                out = compute_loss(student, teacher.module, batch, cfg, g)
+            for key, value in out.moments.items():
+                stats.add_moments(key, value)
+        _, stds, std_rows, _ = stats.reduce(TrainerState())
+        rows = {k.split("/")[1]: n for k, n in std_rows.items() if k.startswith("target/")}
+        return stds, rows, check_collapse(stds, cfg.objective, 100, rows)
+
+    stds, rows, message = interval(2)  # one speech row in the interval
+    assert rows["speech"] == 1 and math.isnan(stds["target_std/speech"])
+    assert message is None or "'speech'" not in message  # not judged: a 1-row sample is no collapse
+    stds, rows, message = interval(16)  # 8 speech rows, 96 image and text rows
+    assert rows == {"image": 96.0, "speech": 8.0, "text": 96.0}
+    if not zeroed:
+        assert message is None, message
+        assert stds["target_std/speech"] > 0.05, stds
+    else:
+        for m in ("image", "speech", "text"):
+            assert f"target_std of modality '{m}' is " in message

@@ -199,3 +199,83 @@ def test_single_process_fallbacks():
     assert out is x and offset == 0
     assert tdist.mean_metrics({"a": 3.0}, {"a": 2.0}) == {"a": 1.5}
     assert tdist.any_flags([True, False]) == [True, False] and tdist.rank() == 0 and tdist.world_size() == 1
+
+
+class _Reached(Exception):
+    """Raised by the recording collectives once they have seen a call's tensors."""
+
+
+def test_every_collective_helper_uses_the_comm_device(monkeypatch):
+    """NCCL reduces only CUDA tensors, gloo CPU ones: a helper that builds its tensors anywhere but the decided
+    comm device failed every GPU launch ("No backend type associated with device type cpu"). Here the comm
+    device is `meta` (anything but the tensors' default, the CPU), ranks are 2 and torch.distributed's
+    collectives record the device of every tensor they are handed; every helper must hand them meta tensors."""
+    from unimodal_free.train import dist as tdist
+
+    seen: list[tuple[str, torch.device]] = []
+
+    def recorder(name):
+        def collective(*args, **kwargs):
+            for a in args:
+                for t in a if isinstance(a, list) else [a]:
+                    if isinstance(t, torch.Tensor):
+                        seen.append((name, t.device))
+            raise _Reached(name)
+        return collective
+
+    def gather_object(out, obj, group=None):  # objects carry no device: a 2-rank world of this rank twice
+        out[:] = [obj] * len(out)
+
+    monkeypatch.setattr(tdist, "is_dist", lambda: True)
+    monkeypatch.setattr(tdist, "world_size", lambda: 2)
+    monkeypatch.setattr(tdist, "rank", lambda: 0)
+    for name in ("all_reduce", "all_gather", "broadcast", "reduce_scatter", "all_to_all"):
+        monkeypatch.setattr(dist, name, recorder(name))
+    monkeypatch.setattr(dist, "all_gather_object", gather_object)
+    monkeypatch.setattr(tdist, "_COMM_DEVICE", torch.device("meta"), raising=False)  # the decided device
+
+    x = torch.ones(3, 2, requires_grad=True)  # the model's tensors: on the CPU here
+    calls = {
+        "any_flags": lambda: tdist.any_flags([True]),
+        "sum_vector": lambda: tdist.sum_vector([1.0, 2.0]),
+        "max_scalar": lambda: tdist.max_scalar(1.0),
+        "mean_metrics": lambda: tdist.mean_metrics({"loss": torch.tensor(2.0)}, {"loss": 1.0}),
+        "sum_tensors": lambda: tdist.sum_tensors({"moments": torch.ones(5), "rows": 3.0}),
+        "gather_with_local_grad": lambda: tdist.gather_with_local_grad(x),
+        "all_reduce_sum": lambda: tdist.all_reduce_sum(x),
+    }
+    for helper, call in calls.items():
+        seen.clear()
+        with pytest.raises(_Reached):
+            call()
+        assert seen and all(device == torch.device("meta") for _, device in seen), (helper, seen)
+
+
+def test_comm_device_follows_the_backend():
+    from unimodal_free.train import dist as tdist
+
+    try:
+        assert tdist.set_comm_device(torch.device("cuda", 1), "nccl") == torch.device("cuda", 1)
+        assert tdist.comm_device() == torch.device("cuda", 1)
+        assert tdist.set_comm_device("cuda:1", "gloo") == torch.device("cpu")  # gloo reduces host tensors
+        assert tdist.set_comm_device("cpu", "ccl") == torch.device("cpu")
+    finally:
+        tdist.set_comm_device("cpu", "gloo")
+
+
+def test_collectives_are_issued_only_by_train_dist():
+    """By construction: the rest of the package reaches torch.distributed's collectives only through
+    unimodal_free/train/dist.py (which puts every tensor on the comm device)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "unimodal_free"
+    pattern = re.compile(r"\b(all_reduce|all_gather|broadcast|reduce_scatter|all_to_all|send|recv)\(")
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "dist.py" and path.parent.name == "train" or path.parent.name == "bench":
+            continue  # bench/ measures DeepSpeed itself, in its own processes
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line) and not line.lstrip().startswith("#"):
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not offenders, offenders

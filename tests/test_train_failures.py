@@ -69,7 +69,11 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
 
 @pytest.mark.slow
 def test_collapse_guard_stops_with_its_message(tmp_path_factory):
-    """One process without the launcher (same entry point): exit 3 and the guard's message."""
+    """One process without the launcher (same entry point): exit 3 and the guard's message.
+
+    Its steps hold 2-3 rows per modality (8-row micro-batches, logged every step): below the default
+    objective.collapse_min_rows (8), so the test lowers it to let the guard judge at step 2.
+    """
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)
     data = tiny_data(base)
@@ -77,7 +81,7 @@ def test_collapse_guard_stops_with_its_message(tmp_path_factory):
     log = base / "collapse.log"
     cmd = train_cmd(
         data, run_dir, 0, "objective.collapse_warmup_steps=2", "objective.min_target_std=1000.0", "eval.every=0",
-        launcher=False,
+        "objective.collapse_min_rows=2", launcher=False,
     )
     assert run(cmd, log) == 3, tail(log)
     text = log.read_text(errors="replace")

@@ -337,7 +337,8 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
         "train/elements_per_s", "train/mfu", "train/skipped_samples", "train/skipped_steps", "train/padding_waste",
     }
     for m in MODALITIES:
-        required |= {f"train/loss/{m}", f"train/target_std/{m}", f"train/pred_std/{m}"}
+        required |= {f"train/loss/{m}", f"train/target_std/{m}", f"train/pred_std/{m}", f"train/rows/{m}",
+                     f"train/rows_per_s/{m}"}
     for a in MODALITIES:
         for b in MODALITIES:
             if a != b:
@@ -353,6 +354,8 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     assert lr[0] < lr[1]  # warmup
     seen = dict(scalars(run_dir, "train/samples_seen"))  # rows over both ranks, growing every step
     assert all(seen[s] < seen[s + 1] for s in range(1, MAX_STEPS))
+    rows = [dict(scalars(run_dir, f"train/rows/{m}")) for m in MODALITIES]  # this step's rows, all ranks
+    assert all(sum(r[s] for r in rows) == seen[s] - seen.get(s - 1, 0.0) for s in seen)
     epoch = dict(scalars(run_dir, "train/epoch"))
     assert all(epoch[s] == pytest.approx(seen[s] / cfg.data.epoch_samples) for s in seen)
 

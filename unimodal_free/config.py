@@ -252,6 +252,10 @@ class ObjectiveConfig:
     min_target_std: float = option(0.1, at_least(0))
     min_pred_std: float = option(0.01, at_least(0))
     collapse_warmup_steps: int = option(5000, at_least(0))
+    # The guard judges a modality only when the log interval gave it at least this many rows over all
+    # ranks: the across-sample std of 1 row is 0 and of none undefined, which is no collapse. With >= 8
+    # rows the std, averaged over all features, is far from 0 unless every sample has the same target.
+    collapse_min_rows: int = option(8, at_least(2))
 
 
 @dataclass
@@ -279,8 +283,13 @@ class TrainConfig:
     keep_last: int = option(2, positive)
     log_every: int = option(10, positive)
     max_nonfinite_in_row: int = option(5, positive)
-    # "fp32" or "bf16"; fixed on resume: DeepSpeed's optimizer state differs.
+    # "fp32" or "bf16" (DeepSpeed's bf16: bf16 student weights and activations, fp32 master
+    # weights; the EMA teacher and the targets stay fp32; see README "Precision"). Fixed on resume:
+    # DeepSpeed's optimizer state differs.
     precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True)
+    # torch.compile the student's encoder (cross-attention + latent stack), in place (same parameter
+    # names, so checkpoints are unchanged). Opt-in: compiling takes minutes before the first step.
+    compile: bool = option(False, anything)
 
 
 @dataclass

@@ -116,8 +116,8 @@ class Alignment(nn.Module):
         each other's positives) would share a normalisation that remote
         negatives do not: a shortcut InfoNCE can learn (MoCo's BN leak).
         Every rank calls ``sum_fn`` once, whatever its modalities. Only local
-        modalities get an entry; one with fewer than two rows over all ranks
-        gets none (running statistics are used, as for retrieval).
+        modalities get an entry; for one with fewer than two rows over all
+        ranks that entry is the running statistics (as for retrieval).
         """
         dim = self.proj.in_features
         rows = []
@@ -133,17 +133,21 @@ class Alignment(nn.Module):
             stats = sum_fn(stats)
         moments = {}
         for m, row in zip(modalities, stats):
-            n = float(row[0].detach())
-            if n < 2:
-                continue
-            mean = row[1 : 1 + dim] / n  # (D,)
-            var = (row[1 + dim :] / n - mean * mean).clamp_min(0.0)  # (D,) biased, as BatchNorm normalises
+            # Decided on the device (no host read: a sync per step, and a graph break under torch.compile):
+            # with fewer than two rows over all ranks the running statistics stand in and do not move.
+            n = row[0]
+            ok = n >= 2
+            n_safe = torch.where(ok, n, torch.full_like(n, 2.0))  # finite values and gradients on both branches
+            mean = row[1 : 1 + dim] / n_safe  # (D,)
+            var = (row[1 + dim :] / n_safe - mean * mean).clamp_min(0.0)  # (D,) biased, as BatchNorm normalises
             norm = getattr(self, f"norm_{m}")
-            with torch.no_grad():  # BatchNorm's running update: unbiased variance
-                norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), norm.momentum)
-                norm.running_var.lerp_((var * n / (n - 1)).to(norm.running_var.dtype), norm.momentum)
+            with torch.no_grad():  # BatchNorm's running update (unbiased variance), weight 0 without a batch
+                weight = ok.to(norm.running_mean.dtype) * norm.momentum
+                norm.running_mean.lerp_(mean.detach().to(norm.running_mean.dtype), weight)
+                norm.running_var.lerp_((var.detach() * n_safe / (n_safe - 1)).to(norm.running_var.dtype), weight)
             if m in pooled:  # the running statistics move on every rank alike, with rows here or not
-                moments[m] = (mean.float(), var.float())
+                moments[m] = (torch.where(ok, mean.float(), norm.running_mean.float()),
+                              torch.where(ok, var.float(), norm.running_var.float()))
         return moments
 
     def embed(self, modality: str, pooled: torch.Tensor,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from unimodal_free.batch import Batch
 from unimodal_free.masking import MaskedView, make_views, mask_spec
 from unimodal_free.model.joint import unwrap
+from unimodal_free.objective.collapse import row_moments, std_from_moments
 from unimodal_free.objective.targets import teacher_targets
 
 
@@ -19,6 +20,8 @@ from unimodal_free.objective.targets import teacher_targets
 class LossOutput:
     loss: torch.Tensor  # scalar, what the optimizer minimises
     metrics: dict[str, torch.Tensor]  # detached scalars (see compute_loss)
+    # "target/{m}", "pred/{m}": row_moments vectors (1 + 2F,) float64, for the collapse guard's pooled std.
+    moments: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def make_all_views(batch: Batch, cfg, generator: torch.Generator) -> dict[str, MaskedView]:
@@ -41,15 +44,13 @@ def across_sample_std(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tens
 
     A row's target is its slot array (latents: slots correspond across
     samples) or its mean over predicted positions (elements: positions differ
-    per sample). Zero means every sample gets the same target: collapse.
+    per sample; NaN when fewer than 2 rows have one). Zero means every sample
+    gets the same target: collapse. One step's value; the trainer's guard
+    pools the same sums over its log interval (see objective/collapse.py).
     """
-    if valid is not None:
-        w = valid.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        keep = valid.any(1)
-        x = ((x * w).sum(1) / w.sum(1).clamp(min=1))[keep]  # (B', D)
     if x.shape[0] < 2:
         return None
-    return x.std(dim=0).mean()
+    return std_from_moments(row_moments(x, valid)).to(x.dtype)
 
 
 def modality_balanced_loss(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], modalities: list[str],
@@ -111,6 +112,7 @@ def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cf
     )
     metrics: dict[str, torch.Tensor] = {}
     sums, counts = {}, {}
+    moments: dict[str, torch.Tensor] = {}
     for name, v in views.items():
         pred, target = out.predictions[name].float(), targets[name]
         valid = None if obj.target_space == "latents" else ~v.target_padding  # (B*R, T)
@@ -122,21 +124,23 @@ def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cf
         loss_m = sums[name] / counts[name].clamp(min=1)  # this rank's mean
         metrics[f"loss/{name}"] = loss_m.detach()
         first_view = target[:: v.num_views] if valid is None else target  # latents targets repeat per view
-        t_std = across_sample_std(first_view, valid)
-        p_std = across_sample_std(pred.detach(), valid)
-        if t_std is not None:
-            metrics[f"target_std/{name}"] = t_std
-            metrics[f"pred_std/{name}"] = p_std
+        moments[f"target/{name}"] = row_moments(first_view, valid)
+        moments[f"pred/{name}"] = row_moments(pred.detach(), valid)
+        rows = first_view.shape[0] if valid is None else int(valid.any(1).sum())  # rows behind the target std
+        if rows >= 2:
+            metrics[f"target_std/{name}"] = std_from_moments(moments[f"target/{name}"]).float()
+            metrics[f"pred_std/{name}"] = std_from_moments(moments[f"pred/{name}"]).float()
         real = (~batch.parts[name].padding).sum() * v.num_views
         metrics[f"masked_fraction/{name}"] = v.mask.sum() / real
     d2v = modality_balanced_loss(sums, counts, unwrap(student).modalities, obj.modality_weights, sum_fn)
     loss = d2v + out.absent_term  # + 0.0: absent modalities' parameters get a zero gradient
     metrics["loss/data2vec"] = d2v.detach()
-    metrics["padding_fraction"] = torch.tensor(batch.padding_waste())
+    pads = [p.padding for p in batch.parts.values()]
+    metrics["padding_fraction"] = sum(p.sum() for p in pads) / max(1, sum(p.numel() for p in pads))  # on device
     if out.align_loss is not None:
         loss = loss + obj.align_weight * out.align_loss
         metrics["align_loss"] = out.align_loss.detach()
         metrics["temperature"] = 1.0 / out.logit_scale
     else:
-        metrics["align_loss"] = torch.zeros(())
-    return LossOutput(loss, metrics)
+        metrics["align_loss"] = torch.zeros((), device=loss.device)
+    return LossOutput(loss, metrics, moments)

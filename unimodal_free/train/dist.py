@@ -2,6 +2,12 @@
 
 Everything degrades to a no-op when no process group is running, so the
 same code serves one process and ``deepspeed --num_gpus N``.
+
+Every tensor that meets a collective lives on :func:`comm_device`, decided
+once by :func:`set_comm_device` (the trainer calls it right after the process
+group starts): the engine's device under NCCL (which cannot reduce CPU
+tensors), the CPU under gloo. Helpers build their tensors there and move
+caller tensors there, so no call site can pick a device of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +29,25 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
+
+
+_COMM_DEVICE = torch.device("cpu")
+
+
+def set_comm_device(engine_device: torch.device | str, backend: str | None = None) -> torch.device:
+    """Decide the device of every collective: CPU for gloo (or a CPU engine), else the engine's device."""
+    global _COMM_DEVICE
+    engine_device = torch.device(engine_device)
+    if backend is None:
+        backend = dist.get_backend() if is_dist() else "gloo"
+    cpu = engine_device.type == "cpu" or str(backend) == "gloo"
+    _COMM_DEVICE = torch.device("cpu") if cpu else engine_device
+    return _COMM_DEVICE
+
+
+def comm_device() -> torch.device:
+    """The device collectives use (see :func:`set_comm_device`; CPU until it is called)."""
+    return _COMM_DEVICE
 
 
 def barrier() -> None:
@@ -72,48 +97,66 @@ def init_deepspeed_distributed(backend: str | None) -> None:
         pass
 
 
-def any_flags(flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
+def any_flags(flags: list[bool]) -> list[bool]:
     """Element-wise OR of boolean flags over all ranks (one all-reduce).
 
     Used for decisions every rank must take together: skip a non-finite step,
     stop on SIGTERM, stop on collapse.
     """
-    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=device)
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float32, device=comm_device())
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
 
 
-def mean_metrics(sums: dict[str, float], counts: dict[str, float], device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean of each metric over every observation on every rank.
+def sum_tensors(values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor]:
+    """Sum over ranks of every entry (any shapes, float64) in one all-reduce, on the comm device.
 
-    Ranks may hold different keys (a modality absent from a rank's batches),
-    so key names are agreed first, then one all-reduce carries (sum, count)
-    pairs; a key nobody observed is dropped.
+    Ranks may hold different keys (a modality absent from a rank's batches):
+    keys and shapes are agreed first (one small object gather), and an entry
+    a rank lacks counts as zeros. The results stay on the comm device: reading
+    them is the caller's one host synchronisation.
     """
-    keys = sorted(sums)
+    local = {k: torch.as_tensor(v).detach().to(comm_device(), torch.float64) for k, v in values.items()}
+    shapes = {k: tuple(v.shape) for k, v in local.items()}
     if is_dist():
-        gathered: list[list[str]] = [None] * world_size()  # type: ignore[list-item]
-        dist.all_gather_object(gathered, keys)
-        keys = sorted(set().union(*gathered))
-    t = torch.tensor(
-        [[sums.get(k, 0.0), counts.get(k, 0.0)] for k in keys], dtype=torch.float64, device=device
-    ).reshape(len(keys), 2)  # (K, 2): sum, count
-    if is_dist() and keys:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: float(s / c) for k, (s, c) in zip(keys, t.tolist()) if c > 0}
+        gathered: list[dict[str, tuple]] = [None] * world_size()  # type: ignore[list-item]
+        dist.all_gather_object(gathered, shapes)
+        shapes = {k: s for g in gathered for k, s in g.items()}
+    keys = sorted(shapes)
+    if not keys:
+        return {}
+    parts = [local[k] if k in local else torch.zeros(shapes[k], dtype=torch.float64, device=comm_device())
+             for k in keys]
+    flat = torch.cat([p.reshape(-1) for p in parts])  # (sum of numels,)
+    if is_dist():
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    return {k: f.reshape(shapes[k]) for k, f in zip(keys, flat.split([p.numel() for p in parts]))}
 
 
-def sum_vector(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+def mean_metrics(sums: dict[str, torch.Tensor | float], counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Mean of each metric over every observation on every rank (one all-reduce, one host read)."""
+    summed = sum_tensors({**{f"sum:{k}": v for k, v in sums.items()}, **{f"count:{k}": v for k, v in counts.items()}})
+    keys = sorted(summed)
+    return means_of(dict(zip(keys, torch.stack([summed[k].reshape(()) for k in keys]).tolist())) if keys else {})
+
+
+def means_of(host: dict[str, float]) -> dict[str, float]:
+    """{"sum:k": s, "count:k": c, ...} -> {k: s / c}; a key nobody observed (count 0) is dropped."""
+    return {k[4:]: v / host[f"count:{k[4:]}"] for k, v in host.items()
+            if k.startswith("sum:") and host.get(f"count:{k[4:]}", 0) > 0}
+
+
+def sum_vector(values: list[float]) -> list[float]:
     """Element-wise sum over ranks (one all-reduce); flags summed > 0 mean "any rank"."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=comm_device())
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
 
 
-def max_scalar(value: float, device: torch.device | str = "cpu") -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+def max_scalar(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=comm_device())
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
@@ -133,19 +176,19 @@ def gather_with_local_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """
     if not is_dist() or world_size() == 1:
         return t, 0
-    n = torch.tensor([t.shape[0]], dtype=torch.long, device=t.device)
+    n = torch.tensor([t.shape[0]], dtype=torch.long, device=comm_device())
     counts = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(counts, n)
-    counts_i = [int(c.item()) for c in counts]
+    counts_i = torch.cat(counts).tolist()  # the shapes below depend on it: one host read, needed
     offset = sum(counts_i[: rank()])
     longest = max(counts_i)
     if longest == 0:
         return t, 0
-    padded = t.detach().new_zeros((longest,) + tuple(t.shape[1:]))
+    padded = t.detach().new_zeros((longest,) + tuple(t.shape[1:]), device=comm_device())
     padded[: t.shape[0]] = t.detach()
     parts = [torch.empty_like(padded) for _ in range(world_size())]
     dist.all_gather(parts, padded.contiguous())
-    parts = [p[:c] for p, c in zip(parts, counts_i)]
+    parts = [p[:c].to(t.device) for p, c in zip(parts, counts_i)]
     parts[rank()] = t  # the local slice keeps its autograd graph
     return torch.cat(parts, dim=0), offset  # (sum of rows, ...)
 
@@ -161,4 +204,4 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
         return t
     from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(t, op=dist.ReduceOp.SUM)
+    return all_reduce(t.to(comm_device()), op=dist.ReduceOp.SUM).to(t.device)  # .to: differentiable

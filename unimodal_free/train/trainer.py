@@ -1,11 +1,19 @@
 """The training loop: DeepSpeed engine (student) + EMA teacher outside it + data2vec loss.
 
-One optimizer step = ``train.grad_accum`` micro-batches. Per micro-batch one
-small all-reduce carries the decisions every rank must take together
-(non-finite loss, stop request) and the global row/element/skip counts.
-A step with a non-finite loss anywhere is refused on every rank (its loss is
-turned into NaN so DeepSpeed's overflow check, or the optimizer's own check
-without ZeRO, skips it); the teacher follows only applied steps.
+One optimizer step = ``train.grad_accum`` micro-batches. Inside a step the
+host waits on the device only where the step's outcome is decided:
+DeepSpeed's (or, without ZeRO in fp32, our optimizer's) non-finite check,
+and one small all-reduce of the stop request after it. Metrics, row counts
+and the collapse statistics stay device tensors / local counts until the log
+interval, where one all-reduce and one host read turn them into TensorBoard
+scalars.
+
+A non-finite loss on any rank refuses the step on every rank by
+construction: that rank multiplies its loss by NaN (on the device), its
+gradients turn NaN, and the gradient all-reduce carries the NaN to every
+rank, where DeepSpeed's overflow check (or our optimizer's check without
+ZeRO) skips the step. The teacher follows only applied steps, and only
+applied steps' metrics are logged.
 
 Exit codes (see cli.py): 0 done or stopped by SIGTERM/SIGINT after a
 checkpoint, 2 user error before start, 3 collapse guard, 4 too many
@@ -14,7 +22,6 @@ non-finite steps in a row (after a checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import sys
@@ -40,14 +47,21 @@ from unimodal_free.train.cli import (
     prepare,
 )
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
-from unimodal_free.train.mfu import measure_matmul_peak
+from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.tblog import RunLogger
 
 
 class IntervalStats:
-    """Sums since the last log line; turned into rank-averaged metrics by :meth:`reduce`."""
+    """What the trainer accumulates between two log lines, without reading anything back.
+
+    ``sums``/``counts``: metric sums (device tensors) and how many values each
+    holds; ``moments``: the collapse guard's row moments (device tensors);
+    ``local``: this rank's row/element/skip counts (host numbers from the
+    loader, never a device read). :meth:`reduce` sums all of it over ranks in
+    one all-reduce.
+    """
 
     def __init__(self):
         self.reset()
@@ -55,23 +69,72 @@ class IntervalStats:
     def reset(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
         self.counts: dict[str, float] = {}
+        self.moments: dict[str, torch.Tensor] = {}
+        self.local: dict[str, float] = {}
+        self.counted: dict[str, float] = {}  # global counts already summed this interval (at a checkpoint)
         self.seconds = 0.0
-        self.rows = 0.0  # global (already summed over ranks)
-        self.elements = 0.0
-        self.flops = 0.0  # local
 
     def add(self, key: str, value: torch.Tensor | float) -> None:
         value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
         self.sums[key] = self.sums.get(key, 0.0) + value
         self.counts[key] = self.counts.get(key, 0.0) + 1
 
-    def reduce(self, peak_flops: float) -> dict[str, float]:
-        sums = {k: float(v) for k, v in self.sums.items()}
-        counts = dict(self.counts)
-        if self.seconds > 0 and peak_flops > 0:
-            sums["mfu"] = self.flops / self.seconds / peak_flops
-            counts["mfu"] = 1.0
-        return dist.mean_metrics(sums, counts)
+    def add_moments(self, key: str, value: torch.Tensor) -> None:
+        self.moments[key] = self.moments[key] + value if key in self.moments else value.detach()
+
+    def merge(self, other: "IntervalStats") -> None:
+        """Add ``other``'s metric sums and moments (an applied step's) to these."""
+        for key, value in other.sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0.0) + other.counts[key]
+        for key, value in other.moments.items():
+            self.add_moments(key, value)
+
+    def count(self, key: str, value: float) -> None:
+        self.local[key] = self.local.get(key, 0.0) + value
+
+    def take_counts(self, summed: dict[str, float], state: TrainerState) -> None:
+        """Global counts (``local`` summed over ranks) into the run state and this interval."""
+        for k, v in summed.items():
+            self.counted[k] = self.counted.get(k, 0.0) + v
+        state.samples_seen += int(summed.get("rows", 0))
+        state.skipped_samples += int(summed.get("skipped", 0))
+        self.local = {}
+
+    def flush_counts(self, state: TrainerState) -> None:
+        """Sum pending counts over ranks now (a checkpoint must record global totals); collective."""
+        summed = dist.sum_tensors(self.local)  # ranks may hold different keys (modalities absent here)
+        keys = sorted(summed)
+        host = torch.stack([summed[k] for k in keys]).tolist() if keys else []
+        self.take_counts(dict(zip(keys, host)), state)
+
+    def reduce(self, state: TrainerState) -> tuple[dict[str, float], ...]:
+        """(metric means, collapse stds, rows behind them, global counts) over the interval and all ranks.
+
+        One all-reduce of everything; stds are computed on the comm device
+        and everything is read back in one transfer.
+        """
+        from unimodal_free.objective.collapse import std_from_moments
+
+        summed = dist.sum_tensors({
+            **{f"sum:{k}": v for k, v in self.sums.items()},
+            **{f"count:{k}": v for k, v in self.counts.items()},
+            **{f"moments:{k}": v for k, v in self.moments.items()},
+            **{f"local:{k}": v for k, v in self.local.items()},
+        })
+        scalars = {k: v for k, v in summed.items() if not k.startswith("moments:")}
+        for k, v in summed.items():
+            if k.startswith("moments:"):  # "moments:target/image" -> "target_std/image"
+                kind, modality = k[len("moments:"):].split("/")
+                scalars[f"std:{kind}_std/{modality}"] = std_from_moments(v)
+                scalars[f"std_rows:{kind}/{modality}"] = v[0]
+        keys = sorted(scalars)
+        host = dict(zip(keys, torch.stack([scalars[k].reshape(()) for k in keys]).tolist())) if keys else {}
+        means = dist.means_of(host)
+        stds = {k[4:]: v for k, v in host.items() if k.startswith("std:")}
+        std_rows = {k[9:]: v for k, v in host.items() if k.startswith("std_rows:")}
+        self.take_counts({k[6:]: v for k, v in host.items() if k.startswith("local:")}, state)
+        return means, stds, std_rows, dict(self.counted)
 
 
 class Trainer:
@@ -99,6 +162,7 @@ class Trainer:
             acc.set_device(local_rank)
             self.device = torch.device(acc.device_name(local_rank))
         dist.init_deepspeed_distributed(acc.communication_backend_name())
+        dist.set_comm_device(self.device)  # the one place that decides where collectives run
         self.rank, self.world = dist.rank(), dist.world_size()
 
     def _build(self) -> None:
@@ -113,12 +177,18 @@ class Trainer:
         cfg = self.cfg
         self.zero3 = cfg.deepspeed.zero_stage == 3
         specs = modality_specs(cfg.data, self.setup.tokenizer.vocab_size)
+        self.modalities = list(specs)
         # Same seed on every rank: identical initial weights (ZeRO-3 partitions each rank's own copy).
         torch.manual_seed(cfg.train.seed)
         student = build_model(cfg, specs)
         self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
-        self.teacher = EMATeacher(student, cfg.objective)  # full fp32 copy, before any partitioning
+        # Full fp32 copy, before any partitioning; it stays fp32 under bf16 too (README "Precision").
+        self.teacher = EMATeacher(student, cfg.objective)
         self.teacher.module.to(self.device)
+        if cfg.train.compile:  # in place: parameter names (and checkpoints) unchanged; after the teacher's copy
+            from unimodal_free.model.joint import unwrap
+
+            unwrap(student).encoder.compile()
         # Without ZeRO (fp32) nothing in DeepSpeed refuses an inf/NaN step, so the optimizer does.
         optimizer = build_optimizer(
             student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
@@ -157,69 +227,61 @@ class Trainer:
         return state
 
     # ------------------------------------------------------------------ one step
-    def _autocast(self):
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _local_grad_norm(self) -> Optional[float]:
-        """Global grad norm without ZeRO (gradients are already all-reduced at the boundary)."""
+    def _local_grad_norm(self) -> Optional[torch.Tensor]:
+        """Global grad norm without ZeRO (gradients are already all-reduced at the boundary); on the device."""
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         if not grads:
             return None
-        return float(torch.nn.utils.get_total_norm(grads))
+        return torch.nn.utils.get_total_norm(grads)
 
     def _train_step(self, state: TrainerState, stats: IntervalStats, stop: StopRequest) -> dict[str, Any]:
         from unimodal_free.objective import compute_loss, step_flops
 
         cfg, engine = self.cfg, self.engine
-        poisoned = stop_now = False
         # The LR this step uses; the schedule advances only on applied steps (DeepSpeed skips it on overflow).
         lr = float(engine.get_lr()[0])
-        grad_norm: Optional[float] = None
-        losses = []
+        grad_norm = None
+        step_stats = IntervalStats()  # this step's metrics: into ``stats`` only if the step is applied
         t0 = time.perf_counter()
         for _ in range(cfg.train.grad_accum):
             with stop.waiting_for_data():
-                batch = next(self.loader)
+                batch = next(self.loader)  # on the host: its counts cost no device read
             state.micro_batches += 1
             flops = step_flops(cfg, batch)
+            stats.count("flops", flops["student"] + flops["teacher"])
+            stats.count("rows", batch.rows)
+            stats.count("elements", batch.num_elements())
+            stats.count("skipped", batch.skipped)
+            stats.count("batches", 1)
+            for name, part in batch.parts.items():
+                stats.count(f"rows/{name}", part.rows)
             batch = batch.to(self.device)
-            with self._autocast():
-                out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad,
-                                   dist.all_reduce_sum)
+            out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad,
+                               dist.all_reduce_sum)
             loss = out.loss.float().reshape(())
             if testhooks.nan_loss(state.step + 1, self.rank):
                 loss = loss * float("nan")
-            finite = bool(torch.isfinite(loss.detach()))
-            # One all-reduce: [non-finite anywhere, stop requested anywhere, rows, elements, skipped samples].
-            shared = dist.sum_vector(
-                [float(not finite), float(stop.requested), batch.rows, batch.num_elements(), batch.skipped]
-            )
-            stop_now |= shared[1] > 0
-            stats.rows += shared[2]
-            stats.elements += shared[3]
-            state.skipped_samples += int(shared[4])
-            state.samples_seen += int(shared[2])
-            stats.flops += flops["student"] + flops["teacher"]
-            if shared[0] > 0:
-                poisoned = True
-                loss = loss * float("nan")  # every rank refuses this step (overflow check / optimizer check)
-            else:
-                losses.append(loss.detach())
-                stats.add("loss", loss)
-                for key, value in out.metrics.items():
-                    stats.add(key, value)
+            # Non-finite here -> NaN gradients here -> NaN everywhere after the gradient all-reduce, where the
+            # overflow check refuses the step on every rank. Decided on the device: no host read per micro-batch.
+            loss = loss * torch.where(torch.isfinite(loss.detach()), 1.0, float("nan"))
+            step_stats.add("loss", loss)
+            for key, value in out.metrics.items():
+                if not key.startswith(("target_std/", "pred_std/")):  # the guard's stds come from the moments
+                    step_stats.add(key, value)
+            for key, value in out.moments.items():
+                step_stats.add_moments(key, value)
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary() and engine.zero_optimization_stage() == 0:
                 grad_norm = self._local_grad_norm()
             engine.step()
-        applied = engine.was_step_applied() and not poisoned
+        applied = engine.was_step_applied()  # read by DeepSpeed from its own overflow check: no extra sync
+        (stop_now,) = dist.any_flags([stop.requested])  # the one collective of ours per step
         if applied:
             norm = engine.get_global_grad_norm()
-            grad_norm = float(norm) if norm is not None else grad_norm
+            grad_norm = norm if norm is not None else grad_norm
             if grad_norm is not None:
-                stats.add("grad_norm", grad_norm)
+                step_stats.add("grad_norm", grad_norm)
+            stats.merge(step_stats)
             self._update_teacher(state.step)
             state.nonfinite_in_row = 0
         else:
@@ -229,8 +291,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         state.train_time_s += dt
         stats.seconds += dt
-        local_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-        return {"lr": lr, "applied": applied, "stop": stop_now, "loss": local_loss}
+        return {"lr": lr, "applied": applied, "stop": stop_now}
 
     def _update_teacher(self, step: int) -> None:
         """EMA from the full student; under ZeRO-3 its partitions are gathered one chunk at a time."""
@@ -244,25 +305,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging / eval / save
     def _log(self, state: TrainerState, stats: IntervalStats, info: dict[str, Any]) -> Optional[str]:
-        """Rank-averaged interval metrics to TensorBoard; returns a collapse message (agreed by all ranks)."""
+        """Rank-summed interval metrics to TensorBoard; returns a collapse message (agreed by all ranks)."""
         from unimodal_free.objective import check_collapse
 
-        metrics = stats.reduce(self.peak_flops)
+        metrics, stds, std_rows, counts = stats.reduce(state)
         step = state.step
-        scalars = {f"train/{k}": v for k, v in metrics.items() if k not in ("padding_fraction",)}
+        seconds = dist.max_scalar(stats.seconds)
+        per_s = (lambda n: n / seconds) if seconds > 0 else (lambda n: 0.0)
+        scalars = {f"train/{k}": v for k, v in metrics.items() if k != "padding_fraction"}
         if "padding_fraction" in metrics:
             scalars["train/padding_waste"] = metrics["padding_fraction"]
-        seconds = dist.max_scalar(stats.seconds)
+        target_rows = {k.split("/")[1]: n for k, n in std_rows.items() if k.startswith("target/")}
+        for key, value in stds.items():  # "target_std/image": logged where its rows make a std (>= 2)
+            kind, modality = key.split("_std/")
+            if std_rows[f"{kind}/{modality}"] >= 2:
+                scalars[f"train/{key}"] = value
+        if seconds > 0 and self.peak_flops > 0:  # per-rank mean FLOPs over the slowest rank's time
+            scalars["train/mfu"] = mfu(counts.get("flops", 0.0) / self.world, seconds, self.peak_flops)
         scalars["train/lr"] = info["lr"]
         scalars["train/ema_decay"] = self.teacher.decay(step - 1)
-        scalars["train/samples_per_s"] = stats.rows / seconds if seconds > 0 else 0.0
-        scalars["train/elements_per_s"] = stats.elements / seconds if seconds > 0 else 0.0
+        scalars["train/samples_per_s"] = per_s(counts.get("rows", 0.0))
+        scalars["train/elements_per_s"] = per_s(counts.get("elements", 0.0))
+        for name in self.modalities:
+            scalars[f"train/rows/{name}"] = counts.get(f"rows/{name}", 0.0)
+            scalars[f"train/rows_per_s/{name}"] = per_s(counts.get(f"rows/{name}", 0.0))
         scalars["train/skipped_samples"] = state.skipped_samples
         scalars["train/skipped_steps"] = state.skipped_steps
         scalars["train/samples_seen"] = state.samples_seen
         scalars["train/epoch"] = state.samples_seen / self.cfg.data.epoch_samples
         self.logger.scalars(scalars, step)
-        message = check_collapse(metrics, self.cfg.objective, step)
+        if self.first_log:
+            self.first_log = False
+            missing = [name for name in self.modalities if not counts.get(f"rows/{name}", 0)]
+            if missing:
+                self.logger.message(
+                    f"warning: configured modality {', '.join(map(repr, missing))} appeared in none of the first "
+                    f"{int(counts.get('batches', 0))} batches (steps {self.start_step + 1}-{step}, {self.world} "
+                    f"rank(s)); is it in data.train?"
+                )
+        message = check_collapse(stds, self.cfg.objective, step, target_rows)
         (collapsed,) = dist.any_flags([message is not None])
         if collapsed and message is None:
             message = f"representation collapse at step {step} detected on another rank"
@@ -315,20 +396,20 @@ class Trainer:
         cfg = self.cfg
         rng = capture_rng()  # eval must not shift the training RNG streams (exact resume)
         try:
-            with self._autocast():
-                out = evaluate(
-                    model,
-                    cfg,
-                    self.setup.heldout_sources,
-                    self.setup.tokenizer,
-                    self.device,
-                    max_samples=cfg.eval.max_samples,
-                    model_name=cfg.eval.model,
-                    writer=self.logger.writer,
-                    step=step,
-                    # Heatmaps every eval; the (large) projector entry only for the final model.
-                    projector=step == cfg.train.max_steps,
-                )
+            # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (README "Precision").
+            out = evaluate(
+                model,
+                cfg,
+                self.setup.heldout_sources,
+                self.setup.tokenizer,
+                self.device,
+                max_samples=cfg.eval.max_samples,
+                model_name=cfg.eval.model,
+                writer=self.logger.writer,
+                step=step,
+                # Heatmaps every eval; the (large) projector entry only for the final model.
+                projector=step == cfg.train.max_steps,
+            )
         finally:
             restore_rng(rng)
         scalars = {f"val/{k}": float(v) for k, v in out.items()}
@@ -341,6 +422,7 @@ class Trainer:
     def _save(self, state: TrainerState) -> None:
         if self.last_saved_step == state.step:
             return
+        self.stats.flush_counts(state)  # samples_seen / skipped_samples: global totals up to this step
         rank_state = {"rng": capture_rng(self.generator), "micro_batches": state.micro_batches}
         self.logger.flush()  # events up to this step are on disk before the checkpoint can be resumed
         self.ckpt.save(self.engine, self._teacher_state(), state, rank_state)
@@ -400,6 +482,7 @@ class Trainer:
         self.last_eval_s = 0.0
         self.evals_skipped = 0
         self.last_log: dict[str, float] = {}
+        self.start_step, self.first_log = state.step, True
         self.loader = make_train_loader(
             cfg, self.setup.tokenizer, self.rank, self.world, start_batch=state.micro_batches
         )
@@ -413,7 +496,7 @@ class Trainer:
             f"run {self.run_dir}: {self.world} rank(s), ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.precision}, "
             f"step {state.step}/{cfg.train.max_steps}, matmul peak {self.peak_flops / 1e12:.3f} TFLOP/s per rank"
         )
-        stats = IntervalStats()
+        stats = self.stats = IntervalStats()
         while state.step < cfg.train.max_steps:
             info = self._train_step(state, stats, stop)
             step = state.step
@@ -421,8 +504,10 @@ class Trainer:
             collapse = None
             if step % cfg.train.log_every == 0 or last or info["stop"]:
                 collapse = self._log(state, stats, info)
+            # The last logged values: a per-step loss on the bar would cost a device read every step.
             throughput = self.last_log.get("train/samples_per_s", 0.0)
-            self.logger.progress(step, {"loss": f"{info['loss']:.4f}", "samples/s": f"{throughput:.1f}"})
+            loss = self.last_log.get("train/loss", float("nan"))
+            self.logger.progress(step, {"loss": f"{loss:.4f}", "samples/s": f"{throughput:.1f}"})
             if collapse is not None:
                 self.logger.message(f"stopping: {collapse}")
                 return EXIT_COLLAPSE

@@ -1,0 +1,233 @@
+"""The trainer run in this process (1 rank, gloo, real DeepSpeed engine, real demo shards), observed from inside:
+
+* precision: what dtype the student weights, master weights, activations, teacher and targets have (bf16 run);
+* host synchronisations per training step, counted by call site (a CPU stand-in for CUDA's sync debug mode);
+* ``train.compile``: the encoder compiled in place, a few real steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_train_launch import free_port, scalars, tiny_data, warm_up_deepspeed
+
+# Tensor methods that make the host wait for the device (on a GPU): reading values back, or a shape that
+# depends on them (nonzero).
+SYNC_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "nonzero")
+
+
+class SyncCounter:
+    """Counts calls of SYNC_METHODS while active, keyed by the innermost frame of ours or DeepSpeed's
+    (file:function)."""
+
+    def __init__(self):
+        self.sites: collections.Counter = collections.Counter()
+        self.active = False
+        self._saved = {}
+
+    def __enter__(self):
+        for name in SYNC_METHODS:
+            original = getattr(torch.Tensor, name)
+            self._saved[name] = original
+
+            def wrapper(t, *args, _original=original, **kwargs):
+                if self.active:
+                    self.active = False  # calls made inside the method itself do not count twice
+                    try:
+                        self.sites[self._site()] += 1
+                    finally:
+                        self.active = True
+                return _original(t, *args, **kwargs)
+
+            setattr(torch.Tensor, name, wrapper)
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+
+    @staticmethod
+    def _site() -> str:
+        for frame in reversed(traceback.extract_stack()[:-2]):  # without _site and the wrapper
+            if "unimodal_free" in frame.filename or "/deepspeed/" in frame.filename:
+                return f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.name}"
+        return "other"
+
+
+def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
+    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the engine is built."""
+    from unimodal_free.train import trainer as trainer_mod
+    from unimodal_free.train.cli import build_parser, prepare
+
+    warm_up_deepspeed()
+    data = tiny_data(tmp_path_base(tmp_path))
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    import deepspeed.utils.groups
+
+    # DeepSpeed keeps its clone of the world group in a module global beyond destroy_process_group;
+    # a second run in the same process must not find the first run's (launches are one run per process).
+    monkeypatch.setattr(deepspeed.utils.groups, "_WORLD_GROUP", None)
+    threads = torch.get_num_threads()
+    args = ["--config", "configs/tiny.json"]
+    for s in ["train.micro_batch_size=8", "eval.every=0", "train.checkpoint_every=1000",
+              f"train.output_dir={tmp_path / 'run'}", f"data.train={data / 'train'}",
+              f"data.heldout={data / 'heldout'}", f"data.tokenizer={data / 'tokenizer.model'}", *sets]:
+        args += ["--set", s]
+
+    class Observed(trainer_mod.Trainer):
+        def _build(self):
+            super()._build()
+            if observe is not None:
+                observe(self)
+
+    try:
+        return Observed(prepare(build_parser().parse_args(args))).run()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def tmp_path_base(tmp_path: Path) -> Path:
+    base = tmp_path.parent.parent / "train_runs"  # the session's shared demo data (see test_train_launch)
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+@pytest.mark.slow
+def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkeypatch):
+    """bf16 = DeepSpeed's bf16 alone: bf16 student weights and activations (no autocast anywhere),
+    fp32 master weights in the optimizer, fp32 teacher (weights and activations) and fp32 targets."""
+    import unimodal_free.objective.loss as loss_mod
+    from unimodal_free.model.joint import unwrap
+
+    seen: dict[str, set] = collections.defaultdict(set)
+
+    def record(name):
+        def hook(module, inputs, output):
+            out = output[-1] if isinstance(output, (list, tuple)) else output
+            seen[name].add(out.dtype)
+            seen[f"{name} autocast"].add(torch.is_autocast_enabled("cpu"))
+        return hook
+
+    def observe(trainer):
+        student = unwrap(trainer.engine.module)
+        seen["student weights"] = {p.dtype for p in student.parameters()}
+        seen["master weights"] = {p.dtype for g in trainer.engine.optimizer.optimizer.param_groups for p in g["params"]}
+        seen["teacher weights"] = {p.dtype for p in trainer.teacher.module.parameters()}
+        for name, model in (("student", student), ("teacher", unwrap(trainer.teacher.module))):
+            block = model.encoder.blocks[0]
+            block.register_forward_hook(record(f"{name} latent block"))
+            linear = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+            linear.register_forward_hook(record(f"{name} linear"))
+
+    real_targets = loss_mod.teacher_targets
+
+    def targets(*args, **kwargs):
+        out = real_targets(*args, **kwargs)
+        seen["targets"] |= {t.dtype for t in out.values()}
+        return out
+
+    monkeypatch.setattr(loss_mod, "teacher_targets", targets)
+    rc = run_trainer(tmp_path, monkeypatch, "train.precision=bf16", "train.max_steps=2", "train.log_every=1",
+                     "deepspeed.zero_stage=1", "eval.every=2", "eval.model=student", "eval.max_samples=16",
+                     "eval.max_time_share=1.0", observe=observe)
+    assert rc == 0
+    assert [s for s, _ in scalars(tmp_path / "run", "val/image_to_text_R@1")] == [2]  # the bf16 student evaluates
+    assert seen["student weights"] == {torch.bfloat16}
+    assert seen["master weights"] == {torch.float32}
+    assert seen["student latent block"] == seen["student linear"] == {torch.bfloat16}
+    assert seen["teacher weights"] == {torch.float32}
+    assert seen["teacher latent block"] == seen["teacher linear"] == {torch.float32}
+    assert seen["targets"] == {torch.float32}
+    assert seen["student latent block autocast"] == seen["teacher latent block autocast"] == {False}
+
+
+@pytest.mark.slow
+def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
+    """Inside a training step the host waits only where the step is decided (DeepSpeed's / the optimizer's
+    non-finite check, the stop flag), plus shape-deciding reads outside the trainer (alignment pairs,
+    the masking); nothing from the trainer's metrics, counts or the alignment's normalisation statistics."""
+    from unimodal_free.train import trainer as trainer_mod
+
+    counter = SyncCounter()
+    steps = 3
+    real_step = trainer_mod.Trainer._train_step
+
+    def counted_step(self, *args, **kwargs):
+        counter.active = True
+        try:
+            return real_step(self, *args, **kwargs)
+        finally:
+            counter.active = False
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", counted_step)
+    with counter:
+        rc = run_trainer(tmp_path, monkeypatch, f"train.max_steps={steps}", f"train.log_every={steps}")
+    assert rc == 0
+    per_step = {site: n / steps for site, n in sorted(counter.sites.items())}
+    with capsys.disabled():
+        print(f"\nhost syncs per step (tiny config, 1 rank, fp32 ZeRO-0): {sum(per_step.values()):.1f} {per_step}",
+              file=sys.stderr)
+    assert not [s for s in per_step if s.startswith("train/trainer.py")], per_step
+    assert not [s for s in per_step if s.endswith(":batch_moments")], per_step
+    dist_sites = {s: n for s, n in per_step.items() if s.startswith("train/dist.py")}
+    assert dist_sites.get("train/dist.py:any_flags", 0) <= 1, dist_sites  # the stop flag, once per step
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains(tmp_path, monkeypatch):
+    """train.compile=true: the student's encoder is compiled in place, trains, and its checkpoint keys
+    are the eager model's."""
+    from unimodal_free.model.joint import unwrap
+    from unimodal_free.train.export import load_weights
+
+    compiled = {}
+
+    def observe(trainer):
+        encoder = unwrap(trainer.engine.module).encoder
+        compiled["encoder"] = getattr(encoder, "_compiled_call_impl", None) is not None
+
+    rc = run_trainer(tmp_path, monkeypatch, "train.compile=true", "train.max_steps=2", "train.log_every=1",
+                     observe=observe)
+    assert rc == 0 and compiled["encoder"]
+    weights = load_weights(tmp_path / "run")
+    assert weights.step == 2 and all(torch.isfinite(v.float()).all() for v in weights.student.values())
+    assert not [k for k in weights.student if "_orig_mod" in k]
+    assert weights.student.keys() == weights.teacher.keys()
+
+
+@pytest.mark.slow
+def test_missing_modality_warning_and_per_modality_rows(tmp_path, monkeypatch, capsys):
+    """A corpus without speech (the demo shard with its audio members dropped): a start-up warning names the
+    modality and the batches looked at; train/rows/{m} and train/rows_per_s/{m} are logged for every
+    configured modality (0 for speech), and the row counts add up to the samples seen."""
+    import shutil
+    import tarfile
+
+    demo = tiny_data(tmp_path_base(tmp_path))
+    speechless = tmp_path / "speechless"
+    speechless.mkdir()
+    shutil.copy(demo / "train" / "sizes.json", speechless / "sizes.json")
+    with tarfile.open(demo / "train" / "shard-000000.tar") as src, \
+            tarfile.open(speechless / "shard-000000.tar", "w") as dst:
+        for member in src.getmembers():
+            if not member.name.endswith((".flac", ".wav", ".ogg")):
+                dst.addfile(member, src.extractfile(member))
+    rc = run_trainer(tmp_path, monkeypatch, f"data.train={speechless}", "train.max_steps=4", "train.log_every=2")
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning: configured modality 'speech' appeared in none of the first 2 batches (steps 1-2, 1 rank(s))" in err
+    run_dir = tmp_path / "run"
+    rows = {m: dict(scalars(run_dir, f"train/rows/{m}")) for m in ("image", "speech", "text")}
+    assert rows["speech"] == {2: 0.0, 4: 0.0} and all(rows["image"][s] > 0 for s in (2, 4))
+    seen = dict(scalars(run_dir, "train/samples_seen"))
+    assert sum(rows[m][2] for m in rows) == seen[2] and sum(rows[m][4] for m in rows) == seen[4] - seen[2]
+    per_s = dict(scalars(run_dir, "train/rows_per_s/image"))
+    assert per_s[2] > 0 and dict(scalars(run_dir, "train/rows_per_s/speech"))[2] == 0.0
