@@ -32,6 +32,9 @@ class StudentOutput:
     predictions: dict[str, torch.Tensor]  # latents: (B_m*R, N, D); elements: (B_m*R, T, D)
     align_loss: torch.Tensor | None  # None when alignment is off
     logit_scale: torch.Tensor | None
+    # Exactly 0.0, with a graph through every parameter of the modalities absent from the batch:
+    # the loss adds it so those parameters get a (zero) gradient too (see JointModel.forward).
+    absent_term: torch.Tensor
 
 
 class JointModel(nn.Module):
@@ -80,15 +83,33 @@ class JointModel(nn.Module):
         and, for ``align_input="full"``, the unmasked rows ``full`` feed the
         alignment loss; ``gather_fn``/``sum_fn`` are its cross-rank collectives
         (see :class:`Alignment`).
+
+        Same parameter set every call: a modality absent from ``views`` runs
+        through the student as a zero-row input and ``absent_term`` (the sum
+        of its empty outputs, exactly 0.0) ties it to the loss. So every
+        parameter gets a gradient every step on every rank, zero for what the
+        batch does not hold: data-parallel ranks whose batches hold different
+        modalities reduce the same gradients (DeepSpeed ZeRO 1/2 bucket a
+        parameter when its gradient arrives; a missing one misaligns the
+        buckets across ranks). Every parameter is still used inside its own
+        module's forward, so ZeRO-3 gathers it as usual.
         """
-        z = self.final({name: (v.values, v.coords, v.padding) for name, v in views.items()})  # (sum B_m R, N, D)
-        z_parts = dict(zip(views, z.split([v.rows for v in views.values()], dim=0)))
+        device = next(iter(views.values())).coords.device
+        parts = {name: (v.values, v.coords, v.padding) for name, v in views.items()}
+        absent = [name for name in self.modalities if name not in views]
+        parts.update({name: self.embed.adapters[name].empty_input(device) for name in absent})
+        rows = [part[1].shape[0] for part in parts.values()]
+        z = self.final(parts)  # (sum B_m R, N, D); absent modalities have 0 rows
+        z_parts = dict(zip(parts, z.split(rows, dim=0)))
         if self.predictor is not None:
             pred = self.predictor(z)  # (sum B_m R, N, D): one call for all modalities
-            predictions = dict(zip(views, pred.split([v.rows for v in views.values()], dim=0)))
+            outputs = dict(zip(parts, pred.split(rows, dim=0)))
         else:
-            predictions = {name: self.head(self.readout(name, z_parts[name], v.target_coords))
-                           for name, v in views.items()}  # (B_m R, T, D)
+            query = {name: v.target_coords for name, v in views.items()} | {name: parts[name][1] for name in absent}
+            outputs = {name: self.head(self.readout(name, z_parts[name], query[name]))
+                       for name in parts}  # (B_m R, T, D)
+        predictions = {name: outputs[name] for name in views}
+        absent_term = sum((outputs[name].float().sum() for name in absent), z.new_zeros((), dtype=torch.float32))
         align_loss = logit_scale = None
         if self.align is not None:
             if pair_index is None:
@@ -102,7 +123,7 @@ class JointModel(nn.Module):
                 pooled = {name: z_parts[name].view(-1, v.num_views, *z.shape[1:]).mean((1, 2))  # (B_m, D)
                           for name, v in views.items()}
             align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn, sum_fn)
-        return StudentOutput(predictions, align_loss, logit_scale)
+        return StudentOutput(predictions, align_loss, logit_scale, absent_term)
 
 
 def build_model(cfg: Config, specs: dict[str, ModalitySpec]) -> JointModel:

@@ -101,7 +101,7 @@ def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cf
         real = (~batch.parts[name].padding).sum() * v.num_views
         metrics[f"masked_fraction/{name}"] = v.mask.sum() / real
     d2v = total / max(weight, 1) if weight else out.predictions[next(iter(views))].sum() * 0.0
-    loss = d2v
+    loss = d2v + out.absent_term  # + 0.0: absent modalities' parameters get a zero gradient
     metrics["loss/data2vec"] = d2v.detach()
     metrics["padding_fraction"] = torch.tensor(batch.padding_waste())
     if out.align_loss is not None:
