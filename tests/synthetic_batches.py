@@ -11,12 +11,14 @@ have padding.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
-from unimodal_free.batch import Batch, Elements, collate_elements, modality_specs
+from unimodal_free.batch import Batch, Elements, ModalityBatch, collate_elements, modality_specs
 from unimodal_free.config import load_config
+from unimodal_free.masking import MaskedView
 from pathlib import Path
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.json"
@@ -94,3 +96,16 @@ def make_labelled_batch(cfg, seed: int, pairs: int = 6, modalities=("image", "sp
             key = f"s{seed}_{k}_{name}"
             samples.append((MAKERS[name](cfg, c, a, g), key, f"p{seed}_{k}" if paired else None))
     return collate_elements(samples), {name: torch.tensor(v) for name, v in labels.items()}
+
+
+def part_rows(part: ModalityBatch, lo: int, hi: int) -> ModalityBatch:
+    """Rows lo..hi-1 of one modality's sub-batch (padding columns kept: the model ignores them)."""
+    return ModalityBatch(part.values[lo:hi], part.coords[lo:hi], part.padding[lo:hi], part.pair_index[lo:hi],
+                         part.keys[lo:hi])
+
+
+def view_rows(view: MaskedView, lo: int, hi: int) -> MaskedView:
+    """The R masked views of rows lo..hi-1 (view rows lo*R..hi*R-1)."""
+    R = view.num_views
+    cut = {f.name: getattr(view, f.name)[lo * R:hi * R] for f in dataclasses.fields(view) if f.name != "num_views"}
+    return MaskedView(**cut, num_views=R)

@@ -110,6 +110,27 @@ def test_peers_run_fwd_bwd_at_equal_sizes():
     assert full_attention_flops(size, 1, 4096) > 3.5 * full_attention_flops(size, 1, 2048)
 
 
+@pytest.mark.parametrize("kind", ["hf_perceiver", "full_attention"])
+def test_peers_and_their_inputs_are_built_on_the_bench_device(kind):
+    """--device reaches the peers: on "meta" (a device no default puts anything on) every parameter,
+    buffer and input of the peer is there, none left on the CPU."""
+    from unimodal_free.bench.config_run import peer_step
+    from unimodal_free.bench.peers import PeerSize
+    from unimodal_free.bench.synthetic import synthetic_batch
+    from unimodal_free.batch import modality_specs
+    from unimodal_free.config import load_config
+
+    cfg = load_config(TINY)
+    batch = synthetic_batch(cfg.data, modality_specs(cfg.data, 64), 5, seed=0)
+    assert any(p.padding.any() for p in batch.parts.values())  # the padding mask is built too
+    peer = peer_step(kind, PeerSize.from_model_config(cfg.model), batch, torch.device("meta"))
+    tensors = list(peer.model.parameters()) + list(peer.model.buffers())
+    tensors += [t for x, keep in peer.inputs for t in (x, keep) if t is not None]
+    assert len(peer.inputs) == len(batch.parts) and any(keep is not None for _, keep in peer.inputs)
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert peer.params > 0
+
+
 def test_config_run_tiny_schema(tmp_path):
     out = tmp_path / "tiny.json"
     assert config_run_main(["--config", TINY, "--rows", "3", "--warmup", "0", "--repeats", "1",
@@ -120,6 +141,7 @@ def test_config_run_tiny_schema(tmp_path):
     assert set(run["peers"]) == {"hf_perceiver", "full_attention"}
     assert positive_finite(run["flops"]["student"]) and positive_finite(run["flops"]["teacher"])
     assert run["memory"]["peak_rss_bytes"] >= run["memory"]["rss_before_model_bytes"] > 0
+    assert run["memory"]["step_tensor_peak_bytes"] > 4 * run["params"]["student"]  # gradients + activations
     assert run["params"]["student"] == run["params"]["teacher"] > 0
     peak = {"fp32": {"peak_flops": 1e11}}
     report.add_mfu(run, peak, "fp32")
@@ -129,9 +151,9 @@ def test_config_run_tiny_schema(tmp_path):
 
 
 def test_bench_sections_in_process(tmp_path):
-    """peak, plain encoder, scaling (+ plot), amortisation: everything but the subprocess sections."""
+    """peak, plain encoder, scaling (+ plot), amortisation, activation memory: all but the subprocess sections."""
     out, plot = tmp_path / "bench.json", tmp_path / "scaling.png"
-    assert bench_main(["--smoke", "--only", "peak,plain,scaling,amortisation", "--json", str(out),
+    assert bench_main(["--smoke", "--only", "peak,plain,scaling,amortisation,activation", "--json", str(out),
                        "--plot", str(plot)]) == 0
     res = json.loads(out.read_text())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -141,6 +163,9 @@ def test_bench_sections_in_process(tmp_path):
     for name in ("ours_encoder_fwd_bwd", "ours_train_step", "full_attention_fwd_bwd"):
         assert 8192 in res["scaling"][name]["sizes"]
     assert list(res["teacher_amortisation"]["per_num_views"]) == ["1", "4"]
+    act = res["memory"]["activation"]  # the step's tensors: per row-view far less with checkpointing
+    assert 0 < act["checkpointing"]["per_row_view_bytes"] < 0.5 * act["no_checkpointing"]["per_row_view_bytes"]
+    assert act["checkpointing"]["predicted"]["peak_bytes"] < act["no_checkpointing"]["predicted"]["peak_bytes"]
     assert set(res["targets"]) == set(report.TARGETS)
 
 

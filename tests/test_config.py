@@ -46,6 +46,9 @@ def test_sources_accept_string_list_and_weights():
         ({"data": {"train": [{"path": "x", "weight": "heavy"}]}}, [], "data.train[0].weight"),
         ({}, ["masking.image_ratio=1.5"], "masking.image_ratio"),
         ({}, ["nosuch.key=1"], "nosuch: unknown key"),
+        ({}, ['objective.modality_weights={"video": 1}'], "objective.modality_weights.video: unknown modality"),
+        ({}, ['objective.modality_weights={"speech": -1}'], "objective.modality_weights.speech: must be a number >= 0"),
+        ({}, ['objective.modality_weights={"speech": "x"}'], "objective.modality_weights.speech: must be a number"),
     ],
 )
 def test_bad_values_name_the_dotted_path(data, overrides, needle):

@@ -1,5 +1,6 @@
 """Objective: loss and metrics, alignment with gathered negatives, collapse guard, short trainings."""
 
+import json
 import math
 import time
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synthetic_batches import make_batch, tiny_config, tiny_specs
+from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs
+from unimodal_free.batch import Batch
 from unimodal_free.model import EMATeacher, build_model
 from unimodal_free.model.alignment import info_nce, paired_rows
 from unimodal_free.objective import check_collapse, compute_loss
@@ -58,6 +60,31 @@ def test_across_sample_std_brute_force():
     assert across_sample_std(x[:1], None) is None
     same = torch.randn(1, 4, 8).expand(5, 4, 8)
     assert float(across_sample_std(same, None)) == 0.0
+
+
+@pytest.mark.parametrize("space", ["latents", "elements"])
+def test_rare_modality_loss_share_follows_its_weight(space):
+    """10 image rows, 1 speech row: each modality's loss is its own mean and the data2vec loss is their
+    objective.modality_weights mean, so the one speech row carries w_s / (w_s + w_i) of the loss
+    (by rows it would be 1/11); gradients follow the same shares."""
+    images = make_batch(tiny_config(), seed=4, pairs=10, modalities=("image",)).parts["image"]
+    speech = part_rows(make_batch(tiny_config(), seed=5, pairs=2, modalities=("speech",)).parts["speech"], 0, 1)
+    batch = Batch({"image": images, "speech": speech})
+    grads = {}
+    for weights in ({}, {"speech": 0.25}, {"image": 0.5, "speech": 3.0}, {"speech": 0.0}):
+        cfg, student, teacher = setup(f"objective.target_space={space}", "objective.align_weight=0",
+                                      f"objective.modality_weights={json.dumps(weights)}")
+        out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+        w_i, w_s = weights.get("image", 1.0), weights.get("speech", 1.0)
+        expected = (w_i * out.metrics["loss/image"] + w_s * out.metrics["loss/speech"]) / (w_i + w_s)
+        torch.testing.assert_close(out.metrics["loss/data2vec"], expected)
+        out.loss.backward()
+        grads[json.dumps(weights)] = student.embed.pad_speech.grad.clone()  # only speech rows reach it
+    # The speech-only gradient scales with speech's share: 1/2 at equal weights, 0.25/1.25, 3/3.5, 0.
+    share = {"{}": 0.5, '{"speech": 0.25}': 0.2, '{"image": 0.5, "speech": 3.0}': 3 / 3.5, '{"speech": 0.0}': 0.0}
+    for key, g in grads.items():
+        torch.testing.assert_close(g, grads["{}"] * share[key] / 0.5, rtol=1e-4, atol=1e-7)
+    assert grads["{}"].abs().sum() > 0
 
 
 def test_paired_rows():

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -98,6 +100,87 @@ def _sync_norm_worker(rank: int, world: int, port: int) -> None:
             torch.testing.assert_close(getattr(align, f"norm_{m}").running_var, getattr(reference, f"norm_{m}").running_var)
     finally:
         dist.destroy_process_group()
+
+
+SPLIT = {"image": (3, 2), "speech": (0, 2), "text": (2, 0)}  # rows on rank 0, rank 1: speech only on rank 1
+
+
+def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, space: str, align: bool) -> None:
+    """DeepSpeed ZeRO-``stage`` engines on two ranks holding different modalities: the gradient they
+    reduce equals one process's over all rows (same masks), and the rank-mean loss equals its loss.
+
+    ``align``: alignment on (negatives gathered, statistics all-reduced in forward and backward); its
+    gradient is not one process's by design (remote negatives are constants, open_clip's recipe), so
+    then the step must complete with every gradient finite (a rank whose graph differed hung ZeRO-3)."""
+    import copy
+
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.utils import safe_get_full_grad
+
+    from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs, view_rows
+    from unimodal_free.batch import Batch
+    from unimodal_free.model import EMATeacher, build_model
+    from unimodal_free.objective import compute_loss, make_all_views
+    from unimodal_free.train import dist as tdist
+    from unimodal_free.train.ds_compat import lift_zero_dim_params
+    from unimodal_free.train.ds_config import build_ds_config
+    from unimodal_free.train.optim import build_optimizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    tdist.init_deepspeed_distributed(get_accelerator().communication_backend_name())
+    try:
+        cfg = tiny_config(f"objective.align_weight={1.0 if align else 0.0}", f"deepspeed.zero_stage={stage}",
+                          "train.micro_batch_size=5", f"objective.target_space={space}")
+        torch.manual_seed(0)
+        student = build_model(cfg, tiny_specs(cfg))
+        teacher = EMATeacher(student)
+        reference = copy.deepcopy(student)
+        made = make_batch(cfg, seed=11, pairs=5)
+        full = Batch({m: part_rows(p, 0, sum(SPLIT[m])) for m, p in made.parts.items()})
+        views = make_all_views(full, cfg, torch.Generator().manual_seed(0))
+        mine = {m: (SPLIT[m][0] * rank, SPLIT[m][0] + SPLIT[m][1] * rank) for m in SPLIT if SPLIT[m][rank]}
+        local = Batch({m: part_rows(full.parts[m], lo, hi) for m, (lo, hi) in mine.items()})
+        local_views = {m: view_rows(views[m], lo, hi) for m, (lo, hi) in mine.items()}
+
+        lifted = lift_zero_dim_params(student)  # as the trainer: DeepSpeed cannot move 0-dim parameters
+        engine, _, _, _ = deepspeed.initialize(model=student, optimizer=build_optimizer(student, cfg.optim, False),
+                                               config=build_ds_config(cfg, world))
+        out = compute_loss(engine, teacher.module, local, cfg, None, tdist.gather_with_local_grad,
+                           tdist.all_reduce_sum, views=local_views)
+        engine.backward(out.loss)
+        reduced = {name: safe_get_full_grad(p) for name, p in engine.module.named_parameters()}  # collective
+        if align:
+            assert lifted and all(g is not None and torch.isfinite(g).all() for g in reduced.values())
+            return
+
+        ref = compute_loss(reference, teacher.module, full, cfg, None, views=views)
+        ref.loss.backward()
+        for name, p in reference.named_parameters():
+            assert reduced[name] is not None, name
+            torch.testing.assert_close(reduced[name].float().view(p.shape), p.grad, rtol=1e-4, atol=1e-7,
+                                       msg=f"ZeRO-{stage} {space}: gradient of {name}")
+
+        assert not reduced["embed.pad_speech"].eq(0).all()  # rank 0 holds no speech row, rank 1 does
+        mean_loss = tdist.mean_metrics({"loss": float(out.loss)}, {"loss": 1.0})["loss"]
+        assert mean_loss == pytest.approx(float(ref.loss), rel=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,space,align", [(0, "latents", False), (2, "latents", False), (3, "latents", False),
+                                               (2, "elements", False), (3, "latents", True)])
+def test_ranks_with_different_modalities_reduce_the_gradient_of_one_process(stage, space, align):
+    context = mp.spawn(_data2vec_gradient_worker, args=(2, _port(), stage, space, align), nprocs=2, join=False)
+    deadline = time.monotonic() + 600
+    while not context.join(timeout=5):  # raises the failing rank's error
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError("the ranks hung: their collectives did not match")
 
 
 def test_alignment_statistics_span_both_ranks():

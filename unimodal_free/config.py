@@ -44,6 +44,10 @@ class ModelConfig:
     # over the row's std) before embedding: removes an image's background colour and a
     # recording's channel, which otherwise dominate what uniform attention reads.
     standardize_values: bool = False
+    # Recompute each latent/cross/predictor block's activations in backward instead of keeping
+    # them (torch.utils.checkpoint): the R views x rows of latents dominate a large step's memory
+    # (base config, micro 64 x 8 views: see README "Memory"); costs one more student forward.
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -107,6 +111,11 @@ class ObjectiveConfig:
     smooth_l1_beta: float = 0.25
     # R masked views per sample sharing one teacher pass.
     num_views: int = 4
+    # Weight of each modality's data2vec loss (missing modalities: 1.0). Each modality's loss is
+    # the mean over its own rows on all ranks, and the data2vec loss the weighted mean of the
+    # modalities present: a modality in 5% of the rows trains as much as one in 90% (weighting
+    # by rows would give it 5% of the gradient). Lower a rare modality's weight if it overfits.
+    modality_weights: dict[str, float] = field(default_factory=dict)
     predictor_blocks: int = 2
     ema_start: float = 0.999
     ema_end: float = 0.9999
@@ -310,6 +319,11 @@ def _validate(cfg: Config) -> None:
             f"objective.ema_start/ema_end: need 0 < start <= end <= 1, got "
             f"{cfg.objective.ema_start}, {cfg.objective.ema_end}"
         )
+    for name, weight in cfg.objective.modality_weights.items():
+        if name not in MODALITIES:
+            raise ConfigError(f"objective.modality_weights.{name}: unknown modality (known: {', '.join(MODALITIES)})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ConfigError(f"objective.modality_weights.{name}: must be a number >= 0, got {weight!r}")
     if cfg.objective.align_weight < 0:
         raise ConfigError(f"objective.align_weight: must be >= 0, got {cfg.objective.align_weight}")
     for i, src in enumerate(cfg.data.train + cfg.data.heldout):

@@ -13,7 +13,9 @@ One process run measures (warm-up, then medians over repeats):
   * step time against element count M (ours vs full attention) with growth exponents and a log-log plot;
   * time per masked view for num_views 1, 4, 8, 16 (teacher amortisation);
   * the data pipeline's samples/s on the demo shards against what the default step consumes;
-  * per-rank optimizer-state bytes under ZeRO 0 and 2 with 2 ranks (a DeepSpeed launch).
+  * per-rank optimizer-state bytes under ZeRO 0 and 2 with 2 ranks (a DeepSpeed launch);
+  * a step's tensor peak per row and per view of the base config, with and without
+    model.activation_checkpointing, and its prediction at micro batch 64 x 8 views (full run only).
 Targets on the 2-core CPU reference: see ``report.TARGETS``.
 """
 
@@ -59,6 +61,7 @@ PLANS = {
                     "max_step_s": 30.0},
         "amortisation": {"config": "default", "rows": 8, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 2},
         "loader": {"config": "default", "batches": 10, "demo_samples": None},
+        "activation": None,  # the base step at 3-6 rows x 1-2 views: ~15 min on 2 busy cores; full run only
     },
     "full": {
         "peak_sizes": (1024, 2048, 4096),
@@ -72,6 +75,7 @@ PLANS = {
                     "repeats": 3, "max_step_s": 60.0},
         "amortisation": {"config": "default", "rows": 32, "num_views": (1, 4, 8, 16), "warmup": 1, "repeats": 3},
         "loader": {"config": "default", "batches": 30, "demo_samples": None},
+        "activation": {"config": "base", "points": ((3, 1), (3, 2), (6, 1)), "predict": (64, 8)},
     },
     # Every section in seconds, on the tiny config (tests): figures are real but say nothing.
     "smoke": {
@@ -86,6 +90,7 @@ PLANS = {
                     "max_step_s": 2.0},
         "amortisation": {"config": "tiny", "rows": 3, "num_views": (1, 4), "warmup": 0, "repeats": 1},
         "loader": {"config": "tiny", "batches": 2, "demo_samples": (48, 16)},
+        "activation": {"config": "tiny", "points": ((3, 1), (3, 2), (6, 1)), "predict": (4, 2)},
     },
 }
 
@@ -249,7 +254,7 @@ def parse_args(argv):
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on GPU")
     p.add_argument("--configs-dir", type=Path, default=REPO / "configs")
     p.add_argument("--demo-dir", default=None, help="demo shards for the loader (default: the config's data.demo_dir)")
-    p.add_argument("--only", default="peak,configs,plain,scaling,amortisation,loader,zero",
+    p.add_argument("--only", default="peak,configs,plain,scaling,amortisation,loader,zero,activation",
                    help="comma-separated sections to run")
     return p.parse_args(argv)
 
@@ -318,6 +323,12 @@ def main(argv=None) -> int:
             lp = plan["loader"]
             result["loader"] = section("loader", lambda: loader_throughput(
                 cfg_of(lp), lp["batches"], demo_dir=args.demo_dir, demo_samples=lp["demo_samples"]))
+        if "activation" in sections and plan["activation"] is not None:
+            from unimodal_free.bench.memory import activation_memory
+
+            ap = plan["activation"]
+            result.setdefault("memory", {})["activation"] = section("activation memory", lambda: activation_memory(
+                cfg_of(ap), device, args.precision, ap["predict"], ap["points"]))
         if "zero" in sections:
             result.setdefault("memory", {})["zero"] = section("zero", lambda: bench_zero(args, workdir))
     # A second probe at the end: a peak is the best the machine did during the run, so a burst of

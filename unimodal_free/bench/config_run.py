@@ -3,9 +3,10 @@
     python -m unimodal_free.bench.config_run --config configs/joint.json --rows 32 --out OUT.json
 
 Times the joint train step, our encoder fwd+bwd and (``--peers``) the HF
-Perceiver and full-attention encoder on the same rows and element counts, and
-records the process's peak memory right after the train steps (before anything
-else runs). Writes one JSON object; MFU is computed by the caller, which owns
+Perceiver and full-attention encoder on the same rows and element counts, all
+of them and their inputs on ``--device``, and records the process's peak
+memory right after the train steps (before anything else runs: peak RSS, on
+CUDA peak allocated) and the step's tensor peak (:class:`LiveTensorPeak`). Writes one JSON object; MFU is computed by the caller, which owns
 the matmul peak of the run.
 """
 
@@ -20,22 +21,42 @@ from unimodal_free import cpu_memory
 
 cpu_memory.keep_freed_memory()  # as the trainer runs, and before torch is imported (see cpu_memory)
 
-from unimodal_free.bench.memory import current_rss_bytes, peak_memory  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import torch  # noqa: E402
+
+from unimodal_free.bench.memory import current_rss_bytes, peak_memory, step_tensor_peak  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
 
 
-def peer_step(kind: str, size, batch):
-    """One closure doing fwd+bwd of a peer over every modality sub-batch of ``batch`` (same padding)."""
+@dataclass
+class PeerStep:
+    """A peer built for one batch: ``fn`` does its fwd+bwd over every modality sub-batch."""
+
+    fn: Callable[[], object]
+    model: torch.nn.Module
+    inputs: list[tuple[torch.Tensor, torch.Tensor | None]]  # (x (B_m, M_m, width), keep (B_m, M_m) or None)
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def peer_step(kind: str, size, batch, device: torch.device | str) -> PeerStep:
+    """A peer and its inputs on ``device`` (same rows, element counts and padding as ``batch``)."""
     from unimodal_free.bench.peers import full_attention_encoder, fwd_bwd_fn, hf_perceiver, peer_inputs
 
-    model = hf_perceiver(size) if kind == "hf_perceiver" else full_attention_encoder(size)
-    steps = []
+    model = (hf_perceiver(size) if kind == "hf_perceiver" else full_attention_encoder(size)).to(device)
+    inputs, steps = [], []
     for i, part in enumerate(batch.parts.values()):
         lengths = (~part.padding).sum(1)  # (B_m,)
         padded = bool((lengths < part.padding.shape[1]).any())
-        x, keep = peer_inputs(part.rows, part.padding.shape[1], size.input_width, lengths if padded else None, seed=i)
+        x, keep = peer_inputs(part.rows, part.padding.shape[1], size.input_width, lengths if padded else None,
+                              seed=i, device=device)
+        inputs.append((x, keep))
         steps.append(fwd_bwd_fn(model, kind, x, keep))
-    return lambda: [s() for s in steps], sum(p.numel() for p in model.parameters())
+    return PeerStep(lambda: [s() for s in steps], model, inputs)
 
 
 def run(args) -> dict:
@@ -67,8 +88,12 @@ def run(args) -> dict:
                   "rows_per_modality": {m: p.rows for m, p in batch.parts.items()},
                   "max_elements_per_modality": {m: int(p.padding.shape[1]) for m, p in batch.parts.items()}},
     }
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the peak of the train steps, not of building the model
     step = time_fn(lambda: ours.train_step(batch), args.warmup, args.repeats, device)
-    result["memory"] = {"rss_before_model_bytes": rss_before_model, **peak_memory(device)}
+    result["memory"] = {"rss_before_model_bytes": rss_before_model, **peak_memory(device),
+                        # What one step's tensors hold at most (activations, gradients): any device, CPU included.
+                        "step_tensor_peak_bytes": step_tensor_peak(ours, batch, cfg)}
     step["samples_per_s"] = batch.rows / step["median_s"]
     step["elements_per_s"] = batch.num_elements() / step["median_s"]
     result["train_step"] = step
@@ -79,7 +104,8 @@ def run(args) -> dict:
     if args.peers:
         size = PeerSize.from_model_config(cfg.model)
         for kind in ("hf_perceiver", "full_attention"):
-            fns[kind], params[kind] = peer_step(kind, size, batch)
+            peer = peer_step(kind, size, batch, device)
+            fns[kind], params[kind] = peer.fn, peer.params
     timed = time_interleaved(fns, args.warmup, args.repeats, device)
     for name, t in timed.items():
         t["samples_per_s"] = batch.rows / t["median_s"]

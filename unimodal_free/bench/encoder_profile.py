@@ -69,7 +69,7 @@ def run(config: str, rows: int, iters: int, compile_encoder: bool, threads: int,
     cfg = load_config(config)
     ours = OursHarness(cfg, cpu, seed=seed)
     batch = synthetic_batch(cfg.data, ours.specs, rows, seed=seed)
-    hf, _ = peer_step("hf_perceiver", PeerSize.from_model_config(cfg.model), batch)
+    hf = peer_step("hf_perceiver", PeerSize.from_model_config(cfg.model), batch, cpu).fn
     fns = {"ours": lambda: ours.encoder_fwd_bwd(batch), "hf_perceiver": hf}
     for fn in fns.values():  # warm-up outside the profiler
         fn()

@@ -82,13 +82,17 @@ def full_attention_flops(size: PeerSize, rows: int, num_elements: int) -> float:
     return 3.0 * rows * size.depth * per_layer  # backward ~ 2x forward
 
 
-def peer_inputs(rows: int, num_elements: int, width: int, lengths: torch.Tensor | None = None, seed: int = 0):
-    """(x (B, M, width), keep (B, M) bool or None): random elements, ``keep`` False on padding."""
+def peer_inputs(rows: int, num_elements: int, width: int, lengths: torch.Tensor | None = None, seed: int = 0,
+                device: torch.device | str = "cpu"):
+    """(x (B, M, width), keep (B, M) bool or None) on ``device``: random elements, ``keep`` False on padding.
+
+    Drawn on the CPU (the same numbers on every device), then moved.
+    """
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, num_elements, width, generator=gen)
+    x = torch.randn(rows, num_elements, width, generator=gen).to(device)
     if lengths is None:
         return x, None
-    keep = torch.arange(num_elements).unsqueeze(0) < lengths.unsqueeze(1)  # (B, M)
+    keep = torch.arange(num_elements, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)  # (B, M)
     return x, keep
 
 

@@ -66,13 +66,13 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=
     both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
     if both.shape[0] == 0:
         return None
-    if za.shape[0] == 0:
-        return scale * 0.0
     za_all, zb_all = both.split(za.shape[1], dim=1)  # 2 x (P_total, A)
     labels = torch.arange(za.shape[0], device=za.device) + offset  # (P,)
-    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels)  # (P, P_total)
-    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels)
-    return (loss_ab + loss_ba) / 2
+    # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
+    # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
+    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels, reduction="sum")  # logits (P, P_total)
+    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels, reduction="sum")
+    return (loss_ab + loss_ba) / (2 * max(za.shape[0], 1))
 
 
 class Alignment(nn.Module):
@@ -123,7 +123,7 @@ class Alignment(nn.Module):
         rows = []
         for m in modalities:
             x = pooled.get(m)
-            if x is None or x.shape[0] == 0:
+            if x is None:  # (zero rows still take the ops below: the same graph on every rank)
                 rows.append(torch.zeros(1 + 2 * dim, dtype=torch.float64, device=self.proj.weight.device))
             else:
                 x = x.double()
@@ -173,16 +173,17 @@ class Alignment(nn.Module):
         """
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         moments = self.batch_moments(pooled, modalities, sum_fn) if self.training else {}
+        # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
+        ref = next(iter(pooled.values()))
+        pooled = {m: pooled[m] if m in pooled else ref.new_zeros(0, ref.shape[1]) for m in modalities}
+        pair_index = {m: pair_index[m] if m in pair_index else torch.zeros(0, dtype=torch.long, device=ref.device)
+                      for m in modalities}
         z = {m: F.normalize(self.embed(m, p, moments.get(m)), dim=-1) for m, p in pooled.items()}  # (B_m, A)
-        dim = self.proj.out_features
         total, count = scale * 0.0, 0
         for i, a in enumerate(modalities):
             for b in modalities[i + 1:]:
-                if a in z and b in z:
-                    ia, ib = paired_rows(pair_index[a], pair_index[b])
-                    za, zb = z[a][ia], z[b][ib]  # (P, A)
-                else:
-                    za = zb = scale.new_zeros(0, dim)
+                ia, ib = paired_rows(pair_index[a], pair_index[b])
+                za, zb = z[a][ia], z[b][ib]  # (P, A)
                 loss = info_nce(za, zb, scale, gather_fn)
                 if loss is not None:
                     total = total + loss * za.shape[0]

@@ -21,7 +21,7 @@ from unimodal_free.model.embedding import ElementEmbedding
 from unimodal_free.model.encoder import PerceiverEncoder
 from unimodal_free.model.alignment import Alignment
 from unimodal_free.model.heads import Predictor, Readout
-from unimodal_free.model.layers import init_weights
+from unimodal_free.model.layers import CheckpointableBlock, init_weights
 
 # (values, coords, padding) of one modality's rows.
 Part = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -65,6 +65,9 @@ class JointModel(nn.Module):
         if obj.align_weight > 0:
             self.align = Alignment(m.d_model, obj.align_dim, obj.init_temperature, self.modalities)
         self.apply(init_weights)
+        for module in self.modules():  # every latent, cross and predictor block of the student
+            if isinstance(module, CheckpointableBlock):
+                module.checkpoint = m.activation_checkpointing
 
     def encode(self, parts: dict[str, Part]) -> list[torch.Tensor]:
         """Every latent block's output, each (sum B_m, N, D), rows in ``parts`` order."""
@@ -74,6 +77,20 @@ class JointModel(nn.Module):
     def final(self, parts: dict[str, Part]) -> torch.Tensor:
         """Normalised final latents (sum B_m, N, D)."""
         return self.norm(self.encode(parts)[-1])
+
+    def _every_modality(self, parts: dict[str, Part]) -> dict[str, Part]:
+        """``parts`` in the model's modality order, a zero-row input for each modality it lacks.
+
+        The same modules run the same number of times in the same order on
+        every rank, only sizes differ: gradients become ready in the same
+        order everywhere (ZeRO-1/2 fill their buckets in that order) and
+        ZeRO-3 gathers the same parameters (its prefetch follows the trace).
+        """
+        if list(parts) != [name for name in self.modalities if name in parts]:
+            raise ValueError(f"student forward: modalities {list(parts)} are not in the model's order {self.modalities}")
+        device = next(iter(parts.values()))[1].device
+        return {name: parts[name] if name in parts else self.embed.adapters[name].empty_input(device)
+                for name in self.modalities}
 
     def forward(self, views: dict[str, MaskedView], pair_index: dict[str, torch.Tensor] | None = None,
                 full: dict[str, ModalityBatch] | None = None, gather_fn=None, sum_fn=None) -> StudentOutput:
@@ -92,12 +109,11 @@ class JointModel(nn.Module):
         modalities reduce the same gradients (DeepSpeed ZeRO 1/2 bucket a
         parameter when its gradient arrives; a missing one misaligns the
         buckets across ranks). Every parameter is still used inside its own
-        module's forward, so ZeRO-3 gathers it as usual.
+        module's forward, so ZeRO-3 gathers it as usual. ``views`` must be in
+        the model's modality order (``Batch.parts`` is).
         """
-        device = next(iter(views.values())).coords.device
-        parts = {name: (v.values, v.coords, v.padding) for name, v in views.items()}
         absent = [name for name in self.modalities if name not in views]
-        parts.update({name: self.embed.adapters[name].empty_input(device) for name in absent})
+        parts = self._every_modality({name: (v.values, v.coords, v.padding) for name, v in views.items()})
         rows = [part[1].shape[0] for part in parts.values()]
         z = self.final(parts)  # (sum B_m R, N, D); absent modalities have 0 rows
         z_parts = dict(zip(parts, z.split(rows, dim=0)))
@@ -117,11 +133,12 @@ class JointModel(nn.Module):
             if self.align_input == "full":
                 if full is None:
                     raise ValueError("student forward: objective.align_input='full' needs the unmasked rows")
-                zf = self.final({name: (p.values, p.coords, p.padding) for name, p in full.items()}).mean(1)
-                pooled = dict(zip(full, zf.split([p.rows for p in full.values()], dim=0)))  # (B_m, D)
+                full_parts = self._every_modality({name: (p.values, p.coords, p.padding) for name, p in full.items()})
+                zf = self.final(full_parts).mean(1)  # (sum B_m, D)
+                pooled = dict(zip(full_parts, zf.split([p[1].shape[0] for p in full_parts.values()], dim=0)))
             else:
-                pooled = {name: z_parts[name].view(-1, v.num_views, *z.shape[1:]).mean((1, 2))  # (B_m, D)
-                          for name, v in views.items()}
+                R = next(iter(views.values())).num_views
+                pooled = {name: zm.view(-1, R, *z.shape[1:]).mean((1, 2)) for name, zm in z_parts.items()}  # (B_m, D)
             align_loss, logit_scale = self.align(pooled, pair_index, self.modalities, gather_fn, sum_fn)
         return StudentOutput(predictions, align_loss, logit_scale, absent_term)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 class MLP(nn.Module):
@@ -75,7 +76,31 @@ class CrossAttention(nn.Module):
         return self.proj(_merge(y))  # (B, Nq, D)
 
 
-class LatentBlock(nn.Module):
+class CheckpointableBlock(nn.Module):
+    """A block whose activations can be recomputed in backward instead of kept (``model.activation_checkpointing``).
+
+    With ``checkpoint`` on and gradients enabled, ``forward`` keeps only the
+    block's inputs and reruns :meth:`block` in backward (torch.utils.checkpoint,
+    non-reentrant, RNG state preserved): the R views x rows of latents the
+    blocks would otherwise hold (~14 N x D per block and row-view, plus the
+    attention) shrink to one N x D each, for one more forward of the blocks.
+    Parameters live in submodules called through ``__call__``, so ZeRO-3
+    gathers them in the recomputation too. The teacher (no grad) never
+    checkpoints.
+    """
+
+    checkpoint = False
+
+    def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.block, *args, use_reentrant=False)
+        return self.block(*args)
+
+    def block(self, *args: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LatentBlock(CheckpointableBlock):
     """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float = 0.0):
@@ -85,12 +110,12 @@ class LatentBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def block(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 
-class CrossBlock(nn.Module):
+class CrossBlock(CheckpointableBlock):
     """Pre-norm cross-attention block (Perceiver): queries read a key/value set.
 
     ``query_residual=False`` drops the query from the residual path; the
@@ -106,7 +131,7 @@ class CrossBlock(nn.Module):
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.query_residual = query_residual
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_padding: torch.Tensor | None = None) -> torch.Tensor:
+    def block(self, q: torch.Tensor, kv: torch.Tensor, kv_padding: torch.Tensor | None = None) -> torch.Tensor:
         y = self.attn(self.norm_q(q), self.norm_kv(kv), kv_padding)
         x = q + y if self.query_residual else y
         return x + self.mlp(self.norm2(x))
