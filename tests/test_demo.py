@@ -13,7 +13,7 @@ import soundfile as sf
 import webdataset as wds
 
 from unimodal_free.data import demo
-from unimodal_free.data.demo import ensure_demo_data, fix_ogg_serial, generate, plan, synth_batch
+from unimodal_free.data.demo import Mix, ensure_demo_data, fix_ogg_serial, generate, plan, synth_batch
 from unimodal_free.data.media import open_image, read_audio, to_rgb
 from unimodal_free.data.tokenizer import load_tokenizer
 
@@ -44,6 +44,66 @@ def test_plan_grammar_and_unseen_heldout_combinations():
     assert all(part in s.caption for part in (s.size, s.colour, s.shape, s.where))
     with pytest.raises(ValueError, match="heldout"):
         plan(10, 10_000)
+
+
+def combination(sample: dict) -> str:
+    """'image+speech+text'-style label from a written sample's member extensions."""
+    exts = set(sample)
+    return "+".join(m for m, e in (("image", {"png", "jpg"}), ("speech", {"flac", "ogg", "wav"}), ("text", {"txt"}))
+                    if exts & e)
+
+
+def test_plan_mix_gives_exact_counts_and_leaves_scenes_alone():
+    issue_mix = Mix(speech=0.08, text_only=0.1)  # 90% image+text pairs, 8% of all with speech, 10% text-only
+    scenes = plan(1000, 200, mix=issue_mix)
+    for split, n in (("train", 1000), ("heldout", 200)):
+        kinds = [s.modalities for s in scenes if s.split == split]
+        assert kinds.count(("text",)) == n // 10
+        assert kinds.count(("image", "speech", "text")) == n * 8 // 100
+        assert kinds.count(("image", "text")) == n - n // 10 - n * 8 // 100
+        assert kinds.count(("image",)) == 0
+    # The mix only decides the members: every other draw is the balanced plan's.
+    balanced = plan(1000, 200)
+    assert all(s.modalities == demo.ALL for s in balanced)
+    assert [s.caption for s in scenes] == [s.caption for s in balanced]
+    assert [s.noise_seed for s in scenes] == [s.noise_seed for s in balanced]
+    assert scenes == plan(1000, 200, mix=issue_mix)
+    other = [s.modalities for s in plan(1000, 200, seed=1, mix=issue_mix)]
+    assert other != [s.modalities for s in scenes] and sorted(other) == sorted(s.modalities for s in scenes)
+    # Odd sizes: cumulative rounding never hands out more samples than there are.
+    for n in range(1, 12):
+        kinds = Mix(speech=0.5, text_only=0.25, image_only=0.25).combinations(n, 0, "train")
+        assert len(kinds) == n and kinds.count(("image", "text")) == 0
+    with pytest.raises(ValueError, match="exceeds 1"):
+        plan(10, 5, mix=Mix(speech=0.9, image_only=0.2))
+
+
+MIX = Mix(speech=0.08, text_only=0.1, image_only=0.06)
+MIX_COUNTS = {"image+text": 38, "text": 5, "image": 3, "image+speech+text": 4}  # of 50 samples per split
+
+
+def test_unbalanced_shards_hold_the_mix_and_reproduce(tmp_path):
+    out = ensure_demo_data(tmp_path / "mix", 50, 50, mix=MIX, progress=False)
+    for split in ("train", "heldout"):
+        written = samples(out / split)
+        counts: dict = {}
+        for s in written:
+            counts[combination(s)] = counts.get(combination(s), 0) + 1
+            meta = json.loads(s["json"])
+            assert meta["pair"] == s["__key__"] and meta["split"] == split
+            assert ("caption" in meta) == ("txt" in s) and ("voice" in meta) == (combination(s).count("speech") == 1)
+            if "txt" in s:
+                assert s["txt"].decode() == meta["caption"]
+        assert counts == MIX_COUNTS, split
+        pairs = [json.loads(s["json"])["pair"] for s in written]
+        assert len(set(pairs)) == 50  # one pair id per sample: only a sample's own members pair up
+    done = json.loads((out / "DONE").read_text())
+    assert done["stamp"]["mix"] == {"speech": 0.08, "text_only": 0.1, "image_only": 0.06}
+    assert generate(tmp_path / "again", 50, 50, mix=MIX, progress=False) == done["files"]  # byte-identical
+    assert ensure_demo_data(out, 50, 50, mix=MIX) == out  # cached
+    # A balanced request never reuses the unbalanced folder.
+    ensure_demo_data(out, 4, 2, progress=False)
+    assert {combination(s) for s in samples(out / "train")} == {"image+speech+text"}
 
 
 def test_demo_shards_hold_matching_image_speech_text(demo_dir):
@@ -78,7 +138,8 @@ def test_demo_shards_hold_matching_image_speech_text(demo_dir):
 
 def test_generation_is_byte_identical(demo_dir, tmp_path):
     done = json.loads((demo_dir / "DONE").read_text())
-    assert done["stamp"] == {"version": demo.DEMO_VERSION, "train": N_TRAIN, "heldout": N_HELDOUT, "seed": 0}
+    assert done["stamp"] == {"version": demo.DEMO_VERSION, "train": N_TRAIN, "heldout": N_HELDOUT, "seed": 0,
+                             "mix": {"speech": 1.0, "text_only": 0.0, "image_only": 0.0}}
     files = generate(tmp_path / "again", N_TRAIN, N_HELDOUT, progress=False)
     assert files == done["files"] and "train/shard-000000.tar" in files
 
@@ -148,6 +209,11 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "d" / "tokenizer.model").exists() and (tmp_path / "d" / "DONE").exists()
     assert demo.main([str(tmp_path / "e"), "--heldout", "0"]) == 1
     assert "error: demo counts" in capsys.readouterr().err
+    assert demo.main([str(tmp_path / "f"), "--speech", "0.5", "--text-only", "0.6"]) == 1
+    assert "error: demo mix: --speech 0.5 + --text-only 0.6" in capsys.readouterr().err
+    assert demo.main([str(tmp_path / "g"), "--image-only", "-0.1"]) == 1
+    assert "error: demo mix: --image-only must be a share in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from test_eval_evaluate import NUM_COCO, NUM_TRIPLES, ROOT, tiny_cfg, tiny_model
 
 DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}
 METRIC_KEYS = {"R@1", "R@5", "R@10", "median_rank", "mean_rank", "num_queries", "num_candidates",
-               "chance_R@1", "chance_R@5", "chance_R@10"}
+               "chance_R@1", "chance_R@5", "chance_R@10", "min_queries", "too_small"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
 
     out_json, logdir = tmp_path / "res" / "retrieval.json", tmp_path / "tb"
     rc = main(["--checkpoint", str(setup["export"]), "--data", *setup["shards"], "--json", str(out_json),
-               "--logdir", str(logdir), "--batch-size", "3"])
+               "--logdir", str(logdir), "--batch-size", "3", "--min-queries", "7"])
     stdout = capsys.readouterr().out
     assert rc == 0
     res = json.loads(out_json.read_text())
@@ -60,8 +60,12 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
         assert 1.0 <= m["median_rank"] <= m["num_candidates"] and 1.0 <= m["mean_rank"] <= m["num_candidates"]
     assert res["text_to_image"]["num_queries"] == NUM_TRIPLES + 3 * NUM_COCO
     assert res["speech_to_text"]["num_candidates"] == NUM_TRIPLES
+    # Speech directions have NUM_TRIPLES = 6 queries, under --min-queries 7; the image/text ones 10 and 18.
+    assert {d for d, m in res.items() if m["too_small"]} == {d for d in DIRECTIONS if "speech" in d}
+    assert all(m["min_queries"] == 7 for m in res.values())
     meta = json.loads((tmp_path / "res" / "retrieval.meta.json").read_text())
     assert meta["step"] == 7 and meta["model"] == "teacher" and meta["samples"] == NUM_TRIPLES + NUM_COCO
+    assert meta["min_queries"] == 7
     assert meta["tokenizer"]["sha256"] == load_tokenizer(str(setup["tok"])).reference["sha256"]
 
     lines = stdout.splitlines()
@@ -69,6 +73,9 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
     table = lines[header : header + 2 + len(DIRECTIONS)]
     assert len({len(line) for line in table}) == 1  # aligned
     assert {line.split()[0] for line in table[2:]} == DIRECTIONS
+    assert table[0].split()[-1] == "note"
+    assert {line.split()[0] for line in table[2:] if line.endswith("too small to read (< 7 queries)")} == {
+        d for d in DIRECTIONS if "speech" in d}
 
     acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()

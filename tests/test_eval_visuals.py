@@ -85,6 +85,17 @@ def test_table_and_flat_metrics():
     table = format_table(results).splitlines()
     assert table[0].split()[:3] == ["direction", "queries", "cands"]
     assert len(table) == 2 + 6 and len({len(line) for line in table}) == 1  # aligned
+    # The toy set's directions have 3-12 queries: under the default 20 every row carries the note.
+    assert table[0].split()[-1] == "note" and all(r.endswith("too small to read (< 20 queries)") for r in table[2:])
+    results = cross_modal_retrieval(toy_set().embeddings, toy_set().pair_ids, min_queries=4)
+    small = {d for d, m in results.items() if m["too_small"]}
+    assert small and small == {d for d, m in results.items() if m["num_queries"] < 4}
+    table = format_table(results).splitlines()
+    assert {r.split()[0] for r in table[2:] if r.rstrip().endswith("queries)")} == small
+    assert len({len(line) for line in table}) == 1
+    assert flat_metrics(results) == flat  # TensorBoard scalars are the same whatever the flag
+    results = cross_modal_retrieval(toy_set().embeddings, toy_set().pair_ids, min_queries=1)
+    assert "note" not in format_table(results).splitlines()[0]
 
 
 def test_write_visuals_reads_back(tmp_path):

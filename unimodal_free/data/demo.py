@@ -1,6 +1,7 @@
 """Embedded demo data: paired picture / spoken caption / written caption that mean the same thing.
 
-    python -m unimodal_free.data.demo OUTPUT_DIR [--train N] [--heldout N]
+    python -m unimodal_free.data.demo OUTPUT_DIR [--train N] [--heldout N] [--seed S]
+        [--speech SHARE] [--text-only SHARE] [--image-only SHARE]
 
 A scene is one coloured shape on a muted background, described by a small
 grammar (size x colour x shape x position, three sentence templates):
@@ -9,6 +10,16 @@ grammar (size x colour x shape x position, three sentence templates):
     text    "a small red circle at the top left"
     speech  the caption spoken by espeak-ng with a varied voice, speed and pitch,
             16 kHz mono, FLAC (some OGG Vorbis and WAV)
+
+By default every sample carries all three (a balanced corpus). The share
+options make an unbalanced one, as real corpora are: ``--text-only`` and
+``--image-only`` samples carry one modality, ``--speech`` is the share of
+samples that also carry a recording (always on top of a picture and its
+caption), the rest are image + text pairs. The issue's mix, 90% pairs of
+which 8 points with speech and 10% text-only lines, is ``--speech 0.08
+--text-only 0.1``. Shares apply to each split with exact counts (cumulative
+rounding), drawn from their own seeded stream: the scenes themselves, and so
+the bytes of every member written, do not depend on the mix.
 
 Held-out scenes use attribute combinations never seen in training, so held-out
 captions are unique and retrieval on them is well defined; every word still
@@ -40,7 +51,7 @@ import time
 import zlib
 from xml.sax.saxutils import escape as xml_escape
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +95,43 @@ SPEEDS = (130, 150, 170, 190)  # words per minute
 PITCHES = (35, 50, 65)
 
 
+ALL = ("image", "speech", "text")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Shares of samples per modality combination (each split alike); the rest are image + text pairs."""
+
+    speech: float = 1.0  # image + speech + text
+    text_only: float = 0.0
+    image_only: float = 0.0
+
+    def check(self) -> "Mix":
+        for name, share in asdict(self).items():
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"demo mix: --{name.replace('_', '-')} must be a share in [0, 1], got {share}")
+        if self.speech + self.text_only + self.image_only > 1.0 + 1e-9:
+            raise ValueError(f"demo mix: --speech {self.speech} + --text-only {self.text_only} + "
+                             f"--image-only {self.image_only} exceeds 1 (speech goes on image + text pairs)")
+        return self
+
+    def combinations(self, n: int, seed: int, split: str) -> list[tuple[str, ...]]:
+        """The modalities of each of ``n`` samples: exact counts, positions from a seeded shuffle."""
+        kinds = ((("text",), self.text_only), (("image",), self.image_only), (ALL, self.speech))
+        out, done, cum = [], 0, 0.0
+        for kind, share in kinds:
+            cum += share
+            upto = min(n, round(n * cum))  # cumulative rounding: the counts add up to at most n
+            out += [kind] * (upto - done)
+            done = upto
+        out += [("image", "text")] * (n - done)
+        random.Random(f"demo-mix-{seed}-{split}").shuffle(out)
+        return out
+
+
+BALANCED = Mix()
+
+
 @dataclass(frozen=True)
 class Scene:
     """Every random choice of one sample, drawn up front so generation order cannot change it."""
@@ -107,6 +155,7 @@ class Scene:
     pitch: int
     audio_format: str  # "flac" | "ogg" | "wav"
     noise_seed: int
+    modalities: tuple = ALL  # what the written sample carries
 
     @property
     def caption(self) -> str:
@@ -119,8 +168,9 @@ def _muted(rng: random.Random) -> tuple:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def plan(n_train: int, n_heldout: int, seed: int = 0) -> list[Scene]:
+def plan(n_train: int, n_heldout: int, seed: int = 0, mix: Mix = BALANCED) -> list[Scene]:
     """Train scenes, then held-out scenes; held-out attribute combinations never occur in train."""
+    mix.check()
     rng = random.Random(seed)
     combos = [(s, c, sh, w) for s in SIZES for c in COLOURS for sh in SHAPES for w in POSITIONS]
     rng.shuffle(combos)
@@ -130,6 +180,7 @@ def plan(n_train: int, n_heldout: int, seed: int = 0) -> list[Scene]:
     held, train = combos[:n_heldout], combos[n_heldout:]
     scenes = []
     for split, n, pool in (("train", n_train, train), ("heldout", n_heldout, held)):
+        kinds = mix.combinations(n, seed, split)
         for i in range(n):
             size, colour, shape, where = pool[i % len(pool)]
             scenes.append(Scene(
@@ -141,6 +192,7 @@ def plan(n_train: int, n_heldout: int, seed: int = 0) -> list[Scene]:
                 image_format="jpg" if i % 10 == 4 else "png",
                 voice=rng.choice(VOICES), speed=rng.choice(SPEEDS), pitch=rng.choice(PITCHES),
                 audio_format={3: "ogg", 7: "wav"}.get(i % 10, "flac"), noise_seed=rng.randrange(2**31),
+                modalities=kinds[i],
             ))
     return scenes
 
@@ -348,18 +400,25 @@ def speech_batches(scenes: list[Scene], size: int = SPEECH_BATCH) -> list[list[i
 # -------------------------------------------------------------------- generation
 
 
-def _sample(scene: Scene, speech: bytes) -> dict:
+def _sample(scene: Scene, speech: bytes | None) -> dict:
+    """The scene's sample with the members its ``modalities`` name (its key is its pair id)."""
     meta = {"pair": scene.key, "split": scene.split, "lang": "en", "caption": scene.caption,
             "size": scene.size, "colour": scene.colour, "shape": scene.shape, "position": scene.where,
             "voice": scene.voice, "speed": scene.speed, "pitch": scene.pitch}
-    image = render_image(scene)
-    return {
-        "__key__": scene.key,
-        ("png" if image[:4] == b"\x89PNG" else "jpg"): image,
-        scene.audio_format: speech,
-        "txt": scene.caption.encode("utf-8"),
-        "json": json.dumps(meta, sort_keys=True).encode("utf-8"),
-    }
+    if "text" not in scene.modalities:
+        del meta["caption"]
+    if "speech" not in scene.modalities:
+        del meta["voice"], meta["speed"], meta["pitch"]
+    sample: dict = {"__key__": scene.key}
+    if "image" in scene.modalities:
+        image = render_image(scene)
+        sample["png" if image[:4] == b"\x89PNG" else "jpg"] = image
+    if "speech" in scene.modalities:
+        sample[scene.audio_format] = speech
+    if "text" in scene.modalities:
+        sample["txt"] = scene.caption.encode("utf-8")
+    sample["json"] = json.dumps(meta, sort_keys=True).encode("utf-8")
+    return sample
 
 
 @contextlib.contextmanager
@@ -376,7 +435,7 @@ def _one_torch_thread():
 
 
 def generate(out_dir, n_train: int = DEFAULT_TRAIN, n_heldout: int = DEFAULT_HELDOUT, seed: int = 0,
-             workers: int = 2, progress: bool | None = None) -> dict:
+             workers: int = 2, progress: bool | None = None, mix: Mix = BALANCED) -> dict:
     """Write the demo shards and tokenizer into out_dir (no caching here); returns {file: sha256}.
 
     ``workers`` threads run the speech batches (espeak-ng subprocess, then resampling and
@@ -386,8 +445,9 @@ def generate(out_dir, n_train: int = DEFAULT_TRAIN, n_heldout: int = DEFAULT_HEL
     from tqdm import tqdm
 
     out = Path(out_dir)
-    scenes = plan(n_train, n_heldout, seed)
-    batches = speech_batches(scenes)
+    scenes = plan(n_train, n_heldout, seed, mix)
+    spoken = [i for i, s in enumerate(scenes) if "speech" in s.modalities]
+    batches = [[spoken[k] for k in b] for b in speech_batches([scenes[i] for i in spoken])]
     with _one_torch_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_speech_job, [scenes[i] for i in b]) for b in batches]
         where = {i: (f, j) for f, b in zip(futures, batches) for j, i in enumerate(b)}
@@ -395,8 +455,8 @@ def generate(out_dir, n_train: int = DEFAULT_TRAIN, n_heldout: int = DEFAULT_HEL
         try:
             for i, scene in enumerate(tqdm(scenes, unit="sample", desc="demo data", file=sys.stderr,
                                            disable=None if progress is None else not progress)):
-                fut, j = where.pop(i)
-                sinks[scene.split].write(_sample(scene, fut.result()[j]))
+                fut, j = where.pop(i, (None, 0))
+                sinks[scene.split].write(_sample(scene, None if fut is None else fut.result()[j]))
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -406,7 +466,7 @@ def generate(out_dir, n_train: int = DEFAULT_TRAIN, n_heldout: int = DEFAULT_HEL
     # Train captions plus the grammar's lexicon once, so a small demo set still covers every word.
     glue = [" ".join(t.format(size="", colour="", shape="", where="").split()) for t in TEMPLATES]
     lexicon = [" ".join(words) for words in (SIZES, COLOURS, SHAPES, POSITIONS, glue)]
-    captions = [s.caption for s in scenes if s.split == "train"]
+    captions = [s.caption for s in scenes if s.split == "train" and "text" in s.modalities]
     train_tokenizer(captions + lexicon, TOKENIZER_VOCAB, out / "tokenizer.model")
     return {str(p.relative_to(out)): sha256_file(p)
             for p in sorted(out.rglob("*")) if p.is_file()}
@@ -422,6 +482,8 @@ def _done_stamp(out: Path):
 def _usable(out: Path, want: dict) -> bool:
     """Complete demo data of this version; None in ``want`` accepts any value."""
     have = _done_stamp(out)
+    if isinstance(have, dict):
+        have = {"mix": asdict(BALANCED), **have}  # folders written before mixes existed are balanced
     return isinstance(have, dict) and all(v is None or have.get(k) == v for k, v in want.items())
 
 
@@ -436,16 +498,17 @@ def _locked(path: Path):
 
 
 def ensure_demo_data(out_dir, n_train: int | None = None, n_heldout: int | None = None, seed: int | None = None,
-                     progress: bool | None = None) -> Path:
+                     progress: bool | None = None, mix: Mix = BALANCED) -> Path:
     """The demo data folder, generated first unless complete demo data of this version is there.
 
     Counts/seed left as None accept whatever complete demo data exists (so a test or a
     benchmark can make a small set once and every later default call reuses it) and
     generate the defaults (DEFAULT_TRAIN / DEFAULT_HELDOUT, seed 0) when there is none.
-    Given explicitly, they must match or the folder is regenerated.
+    Given explicitly, they must match or the folder is regenerated. The ``mix`` always
+    must match: a default call never trains on an unbalanced set left in the folder.
     """
     out = Path(out_dir).expanduser().absolute()
-    want = {"version": DEMO_VERSION, "train": n_train, "heldout": n_heldout, "seed": seed}
+    want = {"version": DEMO_VERSION, "train": n_train, "heldout": n_heldout, "seed": seed, "mix": asdict(mix.check())}
     if _usable(out, want):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -457,12 +520,13 @@ def ensure_demo_data(out_dir, n_train: int | None = None, n_heldout: int | None 
         for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by an interrupted run; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         stamp = {"version": DEMO_VERSION, "train": DEFAULT_TRAIN if n_train is None else n_train,
-                 "heldout": DEFAULT_HELDOUT if n_heldout is None else n_heldout, "seed": seed or 0}
+                 "heldout": DEFAULT_HELDOUT if n_heldout is None else n_heldout, "seed": seed or 0,
+                 "mix": asdict(mix)}
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        print(f"generating demo data in {out} ({stamp['train']} train + {stamp['heldout']} held-out pairs)",
-              file=sys.stderr, flush=True)
+        print(f"generating demo data in {out} ({stamp['train']} train + {stamp['heldout']} held-out samples"
+              f"{'' if mix == BALANCED else f', mix {asdict(mix)}'})", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        files = generate(tmp, stamp["train"], stamp["heldout"], stamp["seed"], progress=progress)
+        files = generate(tmp, stamp["train"], stamp["heldout"], stamp["seed"], progress=progress, mix=mix)
         done = {"stamp": stamp, "seconds": round(time.perf_counter() - t0, 1), "files": files}
         (tmp / "DONE").write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
         if out.exists():  # other counts or an older version: move it aside so the swap is one rename
@@ -480,10 +544,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=int, default=DEFAULT_HELDOUT,
                     help=f"held-out pairs (default {DEFAULT_HELDOUT}, at most {len(SIZES) * len(COLOURS) * len(SHAPES) * len(POSITIONS) // 2})")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speech", type=float, default=BALANCED.speech,
+                    help="share of samples with a spoken caption, on top of image + text (default 1)")
+    ap.add_argument("--text-only", type=float, default=0.0, help="share of text-only samples (default 0)")
+    ap.add_argument("--image-only", type=float, default=0.0, help="share of image-only samples (default 0)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        out = ensure_demo_data(args.output_dir, args.train, args.heldout, args.seed)
+        mix = Mix(speech=args.speech, text_only=args.text_only, image_only=args.image_only)
+        out = ensure_demo_data(args.output_dir, args.train, args.heldout, args.seed, mix=mix)
     except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

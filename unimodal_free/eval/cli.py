@@ -1,7 +1,7 @@
 """Cross-modal retrieval of a trained checkpoint on paired shards.
 
     python -m unimodal_free.eval --checkpoint runs/joint --data shards/heldout \\
-        [--model teacher|student] [--json results.json] [--logdir tb/eval]
+        [--model teacher|student] [--json results.json] [--logdir tb/eval] [--min-queries N]
 
 ``--checkpoint`` is an exported ``model.safetensors``, a run directory (the
 ``model.safetensors`` inside its latest complete checkpoint, any ZeRO stage,
@@ -10,7 +10,10 @@ never a pickle, so a run directory from anyone is safe to evaluate. The model is
 stored with the weights; the tokenizer must be the one it was trained with.
 Prints an aligned table (recalls in percent, chance level in parentheses);
 ``--json`` writes the metrics (fractions) keyed ``{a}_to_{b}`` and, beside it,
-``<name>.meta.json`` saying what was evaluated.
+``<name>.meta.json`` saying what was evaluated. Each direction is scored on the
+samples that have both of its modalities; one with fewer than ``--min-queries``
+queries (default ``eval.min_queries`` of the run, 20) is flagged too small to
+read (``"too_small": true`` in the JSON, a note in the table).
 """
 
 from __future__ import annotations
@@ -58,9 +61,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--logdir", default=None, help="TensorBoard: scalars, similarity heatmaps, embedding projector")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
     p.add_argument("--max-samples", type=int, default=None, help="first N samples of the shards (default: all)")
+    p.add_argument("--min-queries", type=int, default=None,
+                   help="flag directions with fewer queries as too small to read (default: eval.min_queries of the run)")
     p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    for flag in ("batch_size", "max_samples"):
+    for flag in ("batch_size", "max_samples", "min_queries"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             p.error(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = weights.cfg
     cfg.eval.model = args.model or cfg.eval.model
     cfg.eval.pooling = args.pooling or cfg.eval.pooling
+    cfg.eval.min_queries = args.min_queries or cfg.eval.min_queries
     tokenizer = resolve_tokenizer(weights.tokenizer_ref, args.tokenizer, args.checkpoint, cfg.data.demo_dir)
     sources = [Source(path=p) for p in args.data]
     for src in sources:
@@ -162,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         "tokenizer": tokenizer.reference,
         "data": list(args.data),
         "samples": len(emb.pair_names),
+        "min_queries": cfg.eval.min_queries,
         "rows": {m: emb.rows(m) for m in emb.modalities},
         "skipped_samples": out.skipped,
         "seconds": round(out.seconds, 2),

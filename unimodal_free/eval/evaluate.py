@@ -69,7 +69,7 @@ def evaluate(
         emb = embed_batches(model, loader, _embed, device, cfg.data.patch_size, max_samples)
     finally:
         model.train(was_training)
-    results = cross_modal_retrieval(emb.embeddings, emb.pair_ids)
+    results = cross_modal_retrieval(emb.embeddings, emb.pair_ids, min_queries=cfg.eval.min_queries)
     out = EvalOutput(flat_metrics(results))
     out.results, out.embeddings, out.skipped, out.model_name = results, emb, loader.skipped, model_name
     if writer is not None:

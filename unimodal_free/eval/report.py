@@ -19,21 +19,29 @@ def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """Aligned text table, recalls in percent, chance level of each recall in parentheses."""
+    """Aligned text table, recalls in percent, chance level of each recall in parentheses.
+
+    A ``note`` column appears when a direction is flagged too small to read.
+    """
     header = ["direction", "queries", "cands"] + [f"R@{k} (chance)" for k in KS] + ["medR", "meanR"]
+    flagged = any(m.get("too_small") for m in results.values())
     rows = []
     for direction, m in results.items():
         rows.append(
             [direction, str(m["num_queries"]), str(m["num_candidates"])]
             + [f"{100 * m[f'R@{k}']:.1f} ({100 * m[f'chance_R@{k}']:.1f})" for k in KS]
             + [f"{m['median_rank']:g}", f"{m['mean_rank']:.1f}"]
+            + ([f"too small to read (< {m['min_queries']} queries)" if m.get("too_small") else ""] if flagged else [])
         )
+    if flagged:
+        header.append("note")
     if not rows:
         return "no modality pair with at least two paired samples: nothing to retrieve"
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        last = len(header) - 1 if flagged else -1  # the note reads left to right
+        return "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
