@@ -155,8 +155,10 @@ def decode_captions(data: bytes, key: str = "?", max_lines: int | None = None) -
         text = media.decode_text(data)
     except media.BadMedia as exc:
         raise DecodeError(key, f"text: {exc}") from None
-    lines = (m.group().rstrip() for m in _LINE.finditer(text))
-    return list(itertools.islice(lines, max_lines))
+    lines = list(itertools.islice((m.group().rstrip() for m in _LINE.finditer(text)), max_lines))
+    if not lines:  # only with max_lines=0 (decode_text refuses blank text)
+        raise DecodeError(key, f"text: no caption kept (max_lines={max_lines})")
+    return lines
 
 
 def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?", max_chars: int | None = None) -> Elements:
