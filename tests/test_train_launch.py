@@ -84,6 +84,7 @@ def unbalanced_data(base: Path) -> Path:
     A real corpus where few captioned pictures also have a recording: at 8 rows per micro batch a rank
     often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
     """
+    from unimodal_free.config import DataConfig
     from unimodal_free.data.elements import SPEECH_EXTS
     from unimodal_free.data.handlers import SkipCounter
     from unimodal_free.data.reader import expand_shards, read_shard
@@ -95,7 +96,7 @@ def unbalanced_data(base: Path) -> Path:
             out = base / "unbalanced"
             counter = SkipCounter("unbalanced corpus")
             with ShardSink(out, maxcount=12) as sink:
-                samples = (s for url in expand_shards(str(data / "train")) for s in read_shard(url, counter))
+                samples = (s for url in expand_shards(str(data / "train")) for s in read_shard(url, counter, DataConfig()))
                 for i, sample in enumerate(samples):
                     drop = {"__url__"} | (set() if i % SPEECH_EVERY == 0 else set(SPEECH_EXTS))
                     sink.write({k: v for k, v in sample.items() if k not in drop})
