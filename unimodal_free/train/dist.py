@@ -97,6 +97,20 @@ def init_deepspeed_distributed(backend: str | None) -> None:
         pass
 
 
+def shutdown() -> None:
+    """Destroy every process group through DeepSpeed, which also drops its own references to them.
+
+    ``torch.distributed.destroy_process_group`` alone leaves DeepSpeed's module-level clone of the
+    world group alive; its gloo backend is then torn down during interpreter finalisation, where its
+    worker threads can abort the process ("terminate called without an active exception", SIGABRT)
+    after a run that succeeded.
+    """
+    if is_dist():
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
+
+
 def any_flags(flags: list[bool]) -> list[bool]:
     """Element-wise OR of boolean flags over all ranks (one all-reduce).
 

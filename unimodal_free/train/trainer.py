@@ -468,8 +468,7 @@ class Trainer:
                     self.loader = None
                 if self.logger is not None:
                     self.logger.close()
-                if dist.is_dist():
-                    torch.distributed.destroy_process_group()
+                dist.shutdown()
 
     def _run(self, stop: StopRequest) -> int:
         from unimodal_free.data.reader import make_train_loader
