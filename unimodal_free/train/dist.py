@@ -98,17 +98,23 @@ def init_deepspeed_distributed(backend: str | None) -> None:
 
 
 def shutdown() -> None:
-    """Destroy every process group through DeepSpeed, which also drops its own references to them.
+    """Destroy every process group while the interpreter is fully alive, after a run or a failure.
 
-    ``torch.distributed.destroy_process_group`` alone leaves DeepSpeed's module-level clone of the
-    world group alive; its gloo backend is then torn down during interpreter finalisation, where its
-    worker threads can abort the process ("terminate called without an active exception", SIGABRT)
-    after a run that succeeded.
+    A gloo backend (or its pending work) still referenced at interpreter exit is torn down during
+    finalisation, where its threads can abort a process whose run succeeded ("terminate called
+    without an active exception", SIGABRT). So the caller drops its engine first, cyclic garbage
+    that still holds groups or work (a DeepSpeed engine is full of cycles) is collected now, and
+    the groups are destroyed through ``deepspeed.comm``, which also drops DeepSpeed's own clone of
+    the world group.
     """
     if is_dist():
+        import gc
+
         import deepspeed.comm
 
+        gc.collect()
         deepspeed.comm.destroy_process_group()
+        gc.collect()
 
 
 def any_flags(flags: list[bool]) -> list[bool]:

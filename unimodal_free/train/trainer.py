@@ -468,6 +468,7 @@ class Trainer:
                     self.loader = None
                 if self.logger is not None:
                     self.logger.close()
+                self.engine = None  # its process-group references and pending work go before the groups do
                 dist.shutdown()
 
     def _run(self, stop: StopRequest) -> int:
