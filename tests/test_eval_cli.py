@@ -12,9 +12,11 @@ from datetime import datetime
 import pytest
 import torch
 
+from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import load_model, main
 from unimodal_free.train.export import load_weights, save_export
 
@@ -46,16 +48,15 @@ def setup(tmp_path_factory):
     return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
 
 
-def training_projector(logdir, step: int):
-    """What the trainer leaves in ``run_dir/tb`` at its last eval: events and a projector config (the same
-    ``write_visuals`` it calls), returned as the config's text."""
+def training_projector(logdir, setup) -> str:
+    """What the trainer leaves in ``run_dir/tb`` at its last eval (its own ``evaluate`` call with the run's
+    writer): events and a projector config, returned as the config's text."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from test_eval_visuals import toy_set
-    from unimodal_free.eval.visuals import write_visuals
-
+    weights, tok = load_weights(setup["export"]), load_tokenizer(str(setup["tok"]))
     writer = SummaryWriter(logdir)
-    write_visuals(writer, toy_set(), step=step, prefix="val")
+    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), weights.cfg, [Source(path=setup["shards"][0])],
+             tok, "cpu", max_samples=4, writer=writer, step=7)
     writer.close()
     return (logdir / "projector_config.pbtxt").read_text()
 
@@ -66,7 +67,7 @@ def test_cli_end_to_end(setup, tmp_path, capsys):
 
     out_json, logdir = tmp_path / "res" / "retrieval.json", tmp_path / "tb"
     cb_json = tmp_path / "res" / "clip_benchmark.json"
-    trained = training_projector(logdir, step=7)
+    trained = training_projector(logdir, setup)
     rc = main(["--checkpoint", str(setup["export"]), "--data", *setup["shards"], "--json", str(out_json),
                "--clip-benchmark-json", str(cb_json), "--logdir", str(logdir), "--batch-size", "3",
                "--min-queries", "7"])
