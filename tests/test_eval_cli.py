@@ -1,25 +1,31 @@
 """``python -m unimodal_free.eval`` end to end on a tiny exported model and writer-made shards."""
 
 import copy
+import importlib.metadata
 import json
+import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 import torch
 
+from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import load_model, main
 from unimodal_free.train.export import load_weights, save_export
 
 from test_eval_evaluate import NUM_COCO, NUM_TRIPLES, ROOT, tiny_cfg, tiny_model, write_raw_corpus
 
 DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}
-METRIC_KEYS = {"R@1", "R@5", "R@10", "median_rank", "mean_rank", "num_queries", "num_candidates",
-               "chance_R@1", "chance_R@5", "chance_R@10", "min_queries", "too_small"}
+# open_clip's get_clip_metrics names (recalls as fractions, ranks 1-based), then what reading them needs.
+METRIC_KEYS = {"R@1", "R@5", "R@10", "mean_rank", "median_rank", "num_queries", "num_candidates",
+               "chance_R@1", "chance_R@5", "chance_R@10", "too_small"}
 
 
 @pytest.fixture(scope="module")
@@ -42,51 +48,96 @@ def setup(tmp_path_factory):
     return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
 
 
+def training_projector(logdir, setup) -> str:
+    """What the trainer leaves in ``run_dir/tb`` at its last eval (its own ``evaluate`` call with the run's
+    writer): events and a projector config, returned as the config's text."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    weights, tok = load_weights(setup["export"]), load_tokenizer(str(setup["tok"]))
+    writer = SummaryWriter(logdir)
+    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), weights.cfg, [Source(path=setup["shards"][0])],
+             tok, "cpu", max_samples=4, writer=writer, step=7)
+    writer.close()
+    return (logdir / "projector_config.pbtxt").read_text()
+
+
 @pytest.mark.slow
 def test_cli_end_to_end(setup, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out_json, logdir = tmp_path / "res" / "retrieval.json", tmp_path / "tb"
+    cb_json = tmp_path / "res" / "clip_benchmark.json"
+    trained = training_projector(logdir, setup)
     rc = main(["--checkpoint", str(setup["export"]), "--data", *setup["shards"], "--json", str(out_json),
-               "--logdir", str(logdir), "--batch-size", "3", "--min-queries", "7"])
+               "--clip-benchmark-json", str(cb_json), "--logdir", str(logdir), "--batch-size", "3",
+               "--min-queries", "7"])
     stdout = capsys.readouterr().out
     assert rc == 0
     res = json.loads(out_json.read_text())
-    assert set(res) == DIRECTIONS
-    for direction, m in res.items():
-        assert set(m) == METRIC_KEYS, direction
+    # One flat file: "{direction}_{key}" for every direction present, and the metadata.
+    assert set(res) == {f"{d}_{k}" for d in DIRECTIONS for k in METRIC_KEYS} | {"metadata"}
+    for d in DIRECTIONS:
         for k in (1, 5, 10):
-            assert 0.0 <= m[f"R@{k}"] <= 1.0 and 0.0 < m[f"chance_R@{k}"] <= 1.0
-        assert 1.0 <= m["median_rank"] <= m["num_candidates"] and 1.0 <= m["mean_rank"] <= m["num_candidates"]
-    assert res["text_to_image"]["num_queries"] == NUM_TRIPLES + 3 * NUM_COCO
-    assert res["speech_to_text"]["num_candidates"] == NUM_TRIPLES
+            assert 0.0 <= res[f"{d}_R@{k}"] <= 1.0 and 0.0 < res[f"{d}_chance_R@{k}"] <= 1.0
+        assert 1.0 <= res[f"{d}_median_rank"] <= res[f"{d}_num_candidates"]
+        assert 1.0 <= res[f"{d}_mean_rank"] <= res[f"{d}_num_candidates"]
+    assert res["text_to_image_num_queries"] == NUM_TRIPLES + 3 * NUM_COCO
+    assert res["speech_to_text_num_candidates"] == NUM_TRIPLES
     # Speech directions have NUM_TRIPLES = 6 queries, under --min-queries 7; the image/text ones 10 and 18.
-    assert {d for d, m in res.items() if m["too_small"]} == {d for d in DIRECTIONS if "speech" in d}
-    assert all(m["min_queries"] == 7 for m in res.values())
-    meta = json.loads((tmp_path / "res" / "retrieval.meta.json").read_text())
-    assert meta["step"] == 7 and meta["model"] == "teacher" and meta["samples"] == NUM_TRIPLES + NUM_COCO
-    assert meta["min_queries"] == 7
+    assert {d for d in DIRECTIONS if res[f"{d}_too_small"]} == {d for d in DIRECTIONS if "speech" in d}
+    assert not list(tmp_path.glob("res/*.meta.json"))  # no second file
+    meta = res["metadata"]
+    assert meta["step"] == 7 and meta["model"] == "teacher" and meta["pooling"] == "mean"
+    assert meta["samples"] == NUM_TRIPLES + NUM_COCO and meta["min_queries"] == 7
+    assert meta["data"] == setup["shards"] and meta["checkpoint"] == str(setup["export"])
     assert meta["tokenizer"]["sha256"] == load_tokenizer(str(setup["tok"])).reference["sha256"]
+    assert meta["version"] == importlib.metadata.version("unimodal_free")
+    # The package runs from this git checkout: its commit is recorded.
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert head.returncode == 0 and meta["git_commit"] == head.stdout.strip()
+    assert isinstance(meta["git_dirty"], bool)
+    assert datetime.fromisoformat(meta["date"]).tzinfo is not None
+
+    # CLIP_benchmark's result file: its six fields; image_retrieval = text queries ranking images.
+    cb = json.loads(cb_json.read_text())
+    assert set(cb) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
+    assert cb["task"] == "zeroshot_retrieval" and cb["language"] == "en" and cb["model"] == "unimodal_free-teacher"
+    assert cb["dataset"] == ",".join(setup["shards"]) and cb["pretrained"] == str(setup["export"])
+    assert cb["metrics"] == {**{f"image_retrieval_recall@{k}": res[f"text_to_image_R@{k}"] for k in (1, 5, 10)},
+                             **{f"text_retrieval_recall@{k}": res[f"image_to_text_R@{k}"] for k in (1, 5, 10)}}
 
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("direction"))
     table = lines[header : header + 2 + len(DIRECTIONS)]
     assert len({len(line) for line in table}) == 1  # aligned
+    assert re.split(r"\s{2,}", table[0].strip())[3:8] == ["R@1 % (chance %)", "R@5 % (chance %)",
+                                                         "R@10 % (chance %)", "medR", "meanR"]
     assert {line.split()[0] for line in table[2:]} == DIRECTIONS
     assert table[0].split()[-1] == "note"
     assert {line.split()[0] for line in table[2:] if line.endswith("too small to read (< 7 queries)")} == {
         d for d in DIRECTIONS if "speech" in d}
+    row = next(line for line in table[2:] if line.startswith("image_to_text"))
+    assert row.split()[3] == f"{100 * res['image_to_text_R@1']:.1f}"  # the table in percent, the JSON in fractions
 
-    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    # The eval wrote into a sub-folder of its own; the training run's projector config is untouched.
+    evaldir = logdir / "eval-step00000007-teacher"
+    assert f"TensorBoard events: {evaldir}" in stdout
+    assert (logdir / "projector_config.pbtxt").read_text() == trained
+    acc = EventAccumulator(str(evaldir), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     assert {"eval/similarity/image_speech", "eval/similarity/image_text", "eval/similarity/speech_text"} <= set(
         acc.Tags()["images"]
     )
-    assert acc.Scalars("eval/image_to_text_R@1")[0].value == pytest.approx(res["image_to_text"]["R@1"])
+    assert acc.Scalars("eval/image_to_text_R@1")[0].value == pytest.approx(res["image_to_text_R@1"])
     assert acc.Scalars("eval/image_to_text_R@1")[0].step == 7
-    assert "sprite.png" in (logdir / "projector_config.pbtxt").read_text()
-    tsv = next(logdir.glob("00007/*/metadata.tsv")).read_text().splitlines()
-    assert tsv[0] == "modality\tpair\tkey" and {row.split("\t")[0] for row in tsv[1:]} == {"image", "speech", "text"}
+    assert "sprite.png" in (evaldir / "projector_config.pbtxt").read_text()
+    tsv = next(evaldir.glob("00007/*/metadata.tsv")).read_text().splitlines()
+    assert tsv[0] == "modality\tpair\tcaption\tkey" and {row.split("\t")[0] for row in tsv[1:]} == {"image", "speech", "text"}
+    # Image and speech points carry their pair's caption, as written into the shards.
+    assert "t0\ta red thing number 0\t" in "\n".join(tsv)
+    training = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    training.Reload()
+    assert not [t for t in training.Tags()["scalars"] if t.startswith("eval/")]  # no eval curve mixed in
 
 
 @pytest.mark.slow
@@ -100,7 +151,7 @@ def test_module_entry_point_max_samples(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "image_to_speech" in proc.stdout
     res = json.loads(out_json.read_text())
-    assert res["image_to_text"]["num_queries"] == 4 and res["image_to_text"]["chance_R@1"] == pytest.approx(0.25)
+    assert res["image_to_text_num_queries"] == 4 and res["image_to_text_chance_R@1"] == pytest.approx(0.25)
 
 
 def test_loads_the_requested_weights(setup):

@@ -82,13 +82,18 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
     assert emb.rows("speech") == NUM_TRIPLES
     assert emb.rows("text") == NUM_TRIPLES + NUM_COCO * COCO_CAPTIONS
     assert emb.pair_names[:2] == ["t0", "t1"] and len(emb.pair_names) == NUM_TRIPLES + NUM_COCO
-    assert emb.thumbnails.shape == (NUM_TRIPLES + NUM_COCO, 3, 32, 32)
+    assert emb.thumbnails["image"].shape == (NUM_TRIPLES + NUM_COCO, 3, 32, 32)
+    assert emb.thumbnails["speech"].shape == (NUM_TRIPLES, 3, 32, 32) and "text" not in emb.thumbnails
+    # Each text row's caption, decoded back from its tokens, in row order (the projector's labels).
+    assert emb.captions[:2] == ["a red thing number 0", "a green thing number 1"]
+    assert emb.captions[NUM_TRIPLES:NUM_TRIPLES + 3] == [f"photo 0 caption {c}" for c in range(COCO_CAPTIONS)]
+    assert len(emb.captions) == emb.rows("text")
     for m in emb.modalities:
         assert torch.allclose(emb.embeddings[m].norm(dim=1), torch.ones(emb.rows(m)), atol=1e-5)
 
     # The same rows embedded one sample at a time: batching and padding change nothing.
     single = embed_batches(model.eval(), make_eval_loader(cfg, sources, tok, batch_size=1),
-                           lambda mdl, b: pooled_embedding(mdl, b), "cpu", cfg.data.patch_size)
+                           lambda mdl, b: pooled_embedding(mdl, b), "cpu", cfg.data)
     for m in emb.modalities:
         assert torch.equal(single.pair_ids[m], emb.pair_ids[m]) and single.keys[m] == emb.keys[m]
         assert torch.allclose(single.embeddings[m], emb.embeddings[m], atol=1e-5)

@@ -382,6 +382,55 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     model.load_state_dict(exported.teacher)
 
 
+@pytest.mark.slow
+@needs_launcher
+def test_run_tensorboard_figures_projector_config_text_and_eval_beside_it(base, tmp_path):
+    """A real 2-rank run's event files read back: a similarity figure per modality pair at every eval step,
+    the final projector's metadata with the captions, the resolved config as text at step 0; then the
+    README's eval command pointed at (a copy of) that tb/ leaves the training projector config as it was."""
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from unimodal_free.eval.cli import main as eval_main
+
+    run_dir = stage_run(0, base)
+    tb = tmp_path / "tb"
+    shutil.copytree(run_dir / "tb", tb)
+    acc = EventAccumulator(str(tb), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    pairs = ("image_speech", "image_text", "speech_text")
+    assert {f"val/similarity/{p}" for p in pairs} <= set(acc.Tags()["images"])
+    for p in pairs:
+        events = acc.Images(f"val/similarity/{p}")
+        assert [e.step for e in events] == [4, 8]
+        assert all((e.width, e.height) == (560, 480) for e in events)
+        assert Image.open(io.BytesIO(events[-1].encoded_image_string)).size == (560, 480)
+    # The resolved config, as TensorBoard's text tab shows it, at step 0.
+    (config_event,) = acc.Tensors("config/text_summary")
+    text = config_event.tensor_proto.string_val[0].decode()
+    assert config_event.step == 0 and text.startswith("unimodal_free ")
+    resolved = json.loads(text.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
+    assert resolved == json.loads((run_dir / "config.json").read_text())
+    # The final eval's projector: every point labelled with modality, pair and caption.
+    projector = (tb / "projector_config.pbtxt").read_text()
+    (tsv,) = tb.glob(f"{MAX_STEPS:05d}/*/metadata.tsv")
+    rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+    assert rows[0] == ["modality", "pair", "caption", "key"]
+    assert {r[0] for r in rows[1:]} == {"image", "speech", "text"} and all(len(r) == 4 for r in rows)
+    heldout = tiny_data(base) / "heldout"
+    assert all(r[2] != "-" and len(r[2].split()) >= 3 for r in rows[1:])  # the demo's captions are sentences
+    image_caption = {r[1]: r[2] for r in rows[1:] if r[0] == "image"}
+    assert all(image_caption[r[1]] == r[2] for r in rows[1:] if r[0] == "text" and r[1] in image_caption)
+
+    assert eval_main(["--checkpoint", str(run_dir), "--data", str(heldout), "--max-samples", "8",
+                      "--logdir", str(tb)]) == 0
+    assert (tb / "projector_config.pbtxt").read_text() == projector
+    assert (tb / f"eval-step{MAX_STEPS:08d}-teacher" / "projector_config.pbtxt").is_file()
+
+
+
 def test_bad_config_exits_2_with_one_line_before_any_process_group(tmp_path, capsys):
     """In-process: main() returns 2, prints one line naming the key, starts no process group."""
     import torch.distributed as dist

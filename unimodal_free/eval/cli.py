@@ -1,7 +1,8 @@
 """Cross-modal retrieval of a trained checkpoint on paired shards.
 
     python -m unimodal_free.eval --checkpoint runs/joint --data shards/heldout \\
-        [--model teacher|student] [--json results.json] [--logdir tb/eval] [--min-queries N]
+        [--model teacher|student] [--json results.json] [--clip-benchmark-json cb.json] \\
+        [--logdir runs/joint/tb] [--min-queries N]
 
 ``--checkpoint`` is an exported ``model.safetensors``, a run directory (the
 ``model.safetensors`` inside its latest complete checkpoint, any ZeRO stage,
@@ -9,11 +10,18 @@ else its final export) or one checkpoint directory; only safetensors are read,
 never a pickle, so a run directory from anyone is safe to evaluate. The model is rebuilt from the config
 stored with the weights; the tokenizer must be the one it was trained with.
 Prints an aligned table (recalls in percent, chance level in parentheses);
-``--json`` writes the metrics (fractions) keyed ``{a}_to_{b}`` and, beside it,
-``<name>.meta.json`` saying what was evaluated. Each direction is scored on the
-samples that have both of its modalities; one with fewer than ``--min-queries``
-queries (default ``eval.min_queries`` of the run, 20) is flagged too small to
-read (``"too_small": true`` in the JSON, a note in the table).
+``--json`` writes one file: open_clip-style flat keys (``image_to_text_R@1``
+as a fraction, ``..._mean_rank``, ``..._median_rank``, plus ``..._num_queries``,
+``..._num_candidates``, ``..._chance_R@k``, ``..._too_small``) for every
+direction present, and a ``metadata`` object saying what was evaluated, with
+which code. ``--clip-benchmark-json`` writes CLIP_benchmark's result format
+(image <-> text). ``--logdir`` writes TensorBoard events into its own
+sub-folder ``<logdir>/eval-step<step>-<model>``, so a training run's ``tb/``
+can be given without touching its own events or projector. Each direction is
+scored on the samples that have both of its modalities; one with fewer than
+``--min-queries`` queries (default ``eval.min_queries`` of the run, 20) is
+flagged too small to read (``..._too_small: true`` in the JSON, a note in the
+table).
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from unimodal_free.config import Source
 from unimodal_free.data.reader import expand_shards
 from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
 from unimodal_free.eval.evaluate import evaluate
-from unimodal_free.eval.report import format_table, meta_path, write_json
+from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
+from unimodal_free.provenance import provenance
 
 
 class EvalError(ValueError):
@@ -57,8 +66,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=("mean",), default=None, help="default: eval.pooling of the run")
     p.add_argument("--tokenizer", default=None,
                    help="'bytes', 'demo' or a sentencepiece .model (default: the path recorded in the checkpoint)")
-    p.add_argument("--json", default=None, help="write metrics here (and <name>.meta.json beside it)")
-    p.add_argument("--logdir", default=None, help="TensorBoard: scalars, similarity heatmaps, embedding projector")
+    p.add_argument("--json", default=None, help="write the metrics (flat open_clip-style keys) and metadata here")
+    p.add_argument("--clip-benchmark-json", default=None, metavar="PATH",
+                   help="also write CLIP_benchmark's zero-shot retrieval result file (image <-> text recall@k)")
+    p.add_argument("--language", default="en", help="'language' field of the CLIP_benchmark file (default: en)")
+    p.add_argument("--logdir", default=None,
+                   help="TensorBoard: scalars, similarity figures and projector, in <logdir>/eval-step<step>-<model>")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
     p.add_argument("--max-samples", type=int, default=None, help="first N samples of the shards (default: all)")
     p.add_argument("--min-queries", type=int, default=None,
@@ -144,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model = load_model(weights, cfg.eval.model, tokenizer.vocab_size, args.checkpoint).to(device)
 
+    step = int(getattr(weights, "step", 0) or 0)
     writer = None
     if args.logdir:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(args.logdir)
-    step = int(getattr(weights, "step", 0) or 0)
+        writer = SummaryWriter(eval_logdir(args.logdir, step, cfg.eval.model))
     out = evaluate(model, cfg, sources, tokenizer, device, args.max_samples, cfg.eval.model,
                    batch_size=args.batch_size, writer=writer, step=step, prefix="eval")
     emb = out.embeddings
@@ -173,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
         "skipped_samples": out.skipped,
         "seconds": round(out.seconds, 2),
         "ties": "pessimistic: a wrong candidate scoring >= the best correct one ranks ahead of it",
+        "package": "unimodal_free",
+        **provenance(),  # version, git_commit, git_dirty, date
     }
     print(
         f"checkpoint {meta['source']} (step {step}, {meta['model']}, {meta['pooling']} pooling"
@@ -184,10 +199,23 @@ def run(args: argparse.Namespace) -> int:
         for key, value in out.items():
             writer.add_scalar(f"eval/{key}", value, step)
         writer.close()
+        print(f"TensorBoard events: {writer.log_dir}")
     if args.json:
-        write_json(out.results, args.json)
-        write_json(meta, meta_path(args.json))
+        write_json(results_json(out.results, meta), args.json)
+    if args.clip_benchmark_json:
+        try:
+            result = clip_benchmark_result(out.results, dataset=",".join(args.data), model=f"unimodal_free-{meta['model']}",
+                                           pretrained=meta["source"], language=args.language)
+        except ValueError as exc:
+            raise EvalError(f"--clip-benchmark-json {args.clip_benchmark_json}: {exc}") from None
+        write_json(result, args.clip_benchmark_json)
     return 0
+
+
+def eval_logdir(logdir: str, step: int, which: str) -> str:
+    """``<logdir>/eval-step<step>-<model>``: a run of its own, so an eval pointed at a training run's
+    ``tb/`` neither mixes its events into the training curves nor overwrites its projector config."""
+    return os.path.join(logdir, f"eval-step{step:08d}-{which}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

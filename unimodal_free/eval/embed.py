@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 
 from unimodal_free.batch import Batch
-from unimodal_free.eval.thumbnails import THUMB_SIZE, unpatchify_thumbnail
+from unimodal_free.eval.thumbnails import element_thumbnail
 
 
 @dataclass
@@ -19,8 +19,10 @@ class EmbeddingSet:
     pair_ids: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (rows_m,) int64 into pair_names
     keys: dict[str, list[str]] = field(default_factory=dict)  # m -> (rows_m,) sample keys
     pair_names: list[str] = field(default_factory=list)
-    # Image thumbnails for the first ``max_thumbnails`` image rows, (n, 3, T, T) in [0, 1].
-    thumbnails: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3, THUMB_SIZE, THUMB_SIZE))
+    # m -> (n, 3, T, T) in [0, 1]: thumbnails of the first ``max_thumbnails`` rows of each modality that has
+    # one (image: the picture, speech: its log-mel spectrogram).
+    thumbnails: dict[str, torch.Tensor] = field(default_factory=dict)
+    captions: list[str] = field(default_factory=list)  # (rows_text,) each text row decoded from its tokens
 
     def rows(self, modality: str) -> int:
         return int(self.pair_ids[modality].numel()) if modality in self.pair_ids else 0
@@ -36,9 +38,10 @@ def embed_batches(
     batches: Iterable[Batch],
     embed_fn,
     device: torch.device | str,
-    patch_size: int,
+    data_cfg,
     max_samples: int | None = None,
     max_thumbnails: int = 256,
+    tokenizer=None,
 ) -> EmbeddingSet:
     """Run ``embed_fn(model, batch) -> {m: (rows, D)}`` over ``batches`` in order.
 
@@ -46,13 +49,16 @@ def embed_batches(
     retrieved). Reading stops once ``max_samples`` distinct pair ids were
     seen; rows of later pair ids in the last batch are dropped, so the result
     is the first ``max_samples`` samples of the shards (pair ids), in order.
+    ``data_cfg`` (``cfg.data``) says how to draw thumbnails; with ``tokenizer``
+    each text row's tokens are decoded back to its caption (the projector's label).
     """
     index_of: dict[str, int] = {}
     pair_names: list[str] = []
     chunks: dict[str, list[torch.Tensor]] = {}
     ids: dict[str, list[torch.Tensor]] = {}
     keys: dict[str, list[str]] = {}
-    thumbs: list[torch.Tensor] = []
+    thumbs: dict[str, list[torch.Tensor]] = {}
+    captions: list[str] = []
     for batch in batches:
         pooled = embed_fn(model, batch.to(device))
         # Batch-local pair index -> global integer pair id (in order of first appearance).
@@ -70,13 +76,15 @@ def embed_batches(
             chunks.setdefault(m, []).append(pooled[m].detach().float().cpu()[keep])
             ids.setdefault(m, []).append(global_ids[keep])
             keys.setdefault(m, []).extend(k for k, kept in zip(part.keys, keep.tolist()) if kept)
-            if m == "image":
-                have = sum(t.shape[0] for t in thumbs)
-                for row in keep.nonzero().flatten().tolist()[: max(0, max_thumbnails - have)]:
-                    real = ~part.padding[row].cpu()
-                    thumbs.append(
-                        unpatchify_thumbnail(part.values[row].cpu()[real], part.coords[row].cpu()[real], patch_size)[None]
-                    )
+            rows = keep.nonzero().flatten().tolist()
+            done = thumbs.setdefault(m, [])
+            for row in rows[: max(0, max_thumbnails - len(done))]:
+                real = ~part.padding[row].cpu()
+                thumb = element_thumbnail(m, part.values[row].cpu()[real], part.coords[row].cpu()[real], data_cfg)
+                if thumb is not None:
+                    done.append(thumb)
+            if m == "text" and tokenizer is not None:
+                captions += [tokenizer.decode(part.values[row].cpu()[~part.padding[row].cpu()].tolist()) for row in rows]
         if max_samples is not None and len(pair_names) >= max_samples:
             break
     out = EmbeddingSet(pair_names=pair_names)
@@ -84,6 +92,6 @@ def embed_batches(
         out.embeddings[m] = torch.cat(chunks[m])
         out.pair_ids[m] = torch.cat(ids[m])
         out.keys[m] = keys[m]
-    if thumbs:
-        out.thumbnails = torch.cat(thumbs)
+    out.thumbnails = {m: torch.stack(t) for m, t in thumbs.items() if t}
+    out.captions = captions
     return out

@@ -55,7 +55,7 @@ def evaluate(
 
     ``model`` is a full (not ZeRO-3-partitioned) student or teacher module, or
     a wrapper with ``.module``; its train/eval mode is restored afterwards.
-    With ``writer`` (a SummaryWriter) the similarity heatmaps and the projector
+    With ``writer`` (a SummaryWriter) the similarity figures and the projector
     entry (unless ``projector`` is False: it writes the embeddings as text)
     are written under ``prefix``; scalars are left to the caller.
     """
@@ -66,7 +66,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        emb = embed_batches(model, loader, _embed, device, cfg.data.patch_size, max_samples)
+        emb = embed_batches(model, loader, _embed, device, cfg.data, max_samples, tokenizer=tokenizer)
     finally:
         model.train(was_training)
     results = cross_modal_retrieval(emb.embeddings, emb.pair_ids, min_queries=cfg.eval.min_queries)

@@ -1,5 +1,5 @@
-"""Pictures for TensorBoard without matplotlib: image thumbnails rebuilt from
-patch elements, and similarity heatmaps through a small viridis table."""
+"""Projector thumbnails rebuilt from the elements the model saw: image patches
+back to a picture, speech log-mel frames to a spectrogram picture."""
 
 from __future__ import annotations
 
@@ -8,23 +8,6 @@ import torch
 import torch.nn.functional as F
 
 THUMB_SIZE = 32
-
-# Viridis sampled at 0, 1/8, ..., 1 (matplotlib's table); linear in between.
-_VIRIDIS = np.array(
-    [
-        [0.267, 0.005, 0.329],
-        [0.283, 0.141, 0.458],
-        [0.254, 0.265, 0.530],
-        [0.207, 0.372, 0.553],
-        [0.164, 0.471, 0.558],
-        [0.128, 0.567, 0.551],
-        [0.135, 0.659, 0.518],
-        [0.267, 0.749, 0.441],
-        [0.478, 0.821, 0.318],
-        [0.741, 0.873, 0.150],
-        [0.993, 0.906, 0.144],
-    ]
-)
 
 
 def unpatchify_thumbnail(values: torch.Tensor, coords: torch.Tensor, patch_size: int, size: int = THUMB_SIZE) -> torch.Tensor:
@@ -47,13 +30,35 @@ def unpatchify_thumbnail(values: torch.Tensor, coords: torch.Tensor, patch_size:
     return F.interpolate(img[None], size=(size, size), mode="area")[0]  # (3, size, size)
 
 
-def heatmap(matrix: torch.Tensor, cell: int = 4) -> np.ndarray:
-    """(R, C) scores -> (R*cell, C*cell, 3) uint8 viridis picture, min-max scaled over the matrix."""
-    m = matrix.detach().float().cpu().numpy()
-    m = np.nan_to_num(m, nan=np.nanmin(m) if np.isfinite(m).any() else 0.0)
-    lo, hi = float(m.min()), float(m.max())
-    t = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)  # (R, C) in [0, 1]
-    pos = np.linspace(0.0, 1.0, len(_VIRIDIS))
-    rgb = np.stack([np.interp(t, pos, _VIRIDIS[:, c]) for c in range(3)], axis=-1)  # (R, C, 3)
-    rgb = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)  # (R*cell, C*cell, 3)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
+# Per-utterance normalised log-mel values (data.elements.speech_elements) this far from 0 saturate the colour map:
+# a fixed scale, so two thumbnails compare.
+SPECTROGRAM_RANGE = 3.0
+
+
+def spectrogram_thumbnail(values: torch.Tensor, n_mels: int, size: int = THUMB_SIZE) -> torch.Tensor:
+    """Speech elements back to a log-mel picture, (3, size, size) in [0, 1]: time left to right, low
+    frequencies at the bottom, magma colours over [-3, 3] normalised log-mel units.
+
+    values: (M, s*n_mels) stacked frames, frame-major (data.elements.speech_elements), padding removed.
+    """
+    import matplotlib
+
+    if values.ndim != 2 or values.shape[1] % n_mels:
+        raise ValueError(f"speech elements {tuple(values.shape)} do not match n_mels={n_mels}")
+    frames = values.float().reshape(-1, n_mels)  # (M*s, n_mels), one row per 10 ms frame
+    picture = frames.T.flip(0)  # (n_mels, F), low frequencies last = bottom
+    picture = F.interpolate(picture[None, None], size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False)[0, 0]  # (size, size)
+    t = ((picture + SPECTROGRAM_RANGE) / (2 * SPECTROGRAM_RANGE)).clamp(0.0, 1.0).numpy()
+    rgba = matplotlib.colormaps["magma"](t)  # (size, size, 4) floats in [0, 1]
+    return torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).permute(2, 0, 1).float()  # (3, size, size)
+
+
+def element_thumbnail(modality: str, values: torch.Tensor, coords: torch.Tensor, data_cfg) -> torch.Tensor | None:
+    """The thumbnail of one row's real elements, or None for a modality without one (text: its caption is
+    the projector's label)."""
+    if modality == "image":
+        return unpatchify_thumbnail(values, coords, data_cfg.patch_size)
+    if modality == "speech":
+        return spectrogram_thumbnail(values, data_cfg.n_mels)
+    return None

@@ -1,5 +1,5 @@
-"""Eval pictures in TensorBoard: a similarity heatmap per modality pair and an
-embedding-projector entry (image thumbnails, modality labels)."""
+"""Eval pictures in TensorBoard: a similarity figure per modality pair and an
+embedding-projector entry (thumbnails, modality, pair and caption of every point)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import torch
 
 from unimodal_free.config import MODALITIES
 from unimodal_free.eval.embed import EmbeddingSet
-from unimodal_free.eval.thumbnails import THUMB_SIZE, heatmap
+from unimodal_free.eval.figures import similarity_figure
+from unimodal_free.eval.thumbnails import THUMB_SIZE
 
-# Flat tiles standing in for thumbnails of rows that are not images.
-TILE_COLOURS = {"speech": (0.95, 0.55, 0.15), "text": (0.20, 0.45, 0.85)}
+# A flat tile stands in for the thumbnail of a modality without one (text: a caption rendered in a 32-pixel
+# cell is unreadable; the projector shows the caption column on hover and as point labels instead).
+TILE_COLOURS = {"text": (0.20, 0.45, 0.85)}
+METADATA_HEADER = ["modality", "pair", "caption", "key"]
 
 
 def first_rows(pair_ids: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
@@ -23,14 +26,13 @@ def first_rows(pair_ids: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     return torch.tensor([first[p] for p in wanted.tolist()], dtype=torch.long)
 
 
-def similarity_images(emb: EmbeddingSet, max_pairs: int = 64) -> dict[str, "object"]:
-    """{"a_b": (H, W, 3) uint8}: cosine similarities of the first ``max_pairs`` shared pairs.
+def similarity_matrices(emb: EmbeddingSet, max_pairs: int = 64) -> dict[tuple[str, str], torch.Tensor]:
+    """{(a, b): (P, P)} cosine similarities of the first ``max_pairs`` pairs that have both a and b.
 
-    Row i (modality a) and column i (modality b) are the same pair, so a model
-    that aligns modalities shows a bright diagonal. One picture per unordered
-    pair (b->a is the transpose).
+    Row i (modality a) and column i (modality b) are the same pair. One
+    matrix per unordered pair (b -> a is the transpose).
     """
-    images = {}
+    matrices = {}
     for a, b in itertools.combinations([m for m in MODALITIES if m in emb.modalities], 2):
         ia, ib = emb.pair_ids[a], emb.pair_ids[b]
         shared = ia[torch.isin(ia, ib)]
@@ -38,47 +40,68 @@ def similarity_images(emb: EmbeddingSet, max_pairs: int = 64) -> dict[str, "obje
         if len(order) < 2:
             continue
         wanted = torch.tensor(order)
-        sims = emb.embeddings[a][first_rows(ia, wanted)] @ emb.embeddings[b][first_rows(ib, wanted)].T  # (P, P)
-        images[f"{a}_{b}"] = heatmap(sims)
-    return images
+        matrices[(a, b)] = emb.embeddings[a][first_rows(ia, wanted)] @ emb.embeddings[b][first_rows(ib, wanted)].T
+    return matrices
 
 
-def _cell(text: str) -> str:
-    """A metadata.tsv cell: no tabs or newlines."""
-    return " ".join(str(text).split()) or "-"
+def _cell(text: str, limit: int = 300) -> str:
+    """A metadata.tsv cell: tabs and newlines (which would break the table) become spaces; never empty."""
+    return " ".join(str(text).split())[:limit] or "-"
+
+
+def text_captions(emb: EmbeddingSet) -> list[str]:
+    """The caption of every text row, or [] when the set was embedded without a tokenizer to decode them."""
+    return emb.captions if emb.rows("text") and len(emb.captions) == emb.rows("text") else []
+
+
+def pair_captions(emb: EmbeddingSet) -> dict[int, str]:
+    """Pair id -> its first caption."""
+    first: dict[int, str] = {}
+    texts = text_captions(emb)
+    for pid, caption in zip(emb.pair_ids["text"].tolist() if texts else [], texts):
+        first.setdefault(pid, caption)
+    return first
 
 
 def projector_entry(emb: EmbeddingSet, max_per_modality: int = 200):
-    """(mat (N, D), metadata rows [modality, pair, key], label_img (N, 3, T, T)) for add_embedding.
+    """(mat (N, D), metadata rows (METADATA_HEADER), label_img (N, 3, T, T)) for add_embedding.
 
-    Image rows are limited to those with a thumbnail, so every point has its picture.
+    A modality with thumbnails is limited to its rows that have one, so every
+    point shows its own picture or spectrogram; text points get a flat tile.
+    Every point's caption column holds its pair's first caption (a text
+    point: its own), so image and speech points read as what they show.
     """
+    captions = pair_captions(emb)
     mats, meta, imgs = [], [], []
     for m in emb.modalities:
         n = min(emb.rows(m), max_per_modality)
-        if m == "image":
-            n = min(n, emb.thumbnails.shape[0])
-            tiles = emb.thumbnails[:n]
+        if m in emb.thumbnails:
+            n = min(n, emb.thumbnails[m].shape[0])
+            tiles = emb.thumbnails[m][:n]
         else:
             colour = torch.tensor(TILE_COLOURS.get(m, (0.5, 0.5, 0.5)))
             tiles = colour[None, :, None, None].expand(n, 3, THUMB_SIZE, THUMB_SIZE)
+        own = text_captions(emb)[:n] if m == "text" else []
+        pids = emb.pair_ids[m][:n].tolist()
         mats.append(emb.embeddings[m][:n])
         imgs.append(tiles)
-        meta += [[m, _cell(emb.pair_names[p]), _cell(k)] for p, k in zip(emb.pair_ids[m][:n].tolist(), emb.keys[m][:n])]
+        meta += [[m, _cell(emb.pair_names[p]), _cell(own[i] if own else captions.get(p, "")), _cell(k)]
+                 for i, (p, k) in enumerate(zip(pids, emb.keys[m][:n]))]
     if not mats or len({t.shape[1] for t in mats}) != 1:
         return None
     return torch.cat(mats), meta, torch.cat(imgs)
 
 
 def write_visuals(writer, emb: EmbeddingSet, step: int, prefix: str = "val", projector: bool = True) -> None:
-    """Similarity heatmaps (``{prefix}/similarity/{a}_{b}``) and the projector entry (``{prefix}/embeddings``)."""
-    for name, img in similarity_images(emb).items():
-        writer.add_image(f"{prefix}/similarity/{name}", img, step, dataformats="HWC")
+    """Similarity figures (``{prefix}/similarity/{a}_{b}``) and the projector entry (``{prefix}/embeddings``)."""
+    for (a, b), sims in similarity_matrices(emb).items():
+        # close=False: the figure is not pyplot's (figures.py), so there is nothing to close; it is freed here.
+        writer.add_figure(f"{prefix}/similarity/{a}_{b}", similarity_figure(sims, a, b, step), step, close=False)
     entry = projector_entry(emb) if projector else None
     if entry is not None:
         mat, meta, label_img = entry
         writer.add_embedding(
             mat, metadata=meta, label_img=label_img, global_step=step,
-            tag=f"{prefix}/embeddings", metadata_header=["modality", "pair", "key"],
+            tag=f"{prefix}/embeddings", metadata_header=METADATA_HEADER,
         )
     writer.flush()

@@ -9,11 +9,20 @@ twice, none is missing.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 from tqdm import tqdm
+
+
+def config_markdown(config: dict, provenance: dict) -> str:
+    """The resolved config as TensorBoard's text tab shows it: the code's version and commit, then a JSON block."""
+    commit = provenance.get("git_commit")
+    code = f"unimodal_free {provenance.get('version') or '(not installed)'}" + (
+        f", git {commit}{' with uncommitted changes' if provenance.get('git_dirty') else ''}" if commit else "")
+    return f"{code}\n\n```json\n{json.dumps(config, indent=2, sort_keys=True)}\n```"
 
 
 class RunLogger:
@@ -53,6 +62,10 @@ class RunLogger:
     def figure(self, tag: str, figure, step: int) -> None:
         if self.writer is not None:
             self.writer.add_figure(tag, figure, global_step=step)
+
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, markdown, global_step=step)
 
     def image(self, tag: str, image, step: int, dataformats: str = "CHW") -> None:
         if self.writer is not None:

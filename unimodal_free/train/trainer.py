@@ -32,6 +32,7 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import ConfigError, config_to_dict, save_config
+from unimodal_free.provenance import provenance
 from unimodal_free.train import dist, testhooks
 from unimodal_free.train.ds_compat import load_into, model_shapes
 from unimodal_free.train.checkpoint import CheckpointError, CheckpointManager, TrainerState
@@ -50,7 +51,7 @@ from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_ex
 from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
-from unimodal_free.train.tblog import RunLogger
+from unimodal_free.train.tblog import RunLogger, config_markdown
 
 
 class IntervalStats:
@@ -492,6 +493,8 @@ class Trainer:
         self.logger = RunLogger(
             self.run_dir, self.rank, cfg.train.max_steps, state.step, cfg.log.tensorboard, cfg.log.progress
         )
+        if self.rank == 0:  # at the session's first step (0 on a fresh start; a resumed session: its own config)
+            self.logger.text("config", config_markdown(config_to_dict(cfg), provenance()), state.step)
         self.logger.message(
             f"run {self.run_dir}: {self.world} rank(s), ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.precision}, "
             f"step {state.step}/{cfg.train.max_steps}, matmul peak {self.peak_flops / 1e12:.3f} TFLOP/s per rank"
