@@ -20,7 +20,8 @@ kept as they are once a full decode succeeds; only formats that shards do not ca
 cannot be used is skipped with one stderr line naming it, and counted in the summary.
 Only regular files are read (not devices or fifos), at most ``--max-input-bytes`` each (caption
 files and text/manifest lines: 1 MiB); audio is validated block by block.
-Exit status: 0 when at least one sample was written, 1 otherwise.
+Exit status: 0 when at least one sample was written; 2 for a usage error (bad flag, missing input,
+an output folder that already holds shards or cannot be written); 1 when nothing could be written.
 
 Shard size limits: ``maxcount`` samples and ``maxsize`` bytes of tar file per shard
 (a new shard starts before a sample that would cross either; a single sample larger
