@@ -41,6 +41,14 @@ def test_citation_cff_parses_and_agrees_with_pyproject():
     assert refs["Baevski"]["title"].startswith("data2vec") and refs["Baevski"]["year"] == 2022
     assert refs["Jaegle"]["title"].startswith("Perceiver IO") and refs["Jaegle"]["year"] == 2022
     assert all(r["type"] and r["title"] and r["authors"] for r in cff["references"])
+    # CFF 1.2.0's schema allows no other keys (additionalProperties: false at both levels).
+    assert set(cff) <= {"abstract", "authors", "cff-version", "commit", "contact", "date-released", "doi",
+                        "identifiers", "keywords", "license", "license-url", "message", "preferred-citation",
+                        "references", "repository", "repository-artifact", "repository-code", "title", "type", "url",
+                        "version"}
+    assert all(set(r) <= {"type", "title", "authors", "year", "collection-title", "conference", "url", "doi"}
+               for r in cff["references"])
+    assert all(set(a) <= {"family-names", "given-names"} for r in cff["references"] for a in r["authors"])
 
 
 def _slug(heading: str) -> str:
