@@ -2,9 +2,10 @@
 
 Defaults live here; a JSON file and dotted ``--set section.key=value``
 overrides replace them. Unknown keys, wrong types and values outside a
-field's rule (declared with the field: ``option(default, rule)``) fail with
-the dotted path in a one-line :class:`ConfigError`, before any process group
-starts.
+field's rule (declared with the field: ``option(default, rule, help=...)``)
+fail with the dotted path in a one-line :class:`ConfigError`, before any
+process group starts. docs/CONFIG.md is generated from these declarations
+(``python -m unimodal_free.config_reference``).
 """
 
 from __future__ import annotations
