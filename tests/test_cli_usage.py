@@ -43,9 +43,11 @@ CLIS = {
                                        ["--config", TINY, "--out", OUT], True),
 }
 
-# These parse their flags before torch loads: a bad flag costs well under a second.
+# These parse their flags before torch loads: a bad flag costs well under a second (bench_loader also
+# checks its config keys first; the trainer loads torch before it reads the config).
 FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons",
-        "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
+        "unimodal_free.data.bench_loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
+FAST_SET = {"unimodal_free.data.bench_loader"}
 
 # Missing input files, one per CLI that reads one: (CLI, arguments, what the line must name).
 MISSING_INPUTS = [
@@ -77,8 +79,8 @@ def test_bad_flag_exits_2_with_one_line(name, tmp_path):
     assert_usage_error(run_cli(name, CLIS[name][1] + ["--no-such-flag"], cwd=tmp_path), "--no-such-flag")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(n for n, (_, _, takes_set) in CLIS.items() if takes_set))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST_SET else [pytest.mark.slow])
+                                  for n in sorted(n for n, (_, _, takes_set) in CLIS.items() if takes_set)])
 def test_bad_set_key_exits_2_with_one_line(name, tmp_path):
     assert_usage_error(run_cli(name, CLIS[name][1] + ["--set", "nosuch.key=1"], cwd=tmp_path), "nosuch: unknown key")
 

@@ -16,13 +16,13 @@ import sys
 import time
 
 from unimodal_free.config import MODALITIES, load_config
-from unimodal_free.data.reader import make_train_loader, resolve_sources
-from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 
 def measure(cfg, tokenizer, batches: int, warmup: int) -> dict:
     """Time ``batches`` batches after ``warmup`` (worker start-up, first shuffle-buffer fill)."""
+    from unimodal_free.data.reader import make_train_loader  # torch: after the command line is checked
+
     it = make_train_loader(cfg, tokenizer, rank=0, world_size=1)
     for _ in range(warmup):
         next(it)
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     cfg = load_config(args.config, args.set)
+    from unimodal_free.data.reader import resolve_sources  # torch: after the command line and config are checked
+    from unimodal_free.data.tokenizer import load_tokenizer
+
     try:
         resolve_sources(cfg.data)  # generates the demo data first if needed, outside the timing
         tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
