@@ -2,6 +2,7 @@
 """Train the joint model: `deepspeed launch/train.py --config configs/joint.json [--set key=value ...]`.
 
 Also runs as one process: `python launch/train.py --config configs/tiny.json`.
+`--print-config` prints the resolved config as JSON and exits without training.
 """
 
 import sys

@@ -172,3 +172,39 @@ def test_keys_fixed_on_resume():
                        "deepspeed.zero_stage: 0 -> 2"]
     del stored["model"]["d_model"]  # a checkpoint from before a key existed: nothing to compare with
     assert fixed_on_resume(stored, load_config(None, ["model.d_model=128"])) == []
+
+
+def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys, monkeypatch):
+    """``launch/train.py --config X --set ... --print-config``: the JSON the run would use, exit 0, no run."""
+    import torch.distributed as dist
+
+    from unimodal_free.config import CONFIG_DIR, config_to_dict
+    from unimodal_free.train import main, trainer
+
+    def started(*args, **kwargs):
+        raise AssertionError("--print-config started the run")
+
+    monkeypatch.setattr(trainer, "Trainer", started)
+    run_dir = tmp_path / "run"
+    sets = ["--set", f"train.output_dir={run_dir}", "--set", "optim.lr=3e-4"]
+    assert main(["--config", str(CONFIG_DIR / "tiny.json"), *sets, "--resume", "auto", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = load_config(CONFIG_DIR / "tiny.json", [f"train.output_dir={run_dir}", "optim.lr=3e-4", "train.resume=auto"])
+    assert printed == config_to_dict(expected) and printed["optim"]["lr"] == 3e-4
+    assert not run_dir.exists() and not dist.is_initialized()
+
+    assert main(["--config", str(CONFIG_DIR / "tiny.json"), "--set", "optim.lrr=1", "--print-config"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        f"error: {CONFIG_DIR / 'tiny.json'}: optim.lrr: unknown key (known: betas, eps, grad_clip, lr, min_lr, "
+        "warmup_steps, weight_decay)"]
+
+
+def test_every_option_has_a_help_text():
+    """docs/CONFIG.md gets a description of every key from ``option(..., help=...)``; none may be left out."""
+    from unimodal_free.config import _options, anything, option
+
+    with pytest.raises(TypeError, match="needs a help text"):
+        option(3, anything)
+    cfg = load_config(None, ["data.train=a", "data.heldout=b"])  # Source fields too
+    assert all(f.metadata["help"] for _, _, f in _options(cfg, ""))

@@ -76,8 +76,8 @@ def test_manifests_become_shards_with_the_same_mix(corpus, tmp_path):
 
 
 def test_bad_input_fails_in_one_line(tmp_path, capsys):
-    assert icons.main([str(tmp_path / "o"), "--theme", str(tmp_path / "no-theme")]) == 1
+    assert icons.main([str(tmp_path / "o"), "--theme", str(tmp_path / "no-theme")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --theme") and str(tmp_path / "no-theme") in err and "\n" not in err
-    assert icons.main([str(tmp_path / "o"), "--speech", "1.5"]) == 1
+    assert icons.main([str(tmp_path / "o"), "--speech", "1.5"]) == 2
     assert "--speech: must be a share in [0, 1)" in capsys.readouterr().err

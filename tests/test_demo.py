@@ -207,11 +207,11 @@ def test_cli(tmp_path, capsys):
     assert demo.main([str(tmp_path / "d"), "--train", "3", "--heldout", "2"]) == 0
     assert "demo data ready" in capsys.readouterr().err
     assert (tmp_path / "d" / "tokenizer.model").exists() and (tmp_path / "d" / "DONE").exists()
-    assert demo.main([str(tmp_path / "e"), "--heldout", "0"]) == 1
+    assert demo.main([str(tmp_path / "e"), "--heldout", "0"]) == 2
     assert "error: demo counts" in capsys.readouterr().err
-    assert demo.main([str(tmp_path / "f"), "--speech", "0.5", "--text-only", "0.6"]) == 1
+    assert demo.main([str(tmp_path / "f"), "--speech", "0.5", "--text-only", "0.6"]) == 2
     assert "error: demo mix: --speech 0.5 + --text-only 0.6" in capsys.readouterr().err
-    assert demo.main([str(tmp_path / "g"), "--image-only", "-0.1"]) == 1
+    assert demo.main([str(tmp_path / "g"), "--image-only", "-0.1"]) == 2
     assert "error: demo mix: --image-only must be a share in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
 

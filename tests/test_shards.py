@@ -318,12 +318,12 @@ def test_refuses_output_that_already_holds_shards(tmp_path, capsys):
     write(tmp_path / "t.txt", "one\ntwo\n")
     assert run(capsys, "text", tmp_path / "t.txt", tmp_path / "out")[0] == 0
     rc, err = run(capsys, "text", tmp_path / "t.txt", tmp_path / "out")
-    assert rc == 1 and "already holds shards" in err[-1]
+    assert rc == 2 and "already holds shards" in err[-1]
 
 
 def test_missing_input_is_one_line_error(tmp_path, capsys):
     rc, err = run(capsys, "coco", tmp_path / "nope.json", tmp_path / "out")
-    assert rc == 1 and err == [f"error: {tmp_path / 'nope.json'}: COCO captions JSON not found"]
+    assert rc == 2 and err == [f"error: {tmp_path / 'nope.json'}: COCO captions JSON not found"]
 
 
 @pytest.mark.parametrize("where, problem", [
@@ -336,7 +336,7 @@ def test_unusable_output_folder_is_one_line_error(tmp_path, capsys, where, probl
     write(tmp_path / "a-file", "not a folder")
     out = tmp_path / where
     rc, err = run(capsys, "text", tmp_path / "t.txt", out)
-    assert rc == 1 and len(err) == 1 and err[0].startswith(f"error: output folder {out}: {problem}"), err
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: output folder {out}: {problem}"), err
 
 
 @pytest.mark.parametrize("flag, value", [

@@ -80,10 +80,10 @@ def test_cli_trains_from_text_files_and_globs(tmp_path, capsys):
 def test_cli_names_bad_input(tmp_path, capsys):
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9\n")
     assert main(["train", "--input", str(tmp_path / "bad.txt"), "--vocab-size", "32",
-                 "--output", str(tmp_path / "x")]) == 1
+                 "--output", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'bad.txt'}: text is not UTF-8 (byte 3: b'\\xe9')"
     assert main(["train", "--input", str(tmp_path / "nothing*"), "--vocab-size", "32",
-                 "--output", str(tmp_path / "x")]) == 1
+                 "--output", str(tmp_path / "x")]) == 2
     assert "no such file, folder or glob match" in capsys.readouterr().err
 
 

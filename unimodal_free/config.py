@@ -2,9 +2,10 @@
 
 Defaults live here; a JSON file and dotted ``--set section.key=value``
 overrides replace them. Unknown keys, wrong types and values outside a
-field's rule (declared with the field: ``option(default, rule)``) fail with
-the dotted path in a one-line :class:`ConfigError`, before any process group
-starts.
+field's rule (declared with the field: ``option(default, rule, help=...)``)
+fail with the dotted path in a one-line :class:`ConfigError`, before any
+process group starts. docs/CONFIG.md is generated from these declarations
+(``python -m unimodal_free.config_reference``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 MODALITIES = ("image", "speech", "text")
+# The shipped configs (joint.json, joint-base.json, tiny.json): package data, so an installed wheel has
+# them; in a checkout the top-level configs/ is a symlink to this folder (one copy of each file).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -26,13 +30,24 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------- value rules
-# Every field is declared with ``option(default, rule)``: the rule says what values it takes
-# (the type annotation is checked first, while building). A rule maps the value to None when it
-# is fine, or to what is wrong ("must be > 0, got 0"); ``validate`` prefixes the dotted path.
-# ``fixed=True`` marks a key that cannot change when a run resumes (the checkpoint's weights or
-# data position depend on it); a callable instead gives the part of the value that cannot change.
-# Rules between fields live in ``_relations`` below.
+# Every field is declared with ``option(default, rule, help=...)``: the rule says what values it
+# takes (the type annotation is checked first, while building). A rule maps the value to None when
+# it is fine, or to what is wrong ("must be > 0, got 0"); ``validate`` prefixes the dotted path. A
+# rule's ``text`` says what it accepts, for docs/CONFIG.md. ``fixed=True`` marks a key that cannot
+# change when a run resumes (the checkpoint's weights or data position depend on it); a callable
+# instead gives the part of the value that cannot change. Rules between fields live in
+# ``_relations`` below.
 Rule = Callable[[Any], Optional[str]]
+
+
+def _described(text: str) -> Callable[[Rule], Rule]:
+    """Attach what a rule accepts (``rule.text``) for the config reference."""
+
+    def attach(rule: Rule) -> Rule:
+        rule.text = text
+        return rule
+
+    return attach
 
 
 def _finite(value: Any) -> Optional[str]:
@@ -42,6 +57,7 @@ def _finite(value: Any) -> Optional[str]:
 
 
 def at_least(low: float) -> Rule:
+    @_described(f">= {low}")
     def rule(value):
         return _finite(value) or (None if value >= low else f"must be >= {low}, got {value}")
 
@@ -51,6 +67,7 @@ def at_least(low: float) -> Rule:
 def in_range(low: float, high: float, high_open: bool = False, low_open: bool = False) -> Rule:
     shown = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
+    @_described(f"in {shown}")
     def rule(value):
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
@@ -59,21 +76,25 @@ def in_range(low: float, high: float, high_open: bool = False, low_open: bool = 
     return rule
 
 
+@_described("> 0")
 def positive(value: Any) -> Optional[str]:
     return _finite(value) or (None if value > 0 else f"must be > 0, got {value}")
 
 
 def one_of(*choices: Any) -> Rule:
+    @_described("one of " + ", ".join(json.dumps(c) for c in choices))
     def rule(value):
         return None if value in choices else f"{value!r} is not one of {list(choices)}"
 
     return rule
 
 
+@_described("not empty")
 def not_empty(value: Any) -> Optional[str]:
     return None if value else "must not be empty"
 
 
+@_described("any")
 def anything(value: Any) -> Optional[str]:
     """Any value of the annotated type (flags, free paths, ``deepspeed.extra``)."""
     return None
@@ -81,7 +102,9 @@ def anything(value: Any) -> Optional[str]:
 
 def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> Rule:
     """A list whose items all pass ``rule`` (with an exact length, strictly increasing)."""
+    shape = "".join([f", exactly {length}" if length is not None else "", ", strictly increasing" if increasing else ""])
 
+    @_described(f"each {rule.text}{shape}")
     def check(values):
         if length is not None and len(values) != length:
             return f"must hold {length} values, got {len(values)}: {values}"
@@ -98,6 +121,7 @@ def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> 
 def per_modality(rule: Rule) -> Rule:
     """A dict from modality names (``MODALITIES``) to values that pass ``rule``."""
 
+    @_described(f"keys in {', '.join(MODALITIES)}; values {rule.text}")
     def check(values):
         for name, v in values.items():
             if name not in MODALITIES:
@@ -112,216 +136,281 @@ def per_modality(rule: Rule) -> Rule:
 
 
 def option(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, *, factory: Any = dataclasses.MISSING,
-           fixed: Union[bool, Callable[[Any], Any]] = False) -> Any:
-    """A config field with its rule (and whether it may change on resume) next to its default."""
+           fixed: Union[bool, Callable[[Any], Any]] = False, help: str = "") -> Any:
+    """A config field with its rule, whether it may change on resume, and what it does (``help``:
+    docs/CONFIG.md is generated from it), next to its default."""
     if rule is None:
         raise TypeError("option(): every config field needs a rule (`anything` for any value of its type)")
-    meta = {"rule": rule, "fixed": fixed}
+    if not help.strip():
+        raise TypeError("option(): every config field needs a help text (it becomes its line in docs/CONFIG.md)")
+    meta = {"rule": rule, "fixed": fixed, "help": " ".join(help.split())}
     return field(default=default, default_factory=factory, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    # Every model.* key except dropout shapes the weights or what they mean: fixed on resume.
-    # Width of every latent and of the shared element projection.
-    d_model: int = option(256, positive, fixed=True)
-    # N: the fixed-size latent array every input is squeezed into.
-    num_latents: int = option(64, positive, fixed=True)
-    # L: shared latent self-attention blocks after the cross-attention.
-    num_blocks: int = option(6, positive, fixed=True)
-    num_heads: int = option(4, positive, fixed=True)
-    cross_heads: int = option(1, positive, fixed=True)
-    mlp_ratio: float = option(4.0, positive, fixed=True)
-    # Fourier position features per coordinate axis (sin+cos of each band).
-    fourier_bands: int = option(16, positive, fixed=True)
-    # Highest Fourier frequency is fourier_max_freq / 2: resolves that many positions per axis.
-    fourier_max_freq: float = option(64.0, at_least(2), fixed=True)
-    # Width of the text token embedding before padding to the common width.
-    text_embed_dim: int = option(128, positive, fixed=True)
-    dropout: float = option(0.0, in_range(0, 1, high_open=True))
-    # Standardise continuous element values per sample (minus the row's mean element,
-    # over the row's std) before embedding: removes an image's background colour and a
-    # recording's channel, which otherwise dominate what uniform attention reads.
-    standardize_values: bool = option(False, anything, fixed=True)
-    # Recompute each latent/cross/predictor block's activations in backward instead of keeping
-    # them (torch.utils.checkpoint): the R views x rows of latents dominate a large step's memory
-    # (base config, micro 64 x 8 views: see README "Memory"); costs one more student forward.
-    # Same weights either way, so it may change on resume.
-    activation_checkpointing: bool = option(False, anything)
+    """The network's shape. Every key but ``dropout`` and ``activation_checkpointing`` shapes the
+    weights or what they mean, so it is fixed on resume."""
+
+    d_model: int = option(256, positive, fixed=True, help="Width of every latent and of the shared element projection.")
+    num_latents: int = option(64, positive, fixed=True,
+                              help="N: the fixed-size latent array every input is squeezed into.")
+    num_blocks: int = option(6, positive, fixed=True,
+                             help="L: shared latent self-attention blocks after the cross-attention.")
+    num_heads: int = option(4, positive, fixed=True,
+                            help="Attention heads of the latent self-attention blocks (must divide model.d_model).")
+    cross_heads: int = option(1, positive, fixed=True,
+                              help="Attention heads of the element-to-latent cross-attention (must divide model.d_model).")
+    mlp_ratio: float = option(4.0, positive, fixed=True, help="Hidden width of every MLP as a multiple of model.d_model.")
+    fourier_bands: int = option(16, positive, fixed=True,
+                                help="Fourier position features per coordinate axis (sin and cos of each band).")
+    fourier_max_freq: float = option(64.0, at_least(2), fixed=True,
+                                     help="The highest Fourier frequency is fourier_max_freq / 2: it resolves that "
+                                          "many positions per axis.")
+    text_embed_dim: int = option(128, positive, fixed=True,
+                                 help="Width of the text token embedding before padding to the common element width.")
+    dropout: float = option(0.0, in_range(0, 1, high_open=True), help="Dropout in the attention and MLP blocks.")
+    standardize_values: bool = option(False, anything, fixed=True,
+                                      help="Standardise continuous element values per sample (minus the row's mean "
+                                           "element, over the row's std) before embedding: removes an image's "
+                                           "background colour and a recording's channel, which otherwise dominate "
+                                           "what uniform attention reads.")
+    activation_checkpointing: bool = option(False, anything,
+                                            help="Recompute each latent/cross/predictor block's activations in "
+                                                 "backward instead of keeping them (torch.utils.checkpoint): the R "
+                                                 "views x rows of latents dominate a large step's memory (README "
+                                                 "\"Memory\"); costs one more student forward. Same weights either "
+                                                 "way, so it may change on resume.")
 
 
 @dataclass
 class Source:
-    # A shard directory, glob, brace pattern or URL (pipe:, http(s)://).
-    path: str = option("", not_empty)
-    weight: float = option(1.0, positive)
+    """One data source: a path and its sampling weight (a bare string means weight 1)."""
+
+    path: str = option("", not_empty,
+                       help="A shard directory, glob, brace pattern or URL (pipe:, http(s)://).")
+    weight: float = option(1.0, positive, help="Relative sampling weight among the sources of the same list.")
 
 
 @dataclass
 class DataConfig:
-    # Training sources; empty -> the embedded demo data (generated on demand).
-    train: list[Source] = option(rule=anything, factory=list)  # each Source checks its own fields
-    # Held-out paired shards for retrieval eval; empty -> demo held-out split.
-    heldout: list[Source] = option(rule=anything, factory=list)
-    # Where the demo data is generated and cached.
-    demo_dir: str = option("~/.cache/unimodal_free/demo", not_empty)
-    # "bytes" (UTF-8, no tokenizer) or a sentencepiece .model path;
-    # "demo" -> the tokenizer trained with the demo data. (Resume compares the tokenizer itself.)
-    tokenizer: str = option("demo", not_empty)
-    image_size: int = option(64, positive)
-    # Fixed on resume from here to max_text_tokens: element widths and what a coordinate means.
-    patch_size: int = option(8, positive, fixed=True)
-    # At least 100 Hz: the 10 ms hop must be one sample or more.
-    sample_rate: int = option(16000, at_least(100), fixed=True)
-    n_mels: int = option(64, positive, fixed=True)
-    # Log-mel frames stacked into one speech element (10 ms hop each).
-    frames_per_element: int = option(4, positive, fixed=True)
-    max_speech_seconds: float = option(6.0, positive, fixed=True)
-    max_text_tokens: int = option(64, positive, fixed=True)
-    # Split multi-modality samples into unimodal rows (pair id kept).
-    split_pairs: bool = option(True, anything)
-    # Fixed on resume: the data position is counted per worker.
-    num_workers: int = option(1, at_least(0), fixed=True)
-    # 0 or 1: no shuffling.
-    shuffle_buffer: int = option(500, at_least(0))
-    # A nominal epoch in rows over all ranks: the training stream is infinite (resampled), so this
-    # only scales the logged train/epoch = samples seen / epoch_samples.
-    epoch_samples: int = option(100000, positive)
-    # Element-count bucket boundaries used when batching (per modality); [] = no bucketing.
+    """Where samples come from and how they become elements. The keys from ``patch_size`` to
+    ``max_text_tokens`` are fixed on resume: element widths and what a coordinate means."""
+
+    train: list[Source] = option(rule=anything, factory=list,  # each Source checks its own fields
+                                 help="Training sources; empty: the embedded demo data (generated on demand).")
+    heldout: list[Source] = option(rule=anything, factory=list,
+                                   help="Held-out paired shards for the retrieval eval; empty: the demo's held-out "
+                                        "split.")
+    demo_dir: str = option("~/.cache/unimodal_free/demo", not_empty,
+                           help="Where the demo data is generated and cached.")
+    tokenizer: str = option("demo", not_empty,
+                            help="\"bytes\" (UTF-8, no tokenizer), a sentencepiece .model path, or \"demo\" (the "
+                                 "tokenizer trained with the demo data). Resume compares the tokenizer itself "
+                                 "(sha256), not its path.")
+    image_size: int = option(64, positive, help="Images are resized and centre-cropped to this many pixels a side.")
+    patch_size: int = option(8, positive, fixed=True,
+                             help="Image patch side in pixels: one image element per patch (must divide "
+                                  "data.image_size).")
+    sample_rate: int = option(16000, at_least(100), fixed=True,
+                              help="Speech is resampled to this rate (Hz); at least 100 so the 10 ms hop is one "
+                                   "sample or more.")
+    n_mels: int = option(64, positive, fixed=True, help="Log-mel bands per speech frame.")
+    frames_per_element: int = option(4, positive, fixed=True,
+                                     help="Log-mel frames (10 ms hop each) stacked into one speech element.")
+    max_speech_seconds: float = option(6.0, positive, fixed=True,
+                                       help="Longer speech is cut to this; also the time that speech coordinate 1 "
+                                            "means.")
+    max_text_tokens: int = option(64, positive, fixed=True,
+                                  help="Longer captions are cut to this many tokens; also the index that text "
+                                       "coordinate 1 means.")
+    split_pairs: bool = option(True, anything,
+                               help="Split multi-modality samples into unimodal rows (the pair id is kept for "
+                                    "alignment).")
+    num_workers: int = option(1, at_least(0), fixed=True,
+                              help="DataLoader worker processes per rank. Fixed on resume: the data position is "
+                                   "counted per worker.")
+    shuffle_buffer: int = option(500, at_least(0), help="Samples in the shuffle buffer; 0 or 1: no shuffling.")
+    epoch_samples: int = option(100000, positive,
+                                help="A nominal epoch in rows over all ranks: the training stream is infinite "
+                                     "(resampled), so this only scales the logged train/epoch = samples seen / "
+                                     "epoch_samples.")
     bucket_boundaries: list[int] = option(rule=each(positive, increasing=True),
-                                          factory=lambda: [16, 32, 64, 128, 256, 512])
-    # Bounded cost per sample (hostile or broken files). A tar member larger than this is
-    # refused unread (counted): 32 MiB holds a 40-megapixel JPEG or 15 min of 16 kHz WAV,
-    # and the shuffle buffer keeps up to shuffle_buffer samples in memory at once.
-    max_member_bytes: int = option(32 << 20, positive)
-    # Captions kept per text member (eval makes one row per caption; COCO has 5-7).
-    max_caption_lines: int = option(16, positive)
-    # Characters of a caption kept before tokenizing: far more than max_text_tokens pieces
-    # span (a sentencepiece piece is at most 16 characters), far less than a 50 MB line.
-    max_caption_chars: int = option(8192, positive)
-    # A source (pipe:/http) that sends no byte for this long is a stalled shard: skipped, counted.
-    read_timeout_s: float = option(60.0, positive)
-    # This many skipped samples in a row with no decodable one between them stop the run
-    # (exit 2, naming sources and reasons): twice the shard writer's default shard, so one
-    # broken shard alone never trips it, while a source that cannot decode anything ends in seconds.
-    max_skips_in_row: int = option(20000, positive)
+                                          factory=lambda: [16, 32, 64, 128, 256, 512],
+                                          help="Element-count bucket boundaries used when batching (per modality); "
+                                               "[]: no bucketing.")
+    max_member_bytes: int = option(32 << 20, positive,
+                                   help="Bounded cost per sample (hostile or broken files): a tar member larger than "
+                                        "this is refused unread (counted). 32 MiB holds a 40-megapixel JPEG or 15 "
+                                        "min of 16 kHz WAV, and the shuffle buffer keeps up to data.shuffle_buffer "
+                                        "samples in memory at once.")
+    max_caption_lines: int = option(16, positive,
+                                    help="Captions kept per text member (eval makes one row per caption; COCO has "
+                                         "5-7).")
+    max_caption_chars: int = option(8192, positive,
+                                    help="Characters of a caption kept before tokenizing: far more than "
+                                         "data.max_text_tokens pieces span (a sentencepiece piece is at most 16 "
+                                         "characters), far less than a 50 MB line.")
+    read_timeout_s: float = option(60.0, positive,
+                                   help="A source (pipe:, http) that sends no byte for this long is a stalled shard: "
+                                        "skipped, counted.")
+    max_skips_in_row: int = option(20000, positive,
+                                   help="This many skipped samples in a row with no decodable one between them stop "
+                                        "the run (exit 2, naming sources and reasons): twice the shard writer's "
+                                        "default shard, so one broken shard alone never trips it, while a source "
+                                        "that cannot decode anything ends in seconds.")
 
 
 @dataclass
 class MaskingConfig:
-    image_ratio: float = option(0.8, in_range(0, 1, high_open=True))
-    # Inverse block masking (data2vec 2.0): blocks are kept, the rest masked.
-    image_inverse_block: bool = option(True, anything)
-    image_block: int = option(3, positive)
-    speech_ratio: float = option(0.5, in_range(0, 1, high_open=True))
-    speech_span: int = option(5, positive)
-    text_ratio: float = option(0.48, in_range(0, 1, high_open=True))
-    text_span: int = option(1, positive)
+    """What the student does not see (data2vec 2.0 defaults)."""
+
+    image_ratio: float = option(0.8, in_range(0, 1, high_open=True), help="Share of image patches masked per row.")
+    image_inverse_block: bool = option(True, anything,
+                                       help="Inverse block masking (data2vec 2.0): blocks are kept, the rest "
+                                            "masked.")
+    image_block: int = option(3, positive, help="Side of an image mask block, in patches.")
+    speech_ratio: float = option(0.5, in_range(0, 1, high_open=True), help="Share of speech elements masked per row.")
+    speech_span: int = option(5, positive, help="Length of a masked speech span, in elements.")
+    text_ratio: float = option(0.48, in_range(0, 1, high_open=True), help="Share of text tokens masked per row.")
+    text_span: int = option(1, positive, help="Length of a masked text span, in tokens.")
 
 
 @dataclass
 class ObjectiveConfig:
-    # "latents": regress the teacher's latent array slot by slot;
-    # "elements": regress per-element targets at masked positions.
-    target_space: str = option("latents", one_of("latents", "elements"), fixed=True)
-    top_k: int = option(4, positive)
-    instance_norm: bool = option(True, anything)
-    final_layer_norm: bool = option(False, anything)
-    loss: str = option("mse", one_of("mse", "smooth_l1"))
-    smooth_l1_beta: float = option(0.25, at_least(0))
-    # R masked views per sample sharing one teacher pass.
-    num_views: int = option(4, positive)
-    # Weight of each modality's data2vec loss (missing modalities: 1.0). Each modality's loss is
-    # the mean over its own rows on all ranks, and the data2vec loss the weighted mean of the
-    # modalities present: a modality in 5% of the rows trains as much as one in 90% (weighting
-    # by rows would give it 5% of the gradient). Lower a rare modality's weight if it overfits.
-    modality_weights: dict[str, float] = option(rule=per_modality(at_least(0)), factory=dict)
-    predictor_blocks: int = option(2, at_least(0), fixed=True)
-    ema_start: float = option(0.999, in_range(0, 1, low_open=True))
-    ema_end: float = option(0.9999, in_range(0, 1, low_open=True))
-    ema_anneal_steps: int = option(1000, at_least(0))
-    # Symmetric InfoNCE between paired modalities; 0 turns it off (and drops its head: on/off is
-    # fixed on resume, the weight itself may change).
-    align_weight: float = option(1.0, at_least(0), fixed=lambda weight: weight > 0)
-    align_dim: int = option(128, positive, fixed=True)
-    # Student latents pooled for alignment: "masked" = mean over the R masked views
-    # (no extra compute); "full" = one more student pass on the unmasked input.
-    align_input: str = option("masked", one_of("masked", "full"))
-    init_temperature: float = option(0.07, positive)
-    # Collapse guard (fairseq: 0.1 / 0.01 after 5k updates).
-    min_target_std: float = option(0.1, at_least(0))
-    min_pred_std: float = option(0.01, at_least(0))
-    collapse_warmup_steps: int = option(5000, at_least(0))
-    # The guard judges a modality only when the log interval gave it at least this many rows over all
-    # ranks: the across-sample std of 1 row is 0 and of none undefined, which is no collapse. With >= 8
-    # rows the std, averaged over all features, is far from 0 unless every sample has the same target.
-    collapse_min_rows: int = option(8, at_least(2))
+    """The data2vec regression, its EMA teacher, the collapse guard and the optional InfoNCE alignment."""
+
+    target_space: str = option("latents", one_of("latents", "elements"), fixed=True,
+                               help="\"latents\": regress the teacher's latent array slot by slot; \"elements\": "
+                                    "regress per-element targets at the masked positions.")
+    top_k: int = option(4, positive,
+                        help="Teacher blocks whose outputs are averaged into the targets (at most "
+                             "model.num_blocks).")
+    instance_norm: bool = option(True, anything, help="Instance-normalise each of the top-K block outputs first.")
+    final_layer_norm: bool = option(False, anything, help="Layer-normalise the averaged targets.")
+    loss: str = option("mse", one_of("mse", "smooth_l1"), help="Regression loss, scaled by 1/sqrt(d_model).")
+    smooth_l1_beta: float = option(0.25, at_least(0), help="Beta of the smooth L1 loss.")
+    num_views: int = option(4, positive, help="R masked views per sample sharing one teacher pass.")
+    modality_weights: dict[str, float] = option(rule=per_modality(at_least(0)), factory=dict,
+                                                help="Weight of each modality's data2vec loss (missing modalities: "
+                                                     "1.0). Each modality's loss is the mean over its own rows on all "
+                                                     "ranks, and the data2vec loss the weighted mean of the "
+                                                     "modalities present: a modality in 5% of the rows trains as "
+                                                     "much as one in 90%. Lower a rare modality's weight if it "
+                                                     "overfits.")
+    predictor_blocks: int = option(2, at_least(0), fixed=True,
+                                   help="Latent blocks of the student's predictor (target_space \"latents\").")
+    ema_start: float = option(0.999, in_range(0, 1, low_open=True), help="Teacher EMA decay at step 0.")
+    ema_end: float = option(0.9999, in_range(0, 1, low_open=True),
+                            help="Teacher EMA decay after objective.ema_anneal_steps (linear in between).")
+    ema_anneal_steps: int = option(1000, at_least(0), help="Applied steps over which the EMA decay anneals.")
+    align_weight: float = option(1.0, at_least(0), fixed=lambda weight: weight > 0,
+                                 help="Weight of the symmetric InfoNCE loss between paired modalities; 0 turns it "
+                                      "off and drops its head (on/off is fixed on resume, the weight itself may "
+                                      "change).")
+    align_dim: int = option(128, positive, fixed=True, help="Width of the alignment projection.")
+    align_input: str = option("masked", one_of("masked", "full"),
+                              help="Student latents pooled for alignment: \"masked\" = mean over the R masked views "
+                                   "(no extra compute); \"full\" = one more student pass on the unmasked input.")
+    init_temperature: float = option(0.07, positive, help="Initial InfoNCE temperature (learned).")
+    min_target_std: float = option(0.1, at_least(0),
+                                   help="Collapse guard: stop when the across-sample target std of a modality falls "
+                                        "below this after the warm-up (fairseq: 0.1).")
+    min_pred_std: float = option(0.01, at_least(0),
+                                 help="Collapse guard: the same for the predictions (fairseq: 0.01).")
+    collapse_warmup_steps: int = option(5000, at_least(0),
+                                        help="Steps before the collapse guard judges (fairseq: 5k updates).")
+    collapse_min_rows: int = option(8, at_least(2),
+                                    help="The guard judges a modality only when the log interval gave it at least "
+                                         "this many rows over all ranks: the across-sample std of 1 row is 0 and of "
+                                         "none undefined, which is no collapse; with >= 8 rows it is far from 0 "
+                                         "unless every sample has the same target.")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = option(5e-4, positive)
-    min_lr: float = option(1e-5, at_least(0))
-    weight_decay: float = option(0.05, at_least(0))
-    betas: list[float] = option(rule=each(in_range(0, 1, high_open=True), length=2), factory=lambda: [0.9, 0.98])
-    eps: float = option(1e-6, positive)
-    warmup_steps: int = option(50, at_least(0))
-    # 0 = no clipping.
-    grad_clip: float = option(1.0, at_least(0))
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float = option(5e-4, positive, help="Peak learning rate, reached after optim.warmup_steps.")
+    min_lr: float = option(1e-5, at_least(0), help="Learning rate at the end of the cosine decay (at most optim.lr).")
+    weight_decay: float = option(0.05, at_least(0), help="AdamW weight decay (not on biases, norm gains and other 1-d parameters).")
+    betas: list[float] = option(rule=each(in_range(0, 1, high_open=True), length=2), factory=lambda: [0.9, 0.98],
+                                help="AdamW betas.")
+    eps: float = option(1e-6, positive, help="AdamW epsilon.")
+    warmup_steps: int = option(50, at_least(0), help="Linear learning-rate warm-up steps.")
+    grad_clip: float = option(1.0, at_least(0), help="Gradient norm clipping; 0: no clipping.")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = option(600, positive)
-    micro_batch_size: int = option(32, positive)
-    grad_accum: int = option(1, positive)
-    seed: int = option(0, in_range(0, 2**32, high_open=True))
-    output_dir: str = option("runs/joint", not_empty)
-    # "" = fresh run, "auto" = latest good checkpoint if any, or a path.
-    resume: str = option("", anything)
-    checkpoint_every: int = option(200, positive)
-    keep_last: int = option(2, positive)
-    log_every: int = option(10, positive)
-    max_nonfinite_in_row: int = option(5, positive)
-    # "fp32" or "bf16" (DeepSpeed's bf16: bf16 student weights and activations, fp32 master
-    # weights; the EMA teacher and the targets stay fp32; see README "Precision"). Fixed on resume:
-    # DeepSpeed's optimizer state differs.
-    precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True)
-    # torch.compile the student's encoder (cross-attention + latent stack), in place (same parameter
-    # names, so checkpoints are unchanged). Opt-in: compiling takes minutes before the first step.
-    compile: bool = option(False, anything)
+    """The run: length, batch, output, checkpoints and precision."""
+
+    max_steps: int = option(600, positive, help="Optimizer steps of the run.")
+    micro_batch_size: int = option(32, positive,
+                                   help="Rows per rank per micro-batch (a row is one modality of a sample; "
+                                        "train batch = micro x grad_accum x ranks).")
+    grad_accum: int = option(1, positive, help="Micro-batches accumulated per optimizer step.")
+    seed: int = option(0, in_range(0, 2**32, high_open=True), help="Seed of weights, masks and the data order.")
+    output_dir: str = option("runs/joint", not_empty,
+                             help="The run directory: resolved config, checkpoints, TensorBoard events, export.")
+    resume: str = option("", anything,
+                         help="\"\": fresh run; \"auto\": the latest good checkpoint in train.output_dir if any; or "
+                              "a checkpoint path.")
+    checkpoint_every: int = option(200, positive, help="Steps between checkpoints.")
+    keep_last: int = option(2, positive, help="Checkpoints kept; older ones are deleted.")
+    log_every: int = option(10, positive, help="Steps between logged (and rank-reduced) metrics.")
+    max_nonfinite_in_row: int = option(5, positive,
+                                       help="This many skipped non-finite steps in a row save a checkpoint and stop "
+                                            "the run (exit 4).")
+    precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True,
+                            help="\"fp32\" or \"bf16\" (DeepSpeed's bf16: bf16 student weights and activations, fp32 "
+                                 "master weights; the EMA teacher and the targets stay fp32; README \"Precision\"). "
+                                 "Fixed on resume: DeepSpeed's optimizer state differs.")
+    compile: bool = option(False, anything,
+                           help="torch.compile the student's encoder (cross-attention + latent stack) in place (same "
+                                "parameter names, so checkpoints are unchanged). Opt-in: compiling takes minutes "
+                                "before the first step.")
 
 
 @dataclass
 class EvalConfig:
-    # 0 = no periodic eval.
-    every: int = option(200, at_least(0))
-    max_samples: int = option(1000, positive)
-    model: str = option("teacher", one_of("teacher", "student"))
-    pooling: str = option("mean", one_of("mean"))
-    # Eval may take at most this share of wall time; skipped beyond it.
-    max_time_share: float = option(0.2, in_range(0, 1))
-    # A retrieval direction with fewer queries (held-out pairs that have both modalities) is
-    # flagged too small to read: with 20 queries one hit moves R@k by 5 points.
-    min_queries: int = option(20, positive)
+    """The periodic retrieval eval on the held-out sources."""
+
+    every: int = option(200, at_least(0), help="Steps between retrieval evals; 0: no periodic eval.")
+    max_samples: int = option(1000, positive, help="Held-out samples read per eval.")
+    model: str = option("teacher", one_of("teacher", "student"), help="Which weights embed the held-out samples.")
+    pooling: str = option("mean", one_of("mean"), help="How the final latents become one embedding.")
+    max_time_share: float = option(0.2, in_range(0, 1),
+                                   help="Eval may take at most this share of wall time; skipped beyond it.")
+    min_queries: int = option(20, positive,
+                              help="A retrieval direction with fewer queries (held-out pairs that have both "
+                                   "modalities) is flagged too small to read: with 20 queries one hit moves R@k by 5 "
+                                   "points.")
 
 
 @dataclass
 class LogConfig:
-    tensorboard: bool = option(True, anything)
-    progress: bool = option(True, anything)
+    """What rank 0 reports."""
+
+    tensorboard: bool = option(True, anything, help="Write TensorBoard events under the run directory.")
+    progress: bool = option(True, anything, help="Show a progress bar with throughput and ETA.")
 
 
 @dataclass
 class DeepSpeedConfig:
-    # Fixed on resume but for 1 <-> 2: DeepSpeed writes other checkpoint files without ZeRO and
-    # under ZeRO-3 (ZeRO-1 and -2 share one optimizer and its files).
-    zero_stage: int = option(0, one_of(0, 1, 2, 3), fixed=lambda stage: "1-2" if stage in (1, 2) else stage)
-    # ZeRO-3: the EMA update gathers the partitioned student in chunks of at most this many
-    # elements (one chunk in memory at a time, not a second full copy of the model).
-    ema_gather_numel: int = option(1 << 25, positive)
-    # Extra keys merged into the generated DeepSpeed dict (expert use; checked by train/ds_config.py).
-    extra: dict[str, Any] = option(rule=anything, factory=dict)
+    """The generated DeepSpeed dict (train/ds_config.py builds it from the typed fields)."""
+
+    zero_stage: int = option(0, one_of(0, 1, 2, 3), fixed=lambda stage: "1-2" if stage in (1, 2) else stage,
+                             help="ZeRO stage. Fixed on resume but for 1 <-> 2: DeepSpeed writes other checkpoint "
+                                  "files without ZeRO and under ZeRO-3 (ZeRO-1 and -2 share one optimizer and its "
+                                  "files).")
+    ema_gather_numel: int = option(1 << 25, positive,
+                                   help="ZeRO-3: the EMA update gathers the partitioned student in chunks of at most "
+                                        "this many elements (one chunk in memory at a time, not a second full copy of "
+                                        "the model).")
+    extra: dict[str, Any] = option(rule=anything, factory=dict,
+                                   help="Extra keys merged into the generated DeepSpeed dict (expert use; keys that "
+                                        "contradict the typed fields are refused by train/ds_config.py).")
 
 
 @dataclass

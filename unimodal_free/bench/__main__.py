@@ -21,7 +21,6 @@ Targets on the 2-core CPU reference: see ``report.TARGETS``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -41,8 +40,9 @@ import torch  # noqa: E402
 
 from unimodal_free.bench import report  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
+from unimodal_free.config import CONFIG_DIR
+from unimodal_free.usage import ArgumentParser, usage_errors
 
-REPO = Path(__file__).resolve().parents[2]
 # Used when configs/joint-base.json is absent: the base sizes on top of joint.json.
 BASE_PRESET = ["model.d_model=768", "model.num_latents=512", "model.num_blocks=12", "model.num_heads=12"]
 
@@ -244,7 +244,7 @@ def bench_zero(args, workdir: Path) -> dict:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m unimodal_free.bench", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m unimodal_free.bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~3 min on 2 CPU cores)")
     p.add_argument("--smoke", action="store_true", help="every section in seconds on the tiny config (tests)")
     p.add_argument("--json", dest="json_out", help="write every figure here")
@@ -252,13 +252,14 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2, help="CPU intra-op threads (default 2)")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on GPU")
-    p.add_argument("--configs-dir", type=Path, default=REPO / "configs")
+    p.add_argument("--configs-dir", type=Path, default=CONFIG_DIR)
     p.add_argument("--demo-dir", default=None, help="demo shards for the loader (default: the config's data.demo_dir)")
     p.add_argument("--only", default="peak,configs,plain,scaling,amortisation,loader,zero,activation",
                    help="comma-separated sections to run")
     return p.parse_args(argv)
 
 
+@usage_errors()
 def main(argv=None) -> int:
     args = parse_args(argv)
     from unimodal_free.config import load_config

@@ -12,7 +12,6 @@ the matmul peak of the run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 
 from unimodal_free.bench.memory import current_rss_bytes, peak_memory, step_tensor_peak  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
+from unimodal_free.usage import ArgumentParser, usage_errors  # noqa: E402
 
 
 @dataclass
@@ -116,8 +116,9 @@ def run(args) -> dict:
     return result
 
 
+@usage_errors()
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m unimodal_free.bench.config_run", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--rows", type=int, required=True)

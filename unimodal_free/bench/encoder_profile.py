@@ -13,7 +13,6 @@ matmuls can buy at equal size and precision. ``--compile`` also times our encode
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,6 +20,9 @@ import time
 from unimodal_free import cpu_memory
 
 cpu_memory.keep_freed_memory()  # as the trainer and the bench run
+
+from unimodal_free.config import CONFIG_DIR  # noqa: E402
+from unimodal_free.usage import ArgumentParser, usage_errors  # noqa: E402
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 
@@ -111,10 +113,10 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+@usage_errors()
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m unimodal_free.bench.encoder_profile",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/joint.json")
+    p = ArgumentParser(prog="python -m unimodal_free.bench.encoder_profile", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(CONFIG_DIR / "joint.json"))
     p.add_argument("--rows", type=int, default=32)
     p.add_argument("--iters", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)

@@ -10,12 +10,13 @@ ZeRO >= 1, the fp32 master partition. Rank 0 writes the per-rank figures.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
 
 import torch
+
+from unimodal_free.usage import ArgumentParser, usage_errors
 
 
 def state_bytes(optimizer) -> dict:
@@ -64,8 +65,9 @@ def measure_stage(cfg, stage: int, world_size: int) -> dict:
     return {"param_bytes": params, **state_bytes(ds_opt)}
 
 
+@usage_errors()
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="unimodal_free/bench/zero_state.py", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--stages", default="0,2")

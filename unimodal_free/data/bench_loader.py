@@ -10,19 +10,19 @@ the cost of the reader can be set against the model's step time.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import logging
 import sys
 import time
 
 from unimodal_free.config import MODALITIES, load_config
-from unimodal_free.data.reader import make_train_loader, resolve_sources
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 
 def measure(cfg, tokenizer, batches: int, warmup: int) -> dict:
     """Time ``batches`` batches after ``warmup`` (worker start-up, first shuffle-buffer fill)."""
+    from unimodal_free.data.reader import make_train_loader  # torch: after the command line is checked
+
     it = make_train_loader(cfg, tokenizer, rank=0, world_size=1)
     for _ in range(warmup):
         next(it)
@@ -57,8 +57,9 @@ def report(name: str, r: dict) -> list[str]:
     return lines
 
 
+@usage_errors()
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.bench_loader", description=__doc__.split("\n")[0])
+    ap = ArgumentParser(prog="python -m unimodal_free.data.bench_loader", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=None, help="JSON config (default: built-in defaults)")
     ap.add_argument("--batches", type=int, default=100, help="timed batches per measurement")
     ap.add_argument("--warmup", type=int, default=5, help="untimed batches first")
@@ -68,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     cfg = load_config(args.config, args.set)
-    resolve_sources(cfg.data)  # generates the demo data first if needed, outside the timing
-    tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
+    from unimodal_free.data.reader import resolve_sources  # torch: after the command line and config are checked
+    from unimodal_free.data.tokenizer import load_tokenizer
+
+    try:
+        resolve_sources(cfg.data)  # generates the demo data first if needed, outside the timing
+        tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
+    except (ValueError, OSError) as exc:  # missing shards or tokenizer model
+        raise UsageError(f"data: {exc}") from None
     print(f"micro_batch_size {cfg.train.micro_batch_size} rows, num_workers {cfg.data.num_workers}, "
           f"{args.batches} batches after {args.warmup} warm-up")
     for line in report(f"bucketed {cfg.data.bucket_boundaries}", measure(cfg, tokenizer, args.batches, args.warmup)):

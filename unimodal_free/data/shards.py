@@ -20,7 +20,8 @@ kept as they are once a full decode succeeds; only formats that shards do not ca
 cannot be used is skipped with one stderr line naming it, and counted in the summary.
 Only regular files are read (not devices or fifos), at most ``--max-input-bytes`` each (caption
 files and text/manifest lines: 1 MiB); audio is validated block by block.
-Exit status: 0 when at least one sample was written, 1 otherwise.
+Exit status: 0 when at least one sample was written; 2 for a usage error (bad flag, missing input,
+an output folder that already holds shards or cannot be written); 1 when nothing could be written.
 
 Shard size limits: ``maxcount`` samples and ``maxsize`` bytes of tar file per shard
 (a new shard starts before a sample that would cross either; a single sample larger
@@ -29,7 +30,7 @@ than ``maxsize`` gets a shard of its own). No empty shard is ever written.
 
 from __future__ import annotations
 
-import argparse
+from argparse import ArgumentTypeError, RawDescriptionHelpFormatter
 import codecs
 import collections
 import glob
@@ -57,6 +58,7 @@ from unimodal_free.data.media import (
     to_png_bytes,
     SPEECH_FORMATS,
 )
+from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 SHARD_PATTERN = "shard-%06d.tar"
 SIZES_FILE = "sizes.json"
@@ -600,7 +602,7 @@ def _parse_size(s: str) -> int:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 500000000, 5e8, 500MB)")
+        raise ArgumentTypeError(f"not a size: {s!r} (e.g. 500000000, 5e8, 500MB)")
     unit = (m.group(2) or "").upper().rstrip("B")
     mult = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}[unit]
     return int(number * mult)
@@ -618,10 +620,11 @@ def _output_problem(out: Path) -> str | None:
     return None
 
 
+@usage_errors(LayoutError)
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.shards",
-                                 description="Write WebDataset tar shards from raw image/speech/text corpora.",
-                                 epilog=__doc__[__doc__.index("Layouts"):], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m unimodal_free.data.shards",
+                        description="Write WebDataset tar shards from raw image/speech/text corpora.",
+                        epilog=__doc__[__doc__.index("Layouts"):], formatter_class=RawDescriptionHelpFormatter)
     ap.add_argument("layout", choices=LAYOUTS)
     ap.add_argument("input", help="folder, file, glob or manifest (see layout)")
     ap.add_argument("output_dir")
@@ -643,22 +646,17 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.output_dir)
     if out.is_dir() and (any(out.glob("shard-*.tar")) or (out / SIZES_FILE).exists()):
-        print(f"error: {out} already holds shards; write into an empty folder", file=sys.stderr)
-        return 1
+        raise UsageError(f"{out} already holds shards; write into an empty folder")
     problem = _output_problem(out)
     if problem:
-        print(f"error: output folder {out}: {problem}", file=sys.stderr)
-        return 1
+        raise UsageError(f"output folder {out}: {problem}")
+    if args.root is not None and args.layout != "manifest":
+        raise UsageError("--root applies to the manifest layout only")
     try:
-        if args.root is not None and args.layout != "manifest":
-            raise LayoutError("--root applies to the manifest layout only")
         samples = iter_layout(args.layout, args.input, args.images, args.root)
         report = write_shards(samples, out, args.maxcount, args.maxsize, split=args.split,
                               max_input_bytes=args.max_input_bytes)
-    except LayoutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # e.g. the disk filled up while writing
+    except OSError as e:  # e.g. the disk filled up while writing: exit 1
         print(f"error: {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1
     print(report.summary(out), file=sys.stderr)

@@ -25,7 +25,6 @@ loaded with a different tokenizer fails in :func:`check_tokenizer_compatible`.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import io
@@ -38,6 +37,7 @@ from typing import Iterable, Iterator, Union
 import sentencepiece as spm
 
 from unimodal_free.data.media import BadMedia, decode_text
+from unimodal_free.usage import ArgumentParser, usage_errors
 
 BYTES_VOCAB = 256
 
@@ -218,8 +218,9 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str
     return output
 
 
+@usage_errors(FileNotFoundError, ValueError)  # missing or undecodable input, nothing to train on
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.tokenizer")
+    ap = ArgumentParser(prog="python -m unimodal_free.data.tokenizer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a sentencepiece model from text shards or text files")
     tr.add_argument("--input", nargs="+", required=True, help="tar shards, text files, folders or globs")
@@ -229,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         out = train_tokenizer(iter_sentences(args.input), args.vocab_size, args.output, args.model_type)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError):
+        raise
+    except (OSError, RuntimeError) as e:  # writing the model failed, or sentencepiece did
         print(f"error: {e}", file=sys.stderr)
         return 1
     tok = SentencePieceTokenizer(out)

@@ -41,6 +41,7 @@ from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokeni
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
 from unimodal_free.provenance import provenance
+from unimodal_free.usage import ArgumentParser
 
 
 class EvalError(ValueError):
@@ -59,7 +60,7 @@ def device_arg(text: str) -> str:
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m unimodal_free.eval", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m unimodal_free.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
     p.add_argument("--data", required=True, nargs="+", help="paired shards: directory, glob, brace pattern or URL")
     p.add_argument("--model", choices=("teacher", "student"), default=None, help="default: eval.model of the run")

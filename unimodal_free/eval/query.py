@@ -35,6 +35,7 @@ from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg, 
 from unimodal_free.eval.report import write_json
 from unimodal_free.model import pooled_embedding
 from unimodal_free.model.joint import unwrap
+from unimodal_free.usage import ArgumentParser
 
 SUFFIX_MODALITY = {**{e: "image" for e in IMAGE_EXTS}, **{e: "speech" for e in SPEECH_EXTS},
                    **{e: "text" for e in TEXT_EXTS}}
@@ -171,7 +172,7 @@ def format_matrix(labels: list[str], modalities: list[str], sims: torch.Tensor) 
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m unimodal_free.eval.query", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m unimodal_free.eval.query", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
     p.add_argument("--text", nargs="+", action="extend", default=[], help="captions, one per argument")
     p.add_argument("--file", nargs="+", action="extend", default=[],

@@ -13,14 +13,12 @@ tokenizer's 128 for default, 32000 for base.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+import sys
 
 from unimodal_free.batch import modality_specs
-from unimodal_free.config import config_from_dict, load_config
+from unimodal_free.config import CONFIG_DIR, config_from_dict, load_config
 from unimodal_free.model.joint import build_model
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from unimodal_free.usage import ArgumentParser, usage_errors
 
 # GPU base size (used when configs/joint-base.json is absent).
 BASE = {
@@ -34,10 +32,10 @@ DEFAULT_VOCAB = {"tiny": 64, "default": 128, "base": 32000}
 
 def size_configs() -> dict:
     """name -> (Config, source description)."""
-    out = {"tiny": (load_config(CONFIGS / "tiny.json"), "configs/tiny.json")}
-    joint = CONFIGS / "joint.json"
+    out = {"tiny": (load_config(CONFIG_DIR / "tiny.json"), "configs/tiny.json")}
+    joint = CONFIG_DIR / "joint.json"
     out["default"] = (load_config(joint), "configs/joint.json") if joint.exists() else (load_config(None), "code defaults")
-    base = CONFIGS / "joint-base.json"
+    base = CONFIG_DIR / "joint-base.json"
     out["base"] = (load_config(base), "configs/joint-base.json") if base.exists() else (config_from_dict(BASE), "BASE preset")
     return out
 
@@ -58,8 +56,9 @@ def count(cfg, vocab: int) -> dict:
     return {"total": total, "specific": specific, "groups": groups}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+@usage_errors()
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m unimodal_free.model.sizes", description=__doc__.split("\n")[0])
     parser.add_argument("--vocab", nargs="*", default=[], help="size=vocab overrides, e.g. base=50000")
     args = parser.parse_args(argv)
     vocab = dict(DEFAULT_VOCAB)
@@ -77,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:8} {source:24} {m.d_model:4d} {m.num_latents:4d} {m.num_blocks:3d} {cfg.objective.num_views:3d} "
               f"{vocab[name]:6d} {c['total'] / 1e6:11.2f}M {c['specific'] / 1e6:9.3f}M {100 * c['specific'] / c['total']:6.2f}%  "
               f"{parts}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,9 @@ from typing import Optional
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from unimodal_free.train.cli import build_parser
+
+    build_parser().parse_args(argv)  # a bad flag: one line and exit 2 before torch and DeepSpeed load
     from unimodal_free.train.trainer import main as _main
 
     return _main(argv)

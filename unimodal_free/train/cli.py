@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Optional
 
 from unimodal_free.config import Config, ConfigError, Source, config_to_dict, fixed_on_resume, load_config
+from unimodal_free.usage import EXIT_USAGE, ArgumentParser
 
 EXIT_OK = 0
-EXIT_USAGE = 2  # bad config / data / tokenizer / resume target
+# EXIT_USAGE (2): bad flag, config, data, tokenizer or resume target (unimodal_free/usage.py).
 EXIT_COLLAPSE = 3  # the collapse guard stopped the run
 EXIT_NONFINITE = 4  # too many non-finite steps in a row (a checkpoint was saved first)
 
@@ -28,7 +29,7 @@ class SetupError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="launch/train.py",
         description="Train the joint image/speech/text model (run it with `deepspeed launch/train.py ...`).",
     )
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from a checkpoint not signed with your key even if DeepSpeed's files need full unpickling "
         "(runs code from them: only for checkpoints whose origin you trust; see README 'What is safe to load')",
     )
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, --config, --set, --resume) as JSON and exit")
     # Set by the deepspeed launcher; the rank is read from the environment.
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -74,6 +77,12 @@ def load_run_config(args: argparse.Namespace) -> Config:
     if args.resume is not None:
         overrides.append(f"train.resume={json.dumps(args.resume)}")
     return load_config(args.config, overrides)
+
+
+def print_config(args: argparse.Namespace) -> int:
+    """``--print-config``: the config this command line would train with, as JSON on stdout; starts nothing."""
+    print(json.dumps(config_to_dict(load_run_config(args)), indent=2, sort_keys=True))
+    return EXIT_OK
 
 
 def prepare(args: argparse.Namespace) -> RunSetup:

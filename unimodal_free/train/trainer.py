@@ -46,12 +46,14 @@ from unimodal_free.train.cli import (
     build_parser,
     config_changes,
     prepare,
+    print_config,
 )
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
 from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.tblog import RunLogger, config_markdown
+from unimodal_free.usage import report_usage_error
 
 
 class IntervalStats:
@@ -541,8 +543,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.print_config:
+            return print_config(args)
         setup = prepare(args)
     except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-        return EXIT_USAGE
+        return report_usage_error(exc)
     return Trainer(setup).run()

@@ -23,13 +23,14 @@ icons and 285 symbolic-only names in Debian 12's adwaita-icon-theme 43).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from unimodal_free.usage import ArgumentParser, usage_errors
 
 DEFAULT_THEME = "/usr/share/icons/Adwaita"
 VOICES = ("en", "en-us", "en-gb-scotland", "en+f3")  # espeak-ng voices shipped with espeak-ng-data
@@ -114,8 +115,9 @@ def build(out_dir, theme=DEFAULT_THEME, size: str = "48x48", speech: float = 0.0
     return counts
 
 
+@usage_errors(CorpusError)
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unimodal_free.data.corpora.icons", description=__doc__.split("\n")[0])
+    ap = ArgumentParser(prog="python -m unimodal_free.data.corpora.icons", description=__doc__.split("\n")[0])
     ap.add_argument("output_dir")
     ap.add_argument("--theme", default=DEFAULT_THEME, help=f"icon theme folder (default {DEFAULT_THEME})")
     ap.add_argument("--size", default="48x48", help="size folder of the theme (default 48x48)")
@@ -125,12 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="first N icons by name (a quick try)")
     args = ap.parse_args(argv)
-    try:
-        counts = build(args.output_dir, args.theme, args.size, args.speech, args.text_only, args.heldout,
-                       args.seed, args.limit)
-    except CorpusError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    counts = build(args.output_dir, args.theme, args.size, args.speech, args.text_only, args.heldout,
+                   args.seed, args.limit)
     for split, kinds in counts.items():
         print(f"{split}: {sum(kinds.values())} samples " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
     return 0

@@ -1,0 +1,131 @@
+"""Every command line: a usage error (bad flag, bad --set key, missing input file) exits 2 with
+exactly one stderr line ``error: ...`` naming the culprit, and no traceback. Run as real processes:
+most CLIs import torch before parsing (5-10 s each on a loaded 2-core machine), so only the bad flags of
+those that parse first (FAST) run with the unit tests; the rest are marked slow."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOWHERE = "/nonexistent/unimodal_free-missing"
+
+TINY = str(ROOT / "configs" / "tiny.json")
+OUT = f"{NOWHERE}.json"
+
+# Every CLI of the repository: (how to start it, the arguments it requires, whether it takes --set).
+# The required arguments let argparse get as far as the unknown flag (it reports missing ones first).
+CLIS = {
+    "launch/train.py": ([sys.executable, str(ROOT / "launch" / "train.py")], ["--config", TINY], True),
+    "unimodal_free.eval": ([sys.executable, "-m", "unimodal_free.eval"], ["--checkpoint", NOWHERE, "--data", NOWHERE],
+                           False),
+    "unimodal_free.eval.cli": ([sys.executable, "-m", "unimodal_free.eval.cli"], ["--checkpoint", NOWHERE, "--data",
+                                                                               NOWHERE], False),
+    "unimodal_free.eval.query": ([sys.executable, "-m", "unimodal_free.eval.query"],
+                                 ["--checkpoint", NOWHERE, "--text", "a red circle", "a blue square"], False),
+    "unimodal_free.data.tokenizer": ([sys.executable, "-m", "unimodal_free.data.tokenizer"],
+                                     ["train", "--input", NOWHERE, "--vocab-size", "32", "--output", NOWHERE], False),
+    "unimodal_free.data.shards": ([sys.executable, "-m", "unimodal_free.data.shards"], ["text", NOWHERE, NOWHERE], False),
+    "unimodal_free.data.demo": ([sys.executable, "-m", "unimodal_free.data.demo"], [NOWHERE], False),
+    "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
+    "unimodal_free.data.bench_loader": ([sys.executable, "-m", "unimodal_free.data.bench_loader"], [], True),
+    "unimodal_free.model.sizes": ([sys.executable, "-m", "unimodal_free.model.sizes"], [], False),
+    "unimodal_free.config_reference": ([sys.executable, "-m", "unimodal_free.config_reference"], [], False),
+    "unimodal_free.bench": ([sys.executable, "-m", "unimodal_free.bench"], [], False),
+    "unimodal_free.bench.config_run": ([sys.executable, "-m", "unimodal_free.bench.config_run"],
+                                       ["--config", TINY, "--rows", "1", "--out", OUT], True),
+    "unimodal_free.bench.encoder_profile": ([sys.executable, "-m", "unimodal_free.bench.encoder_profile"], [], False),
+    "unimodal_free.bench.zero_state": ([sys.executable, "-m", "unimodal_free.bench.zero_state"],
+                                       ["--config", TINY, "--out", OUT], True),
+}
+
+# These parse their flags before torch loads: a bad flag costs well under a second (bench_loader also
+# checks its config keys first; the trainer loads torch before it reads the config).
+FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons",
+        "unimodal_free.data.bench_loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
+FAST_SET = {"unimodal_free.data.bench_loader"}
+
+# Missing input files, one per CLI that reads one: (CLI, arguments, what the line must name).
+MISSING_INPUTS = [
+    ("launch/train.py", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+    ("launch/train.py", ["--config", TINY, "--set", f"data.train={NOWHERE}"], NOWHERE),
+    ("unimodal_free.data.bench_loader", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+    ("unimodal_free.data.tokenizer", CLIS["unimodal_free.data.tokenizer"][1], NOWHERE),
+    ("unimodal_free.data.shards", ["text", NOWHERE, "{tmp}/out"], NOWHERE),
+    ("unimodal_free.eval", CLIS["unimodal_free.eval"][1], NOWHERE),
+    ("unimodal_free.eval.query", CLIS["unimodal_free.eval.query"][1], NOWHERE),
+    ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+]
+
+
+def run_cli(name: str, args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(CLIS[name][0] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess, names: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in sorted(CLIS)])
+def test_bad_flag_exits_2_with_one_line(name, tmp_path):
+    assert_usage_error(run_cli(name, CLIS[name][1] + ["--no-such-flag"], cwd=tmp_path), "--no-such-flag")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST_SET else [pytest.mark.slow])
+                                  for n in sorted(n for n, (_, _, takes_set) in CLIS.items() if takes_set)])
+def test_bad_set_key_exits_2_with_one_line(name, tmp_path):
+    assert_usage_error(run_cli(name, CLIS[name][1] + ["--set", "nosuch.key=1"], cwd=tmp_path), "nosuch: unknown key")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, args, names", MISSING_INPUTS, ids=[f"{n}:{a[0]}" for n, a, _ in MISSING_INPUTS])
+def test_missing_input_exits_2_with_one_line(name, args, names, tmp_path):
+    assert_usage_error(run_cli(name, [a.replace("{tmp}", str(tmp_path)) for a in args], cwd=tmp_path), names)
+
+
+def test_every_cli_is_covered():
+    """A new ``__main__`` (or launch script) must join CLIS, so its usage errors are tested too."""
+    found = {"launch/" + p.name for p in (ROOT / "launch").glob("*.py")}
+    for path in (ROOT / "unimodal_free").rglob("*.py"):
+        text = path.read_text()
+        if path.name == "__main__.py" or re.search(r'^if __name__ == "__main__":', text, re.M):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found.add(".".join(parts[:-1] if path.name == "__main__.py" else parts))
+    assert found == set(CLIS)
+
+
+def test_parser_and_main_wrapper_print_one_line_and_return_2(capsys):
+    """The shared helpers every CLI uses (unimodal_free/usage.py), in-process and fast."""
+    from unimodal_free.config import load_config
+    from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
+
+    parser = ArgumentParser(prog="prog")
+    parser.add_argument("--count", type=int, required=True)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--count", "many"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["error: argument --count: invalid int value: 'many' (see prog --help)"]
+
+    @usage_errors(KeyError)
+    def main(argv):
+        if argv == ["set"]:
+            load_config(None, ["nosuch.key=1"])
+        if argv == ["file"]:
+            raise UsageError("input x.txt:\n  not found")
+        if argv == ["bug"]:
+            raise RuntimeError("a bug keeps its traceback")
+        return 0
+
+    assert main(["set"]) == 2 and capsys.readouterr().err.startswith("error: nosuch: unknown key (known: data,")
+    assert main(["file"]) == 2 and capsys.readouterr().err == "error: input x.txt: not found\n"
+    assert main([]) == 0
+    with pytest.raises(RuntimeError):
+        main(["bug"])

@@ -1,0 +1,59 @@
+"""Usage errors of every command line: one line ``error: ...`` on stderr and exit code 2.
+
+argparse prints its usage block and an error line (several lines); a config key or a
+missing input file raised from ``main`` would print a traceback. Both are the user's
+typo, not a bug, so every CLI in the package builds its parser from :class:`ArgumentParser`
+and wraps ``main`` in :func:`usage_errors`. Runtime failures keep their own codes
+(1, or train's documented 3/4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, NoReturn, Optional
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad flag value, input file or option that the user can fix; the message names it."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` with its whitespace (newlines included) folded into one line."""
+    return " ".join(str(exc).split())
+
+
+def report_usage_error(exc: BaseException) -> int:
+    """Print ``error: <message>`` (one line) and return the usage exit code."""
+    print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (``error: ... (see PROG --help)``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
+
+
+def usage_errors(*kinds: type[BaseException]) -> Callable:
+    """Decorate ``main(argv) -> int``: a ConfigError, UsageError or one of ``kinds`` becomes one line + exit 2."""
+    from unimodal_free.config import ConfigError  # light: the config module imports no torch
+
+    caught = (ConfigError, UsageError, *kinds)
+
+    def wrap(main: Callable[..., Optional[int]]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(argv: Optional[list[str]] = None) -> int:
+            try:
+                return main(argv) or 0
+            except caught as exc:
+                return report_usage_error(exc)
+
+        return run
+
+    return wrap
