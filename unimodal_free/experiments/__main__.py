@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import unimodal_free.experiments as package
 from unimodal_free.experiments.runner import ExperimentError
+from unimodal_free.usage import ArgumentParser, usage_errors
 
 NOT_EXPERIMENTS = {"runner", "__main__"}
 
@@ -46,7 +47,7 @@ def experiments() -> dict[str, object]:
 
 def parse_args(argv: Optional[list[str]], names: list[str]) -> argparse.Namespace:
     epilog = "experiments:\n" + "\n".join(f"  {n}: {experiments()[n].ABOUT}" for n in names)
-    p = argparse.ArgumentParser(prog="python -m unimodal_free.experiments", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m unimodal_free.experiments", description=__doc__.split("\n\n")[0],
                                 epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=names)
     p.add_argument("--root", default="runs/experiments", help="run folders of the arms and the tables")
@@ -61,16 +62,13 @@ def parse_args(argv: Optional[list[str]], names: list[str]) -> argparse.Namespac
     return args
 
 
+@usage_errors(ExperimentError)
 def main(argv: Optional[list[str]] = None) -> int:
     found = experiments()
     args = parse_args(argv, sorted(found))
     ctx = Context(root=Path(args.root), config=args.config, ranks=args.ranks, common=tuple(args.common),
                   heldout=args.heldout)
-    try:
-        table = found[args.name].run(ctx)
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    table = found[args.name].run(ctx)
     ctx.root.mkdir(parents=True, exist_ok=True)
     out = ctx.root / f"{args.name}.md"
     out.write_text(table)
