@@ -200,6 +200,31 @@ def test_the_query_cli_reads_a_model_folder(setup, tmp_path, capsys):  # noqa: F
     assert capsys.readouterr().out.startswith(f"checkpoint {folder} (step 7, teacher")
 
 
+def test_an_older_run_converts_to_a_model_folder(setup, tmp_path, capsys):  # noqa: F811
+    """``python -m unimodal_free.train.model_folder``: an old export (tokenizer named by a path that is gone)
+    becomes a folder that loads alone; a bad source or a missing tokenizer is one line, exit 2."""
+    from unimodal_free.train.model_folder import main
+
+    weights = load_weights(setup["export"])
+    tok = private_tokenizer(setup, tmp_path / "tok")
+    save_export(tmp_path / "old.safetensors", weights.student, weights.teacher, weights.cfg, tok.reference, 7)
+    shutil.move(tmp_path / "tok" / "tok.model", tmp_path / "copy.model")
+    assert main([str(tmp_path / "old.safetensors"), str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint") and "which is missing here" in err and "\n" not in err
+    assert main([str(tmp_path / "nope"), str(tmp_path / "model")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such export file or run directory"
+    assert not (tmp_path / "model").exists()
+    assert main([str(tmp_path / "old.safetensors"), str(tmp_path / "model"), "--tokenizer",
+                 str(tmp_path / "copy.model")]) == 0
+    (tmp_path / "copy.model").unlink()
+    caption = triple(setup, 0)[2]
+    reference = unimodal_free.load(setup["export"], device="cpu").embed([caption])
+    assert torch.equal(unimodal_free.load(tmp_path / "model", device="cpu").embed([caption]), reference)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "| steps | 7 of" in card and "No retrieval eval is recorded with these weights" in card
+
+
 def test_import_stays_light():
     import subprocess
     import sys
@@ -245,6 +270,12 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     assert "The run's last periodic eval, at step 2, of the teacher" in card
     assert f"```\n{format_table(out.results)}\n```" in card
 
+    from unimodal_free.train.model_folder import main as convert
+
+    assert convert([str(run), str(tmp_path / "converted")]) == 0  # from the run's latest checkpoint
+    converted = (tmp_path / "converted" / "README.md").read_text()
+    assert f"| samples seen | {seen['samples_seen']:,} rows" in converted and "No retrieval eval" in converted
+
     raw = setup["root"] / "raw"
     items = ["a red thing number 0", Path(raw / "img0.png"), Path(raw / "say0.flac"), Image.open(raw / "img1.png")]
     reference = from_run.embed(items)
@@ -253,3 +284,4 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     shutil.rmtree(run)
     shutil.rmtree(tmp_path / "tok")
     assert torch.equal(unimodal_free.load(copy, device="cpu").embed(items), reference)
+    assert torch.equal(unimodal_free.load(tmp_path / "converted", device="cpu").embed(items), reference)

@@ -29,7 +29,14 @@ from unimodal_free.embedder import Embedder, Item, file_modality
 from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
 
-JointEmbedder = Embedder  # the name this module gave it first; ``unimodal_free.load`` returns the same class
+class JointEmbedder(Embedder):
+    """:class:`Embedder` under the name this module gave it first, with its ``load`` arguments in their order."""
+
+    @classmethod
+    def load(cls, checkpoint: str, model: Optional[str] = None, tokenizer: Optional[str] = None,
+             device: torch.device | str = "cpu") -> "JointEmbedder":
+        """``model`` None: the run's ``eval.model``."""
+        return super().load(checkpoint, device, model, tokenizer)
 
 
 def modality_of(item: Item) -> str:

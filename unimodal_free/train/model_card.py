@@ -34,7 +34,7 @@ def _training_rows(config: dict[str, Any], cfg: Config, summary) -> list[tuple[s
         ("samples seen", f"{_count(summary.samples_seen)} rows over all ranks"
                          + (f" ({summary.world_size} rank(s))" if summary.world_size else "")),
     ]
-    if summary.rows:
+    if summary.rows and sum(summary.rows.values()) == summary.samples_seen:  # not when resumed from an older run
         rows.append(("rows per modality", ", ".join(f"{m} {_count(n)}" for m, n in summary.rows.items())))
     if summary.skipped_samples is not None:
         rows.append(("skipped samples", _count(summary.skipped_samples)))
