@@ -59,7 +59,8 @@ def test_pil_image_and_image_tensors_embed_as_the_file(setup):  # noqa: F811
     u8 = torch.from_numpy(np.array(pil)).permute(2, 0, 1)  # (4, H, W) uint8
     inputs = [Path(image), pil, u8, u8.float() / 255, u8.numpy()]
     rows = [embedder.preprocess(x) for x in inputs]
-    for r in rows[1:]:
+    below = embedder.preprocess((u8.float() - 0.3).clamp(min=0) / 255)  # floats round to the nearest 8-bit level
+    for r in rows[1:] + [below]:
         assert len(r) == 1 and torch.equal(r[0].values, rows[0][0].values) and torch.equal(r[0].coords, rows[0][0].coords)
     size, p = embedder.preprocessing["image_size"], embedder.preprocessing["patch_size"]
     assert rows[0][0].values.shape == ((size // p) ** 2, p * p * 3)

@@ -10,7 +10,8 @@ The folder stands alone: ``model.safetensors`` names its tokenizer by the
 relative path ``tokenizer.model`` (resolved beside the file), so a copy
 anywhere loads with ``unimodal_free.load(folder)``. It is built in a temporary
 sibling folder and renamed into place, so a crash never leaves half a folder.
-Files get mode 0o666 less the umask, as every other file of the run.
+Files get mode 0o666 less the umask, as every other file of the run (``save_export`` sets the
+one safetensors would create 600).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Optional
 import torch
 
 from unimodal_free.config import Config, config_to_dict
-from unimodal_free.train.export import EXPORT_NAME, LoadedWeights, file_mode, read_export, save_export
+from unimodal_free.train.export import EXPORT_NAME, LoadedWeights, read_export, save_export
 
 MODEL_FORMAT = "unimodal_free/model/1"
 CONFIG_NAME = "config.json"
@@ -112,8 +113,6 @@ def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor],
     _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2) + "\n")  # the facts first, the full config last
     save_export(tmp / EXPORT_NAME, {}, teacher, cfg, local_ref, step)
     _write_text(tmp / CARD_NAME, model_card(config, cfg, summary or TrainingSummary(), str(out)))
-    for f in tmp.iterdir():
-        os.chmod(f, file_mode())
     old = out.with_name(f".{out.name}.old{os.getpid()}")
     if out.exists():
         out.rename(old)
