@@ -117,6 +117,7 @@ def test_mixed_inputs_in_one_call_keep_their_order(setup):  # noqa: F811
     one_by_one = torch.cat([embedder.embed([x]) for x in items])
     torch.testing.assert_close(embedder.embed(items, batch_size=2), one_by_one, rtol=0, atol=1e-6)
     assert torch.equal(embedder.embed_texts([caption]), embedder.embed([caption]))
+    assert embedder.embed([]).shape == (0, embedder.embedding_dim) == (0, one_by_one.shape[1])
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -191,13 +192,16 @@ def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):  # noqa: F811
         unimodal_free.load(copy)
 
 
-def test_the_query_cli_reads_a_model_folder(setup, tmp_path, capsys):  # noqa: F811
+def test_the_query_and_eval_clis_read_a_model_folder(setup, tmp_path, capsys):  # noqa: F811
+    from unimodal_free.eval.cli import main as eval_main
     from unimodal_free.eval.query import main
 
     weights = load_weights(setup["export"])
     folder = write_model_folder(tmp_path / "model", weights.teacher, weights.cfg, load_tokenizer(str(setup["tok"])), 7)
     image, _, caption, _ = triple(setup, 0)
     assert main(["--checkpoint", str(folder), "--text", caption, "--file", str(image)]) == 0
+    assert capsys.readouterr().out.startswith(f"checkpoint {folder} (step 7, teacher")
+    assert eval_main(["--checkpoint", str(folder), "--data", setup["shards"][0], "--max-samples", "4"]) == 0
     assert capsys.readouterr().out.startswith(f"checkpoint {folder} (step 7, teacher")
 
 

@@ -42,6 +42,7 @@ from unimodal_free.data.elements import (
 )
 from unimodal_free.eval.cli import EvalError
 from unimodal_free.model import pooled_embedding
+from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.model.joint import unwrap
 
 SUFFIX_MODALITY = {**{e: "image" for e in IMAGE_EXTS}, **{e: "speech" for e in SPEECH_EXTS},
@@ -211,6 +212,11 @@ class Embedder:
         }
 
     @property
+    def embedding_dim(self) -> int:
+        """D: the alignment projection's width when the run trained one, else the latents' width."""
+        return embedding_dim(self.cfg)
+
+    @property
     def modalities(self) -> list[str]:
         return list(unwrap(self.model).modalities)
 
@@ -273,6 +279,8 @@ class Embedder:
             if modality_of(item) not in known:
                 raise EvalError(f"{describe(item, i)}: this model was trained without {modality_of(item)} (it has {known})")
         rows = [(e, str(n), None) for n, e in enumerate(e for i, x in enumerate(items) for e in self.preprocess(x, i))]
+        if not rows:
+            return torch.empty(0, self.embedding_dim)
         batch_size = batch_size or self.cfg.train.micro_batch_size
         positions, embeddings = [], []
         for start in range(0, len(rows), batch_size):

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from unimodal_free.data.elements import DecodeError, decode_captions
-from unimodal_free.embedder import Embedder, Item, file_modality
+from unimodal_free.embedder import Embedder, Item, modality_of
 from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
 
@@ -37,11 +37,6 @@ class JointEmbedder(Embedder):
              device: torch.device | str = "cpu") -> "JointEmbedder":
         """``model`` None: the run's ``eval.model``."""
         return super().load(checkpoint, device, model, tokenizer)
-
-
-def modality_of(item: Item) -> str:
-    """'text' for a caption; image/speech/text by the file's suffix (refused when unknown)."""
-    return file_modality(item.source) if item.is_file else "text"
 
 
 def expand_items(items: list[Item]) -> list[Item]:

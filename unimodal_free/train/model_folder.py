@@ -62,6 +62,7 @@ def _package_version() -> str:
 def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
     """config.json: the resolved config plus the facts a reader should not have to derive."""
     from unimodal_free.batch import modality_specs
+    from unimodal_free.model.pooling import embedding_dim
 
     d = cfg.data
     spm = tokenizer.reference["kind"] == "sentencepiece"
@@ -71,7 +72,7 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "library_version": _package_version(),
         "step": step,
         "weights": "teacher",
-        "embedding_dim": cfg.objective.align_dim if cfg.objective.align_weight > 0 else cfg.model.d_model,
+        "embedding_dim": embedding_dim(cfg),
         "projected": cfg.objective.align_weight > 0,
         "pooling": cfg.eval.pooling,
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,
