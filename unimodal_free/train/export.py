@@ -78,9 +78,22 @@ def save_export(
 
 def file_mode() -> int:
     """0o666 less the process umask: what ``open()`` gives any other file of the run (644 under umask 022)."""
-    umask = os.umask(0)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """Read from /proc (Linux): setting it to read it back would let another thread (TensorBoard's writer)
+    create a file under the wrong umask in between."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)  # elsewhere: briefly the strictest value, never a looser one
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
