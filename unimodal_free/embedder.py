@@ -34,6 +34,7 @@ from unimodal_free.data.elements import (
     decode_captions,
     image_elements,
     open_image,
+    preprocessing,
     read_speech,
     speech_elements,
     text_elements,
@@ -202,14 +203,7 @@ class Embedder:
     @property
     def preprocessing(self) -> dict[str, Any]:
         """The settings every input is prepared with (the run's ``data.*``)."""
-        d = self.cfg.data
-        return {
-            "image_size": d.image_size, "patch_size": d.patch_size, "image_resize": "shorter side, bicubic, centre crop",
-            "image_scale": "[0, 255] -> [-1, 1]", "sample_rate": d.sample_rate, "n_mels": d.n_mels,
-            "frames_per_element": d.frames_per_element, "max_speech_seconds": d.max_speech_seconds,
-            "max_text_tokens": d.max_text_tokens, "max_caption_chars": d.max_caption_chars,
-            "tokenizer": self.tokenizer.reference,
-        }
+        return {**preprocessing(self.cfg.data), "tokenizer": self.tokenizer.reference}
 
     @property
     def embedding_dim(self) -> int:

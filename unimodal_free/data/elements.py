@@ -200,6 +200,20 @@ def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?", max_cha
     return Elements("text", values, coords)
 
 
+# ---------------------------------------------------------------- settings
+
+
+def preprocessing(data_cfg) -> dict[str, Any]:
+    """The ``data.*`` settings that decide what the model sees of an input (a model folder records them)."""
+    d = data_cfg
+    return {
+        "image_size": d.image_size, "patch_size": d.patch_size, "image_resize": "shorter side, bicubic, centre crop",
+        "image_scale": "[0, 255] -> [-1, 1]", "sample_rate": d.sample_rate, "n_mels": d.n_mels,
+        "frames_per_element": d.frames_per_element, "max_speech_seconds": d.max_speech_seconds,
+        "max_text_tokens": d.max_text_tokens, "max_caption_chars": d.max_caption_chars,
+    }
+
+
 # ---------------------------------------------------------------- one sample
 
 

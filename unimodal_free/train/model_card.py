@@ -131,7 +131,8 @@ def model_card(config: dict[str, Any], cfg: Config, summary, folder: str) -> str
         "",
         "| | |",
         "|---|---|",
-        *[f"| `data.{k}` | {v} |" for k, v in config["preprocessing"].items()],
+        *[f"| {f'`data.{k}`' if hasattr(cfg.data, k) else k.replace('_', ' ')} | {v} |"
+          for k, v in config["preprocessing"].items()],
         "",
         "Images: shorter side resized (bicubic) to `image_size`, centre crop, [0, 255] -> [-1, 1], "
         "`patch_size` square patches. Speech: mono, resampled to `sample_rate`, log-mel (25 ms / 10 ms), "

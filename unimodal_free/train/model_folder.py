@@ -62,6 +62,7 @@ def _package_version() -> str:
 def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
     """config.json: the resolved config plus the facts a reader should not have to derive."""
     from unimodal_free.batch import modality_specs
+    from unimodal_free.data.elements import preprocessing
     from unimodal_free.model.pooling import embedding_dim
 
     d = cfg.data
@@ -78,10 +79,7 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,
                       "sha256": tokenizer.reference["sha256"], "vocab_size": tokenizer.vocab_size},
         "modalities": {name: asdict(spec) for name, spec in modality_specs(d, tokenizer.vocab_size).items()},
-        "preprocessing": {"image_size": d.image_size, "patch_size": d.patch_size, "sample_rate": d.sample_rate,
-                          "n_mels": d.n_mels, "frames_per_element": d.frames_per_element,
-                          "max_speech_seconds": d.max_speech_seconds, "max_text_tokens": d.max_text_tokens,
-                          "max_caption_chars": d.max_caption_chars},
+        "preprocessing": preprocessing(d),
         "config": config_to_dict(cfg),
     }
 
