@@ -81,7 +81,8 @@ def format_matrix(labels: list[str], modalities: list[str], sims: torch.Tensor) 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m unimodal_free.eval.query", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="model folder, run directory, checkpoint directory or model.safetensors")
     p.add_argument("--text", nargs="+", action="extend", default=[], help="captions, one per argument")
     p.add_argument("--file", nargs="+", action="extend", default=[],
                    help="image (.jpg .jpeg .png .webp), speech (.flac .wav .ogg) or text (.txt, a caption per line)")
