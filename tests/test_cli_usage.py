@@ -39,6 +39,8 @@ CLIS = {
     "unimodal_free.bench.config_run": ([sys.executable, "-m", "unimodal_free.bench.config_run"],
                                        ["--config", TINY, "--rows", "1", "--out", OUT], True),
     "unimodal_free.bench.encoder_profile": ([sys.executable, "-m", "unimodal_free.bench.encoder_profile"], [], False),
+    "unimodal_free.train.model_folder": ([sys.executable, "-m", "unimodal_free.train.model_folder"],
+                                         [NOWHERE, f"{NOWHERE}-out"], False),
     "unimodal_free.bench.zero_state": ([sys.executable, "-m", "unimodal_free.bench.zero_state"],
                                        ["--config", TINY, "--out", OUT], True),
 }
@@ -59,6 +61,7 @@ MISSING_INPUTS = [
     ("unimodal_free.eval", CLIS["unimodal_free.eval"][1], NOWHERE),
     ("unimodal_free.eval.query", CLIS["unimodal_free.eval.query"][1], NOWHERE),
     ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+    ("unimodal_free.train.model_folder", CLIS["unimodal_free.train.model_folder"][1], NOWHERE),
 ]
 
 

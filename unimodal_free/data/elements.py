@@ -61,14 +61,24 @@ def _centres(n: int, length: float) -> torch.Tensor:
 # ---------------------------------------------------------------- image
 
 
-def decode_image(data: bytes, key: str = "?"):
-    """Bytes -> RGB PIL image, upright (EXIF), alpha composited on white; bombs refused from the header."""
-    from PIL import ImageOps
-
+def open_image(data: bytes, key: str = "?"):
+    """Bytes -> the decoded PIL image as stored (any mode); bombs refused from the header."""
     try:
-        return ImageOps.exif_transpose(media.decode_image_rgb(data))
+        return media.open_image(data)
     except media.BadMedia as exc:
         raise DecodeError(key, f"image: {exc}") from None
+
+
+def upright_rgb(im):
+    """Any PIL image -> RGB (alpha composited on white), turned upright by its EXIF orientation."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(media.to_rgb(im))
+
+
+def decode_image(data: bytes, key: str = "?"):
+    """Bytes -> RGB PIL image, upright (EXIF), alpha composited on white; bombs refused from the header."""
+    return upright_rgb(open_image(data, key))
 
 
 def image_elements(im, image_size: int, patch_size: int) -> Elements:
@@ -100,10 +110,26 @@ def decode_speech(data: bytes, sample_rate: int, key: str = "?", max_seconds: fl
 
     ``max_seconds``: only that much (+ a resampling margin) is decoded and resampled.
     """
+    return waveform_at(*read_speech(data, key, max_seconds), sample_rate, max_seconds)
+
+
+def read_speech(data: bytes, key: str = "?", max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Bytes (flac/wav/ogg) -> (mono float32 waveform (T,) at the file's own rate, that rate)."""
     try:
         wave, sr, _ = media.read_audio(data, max_seconds)  # (T,) mono
     except media.BadMedia as exc:
         raise DecodeError(key, f"speech: {exc}") from None
+    return wave, sr
+
+
+def waveform_at(wave: np.ndarray, sr: int, sample_rate: int, max_seconds: float | None = None) -> torch.Tensor:
+    """Mono float32 waveform (T,) at ``sr`` -> (T',) at ``sample_rate``.
+
+    ``max_seconds``: only the first ``max_seconds`` (+ the resampling margin) are resampled, the same
+    cut :func:`media.read_audio` makes while decoding, so a decoded file and its waveform agree.
+    """
+    if max_seconds is not None:
+        wave = wave[: int((max_seconds + media.RESAMPLE_MARGIN_SECONDS) * sr)]
     return torch.from_numpy(media.resample(wave, sr, sample_rate).copy())  # (T',)
 
 
@@ -172,6 +198,20 @@ def text_elements(text: str, tokenizer, max_tokens: int, key: str = "?", max_cha
     values = torch.tensor(ids, dtype=torch.long)  # (M,)
     coords = _centres(len(ids), max_tokens)[:, None]  # (M, 1)
     return Elements("text", values, coords)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def preprocessing(data_cfg) -> dict[str, Any]:
+    """The ``data.*`` settings that decide what the model sees of an input (a model folder records them)."""
+    d = data_cfg
+    return {
+        "image_size": d.image_size, "patch_size": d.patch_size, "image_resize": "shorter side, bicubic, centre crop",
+        "image_scale": "[0, 255] -> [-1, 1]", "sample_rate": d.sample_rate, "n_mels": d.n_mels,
+        "frames_per_element": d.frames_per_element, "max_speech_seconds": d.max_speech_seconds,
+        "max_text_tokens": d.max_text_tokens, "max_caption_chars": d.max_caption_chars,
+    }
 
 
 # ---------------------------------------------------------------- one sample

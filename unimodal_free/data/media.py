@@ -126,7 +126,7 @@ def _open_audio(data: bytes) -> sf.SoundFile:
     return f
 
 
-def _mono(wav: np.ndarray) -> np.ndarray:
+def to_mono(wav: np.ndarray) -> np.ndarray:
     """(T, channels) -> (T,) mono, refusing NaN/Inf."""
     mono = wav.mean(axis=1)  # (T,)
     if not np.isfinite(mono).all():
@@ -149,7 +149,7 @@ def read_audio(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarra
             raise BadMedia(f"cannot decode audio: {type(e).__name__}: {e}") from None
     if wav.shape[0] == 0:
         raise BadMedia("audio has no samples")
-    return _mono(wav), sr, fmt
+    return to_mono(wav), sr, fmt
 
 
 def check_audio(data: bytes) -> tuple[int, str]:
@@ -158,7 +158,7 @@ def check_audio(data: bytes) -> tuple[int, str]:
         fmt, sr, frames = f.format, f.samplerate, 0
         try:
             for block in f.blocks(VALIDATE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (t, channels)
-                _mono(block)
+                to_mono(block)
                 frames += block.shape[0]
         except BadMedia:
             raise
@@ -174,7 +174,7 @@ def audio_to_flac(data: bytes) -> bytes:
     out = io.BytesIO()
     with _open_audio(data) as f, sf.SoundFile(out, "w", f.samplerate, 1, format="FLAC", subtype="PCM_16") as w:
         for block in f.blocks(VALIDATE_BLOCK_FRAMES, dtype="float32", always_2d=True):  # (t, channels)
-            w.write(np.clip(_mono(block), -1.0, 1.0))
+            w.write(np.clip(to_mono(block), -1.0, 1.0))
     return out.getvalue()
 
 

@@ -61,7 +61,8 @@ def device_arg(text: str) -> str:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m unimodal_free.eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="model folder, run directory, checkpoint directory or model.safetensors")
     p.add_argument("--data", required=True, nargs="+", help="paired shards: directory, glob, brace pattern or URL")
     p.add_argument("--model", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
     p.add_argument("--pooling", choices=("mean",), default=None, help="default: eval.pooling of the run")

@@ -3,19 +3,15 @@
     python -m unimodal_free.eval.query --checkpoint runs/joint \\
         --text "a dog on a green field" --file dog.jpg said.wav [--json sims.json]
 
-Every input goes through the same decoding as a shard sample (``sample_rows``)
+Every input goes through the shard decoder's functions (``data/elements.py``)
 and the same pooled embedding as the retrieval eval (``pooled_embedding``), so
 a file scores here exactly as it would inside ``python -m unimodal_free.eval``.
 Files are told apart by suffix: .jpg/.jpeg/.png/.webp image, .flac/.wav/.ogg
 speech, .txt text (one caption per line). Prints the cosine similarity of
 every input with every other one; ``--json`` writes it with the inputs.
 
-From Python (open_clip style)::
-
-    embedder = JointEmbedder.load("runs/joint")
-    text = embedder.embed_texts(["a dog on a green field"])  # (1, D), L2-normalised
-    media = embedder.embed_files(["dog.jpg", "said.wav"])     # (2, D)
-    text @ media.T                                            # (1, 2) cosine similarities
+From Python, ``unimodal_free.load`` (``unimodal_free/embedder.py``) returns the
+embedder this command uses; it also takes PIL images, image tensors and waveforms.
 """
 
 from __future__ import annotations
@@ -23,47 +19,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from unimodal_free.batch import collate_elements
-from unimodal_free.data.elements import IMAGE_EXTS, SPEECH_EXTS, TEXT_EXTS, DecodeError, decode_captions, sample_rows
-from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg, load_model, resolve_tokenizer
+from unimodal_free.data.elements import DecodeError, decode_captions
+from unimodal_free.embedder import Embedder, Item, modality_of
+from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
-from unimodal_free.model import pooled_embedding
-from unimodal_free.model.joint import unwrap
 from unimodal_free.usage import ArgumentParser
 
-SUFFIX_MODALITY = {**{e: "image" for e in IMAGE_EXTS}, **{e: "speech" for e in SPEECH_EXTS},
-                   **{e: "text" for e in TEXT_EXTS}}
+class JointEmbedder(Embedder):
+    """:class:`Embedder` under the name this module gave it first, with its ``load`` arguments in their order."""
 
-
-@dataclass(frozen=True)
-class Item:
-    """One thing to embed: a caption, or an image/speech file (its suffix says which)."""
-
-    source: str  # the caption, or the file path
-    is_file: bool
-    origin: str = ""  # where a caption came from ("captions.txt:3"); "" for --text
-
-    @property
-    def label(self) -> str:
-        if self.is_file:
-            return self.source
-        return f"{self.origin} {self.source!r}" if self.origin else repr(self.source)
-
-
-def modality_of(item: Item) -> str:
-    """'text' for a caption; image/speech/text by the file's suffix (refused when unknown)."""
-    if not item.is_file:
-        return "text"
-    suffix = Path(item.source).suffix.lower().lstrip(".")
-    if suffix not in SUFFIX_MODALITY:
-        raise EvalError(f"{item.source}: unknown suffix {suffix!r} (known: {sorted(SUFFIX_MODALITY)})")
-    return SUFFIX_MODALITY[suffix]
+    @classmethod
+    def load(cls, checkpoint: str, model: Optional[str] = None, tokenizer: Optional[str] = None,
+             device: torch.device | str = "cpu") -> "JointEmbedder":
+        """``model`` None: the run's ``eval.model``."""
+        return super().load(checkpoint, device, model, tokenizer)
 
 
 def expand_items(items: list[Item]) -> list[Item]:
@@ -88,71 +62,6 @@ def expand_items(items: list[Item]) -> list[Item]:
     return out
 
 
-class JointEmbedder:
-    """A checkpoint's teacher (or student) with its config and tokenizer: inputs in, embeddings out."""
-
-    def __init__(self, model: torch.nn.Module, cfg, tokenizer, device: torch.device | str = "cpu",
-                 step: int = 0, which: str = "teacher"):
-        self.model = model.to(device).eval()
-        self.cfg = cfg
-        self.tokenizer = tokenizer
-        self.device = torch.device(device)
-        self.step, self.which = step, which
-
-    @classmethod
-    def load(cls, checkpoint: str, model: Optional[str] = None, tokenizer: Optional[str] = None,
-             device: torch.device | str = "cpu") -> "JointEmbedder":
-        """``checkpoint``: an exported model file or a run directory (as ``python -m unimodal_free.eval`` takes)."""
-        from unimodal_free.train.export import load_weights
-
-        weights = load_weights(checkpoint)
-        cfg = weights.cfg
-        which = model or cfg.eval.model
-        tok = resolve_tokenizer(weights.tokenizer_ref, tokenizer, checkpoint, cfg.data.demo_dir)
-        return cls(load_model(weights, which, tok.vocab_size, checkpoint), cfg, tok, device,
-                   int(getattr(weights, "step", 0) or 0), which)
-
-    def _row(self, index: int, item: Item):
-        """The one decoded row of an image/speech file or a caption, keyed by its position ``index``."""
-        if item.is_file:
-            ext = Path(item.source).suffix.lower().lstrip(".")
-            sample = {"__key__": str(index), ext: Path(item.source).read_bytes()}
-        else:
-            sample = {"__key__": str(index), "txt": " ".join(item.source.split()).encode("utf-8")}
-        try:
-            (row,) = sample_rows(sample, self.cfg.data, self.tokenizer, train=False)
-        except DecodeError as exc:  # its key is our index: name the input instead
-            raise EvalError(f"{item.label}: {exc.reason}") from None
-        return row
-
-    @torch.no_grad()
-    def embed(self, items: list[Item], batch_size: Optional[int] = None) -> torch.Tensor:
-        """(len(items), D) L2-normalised embeddings in input order (items as :func:`expand_items` leaves them)."""
-        known = unwrap(self.model).modalities
-        for item in items:
-            if modality_of(item) not in known:
-                raise EvalError(f"{item.label}: this checkpoint was trained without {modality_of(item)} (it has {known})")
-        rows = [self._row(i, item) for i, item in enumerate(items)]
-        batch_size = batch_size or self.cfg.train.micro_batch_size
-        positions, embeddings = [], []
-        for start in range(0, len(rows), batch_size):
-            batch = collate_elements(rows[start : start + batch_size])  # rows grouped by modality
-            pooled = pooled_embedding(self.model, batch.to(self.device), project=True)  # {m: (B_m, D)}
-            for m, part in batch.parts.items():
-                positions += [int(k) for k in part.keys]
-                embeddings.append(pooled[m].cpu())
-        z = torch.cat(embeddings)  # (n, D) in batch order
-        return z[torch.tensor(positions).argsort()]  # back to input order
-
-    def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        """(len(texts), D): one caption each."""
-        return self.embed(expand_items([Item(t, is_file=False) for t in texts]))
-
-    def embed_files(self, paths: list[str | os.PathLike]) -> torch.Tensor:
-        """(rows, D): one row per image/speech file, one per caption line of a .txt file."""
-        return self.embed(expand_items([Item(str(p), is_file=True) for p in paths]))
-
-
 def short_label(item: Item, width: int = 40) -> str:
     """The item's label cut to ``width``: a path keeps its end (the file name), a caption its start."""
     label = item.label
@@ -173,7 +82,8 @@ def format_matrix(labels: list[str], modalities: list[str], sims: torch.Tensor) 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m unimodal_free.eval.query", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="exported model file or run directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="model folder, run directory, checkpoint directory or model.safetensors")
     p.add_argument("--text", nargs="+", action="extend", default=[], help="captions, one per argument")
     p.add_argument("--file", nargs="+", action="extend", default=[],
                    help="image (.jpg .jpeg .png .webp), speech (.flac .wav .ogg) or text (.txt, a caption per line)")
@@ -190,7 +100,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     items = expand_items([Item(t, is_file=False) for t in args.text] + [Item(f, is_file=True) for f in args.file])
     check_checkpoint_arg(args.checkpoint)  # after the inputs: they are checked before any checkpoint is read
-    embedder = JointEmbedder.load(args.checkpoint, args.model, args.tokenizer, args.device)
+    embedder = Embedder.load(args.checkpoint, args.device, model=args.model, tokenizer=args.tokenizer)
     z = embedder.embed(items)  # (n, D)
     sims = z @ z.T  # (n, n) cosine: rows are L2-normalised
     modalities = [modality_of(item) for item in items]

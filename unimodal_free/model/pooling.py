@@ -28,3 +28,8 @@ def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> di
     if project and model.align is not None:
         pooled = {name: model.align.embed(name, z) for name, z in pooled.items()}  # (B_m, A)
     return {name: F.normalize(z.float(), dim=-1) for name, z in pooled.items()}
+
+
+def embedding_dim(cfg) -> int:
+    """Width of :func:`pooled_embedding` with ``project=True``: the alignment projection's when the model has one."""
+    return cfg.objective.align_dim if cfg.objective.align_weight > 0 else cfg.model.d_model

@@ -55,6 +55,7 @@ class TrainerState:
     step: int = 0  # optimizer steps taken (applied or skipped)
     micro_batches: int = 0  # micro-batches consumed per rank (data position)
     samples_seen: int = 0  # rows over all ranks
+    rows_seen: dict[str, int] = field(default_factory=dict)  # the same rows per modality (the model card's)
     skipped_steps: int = 0
     skipped_samples: int = 0
     nonfinite_in_row: int = 0

@@ -1,7 +1,9 @@
 """Consolidated weights: write one safetensors file, read weights from any run artefact.
 
 ``model.safetensors`` holds ``student.<name>`` and ``teacher.<name>`` fp32
-tensors plus metadata ``{"config": json, "tokenizer": json, "step": int}``;
+tensors plus metadata ``{"config": json, "tokenizer": json, "step": int}``
+(a model folder's holds the teacher only, and its tokenizer path is relative
+to the file: ``tokenizer.model`` beside it);
 reading it needs no pickle. The trainer writes one at the end of a run and
 one inside every checkpoint, so :func:`load_weights` reads a run directory or
 a checkpoint (any ZeRO stage, a run still training or stopped mid-run) from
@@ -67,10 +69,31 @@ def save_export(
     }
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, file_mode())  # safetensors creates it 600, as a temp file
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(path)
     return path
+
+
+def file_mode() -> int:
+    """0o666 less the process umask: what ``open()`` gives any other file of the run (644 under umask 022)."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """Read from /proc (Linux): setting it to read it back would let another thread (TensorBoard's writer)
+    create a file under the wrong umask in between."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o077)  # elsewhere: briefly the strictest value, never a looser one
+    os.umask(umask)
+    return umask
 
 
 def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -84,6 +107,7 @@ def read_export(path: Path) -> LoadedWeights:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
+    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -95,7 +119,10 @@ def read_export(path: Path) -> LoadedWeights:
     student, teacher = _split(tensors)
     cfg = config_from_dict(json.loads(meta["config"]))
     step = int(meta["step"]) if "step" in meta else None
-    return LoadedWeights(cfg, json.loads(meta.get("tokenizer", "{}")), student, teacher, step, str(path))
+    tokenizer_ref = json.loads(meta.get("tokenizer", "{}"))
+    if tokenizer_ref.get("path") and not os.path.isabs(tokenizer_ref["path"]):
+        tokenizer_ref["path"] = str(path.parent / tokenizer_ref["path"])  # a model folder's: beside the weights
+    return LoadedWeights(cfg, tokenizer_ref, student, teacher, step, str(path))
 
 
 def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
@@ -114,7 +141,7 @@ def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
 
 
 def load_weights(path: str | Path) -> LoadedWeights:
-    """Weights + config + tokenizer reference from an export file, a run dir or a checkpoint dir.
+    """Weights + config + tokenizer reference from an export file, a model folder, a run dir or a checkpoint dir.
 
     A run dir: its latest complete checkpoint's consolidation, else its final export.
     Reads safetensors only.
@@ -126,6 +153,10 @@ def load_weights(path: str | Path) -> LoadedWeights:
         return read_export(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such export file or run directory")
+    from unimodal_free.train.model_folder import is_model_folder, read_model_folder
+
+    if is_model_folder(path):
+        return read_model_folder(path)
     if step_of(path.name) is not None:
         if not is_complete(path):
             raise ValueError(f"{path}: checkpoint is incomplete (no valid COMPLETE marker)")

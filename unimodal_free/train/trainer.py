@@ -49,6 +49,7 @@ from unimodal_free.train.cli import (
     print_config,
 )
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
+from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
 from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
@@ -101,6 +102,9 @@ class IntervalStats:
         for k, v in summed.items():
             self.counted[k] = self.counted.get(k, 0.0) + v
         state.samples_seen += int(summed.get("rows", 0))
+        for key, n in summed.items():
+            if key.startswith("rows/"):
+                state.rows_seen[key[5:]] = state.rows_seen.get(key[5:], 0) + int(n)
         state.skipped_samples += int(summed.get("skipped", 0))
         self.local = {}
 
@@ -418,6 +422,7 @@ class Trainer:
         scalars = {f"val/{k}": float(v) for k, v in out.items()}
         scalars["val/seconds"] = out.seconds
         self.logger.scalars(scalars, step)
+        self.last_eval = (step, out.results)  # the model card's retrieval table
         r1 = {k: round(v, 3) for k, v in out.items() if k.endswith("R@1")}
         self.logger.message(f"step {step}: eval ({out.seconds:.1f}s) {r1}")
         return scalars
@@ -446,7 +451,18 @@ class Trainer:
                 state.step,
             )
             self.logger.message(f"exported {path}")
+            folder = write_model_folder(self.run_dir / MODEL_DIR, self._teacher_state(), self.cfg, self.setup.tokenizer,
+                                        state.step, self._summary(state))
+            self.logger.message(f"model folder {folder} (unimodal_free.load({str(folder)!r}))")
         dist.barrier()
+
+    def _summary(self, state: TrainerState) -> TrainingSummary:
+        eval_step, results = self.last_eval
+        return TrainingSummary(
+            samples_seen=state.samples_seen, rows=dict(state.rows_seen), skipped_samples=state.skipped_samples,
+            final_loss=self.last_log.get("train/loss"), world_size=self.world, train_time_s=state.train_time_s,
+            eval_step=eval_step, eval_results=results,
+        )
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -483,6 +499,7 @@ class Trainer:
         state = self._restore_or_start()
         self.last_saved_step = state.step if self.setup.resume_dir is not None else -1
         self.last_eval_s = 0.0
+        self.last_eval: tuple[Optional[int], dict] = (None, {})
         self.evals_skipped = 0
         self.last_log: dict[str, float] = {}
         self.start_step, self.first_log = state.step, True
