@@ -309,7 +309,12 @@ class EvalConfig:
 @dataclass
 class LogConfig:
     tensorboard: bool = option(True, anything)
+    # The tqdm bar, where stderr is a terminal; plain progress lines go to log.txt (and to stdout
+    # wherever it is not a terminal showing the bar) either way.
     progress: bool = option(True, anything)
+    # DeepSpeed's own start-up lines (accelerator detection, untested optimizer, ...) at their
+    # own level and its logger at INFO; off: those lines are demoted below warning (train/ds_noise.py).
+    deepspeed_verbose: bool = option(False, anything)
 
 
 @dataclass
