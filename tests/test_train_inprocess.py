@@ -274,14 +274,22 @@ def test_plain_progress_lines_on_a_pipe_and_in_log_txt(tmp_path, monkeypatch, ca
     assert "end" in end and end["step"] == "4/4" and end["exit"] == "0" and end["reason"] == "done"
     assert "start " in err and "end " in err and not step_lines(err)  # start/end lines are messages (stderr)
 
+    # The step-4 checkpoint broken (same size): the resume falls back to step 2 and says so, in log.txt too.
+    weights = run_dir / "checkpoints" / "step00000004" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
     rc = run_trainer(tmp_path, monkeypatch, "train.max_steps=6", "train.log_every=2", "train.resume=auto")
     assert rc == 0
     log = (run_dir / "log.txt").read_text().splitlines()
-    assert [parse_fields(line)["step"] for line in step_lines("\n".join(log))] == ["2/4", "4/4", "6/6"]
+    assert [parse_fields(line)["step"] for line in step_lines("\n".join(log))] == ["2/4", "4/4", "4/6", "6/6"]
     assert [line.split("  ")[0].split(" ")[0] for line in log if line.startswith(("start ", "end "))] == \
         ["start", "end", "start", "end"]
-    assert any(line.startswith("resuming from ") and line.endswith("at step 4") for line in log)
-    assert step_lines(capsys.readouterr().out) == step_lines("\n".join(log))[-1:]
+    assert any(line.startswith("falling back to ") and "step00000002" in line for line in log), log
+    assert any(line.startswith("resuming from ") and line.endswith("at step 2") for line in log), log
+    out, err = capsys.readouterr()
+    assert step_lines(out) == step_lines("\n".join(log))[-2:]
+    assert err.count("falling back to ") == 1  # printed once, when it happened
 
 
 @pytest.mark.slow
