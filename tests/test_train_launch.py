@@ -499,6 +499,8 @@ def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     text = log.read_text(errors="replace")
     assert rc == 0, tail(log)
     assert "on request (signal); checkpoint saved" in text
+    end = (run_dir / "log.txt").read_text().splitlines()[-1]
+    assert end.startswith("end ") and end.endswith("  exit 0  reason signal"), end
     tag = CheckpointManager(run_dir).latest_tag()
     assert tag is not None and is_complete(run_dir / "checkpoints" / tag)
     stopped = step_of(tag)
