@@ -42,6 +42,16 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
     rc = run(cmd, log, env={"UNIMODAL_FREE_TEST_NAN": "1:2,4,5"})
     assert rc == 4, tail(log)
     assert "2 non-finite steps in a row" in log.read_text(errors="replace")
+    # Plain lines: an interval without an applied step says `loss nan` and counts the skipped steps;
+    # the end line gives the exit status and why.
+    from unimodal_free.train.textlog import parse_fields
+
+    text_log = (run_dir / "log.txt").read_text().splitlines()
+    steps = [parse_fields(line) for line in text_log if line.startswith("step ") and "  loss " in line]
+    assert [(f["step"], f["loss"] == "nan", f.get("skipped_steps")) for f in steps] == [
+        ("1/8", False, None), ("2/8", True, "1"), ("3/8", False, "1"), ("4/8", True, "2"), ("5/8", True, "3")]
+    end = parse_fields(text_log[-1])
+    assert (end["step"], end["exit"], end["reason"]) == ("5/8", "4", "nonfinite"), text_log[-1]
 
     assert scalars(run_dir, "train/skipped_steps") == [(1, 0.0), (2, 1.0), (3, 1.0), (4, 2.0), (5, 3.0)]
     assert [s for s, _ in scalars(run_dir, "train/loss")] == [1, 3]  # poisoned steps log no loss
@@ -88,6 +98,8 @@ def test_collapse_guard_stops_with_its_message(tmp_path_factory):
     assert "representation collapse at step 2: target_std of modality" in text
     assert "objective.min_target_std=1000.0" in text
     assert [s for s, _ in scalars(run_dir, "train/loss")] == [1, 2]
+    end = (run_dir / "log.txt").read_text().splitlines()[-1]
+    assert end.startswith("end ") and "  step 2/8  " in end and end.endswith("  exit 3  reason collapse"), end
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -231,3 +232,108 @@ def test_missing_modality_warning_and_per_modality_rows(tmp_path, monkeypatch, c
     assert sum(rows[m][2] for m in rows) == seen[2] and sum(rows[m][4] for m in rows) == seen[4] - seen[2]
     per_s = dict(scalars(run_dir, "train/rows_per_s/image"))
     assert per_s[2] > 0 and dict(scalars(run_dir, "train/rows_per_s/speech"))[2] == 0.0
+
+
+STEP_LINE = re.compile(r"^step (\d+)/(\d+)  loss \S+  (?:loss/\w+ \S+  )*(?:align_loss \S+  )?lr \S+  "
+                       r"(?:grad_norm \S+  )?samples/s \S+  (?:skipped_steps \d+  )?elapsed \S+  eta \S+$")
+
+
+def step_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("step ") and "  loss " in line]
+
+
+@pytest.mark.slow
+def test_plain_progress_lines_on_a_pipe_and_in_log_txt(tmp_path, monkeypatch, capsys):
+    """stdout and stderr not terminals (a cluster job's log): no progress bar, no carriage return; one plain
+    ``step N/M  loss ...  eta ...`` line per log interval on stdout, the same lines in run_dir/log.txt between
+    a start and an end line; loss and lr as TensorBoard has them. A resumed run appends to log.txt."""
+    from unimodal_free.train.textlog import parse_fields
+
+    rc = run_trainer(tmp_path, monkeypatch, "train.max_steps=4", "train.log_every=2", "train.checkpoint_every=2")
+    assert rc == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in out and "\r" not in err
+    lines = step_lines(out)
+    assert [parse_fields(line)["step"] for line in lines] == ["2/4", "4/4"], out
+    assert all(STEP_LINE.match(line) for line in lines), lines
+    run_dir = tmp_path / "run"
+    loss, lr = dict(scalars(run_dir, "train/loss")), dict(scalars(run_dir, "train/lr"))
+    for line in lines:
+        fields = parse_fields(line)
+        step = int(fields["step"].split("/")[0])
+        assert float(fields["loss"]) == pytest.approx(loss[step], abs=1e-4)
+        assert float(fields["lr"]) == pytest.approx(lr[step], rel=1e-2)
+        assert {"loss/image", "loss/speech", "loss/text", "grad_norm", "samples/s"} <= fields.keys()
+    assert parse_fields(lines[-1])["eta"] == "0s"
+    log = (run_dir / "log.txt").read_text().splitlines()
+    start, end = parse_fields(log[0]), parse_fields(log[-1])
+    assert "start" in start and start["step"] == "0/4" and start["world_size"] == "1" and start["device"] == "cpu"
+    assert start["precision"] == "fp32" and start["config"] == "configs/tiny.json" and start["command"]
+    assert step_lines("\n".join(log)) == lines
+    assert any(line.startswith("exported ") for line in log)  # messages land there too
+    assert "end" in end and end["step"] == "4/4" and end["exit"] == "0" and end["reason"] == "done"
+    assert "start " in err and "end " in err and not step_lines(err)  # start/end lines are messages (stderr)
+
+    # The step-4 checkpoint broken (same size): the resume falls back to step 2 and says so, in log.txt too.
+    weights = run_dir / "checkpoints" / "step00000004" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    rc = run_trainer(tmp_path, monkeypatch, "train.max_steps=6", "train.log_every=2", "train.resume=auto")
+    assert rc == 0
+    log = (run_dir / "log.txt").read_text().splitlines()
+    assert [parse_fields(line)["step"] for line in step_lines("\n".join(log))] == ["2/4", "4/4", "4/6", "6/6"]
+    assert [line.split("  ")[0].split(" ")[0] for line in log if line.startswith(("start ", "end "))] == \
+        ["start", "end", "start", "end"]
+    assert any(line.startswith("falling back to ") and "step00000002" in line for line in log), log
+    assert any(line.startswith("resuming from ") and line.endswith("at step 2") for line in log), log
+    out, err = capsys.readouterr()
+    assert step_lines(out) == step_lines("\n".join(log))[-2:]
+    assert err.count("falling back to ") == 1  # printed once, when it happened
+
+
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal_without_plain_lines(tmp_path, monkeypatch):
+    """stdout and stderr a terminal (a real pty): the tqdm bar draws (carriage returns), no plain step lines
+    duplicate it on the terminal; log.txt still gets them."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # no \n -> \r\n translation: every \r read back is the bar's
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    terminal = os.fdopen(slave, "w", buffering=1)
+    received = []
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the slave side is closed
+                return
+            if not chunk:
+                return
+            received.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    try:
+        rc = run_trainer(tmp_path, monkeypatch, "train.max_steps=4", "train.log_every=2")
+    finally:
+        monkeypatch.undo()
+        terminal.close()
+        reader.join(timeout=30)
+        os.close(master)
+    assert rc == 0
+    shown = b"".join(received).decode(errors="replace")
+    assert "\r" in shown and "train: 100%" in shown, shown[-2000:]
+    assert not step_lines(shown.replace("\r", "\n")), shown[-2000:]
+    assert "end " in shown  # messages still reach the terminal, through the bar
+    assert len(step_lines((tmp_path / "run" / "log.txt").read_text())) == 2

@@ -381,6 +381,54 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     model = build_model(exported.cfg, modality_specs(exported.cfg.data, tok.vocab_size))
     model.load_state_dict(exported.teacher)
 
+    # The launch's log (stdout and stderr to a file, as a cluster job's): one plain line per step from rank 0,
+    # no bar, no rank-side DeepSpeed noise; run_dir/log.txt has the same lines between a start and an end line.
+    from unimodal_free.train.textlog import parse_fields
+
+    def step_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("step ") and "  loss " in line]
+
+    text = (base / "zero0.log").read_text(errors="replace")
+    assert "\r" not in text
+    lines = step_lines(text)
+    assert [parse_fields(line)["step"] for line in lines] == [f"{s}/{MAX_STEPS}" for s in range(1, MAX_STEPS + 1)]
+    log = (run_dir / "log.txt").read_text().splitlines()
+    assert step_lines("\n".join(log)) == lines
+    start, end = parse_fields(log[0]), parse_fields(log[-1])
+    assert start["world_size"] == "2" and "launch/train.py --config configs/tiny.json --set" in start["command"]
+    assert end["step"] == f"{MAX_STEPS}/{MAX_STEPS}" and end["exit"] == "0" and end["reason"] == "done"
+    assert not [line for line in RANK_NOISE[1:] if line in text], text[:3000]
+    # The launcher's runner and launch.py print it before our code runs (2); the ranks no more (were 2 more).
+    assert text.count(RANK_NOISE[0]) <= 2, text[:3000]
+
+
+RANK_NOISE = (  # DeepSpeed's start-up lines in a rank (unimodal_free/train/ds_noise.py)
+    "Setting accelerator to CPU",
+    "No CUDA runtime is found",
+    "deepspeed_shm_comm_op built successfully",
+    "You are using ZeRO with an untested optimizer",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbose", [False, True])
+def test_deepspeed_start_up_noise_only_when_asked(base, verbose):
+    """One rank, ZeRO-1, as a process: DeepSpeed's start-up lines (accelerator detection, the CUDA runtime
+    probe, the shm op's print, the untested-optimizer warning) are absent by default and all there with
+    log.deepspeed_verbose=true."""
+    base.mkdir(parents=True, exist_ok=True)
+    warm_up_deepspeed()
+    data = tiny_data(base)
+    name = f"noise-verbose-{verbose}"
+    cmd = train_cmd(data, base / name, 1, "train.max_steps=1", "eval.every=0",
+                    f"log.deepspeed_verbose={str(verbose).lower()}", launcher=False)
+    log = base / f"{name}.log"
+    assert run(cmd, log) == 0, tail(log)
+    text = log.read_text(errors="replace")
+    shown = [line for line in RANK_NOISE if line in text]
+    assert shown == (list(RANK_NOISE) if verbose else []), text[:3000]
+    assert "step 1/1  loss " in text
+
 
 @pytest.mark.slow
 @needs_launcher
@@ -500,6 +548,8 @@ def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     text = log.read_text(errors="replace")
     assert rc == 0, tail(log)
     assert "on request (signal); checkpoint saved" in text
+    end = (run_dir / "log.txt").read_text().splitlines()[-1]
+    assert end.startswith("end ") and end.endswith("  exit 0  reason signal"), end
     tag = CheckpointManager(run_dir).latest_tag()
     assert tag is not None and is_complete(run_dir / "checkpoints" / tag)
     stopped = step_of(tag)

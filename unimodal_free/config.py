@@ -393,7 +393,8 @@ class LogConfig:
     """What rank 0 reports."""
 
     tensorboard: bool = option(True, anything, help="Write TensorBoard events under the run directory.")
-    progress: bool = option(True, anything, help="Show a progress bar with throughput and ETA.")
+    progress: bool = option(True, anything, help="The tqdm bar, where stderr is a terminal; plain progress lines go to log.txt (and to stdout wherever it is not a terminal showing the bar) either way.")
+    deepspeed_verbose: bool = option(False, anything, help="DeepSpeed's own start-up lines (accelerator detection, untested optimizer, ...) at their own level and its logger at INFO; off: those lines are demoted below warning (train/ds_noise.py).")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -346,16 +346,16 @@ def _completed_tags(run_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)
 
 
-def _announce(message: str) -> None:
+def announce(message: str) -> None:
     """Before the process group exists: every rank resolves the same checkpoint, rank 0 says so."""
     if os.environ.get("RANK", "0") == "0":
         print(message, file=sys.stderr, flush=True)
 
 
-def newest_intact(run_dir: Path, trust: bool = False) -> Optional[Path]:
+def newest_intact(run_dir: Path, trust: bool = False, say: Callable[[str], None] = announce) -> Optional[Path]:
     """The newest checkpoint of ``run_dir`` whose every file matches its sha256; None if it never had one.
 
-    A broken newer checkpoint is skipped with a message; if every finished checkpoint is broken,
+    A broken newer checkpoint is skipped with a message (``say``); if every finished checkpoint is broken,
     CheckpointError names the newest one's bad file (never a silent fresh start over it).
     """
     broken: list[CheckpointError] = []
@@ -366,7 +366,7 @@ def newest_intact(run_dir: Path, trust: bool = False) -> Optional[Path]:
             broken.append(exc)
             continue
         if broken:
-            _announce(f"falling back to {tag_dir}, the newest intact checkpoint; broken: {'; '.join(map(str, broken))}")
+            say(f"falling back to {tag_dir}, the newest intact checkpoint; broken: {'; '.join(map(str, broken))}")
         files_to_unpickle(tag_dir, trust)  # refuse now, in one line, before any process group
         return tag_dir
     if broken:
@@ -374,7 +374,8 @@ def newest_intact(run_dir: Path, trust: bool = False) -> Optional[Path]:
     return None
 
 
-def resolve_resume(spec: str, run_dir: Path, trust: bool = False) -> Optional[Path]:
+def resolve_resume(spec: str, run_dir: Path, trust: bool = False,
+                   say: Callable[[str], None] = announce) -> Optional[Path]:
     """``train.resume`` -> a verified checkpoint dir, or None for a fresh start.
 
     ``""``: fresh (refused if the run dir already has checkpoints, so a run is
@@ -395,7 +396,7 @@ def resolve_resume(spec: str, run_dir: Path, trust: bool = False) -> Optional[Pa
             )
         return None
     if spec == "auto":
-        return newest_intact(run_dir, trust)
+        return newest_intact(run_dir, trust, say)
     path = Path(spec).expanduser()
     if not path.exists():
         raise CheckpointError(f"train.resume: {path} does not exist")
@@ -406,7 +407,7 @@ def resolve_resume(spec: str, run_dir: Path, trust: bool = False) -> Optional[Pa
         files_to_unpickle(path, trust)
         return path
     run = path.parent if path.name == "checkpoints" else path
-    tag_dir = newest_intact(run, trust)
+    tag_dir = newest_intact(run, trust, say)
     if tag_dir is None:
         raise CheckpointError(f"train.resume: {path} holds no complete checkpoint")
     return tag_dir

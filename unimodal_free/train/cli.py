@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from unimodal_free.config import Config, ConfigError, Source, config_to_dict, fixed_on_resume, load_config
+from unimodal_free.train import ds_noise
 from unimodal_free.usage import EXIT_USAGE, ArgumentParser
 
 EXIT_OK = 0
@@ -70,6 +71,8 @@ class RunSetup:
     heldout_sources: list[Source]
     resume_dir: Optional[Path]
     trust_checkpoint: bool = False
+    notes: list[str] = field(default_factory=list)  # lines already printed here, for log.txt once it opens
+    config_path: Optional[str] = None  # --config
 
 
 def load_run_config(args: argparse.Namespace) -> Config:
@@ -89,10 +92,11 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
     from unimodal_free.data.reader import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
-    from unimodal_free.train.checkpoint import CheckpointManager, resolve_resume
+    from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
     from unimodal_free.train.ds_config import build_ds_config
 
     cfg = load_run_config(args)
+    ds_noise.configure(cfg.log.deepspeed_verbose)  # before anything imports deepspeed
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     build_ds_config(cfg, world_size)  # refuses contradicting deepspeed.extra keys now
     if cfg.train.precision == "bf16":
@@ -101,7 +105,13 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         if not get_accelerator().is_bf16_supported():
             raise ConfigError(f"train.precision: bf16 is not supported on {get_accelerator().device_name()}; use fp32")
     run_dir = Path(cfg.train.output_dir).expanduser()
-    resume_dir = resolve_resume(cfg.train.resume, run_dir, args.trust_checkpoint)
+    notes: list[str] = []
+
+    def say(message: str) -> None:
+        announce(message)
+        notes.append(message)
+
+    resume_dir = resolve_resume(cfg.train.resume, run_dir, args.trust_checkpoint, say)
     state = CheckpointManager.read_state(resume_dir) if resume_dir is not None else None
     if state is not None:
         check_resume_config(state.config, cfg, resume_dir)
@@ -120,7 +130,8 @@ def prepare(args: argparse.Namespace) -> RunSetup:
                 f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size} "
                 f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
             )
-    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir, args.trust_checkpoint)
+    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir, args.trust_checkpoint, notes,
+                    args.config)
 
 
 def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:

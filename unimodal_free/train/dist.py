@@ -83,10 +83,15 @@ def init_deepspeed_distributed(backend: str | None) -> None:
     memory). Each rank maps every peer's segment inside init_distributed, so
     once all ranks are past it the names can go; the mappings stay valid and
     the memory returns when the last rank exits, however it exits.
+
+    Its "shm_comm_op built successfully" print is dropped (train/ds_noise.py).
     """
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend=backend)
+    from unimodal_free.train.ds_noise import quiet_prints
+
+    with quiet_prints():
+        deepspeed.init_distributed(dist_backend=backend)
     barrier()
     name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
         os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank()

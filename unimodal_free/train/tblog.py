@@ -1,4 +1,9 @@
-"""Rank-0 TensorBoard writer and progress bar; every other rank gets no-ops.
+"""Rank-0 TensorBoard writer, progress bar and text log; every other rank gets no-ops.
+
+Progress: the tqdm bar only where stderr is a terminal (and ``log.progress``);
+plain ``step ...`` lines (train/textlog.py) on stdout wherever it is not a
+terminal showing the bar (a cluster job's log, a pipe), and always in
+``run_dir/log.txt``, which also gets every message. Resuming appends to it.
 
 The x-axis of every scalar is the optimizer step. The writer is opened with
 ``purge_step`` = first step of this session, so TensorBoard drops events a
@@ -12,9 +17,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TextIO
 
 from tqdm import tqdm
+
+LOG_NAME = "log.txt"
 
 
 def config_markdown(config: dict, provenance: dict) -> str:
@@ -38,8 +45,10 @@ class RunLogger:
         self.enabled = rank == 0
         self.writer = None
         self.bar: Optional[tqdm] = None
+        self.text: Optional[TextIO] = None
         if not self.enabled:
             return
+        self.text = open(Path(run_dir) / LOG_NAME, "a", encoding="utf-8", buffering=1)  # line-buffered
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -48,7 +57,7 @@ class RunLogger:
                 purge_step=start_step + 1,
                 flush_secs=10,
             )
-        if progress:
+        if progress and sys.stderr.isatty():
             self.bar = tqdm(
                 total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
             )
@@ -78,14 +87,30 @@ class RunLogger:
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
 
-    def message(self, text: str) -> None:
-        """A line for the user that does not break the progress bar."""
+    def line(self, text: str) -> None:
+        """A plain progress line: log.txt, and stdout unless the bar shows progress on that terminal."""
         if not self.enabled:
+            return
+        self._to_file(text)
+        if self.bar is None or not sys.stdout.isatty():
+            print(text, file=sys.stdout, flush=True)
+
+    def message(self, text: str, echo: bool = True) -> None:
+        """A line for the user (stderr, without breaking the bar) and log.txt; ``echo=False``: log.txt only
+        (a line printed before the logger existed)."""
+        if not self.enabled:
+            return
+        self._to_file(text)
+        if not echo:
             return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def _to_file(self, text: str) -> None:
+        if self.text is not None:
+            self.text.write(text.rstrip("\n") + "\n")
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -98,3 +123,6 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.text is not None:
+            self.text.close()
+            self.text = None

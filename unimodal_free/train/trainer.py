@@ -54,6 +54,7 @@ from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.tblog import RunLogger, config_markdown
+from unimodal_free.train.textlog import StepClock, command_line, format_duration, format_fields, now_utc, progress_fields
 from unimodal_free.usage import report_usage_error
 
 
@@ -150,7 +151,10 @@ class Trainer:
         self.cfg = setup.cfg
         self.run_dir = setup.run_dir
         self.logger: Optional[RunLogger] = None
+        self.state: Optional[TrainerState] = None
         self.loader = None
+        self.notes: list[tuple[str, bool]] = []  # (line, already printed) for log.txt, before the logger opens
+        self.exit_reason = "exception"  # the end line's reason; set where _run returns
 
     # ------------------------------------------------------------------ setup
     def _init_distributed(self) -> None:
@@ -223,10 +227,9 @@ class Trainer:
                 raise CheckpointError(f"{setup.resume_dir}: rank {self.rank} data position disagrees with rank 0")
             changes = config_changes(state.config, cfg)
             state.config = config_to_dict(cfg)
+            self.notes.append((f"resuming from {setup.resume_dir} at step {state.step}", False))
+            self.notes += [(f"  config changed since the checkpoint: {line}", False) for line in changes]
             if self.rank == 0:
-                print(f"resuming from {setup.resume_dir} at step {state.step}", file=sys.stderr, flush=True)
-                for line in changes:
-                    print(f"  config changed since the checkpoint: {line}", file=sys.stderr, flush=True)
                 ckpt.remove_incomplete_after(state.step)
         if self.rank == 0:
             save_config(cfg, self.run_dir / "config.json")
@@ -468,18 +471,28 @@ class Trainer:
     def run(self) -> int:
         from unimodal_free.data.reader import DataSourceError
 
+        self.started = time.monotonic()
+        code = 1  # an exception's exit status
         with StopRequest() as stop:
             self._init_distributed()
             try:
-                return self._run(stop)
+                code = self._run(stop)
+                return code
             except DataSourceError as exc:  # this rank's exit ends the launch (the launcher stops the others)
-                print(f"error: rank {self.rank}: {exc}", file=sys.stderr, flush=True)
-                return EXIT_USAGE
+                self._say(f"error: rank {self.rank}: {exc}")
+                self.exit_reason, code = "data_error", EXIT_USAGE
+                return code
             except StopWhileWaiting as exc:
-                print(f"rank {self.rank}: stopped while waiting for data ({exc}); nothing saved, the last "
-                      "checkpoint is the resume point", file=sys.stderr, flush=True)
-                return 128 + exc.signum
+                self._say(f"rank {self.rank}: stopped while waiting for data ({exc}); nothing saved, the last "
+                          "checkpoint is the resume point")
+                self.exit_reason, code = "signal_while_waiting_for_data", 128 + exc.signum
+                return code
+            except BaseException as exc:
+                self.exit_reason = f"exception  detail {type(exc).__name__}: {' '.join(str(exc).split())}"
+                raise
             finally:
+                if self.logger is not None:
+                    self._end_line(code)
                 # Stop DataLoader workers now: they ignore stop signals, so at interpreter exit
                 # multiprocessing's terminate + join would wait on them forever (TrainBatches.close).
                 if self.loader is not None:
@@ -490,13 +503,38 @@ class Trainer:
                 self.engine = None  # its process-group references and pending work go before the groups do
                 dist.shutdown()
 
+    def _say(self, text: str) -> None:
+        """A message of this rank: through the logger on rank 0 (stderr + log.txt), else to stderr."""
+        if self.logger is not None and self.logger.enabled:
+            self.logger.message(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _start_line(self, step: int) -> None:
+        cfg = self.cfg
+        self.logger.message(format_fields([
+            ("start", now_utc()), ("step", f"{step}/{cfg.train.max_steps}"), ("run_dir", self.run_dir),
+            ("world_size", self.world), ("device", self.device.type), ("precision", cfg.train.precision),
+            ("zero_stage", cfg.deepspeed.zero_stage), ("matmul_peak_tflops", f"{self.peak_flops / 1e12:.3f}"),
+            ("config", self.setup.config_path or "defaults"), ("command", command_line()),
+        ]))
+        for text, printed in [(n, True) for n in self.setup.notes] + self.notes:
+            self.logger.message(text, echo=not printed)
+
+    def _end_line(self, code: int) -> None:
+        step = self.state.step if self.state is not None else 0
+        self.logger.message(format_fields([
+            ("end", now_utc()), ("step", f"{step}/{self.cfg.train.max_steps}"),
+            ("wall", format_duration(time.monotonic() - self.started)), ("exit", code), ("reason", self.exit_reason),
+        ]))
+
     def _run(self, stop: StopRequest) -> int:
         from unimodal_free.data.reader import make_train_loader
 
         cfg = self.cfg
         self.ckpt = CheckpointManager(self.run_dir, cfg.train.keep_last)
         self._build()
-        state = self._restore_or_start()
+        state = self.state = self._restore_or_start()
         self.last_saved_step = state.step if self.setup.resume_dir is not None else -1
         self.last_eval_s = 0.0
         self.last_eval: tuple[Optional[int], dict] = (None, {})
@@ -514,10 +552,8 @@ class Trainer:
         )
         if self.rank == 0:  # at the session's first step (0 on a fresh start; a resumed session: its own config)
             self.logger.text("config", config_markdown(config_to_dict(cfg), provenance()), state.step)
-        self.logger.message(
-            f"run {self.run_dir}: {self.world} rank(s), ZeRO-{cfg.deepspeed.zero_stage}, {cfg.train.precision}, "
-            f"step {state.step}/{cfg.train.max_steps}, matmul peak {self.peak_flops / 1e12:.3f} TFLOP/s per rank"
-        )
+        self._start_line(state.step)
+        clock = StepClock(state.step, cfg.train.max_steps, self.started)
         stats = self.stats = IntervalStats()
         while state.step < cfg.train.max_steps:
             info = self._train_step(state, stats, stop)
@@ -526,12 +562,15 @@ class Trainer:
             collapse = None
             if step % cfg.train.log_every == 0 or last or info["stop"]:
                 collapse = self._log(state, stats, info)
+                self.logger.line(format_fields(progress_fields(
+                    step, cfg.train.max_steps, self.last_log, self.modalities, *clock.tick(step))))
             # The last logged values: a per-step loss on the bar would cost a device read every step.
             throughput = self.last_log.get("train/samples_per_s", 0.0)
             loss = self.last_log.get("train/loss", float("nan"))
             self.logger.progress(step, {"loss": f"{loss:.4f}", "samples/s": f"{throughput:.1f}"})
             if collapse is not None:
                 self.logger.message(f"stopping: {collapse}")
+                self.exit_reason = "collapse"
                 return EXIT_COLLAPSE
             if state.nonfinite_in_row >= cfg.train.max_nonfinite_in_row:
                 self._save(state)
@@ -539,6 +578,7 @@ class Trainer:
                     f"stopping at step {step}: {state.nonfinite_in_row} non-finite steps in a row "
                     f"(train.max_nonfinite_in_row={cfg.train.max_nonfinite_in_row}); last good weights saved"
                 )
+                self.exit_reason = "nonfinite"
                 return EXIT_NONFINITE
             self._maybe_eval(state)
             if step % cfg.train.checkpoint_every == 0 or last or info["stop"]:
@@ -547,10 +587,12 @@ class Trainer:
             if info["stop"]:
                 self.logger.message(f"stopping at step {step} on request (signal); checkpoint saved")
                 self.logger.flush()
+                self.exit_reason = "signal"
                 return EXIT_OK
         self._save(state)
         self._export(state)
         self.logger.flush()
+        self.exit_reason = "done"
         return EXIT_OK
 
 
