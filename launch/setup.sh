@@ -140,17 +140,18 @@ print(version("torch"), version("torchaudio"))
 EOF
 }
 builds=$(torch_builds)
+pins=$(grep -oE '"torch(audio)?==[^"]+"' pyproject.toml | tr -d '"' | tr '\n' ' ')  # torch==X torchaudio==Y
 if [ "$torch" = cpu ]; then
-  case " $builds" in
-    *" 2.11."*+cpu*" 2.11."*+cpu) ;;
-    *)
-      [ "$builds" = "- -" ] || pip uninstall -q -y torch torchaudio
-      log=$(mktemp)
-      echo "installing torch/torchaudio 2.11 (CPU) from $CPU_INDEX" >&2
-      pip install -q "torch==2.11.*" "torchaudio==2.11.*" --index-url "$CPU_INDEX" >"$log" 2>&1 \
-        || die "pip could not install torch/torchaudio 2.11 from $CPU_INDEX (unreachable from here?; pip's messages: $log); --torch cuda installs PyPI's wheel instead"
-      rm -f "$log" ;;
-  esac
+  want=$(echo "$pins" | sed -E 's/torch(audio)?==([^ ]+)/\2+cpu/g; s/ $//')
+  if [ "$builds" != "$want" ]; then
+    [ "$builds" = "- -" ] || pip uninstall -q -y torch torchaudio
+    log=$(mktemp)
+    echo "installing $pins(CPU) from $CPU_INDEX" >&2
+    # shellcheck disable=SC2086  # the pins are two words
+    pip install -q $pins --index-url "$CPU_INDEX" >"$log" 2>&1 \
+      || die "pip could not install $pins(CPU) from $CPU_INDEX (unreachable from here?; pip's messages: $log); --torch cuda installs PyPI's wheel instead"
+    rm -f "$log"
+  fi
 elif [[ $builds == *+cpu* ]]; then
   echo "replacing the CPU-only torch build ($builds) with PyPI's wheel" >&2
   pip uninstall -q -y torch torchaudio

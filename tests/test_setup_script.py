@@ -4,6 +4,7 @@ copy so the checkout's own .venv never changes the answer; the PATH is this mach
 apt-get, sudo and espeak-ng, as on a machine where the user has neither root nor sudo."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,3 +130,16 @@ def test_without_apt_get_notes_what_is_lost_and_without_ensurepip_names_python3_
         "cannot create a virtual environment (no venv/ensurepip module): apt-get install python3-venv, "
         "or activate an environment of your own and run again")
     assert not (checkout / ".venv").exists()
+
+
+def test_torch_and_torchaudio_are_pinned_to_one_release_and_this_environment_has_it():
+    """`torchaudio==2.11.*` let a fresh install pair torch 2.11.0 with torchaudio 2.11.1, whose
+    libtorchaudio.so does not load with it (undefined symbol): every speech decode failed. setup.sh's
+    --torch cpu reads the same pins."""
+    import importlib.metadata
+
+    pins = dict(re.findall(r'"(torch|torchaudio)==([^"]+)"', (ROOT / "pyproject.toml").read_text()))
+    assert set(pins) == {"torch", "torchaudio"} and pins["torch"] == pins["torchaudio"], pins
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins["torch"]), pins
+    for name, version in pins.items():
+        assert importlib.metadata.version(name).split("+")[0] == version
