@@ -142,8 +142,8 @@ EOF
 # A run that finds what the last one installed (same checkout, pyproject.toml, extras and torch
 # choice, torch builds, the package still importable from here) calls no pip: pip's no-op takes 20 s.
 stamp_file=$env_dir/.unimodal_free-setup
-stamp="$ROOT $torch $extras $(sha256sum pyproject.toml | cut -c1-16) $(torch_builds)"
-if [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ] && (cd / && "$python" -I -c \
+stamp() { echo "$ROOT $torch $extras $(sha256sum pyproject.toml | cut -c1-16) $(torch_builds)"; }
+if [ "$(cat "$stamp_file" 2>/dev/null)" = "$(stamp)" ] && (cd / && "$python" -I -c \
     'import sys, unimodal_free; sys.exit(not unimodal_free.__file__.startswith(sys.argv[1] + "/"))' "$ROOT") 2>/dev/null; then
   echo "up to date: $env_dir (as the last run left it; delete $stamp_file to reinstall); activate it with: . .venv/bin/activate" >&2
   exit 0
@@ -169,5 +169,5 @@ elif [[ $builds == *+cpu* ]]; then
 fi
 echo "installing unimodal_free (-e .[$extras]) into $env_dir" >&2
 pip install -q -e ".[$extras]"
-echo "$stamp" >"$stamp_file"
+stamp >"$stamp_file"
 echo "ready: $env_dir (torch $(torch_builds | cut -d' ' -f1)); activate it with: . .venv/bin/activate" >&2
