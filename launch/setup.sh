@@ -9,7 +9,8 @@
 #   (PYTHON defaults to python3; isolated, no system site-packages). With an active
 #   environment, ./.venv becomes a link to it, so `. .venv/bin/activate` works either way.
 # Torch (--torch, or TORCH=): cuda (default) installs PyPI's wheel (the CUDA build on
-#   Linux x86_64); cpu installs the CPU-only wheel from https://download.pytorch.org/whl/cpu.
+#   Linux x86_64); cpu installs the CPU-only wheel from https://download.pytorch.org/whl/cpu
+#   (or from the mirror in TORCH_CPU_INDEX).
 # OS packages, optional: espeak-ng (speaks the demo's captions) and adwaita-icon-theme
 #   (the icon corpus), through apt-get when root or passwordless sudo; otherwise, or when
 #   apt-get fails, one note per missing package says what is lost.
@@ -18,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CPU_INDEX=https://download.pytorch.org/whl/cpu
+CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}  # a mirror of it may be set instead
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -139,11 +140,16 @@ def version(name):
 print(version("torch"), version("torchaudio"))
 EOF
 }
-# A run that finds what the last one installed (same checkout, pyproject.toml, extras and torch
-# choice, torch builds, the package still importable from here) calls no pip: pip's no-op takes 20 s.
+# A run that finds what the last one installed (same checkout, pyproject.toml, torch choice and
+# builds, the extras among those installed, the package importable from here) calls no pip:
+# pip's no-op takes 20 s. The stamp's first line is that state, its second the extras installed.
 stamp_file=$env_dir/.unimodal_free-setup
-stamp() { echo "$ROOT $torch $extras $(sha256sum pyproject.toml | cut -c1-16) $(torch_builds)"; }
-if [ "$(cat "$stamp_file" 2>/dev/null)" = "$(stamp)" ] && (cd / && "$python" -I -c \
+stamp() { echo "$ROOT $torch $(sha256sum pyproject.toml | cut -c1-16) $(torch_builds)"; }
+installed_extras=""
+if [ "$(head -n 1 "$stamp_file" 2>/dev/null)" = "$(stamp)" ]; then installed_extras=$(sed -n 2p "$stamp_file"); fi
+has_extras=1
+for e in ${extras//,/ }; do [[ ",$installed_extras," == *",$e,"* ]] || has_extras=0; done
+if [ -n "$installed_extras" ] && [ "$has_extras" = 1 ] && (cd / && "$python" -I -c \
     'import sys, unimodal_free; sys.exit(not unimodal_free.__file__.startswith(sys.argv[1] + "/"))' "$ROOT") 2>/dev/null; then
   echo "up to date: $env_dir (as the last run left it; delete $stamp_file to reinstall); activate it with: . .venv/bin/activate" >&2
   exit 0
@@ -155,11 +161,12 @@ pins=$(grep -oE '"torch(audio)?==[^"]+"' pyproject.toml | tr -d '"' | tr '\n' ' 
 if [ "$torch" = cpu ]; then
   want=$(echo "$pins" | sed -E 's/torch(audio)?==([^ ]+)/\2+cpu/g; s/ $//')
   if [ "$builds" != "$want" ]; then
-    [ "$builds" = "- -" ] || pip uninstall -q -y torch torchaudio
     log=$(mktemp)
-    echo "installing $pins(CPU) from $CPU_INDEX" >&2
+    echo "installing ${pins}(CPU) from $CPU_INDEX" >&2
+    # Only these two from the CPU index (their dependencies come from PyPI with the package below);
+    # pip replaces an installed build only once the new one is downloaded.
     # shellcheck disable=SC2086  # the pins are two words
-    pip install -q $pins --index-url "$CPU_INDEX" >"$log" 2>&1 \
+    pip install -q --no-deps --force-reinstall $pins --index-url "$CPU_INDEX" >"$log" 2>&1 \
       || die "pip could not install $pins(CPU) from $CPU_INDEX (unreachable from here?; pip's messages: $log); --torch cuda installs PyPI's wheel instead"
     rm -f "$log"
   fi
@@ -169,5 +176,5 @@ elif [[ $builds == *+cpu* ]]; then
 fi
 echo "installing unimodal_free (-e .[$extras]) into $env_dir" >&2
 pip install -q -e ".[$extras]"
-stamp >"$stamp_file"
+{ stamp; echo "$extras${installed_extras:+,$installed_extras}"; } >"$stamp_file"
 echo "ready: $env_dir (torch $(torch_builds | cut -d' ' -f1)); activate it with: . .venv/bin/activate" >&2
