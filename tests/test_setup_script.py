@@ -143,3 +143,25 @@ def test_torch_and_torchaudio_are_pinned_to_one_release_and_this_environment_has
     assert re.fullmatch(r"\d+\.\d+\.\d+", pins["torch"]), pins
     for name, version in pins.items():
         assert importlib.metadata.version(name).split("+")[0] == version
+
+
+@pytest.mark.slow
+def test_cpu_wheel_from_an_unreachable_index_stops_with_one_line_and_changes_nothing(
+        checkout, bin_without_apt, tmp_path):
+    """--torch cpu with an index that cannot be reached (a closed local port; download.pytorch.org
+    itself is unreachable from the reference machine): one error line, the environment as it was."""
+    shutil.copy(ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    index = "http://127.0.0.1:9/simple"
+    proc = setup_sh(checkout, bin_without_apt, "--torch", "cpu", VIRTUAL_ENV=str(env), TORCH_CPU_INDEX=index,
+                    PIP_CONFIG_FILE=os.devnull)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(f"error: pip could not install torch==") and f"(CPU) from {index} (unreachable" in last
+    log = Path(last.split("pip's messages: ")[1].split(")")[0])
+    assert "No matching distribution found for torch==" in log.read_text()
+    log.unlink()
+    installed = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "torch" not in installed and os.readlink(checkout / ".venv") == str(env)
