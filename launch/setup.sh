@@ -7,7 +7,8 @@
 # Environment: the active virtual environment (VIRTUAL_ENV) or conda environment
 #   (CONDA_PREFIX) if there is one, else ./.venv, created with `$PYTHON -m venv`
 #   (PYTHON defaults to python3; isolated, no system site-packages). With an active
-#   environment, ./.venv becomes a link to it, so `. .venv/bin/activate` works either way.
+#   environment, ./.venv becomes a link to it, so `. .venv/bin/activate` works either way
+#   (conda environments have no bin/activate: they are active already).
 # Torch (--torch, or TORCH=): cuda (default) installs PyPI's wheel (the CUDA build on
 #   Linux x86_64); cpu installs the CPU-only wheel from https://download.pytorch.org/whl/cpu
 #   (or from the mirror in TORCH_CPU_INDEX).
@@ -126,6 +127,8 @@ elif [ "$env_dir" != "$ROOT/.venv" ]; then
   fi
 fi
 python=$env_dir/bin/python
+activate="activate it with: . .venv/bin/activate"
+[ -e "$env_dir/bin/activate" ] || activate="it is active (it has no bin/activate, as conda environments have none)"
 pip() { "$python" -m pip --disable-pip-version-check "$@"; }
 
 # ---------------------------------------------------------------- torch wheel, then the package
@@ -151,7 +154,7 @@ has_extras=1
 for e in ${extras//,/ }; do [[ ",$installed_extras," == *",$e,"* ]] || has_extras=0; done
 if [ -n "$installed_extras" ] && [ "$has_extras" = 1 ] && (cd / && "$python" -I -c \
     'import sys, unimodal_free; sys.exit(not unimodal_free.__file__.startswith(sys.argv[1] + "/"))' "$ROOT") 2>/dev/null; then
-  echo "up to date: $env_dir (as the last run left it; delete $stamp_file to reinstall); activate it with: . .venv/bin/activate" >&2
+  echo "up to date: $env_dir (as the last run left it; delete $stamp_file to reinstall); $activate" >&2
   exit 0
 fi
 rm -f "$stamp_file"
@@ -177,4 +180,4 @@ fi
 echo "installing unimodal_free (-e .[$extras]) into $env_dir" >&2
 pip install -q -e ".[$extras]"
 { stamp; echo "$extras${installed_extras:+,$installed_extras}"; } >"$stamp_file"
-echo "ready: $env_dir (torch $(torch_builds | cut -d' ' -f1)); activate it with: . .venv/bin/activate" >&2
+echo "ready: $env_dir (torch $(torch_builds | cut -d' ' -f1)); $activate" >&2
