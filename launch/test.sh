@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=bench bash launch/setup.sh
-export PATH="$PWD/.venv/bin:$PATH"  # .venv is the environment setup.sh used, or a link to it
-exec "$PWD/.venv/bin/python" -m pytest "$@"
+env_dir=${VIRTUAL_ENV:-${CONDA_PREFIX:-$PWD/.venv}}  # the one setup.sh used: the active one, else .venv
+export PATH="$env_dir/bin:$PATH"
+exec "$env_dir/bin/python" -m pytest "$@"
