@@ -179,5 +179,6 @@ elif [[ $builds == *+cpu* ]]; then
 fi
 echo "installing unimodal_free (-e .[$extras]) into $env_dir" >&2
 pip install -q -e ".[$extras]"
-{ stamp; echo "$extras${installed_extras:+,$installed_extras}"; } >"$stamp_file"
+for e in ${installed_extras//,/ }; do [[ ",$extras," == *",$e,"* ]] || extras+=",$e"; done  # pip left them
+{ stamp; echo "$extras"; } >"$stamp_file"
 echo "ready: $env_dir (torch $(torch_builds | cut -d' ' -f1)); $activate" >&2
