@@ -228,3 +228,20 @@ def test_ranks_started_together_generate_once(tmp_path):
     assert sum(o[1].count("generating demo data") for o in outs) == 1  # the other waited on the lock
     assert len(samples(tmp_path / "demo" / "train")) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == [".demo.lock", "demo"]
+
+
+def test_training_without_espeak_ng_ends_with_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """launch/setup.sh leaves espeak-ng out without root or sudo: the quick-start training then fails
+    while generating the demo data with one line that names espeak-ng (was: a thread-pool traceback)."""
+    from unimodal_free.train import main
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PATH", str(tmp_path / "bin-without-espeak-ng"))
+    rc = main(["--config", str(root / "configs" / "tiny.json"), "--set", f"data.demo_dir={tmp_path / 'demo'}",
+               "--set", f"train.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error:")] == [
+        err.strip().splitlines()[-1]], err
+    assert err.strip().splitlines()[-1].startswith("error: data: espeak-ng not found: it speaks the demo's captions")
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "run").exists()

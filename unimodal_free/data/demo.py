@@ -299,6 +299,10 @@ def fix_ogg_serial(data: bytes, serial: int = _OGG_SERIAL) -> bytes:
     return bytes(out)
 
 
+class DemoDataError(RuntimeError):
+    """The demo data cannot be made here (no espeak-ng, a foreign folder in the way): a one-line user error."""
+
+
 SPEECH_BATCH = 16  # captions per espeak-ng call: its start-up costs ~3x synthesising one caption
 _BREAK_S = 1.0  # SSML pause between batched captions
 _MIN_GAP_S = 0.6  # a silent run this long separates captions (inner pauses are < 0.5 s)
@@ -312,9 +316,12 @@ def _espeak(scene: Scene, text: str, ssml: bool = False) -> tuple[np.ndarray, in
     try:
         proc = subprocess.run(cmd + (["-m"] if ssml else []) + [text], capture_output=True, check=True)
     except FileNotFoundError:
-        raise RuntimeError("espeak-ng not found: install it (apt-get install espeak-ng; launch/setup.sh does)") from None
+        raise DemoDataError(
+            "espeak-ng not found: it speaks the demo's captions; install it (apt-get install espeak-ng), "
+            "or train on your own shards (data.train, data.heldout)"
+        ) from None
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"espeak-ng failed for voice {scene.voice}: {e.stderr.decode(errors='replace').strip()}") from None
+        raise DemoDataError(f"espeak-ng failed for voice {scene.voice}: {e.stderr.decode(errors='replace').strip()}") from None
     wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16")
     return wav, sr
 
@@ -516,7 +523,7 @@ def ensure_demo_data(out_dir, n_train: int | None = None, n_heldout: int | None 
         if _usable(out, want):  # another process finished it while we waited
             return out
         if out.exists() and _done_stamp(out) is None and any(out.iterdir()):
-            raise RuntimeError(f"{out} exists and is not demo data (no DONE marker): remove it or pick another demo_dir")
+            raise DemoDataError(f"{out} exists and is not demo data (no DONE marker): remove it or pick another demo_dir")
         for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by an interrupted run; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         stamp = {"version": DEMO_VERSION, "train": DEFAULT_TRAIN if n_train is None else n_train,

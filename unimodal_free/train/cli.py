@@ -90,6 +90,7 @@ def print_config(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
+    from unimodal_free.data.demo import DemoDataError
     from unimodal_free.data.reader import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
     from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
@@ -117,7 +118,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         check_resume_config(state.config, cfg, resume_dir)
     try:
         train, heldout = resolve_sources(cfg.data)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, DemoDataError) as exc:
         raise SetupError(f"data: {exc}") from None
     try:
         tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
