@@ -148,6 +148,11 @@ class ModelConfig:
     # (base config, micro 64 x 8 views: see README "Memory"); costs one more student forward.
     # Same weights either way, so it may change on resume.
     activation_checkpointing: bool = option(False, anything)
+    # "shared": one latent stack for every modality (the project's model). "per_modality": each
+    # modality gets its own model.num_blocks latent blocks, same width (same FLOPs per sample,
+    # num-modalities x the latent-stack parameters); latent array, cross-attention, embedding,
+    # predictor and alignment head stay shared. For the shared-vs-separate experiment.
+    latent_stacks: str = option("shared", one_of("shared", "per_modality"), fixed=True)
 
 
 @dataclass
