@@ -2,7 +2,8 @@
 
 Separate stacks: each modality's rows run only through its own blocks (forward and gradient), everything
 outside the latent blocks is the same model, the parameter count grows by exactly (modalities - 1) stacks,
-and a real 2-rank DeepSpeed training (ZeRO-2, activation checkpointing) exports weights the eval loads.
+and a real 2-rank DeepSpeed training (ZeRO-2, activation checkpointing) exports weights the eval and the
+per-depth analysis load.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def test_separate_stacks_keep_rows_apart_and_differ_from_each_other():
 def test_per_modality_stacks_train_under_zero2_with_checkpointing_and_the_export_evaluates(tmp_path):
     """2 CPU ranks, ZeRO-2, activation checkpointing, 4 steps: the export holds three stacks that moved
     from their initial values, loads strictly into the recorded config, and the retrieval eval runs on it."""
+    from unimodal_free.experiments.blockwise import blockwise
     from unimodal_free.experiments.runner import evaluate_arm, load_trained
     from unimodal_free.train.export import EXPORT_NAME, load_weights
 
@@ -143,3 +145,8 @@ def test_per_modality_stacks_train_under_zero2_with_checkpointing_and_the_export
         assert not torch.equal(weights.student[key], weights.teacher[key]), key
     results = evaluate_arm(run_dir, device=torch.device("cpu"))
     assert {f"{a}_to_{b}" for a in MODALITIES for b in MODALITIES if a != b} <= set(results)
+    # The per-depth analysis reads the same export: its top level ("head") is exactly the eval's retrieval.
+    levels = blockwise(run_dir, "teacher", device=torch.device("cpu"))
+    assert [level.name for level in levels] == ["block 1", "block 2", "block 3", "final", "head"]
+    assert levels[-1].retrieval == results
+    assert all(0 <= v <= 1 + 1e-9 for level in levels for v in level.cka.values())
