@@ -51,3 +51,13 @@ def test_cross_modal_cka_matches_rows_by_pair_id():
     assert set(out) == {"image-speech", "image-text", "speech-text"}
     assert out["image-text"] == pytest.approx(1.0, abs=1e-9)
     assert out["image-speech"] < 0.5  # unrelated features
+
+
+def test_shuffled_cka_breaks_the_pairs():
+    """With one side's rows shuffled, an exact copy no longer scores 1: the reference level of unpaired rows."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 6, generator=g)
+    ids = torch.arange(200)
+    emb, pair_ids = {"image": x, "text": x.clone()}, {"image": ids, "text": ids}
+    assert cross_modal_cka(emb, pair_ids)["image-text"] == pytest.approx(1.0)
+    assert cross_modal_cka(emb, pair_ids, shuffled=True)["image-text"] < 0.2

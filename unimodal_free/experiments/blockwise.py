@@ -10,7 +10,9 @@ unmasked input, L2-normalised):
 
 At each level: R@1 per direction (``cross_modal_retrieval``, as the eval)
 and linear CKA between every two modalities over the held-out samples that
-have both (first row of each pair id).
+have both (first row of each pair id), beside the CKA of the same rows with
+the pairs broken (one modality's rows shuffled): the level unpaired features
+already reach.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Level:
     name: str
     retrieval: dict  # cross_modal_retrieval's result
     cka: dict[str, float]  # "a-b" -> linear CKA
+    cka_shuffled: dict[str, float]  # the same with the pairs broken (see cross_modal_cka)
 
 
 def level_names(model: JointModel) -> list[str]:
@@ -73,8 +76,13 @@ def first_rows(ids: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     return torch.tensor([first[i] for i in wanted.tolist()], dtype=torch.long)
 
 
-def cross_modal_cka(embeddings: dict[str, torch.Tensor], pair_ids: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Linear CKA of every two modalities over the pair ids both have ("a-b" -> value)."""
+def cross_modal_cka(embeddings: dict[str, torch.Tensor], pair_ids: dict[str, torch.Tensor],
+                    shuffled: bool = False) -> dict[str, float]:
+    """Linear CKA of every two modalities over the pair ids both have ("a-b" -> value).
+
+    ``shuffled``: the same with b's rows in a fixed random order (pairs broken), the level CKA reaches
+    without any pairing at this sample count and these features' spectra.
+    """
     out = {}
     for a, b in PAIRS:
         if a not in embeddings or b not in embeddings:
@@ -84,6 +92,8 @@ def cross_modal_cka(embeddings: dict[str, torch.Tensor], pair_ids: dict[str, tor
             continue
         xa = embeddings[a][first_rows(pair_ids[a], shared)]  # (P, D) row i = pair shared[i]
         xb = embeddings[b][first_rows(pair_ids[b], shared)]
+        if shuffled:
+            xb = xb[torch.randperm(xb.shape[0], generator=torch.Generator().manual_seed(0))]
         out[f"{a}-{b}"] = linear_cka(xa, xb)
     return out
 
@@ -110,5 +120,5 @@ def blockwise(run_dir: Path, which: str, heldout: Optional[list[str]] = None,
     for i, name in enumerate(names):
         at = {m: levels[i] for m, levels in split.items()}
         out.append(Level(name, cross_modal_retrieval(at, emb.pair_ids, min_queries=cfg.eval.min_queries),
-                         cross_modal_cka(at, emb.pair_ids)))
+                         cross_modal_cka(at, emb.pair_ids), cross_modal_cka(at, emb.pair_ids, shuffled=True)))
     return out

@@ -27,7 +27,7 @@ def run(ctx) -> str:
         run_dir = train_arm(arm, ctx.root, ctx.config, ctx.ranks, ctx.common, ctx.log)
         levels = {which: blockwise(run_dir, which, ctx.heldout) for which in MODELS}
         plot = ctx.root / f"depth-{arm.name}.png"
-        draw(levels, f"{arm.title()}: {run_dir.name}", plot)
+        draw(levels, f"{arm.title()} ({run_dir})", plot)
         ctx.log(f"{arm.name}: plot written to {plot}")
         out.append(table(arm.title(), levels, plot))
     return "\n".join(out)
@@ -39,11 +39,13 @@ def table(title: str, levels: dict, plot: Path) -> str:
     for which, rows in levels.items():
         for level in rows:
             cells = [which, level.name] + [f"{100 * recall(level.retrieval, d):.1f}" for d in DIRECTIONS]
-            cells += [fmt(level.cka.get(f"{a}-{b}", float("nan")), 2) for a, b in PAIRS]
+            cells += [f"{fmt(level.cka.get(f'{a}-{b}', float('nan')), 2)} "
+                      f"({fmt(level.cka_shuffled.get(f'{a}-{b}', float('nan')), 2)})" for a, b in PAIRS]
             lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(levels.values()))[0].retrieval
     chance = max((recall(first, d, chance=True) for d in DIRECTIONS), default=float("nan"))
-    lines += ["", f"R@1 in % (chance {100 * chance:.2f}); plot: `{plot.name}`", ""]
+    lines += ["", f"R@1 in % (chance {100 * chance:.2f}); CKA (in brackets: pairs broken by shuffling one side); "
+              f"plot: `{plot.name}`", ""]
     return "\n".join(lines)
 
 
@@ -65,6 +67,9 @@ def draw(levels: dict, title: str, path: Path) -> None:
         for i, (a, b) in enumerate(PAIRS):
             ax_c.plot(x, [r.cka.get(f"{a}-{b}", float("nan")) for r in rows], style, marker="o", color=colours(i),
                       label=f"{a}-{b} ({which})")
+            if which == MODELS[0]:
+                ax_c.plot(x, [r.cka_shuffled.get(f"{a}-{b}", float("nan")) for r in rows], ":", color=colours(i),
+                          label=f"{a}-{b} pairs shuffled ({which})")
     names = [r.name for r in levels[MODELS[0]]]
     chance = 100 * recall(levels[MODELS[0]][0].retrieval, DIRECTIONS[0], chance=True)
     ax_r.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
@@ -74,7 +79,7 @@ def draw(levels: dict, title: str, path: Path) -> None:
         ax.set_xticks(range(len(names)), names)
         ax.grid(alpha=0.3)
     ax_r.legend(fontsize=6, ncol=2)
-    ax_c.legend(fontsize=7)
+    ax_c.legend(fontsize=6)
     fig.suptitle(f"{title} (solid: student, dashed: teacher)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
