@@ -15,7 +15,8 @@ import torch
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """x (n, p), y (n, q): row i of both is sample i. Computed in float64; NaN when a side is constant."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"linear_cka: need (n, p) and (n, q) with the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(f"linear_cka: need (n, p) and (n, q) with the same n, "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
     x = x.double() - x.double().mean(0, keepdim=True)  # (n, p)
     y = y.double() - y.double().mean(0, keepdim=True)  # (n, q)
     cross = (y.T @ x).square().sum()  # ||Y^T X||_F^2

@@ -34,7 +34,8 @@ def run(ctx) -> str:
 
 
 def table(title: str, levels: dict, plot: Path) -> str:
-    head = ["model", "level"] + [f"R@1 {d.replace('_to_', '->')}" for d in DIRECTIONS] + [f"CKA {a}-{b}" for a, b in PAIRS]
+    head = (["model", "level"] + [f"R@1 {d.replace('_to_', '->')}" for d in DIRECTIONS]
+            + [f"CKA {a}-{b}" for a, b in PAIRS])
     lines = [f"#### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for which, rows in levels.items():
         for level in rows:

@@ -47,13 +47,15 @@ def run(ctx) -> str:
 
 def table(rows) -> str:
     head = (["arm", "latent stacks", "align", "params (M)", "latent-stack params (M)", "train s"]
-            + [f"d2v loss {m}" for m in MODALITIES] + [f"R@1 {d.replace('_to_', '->')}" for d in DIRECTIONS]
+            + [f"d2v loss {m}" for m in MODALITIES] + ["align loss"]
+            + [f"R@1 {d.replace('_to_', '->')}" for d in DIRECTIONS]
             + ["R@10 mean"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, cfg, total, stack, run_dir, results in rows:
         cells = [arm.title(), cfg.model.latent_stacks, "yes" if cfg.objective.align_weight > 0 else "no",
                  f"{total / 1e6:.2f}", f"{stack / 1e6:.2f}", f"{train_seconds(run_dir):.0f}"]
         cells += [fmt(tail_mean(run_dir, f"train/loss/{m}")) for m in MODALITIES]
+        cells.append(fmt(tail_mean(run_dir, "train/align_loss")) if cfg.objective.align_weight > 0 else "-")
         cells += [f"{100 * recall(results, d):.1f}" for d in DIRECTIONS]
         cells.append(f"{100 * sum(recall(results, d, 10) for d in DIRECTIONS) / len(DIRECTIONS):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -63,6 +65,6 @@ def table(rows) -> str:
     n = max(int(r.get("num_queries", 0)) for r in results.values()) if results else 0
     lines += ["", f"seed {cfg.train.seed}; {cfg.train.max_steps} steps; held-out queries per direction: {n}; "
               f"R@k in %, R@1 chance: {chance}; R@10 mean over the six directions (chance {chance10:.1f}). "
-              f"d2v loss: mean of the last {TAIL_POINTS} logged `train/loss/{{m}}` points (every "
+              f"Losses: mean of the last {TAIL_POINTS} logged `train/loss/{{m}}` and `train/align_loss` points (every "
               f"{cfg.train.log_every} steps); each arm regresses its own teacher's targets."]
     return "\n".join(lines) + "\n"
