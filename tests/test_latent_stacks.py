@@ -119,9 +119,10 @@ def test_separate_stacks_keep_rows_apart_and_differ_from_each_other():
 
 @pytest.mark.slow
 @needs_launcher
-def test_per_modality_stacks_train_under_zero2_with_checkpointing_and_the_export_evaluates(tmp_path):
-    """2 CPU ranks, ZeRO-2, activation checkpointing, 4 steps: the export holds three stacks that moved
-    from their initial values, loads strictly into the recorded config, and the retrieval eval runs on it."""
+@pytest.mark.parametrize("stage", [2, 3])
+def test_per_modality_stacks_train_under_zero_with_checkpointing_and_the_export_evaluates(tmp_path, stage):
+    """2 CPU ranks, ZeRO-2 or 3, activation checkpointing, 4 steps: the export holds three stacks, loads
+    strictly into the recorded config, and the retrieval eval and the per-depth analysis run on it."""
     from unimodal_free.experiments.blockwise import blockwise
     from unimodal_free.experiments.runner import evaluate_arm, load_trained
     from unimodal_free.train.export import EXPORT_NAME, load_weights
@@ -129,7 +130,7 @@ def test_per_modality_stacks_train_under_zero2_with_checkpointing_and_the_export
     warm_up_deepspeed()
     data = tiny_data(tmp_path.parent.parent / "train_runs")
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
-    cmd = train_cmd(data, run_dir, 2, PER_MODALITY, "model.activation_checkpointing=true", "train.max_steps=4",
+    cmd = train_cmd(data, run_dir, stage, PER_MODALITY, "model.activation_checkpointing=true", "train.max_steps=4",
                     "eval.every=0")
     assert run(cmd, log) == 0, tail(log)
     weights = load_weights(run_dir / EXPORT_NAME)
