@@ -181,6 +181,12 @@ class ModelConfig:
                                                  "views x rows of latents dominate a large step's memory (README "
                                                  "\"Memory\"); costs one more student forward. Same weights either "
                                                  "way, so it may change on resume.")
+    latent_stacks: str = option("shared", one_of("shared", "per_modality"), fixed=True,
+                                help="\"shared\": one latent stack for every modality (the project's model). "
+                                     "\"per_modality\": each modality gets its own model.num_blocks latent blocks, "
+                                     "same width (same FLOPs per sample, num-modalities x the latent-stack "
+                                     "parameters); latent array, cross-attention, embedding, predictor and "
+                                     "alignment head stay shared. For the shared-vs-separate experiment.")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import unimodal_free.experiments as package
+from unimodal_free.config import load_config
 from unimodal_free.experiments.runner import ExperimentError
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -66,6 +67,7 @@ def parse_args(argv: Optional[list[str]], names: list[str]) -> argparse.Namespac
 def main(argv: Optional[list[str]] = None) -> int:
     found = experiments()
     args = parse_args(argv, sorted(found))
+    load_config(args.config, args.common)  # a bad --config or --set fails here, before any arm trains
     ctx = Context(root=Path(args.root), config=args.config, ranks=args.ranks, common=tuple(args.common),
                   heldout=args.heldout)
     table = found[args.name].run(ctx)

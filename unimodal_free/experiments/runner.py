@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -47,7 +48,14 @@ def train_command(config: str, overrides: list[str], run_dir: Path, ranks: int) 
     launcher = shutil.which("deepspeed")
     if launcher is None:
         raise ExperimentError("the deepspeed launcher is not on PATH (activate the environment launch/setup.sh made)")
-    return [launcher, "--num_gpus", str(ranks), *script]
+    # A free rendezvous port: the launcher's default (29500) is taken by any other training on this host.
+    return [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()), *script]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def train_arm(arm: Arm, root: Path, config: str, ranks: int, common: tuple[str, ...] = (),

@@ -51,7 +51,8 @@ class JointModel(nn.Module):
         self.embed = ElementEmbedding(specs, m.d_model, m.fourier_bands, m.fourier_max_freq, m.text_embed_dim,
                                       m.standardize_values)
         self.encoder = PerceiverEncoder(m.d_model, m.num_latents, m.num_blocks, m.num_heads, m.cross_heads,
-                                        m.mlp_ratio, m.dropout)
+                                        m.mlp_ratio, m.dropout,
+                                        num_stacks=len(self.modalities) if m.latent_stacks == "per_modality" else 1)
         self.norm = nn.LayerNorm(m.d_model)
         # Only the heads the config uses exist, so no parameter is left without a gradient.
         self.predictor = self.readout = self.head = self.align = None
@@ -72,7 +73,8 @@ class JointModel(nn.Module):
     def encode(self, parts: dict[str, Part]) -> list[torch.Tensor]:
         """Every latent block's output, each (sum B_m, N, D), rows in ``parts`` order."""
         inputs = [(self.embed(name, *part), part[2]) for name, part in parts.items()]
-        return self.encoder(inputs)
+        stack_ids = [self.modalities.index(name) for name in parts]  # the stack of each modality (per_modality)
+        return self.encoder(inputs, stack_ids)
 
     def final(self, parts: dict[str, Part]) -> torch.Tensor:
         """Normalised final latents (sum B_m, N, D)."""

@@ -6,7 +6,8 @@ tiny = configs/tiny.json (tests), default = configs/joint.json (CPU demo; code
 defaults if absent), base = configs/joint-base.json (GPU; BASE preset if
 absent). Modality-specific parameters: the per-modality padding vectors, the
 text token embedding and the readout's modality embeddings (the value
-projection is shared, so there is none per modality). The vocabulary is not in
+projection is shared, so there is none per modality), and the latent blocks
+when each modality has its own (``model.latent_stacks="per_modality"``). The vocabulary is not in
 the config (it comes from the tokenizer); defaults: 64 for tiny, the demo
 tokenizer's 128 for default, 32000 for base.
 """
@@ -41,7 +42,8 @@ def size_configs() -> dict:
 
 
 def is_modality_specific(name: str) -> bool:
-    return ".pad_" in name or "token_embed" in name or name.startswith("readout.embed_")
+    return (".pad_" in name or "token_embed" in name or name.startswith("readout.embed_")
+            or name.startswith("encoder.stacks."))
 
 
 def count(cfg, vocab: int) -> dict:
