@@ -39,7 +39,7 @@ CLIS = {
     "unimodal_free.bench.config_run": ([sys.executable, "-m", "unimodal_free.bench.config_run"],
                                        ["--config", TINY, "--rows", "1", "--out", OUT], True),
     "unimodal_free.bench.encoder_profile": ([sys.executable, "-m", "unimodal_free.bench.encoder_profile"], [], False),
-    "unimodal_free.experiments": ([sys.executable, "-m", "unimodal_free.experiments"], ["sharing"], True),
+    "unimodal_free.experiments": ([sys.executable, "-m", "unimodal_free.experiments"], ["sharing", "--config", TINY], True),
     "unimodal_free.train.model_folder": ([sys.executable, "-m", "unimodal_free.train.model_folder"],
                                          [NOWHERE, f"{NOWHERE}-out"], False),
     "unimodal_free.bench.zero_state": ([sys.executable, "-m", "unimodal_free.bench.zero_state"],
