@@ -22,6 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 ARM_FILE = "arm.json"
 EXPORT_FILE = "model.safetensors"
+TIMING_FILE = "trained.json"  # wall time of the training, written when it finished (not part of the recipe)
 
 
 class ExperimentError(RuntimeError):
@@ -75,8 +76,16 @@ def train_arm(arm: Arm, root: Path, config: str, ranks: int, common: tuple[str, 
         rc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
     if rc != 0 or not (run_dir / EXPORT_FILE).is_file():
         raise ExperimentError(f"{arm.name}: training exited {rc}; see {run_dir / 'train.log'}")
-    log(f"{arm.name}: trained in {time.monotonic() - start:.0f} s")
+    wall_s = time.monotonic() - start
+    (run_dir / TIMING_FILE).write_text(json.dumps({"wall_s": round(wall_s, 1), "ranks": ranks}, indent=1))
+    log(f"{arm.name}: trained in {wall_s:.0f} s")
     return run_dir
+
+
+def train_seconds(run_dir: Path) -> Optional[float]:
+    """Wall time of the launch that trained ``run_dir`` (None for a run trained before timing was recorded)."""
+    stamp = Path(run_dir) / TIMING_FILE
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None
 
 
 def default_device() -> torch.device:
