@@ -1,21 +1,27 @@
 """Train an arm (one launch of launch/train.py), reuse it when it already finished, evaluate it in-process.
 
 An arm is a name plus ``--set`` overrides on a base config. Its run folder is
-``<root>/<name>``; the command that made it is stored there as ``arm.json``,
-so a second experiment that needs the same arm reuses the run, and a folder
-made by a different command is refused instead of overwritten.
+``<root>/<name>`` (``<root>/<name>@<overrides>`` with experiment-wide ``--set``
+overrides, e.g. a shorter budget); the command that made it is stored there as
+``arm.json``, so a second experiment that needs the same arm reuses the run,
+and a folder made by a different command is refused instead of overwritten.
+One process trains a folder at a time (a lock file beside it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -51,12 +57,49 @@ def train_command(config: str, overrides: list[str], run_dir: Path, ranks: int) 
     return [launcher, "--num_gpus", str(ranks), *script]
 
 
+def run_dir_of(root: Path, arm: Arm, common: tuple[str, ...] = ()) -> Path:
+    """``<root>/<name>``, or ``<root>/<name>@<common overrides>`` with experiment-wide overrides
+    (e.g. a shorter budget), so such a run never collides with the default one."""
+    name = arm.name
+    if common:
+        tag = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(common))
+        if len(tag) > 60:
+            tag = tag[:40] + "-" + hashlib.sha1(",".join(common).encode()).hexdigest()[:12]
+        name = f"{name}@{tag}"
+    return (root / name).resolve()
+
+
+def arm_recipe(config: str, overrides: list[str], ranks: int) -> dict:
+    """What ``arm.json`` holds: the command that makes a run folder (equal recipes = reusable run)."""
+    return {"config": config, "overrides": list(overrides), "ranks": ranks}
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """One process at a time per run folder: a second experiment needing an arm that is being
+    trained waits for it and then reuses it, instead of launching into the same folder."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(f".{run_dir.name}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{run_dir.name}: another process is training it; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's close
+
+
 def train_arm(arm: Arm, root: Path, config: str, ranks: int, common: tuple[str, ...] = (),
               log: Callable[[str], None] = print) -> Path:
     """The run folder of ``arm``, trained now unless a finished run of the same command is there."""
-    run_dir = (root / arm.name).resolve()
+    run_dir = run_dir_of(root, arm, common)
     overrides = [*common, *arm.overrides]
-    recipe = {"config": config, "overrides": overrides, "ranks": ranks}
+    with _exclusive(run_dir, log):
+        return _train_or_reuse(arm, run_dir, config, overrides, ranks, log)
+
+
+def _train_or_reuse(arm: Arm, run_dir: Path, config: str, overrides: list[str], ranks: int,
+                    log: Callable[[str], None]) -> Path:
+    recipe = arm_recipe(config, overrides, ranks)
     stamp = run_dir / ARM_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text())
@@ -123,3 +166,21 @@ def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str 
     model, cfg, tokenizer = load_trained(run_dir, which, device)
     out = evaluate(model, cfg, heldout_sources(cfg, heldout), tokenizer, device, cfg.eval.max_samples, which)
     return out.results
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    run_dir: Path
+    results: dict  # evaluate_arm's retrieval per direction (read it through experiments.results)
+    wall_s: Optional[float]  # training wall time (None: trained before timing was recorded)
+
+
+def train_and_evaluate(ctx, arms: list[Arm]) -> list[ArmResult]:
+    """Train (or reuse) each arm of an experiment, one after the other, and evaluate it on the held-out shards."""
+    out = []
+    for arm in arms:
+        run_dir = train_arm(arm, ctx.root, ctx.config, ctx.ranks, ctx.common, ctx.log)
+        ctx.log(f"{arm.name}: evaluating")
+        out.append(ArmResult(arm, run_dir, evaluate_arm(run_dir, ctx.heldout), train_seconds(run_dir)))
+    return out
