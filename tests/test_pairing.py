@@ -169,3 +169,13 @@ def test_bad_arguments_are_one_line_errors(demo, tmp_path, capsys):
     assert "pair ids" in capsys.readouterr().out
     with pytest.raises(PairingError, match="already holds shards"):
         rewrite(src, tmp_path / "ok")
+
+
+def test_output_has_as_many_shards_as_the_input_by_default(tmp_path):
+    """Resampled training draws shards: one big output shard would be read from the same start by every rank."""
+    with ShardSink(tmp_path / "src", maxcount=4) as sink:
+        for i in range(12):
+            sink.write({"__key__": f"s{i}", "txt": f"line {i}".encode(), "png": b"not read here",
+                        "json": b'{"modalities": ["image", "text"]}'})
+    report = rewrite(str(tmp_path / "src"), tmp_path / "out", paired=0.5)
+    assert len(report.written.shards) == 3 and report.written.written == 12 + report.split

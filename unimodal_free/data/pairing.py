@@ -170,11 +170,18 @@ def _buckets_first_pass(urls: list[str], tmp: Path, drop: list[frozenset[str]], 
 
 
 def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0, seed: int = 0,
-            maxcount: int = 10000, maxsize: int = 10**9, data_cfg: Optional[DataConfig] = None) -> PairingReport:
-    """Write the partially paired corpus of ``source`` into ``out_dir``; returns what was read and written."""
+            maxcount: Optional[int] = None, maxsize: int = 10**9,
+            data_cfg: Optional[DataConfig] = None) -> PairingReport:
+    """Write the partially paired corpus of ``source`` into ``out_dir``; returns what was read and written.
+
+    ``maxcount`` None: as many shards as the input has (resampled training draws shards, so a
+    corpus rewritten into one big shard would be read from the same start by every rank).
+    """
     if not 0.0 <= paired <= 1.0:
         raise PairingError(f"--paired: must be a share in [0, 1], got {paired}")
     drops = [parse_drop(d) for d in drop]
+    if maxcount is not None and maxcount < 1:
+        raise PairingError(f"--maxcount: must be >= 1, got {maxcount}")
     out = Path(out_dir)
     if out.is_dir() and (any(out.glob("shard-*.tar")) or (out / SIZES_FILE).exists() or (out / STAMP).exists()):
         raise PairingError(f"{out}: already holds shards; write into an empty folder")
@@ -190,6 +197,8 @@ def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0,
     try:
         buckets = _buckets_first_pass(urls, tmp, drops, paired, seed, data_cfg, report, counter)
         rng = random.Random(f"pairing-shuffle-{seed}")
+        total = sum(n for bucket in buckets for n in json.loads((bucket / SIZES_FILE).read_text()).values())
+        maxcount = maxcount or max(1, -(-total // len(urls)))
         with ShardSink(out, maxcount, maxsize) as sink:
             for bucket in buckets:
                 samples = [s for url in expand_shards(str(bucket)) for s in read_shard(url, counter, data_cfg)]
@@ -223,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="no output sample holds both A and B (repeatable), e.g. image+speech")
     ap.add_argument("--paired", type=float, default=1.0, help="share of samples that keep their pairing (1.0)")
     ap.add_argument("--seed", type=int, default=0, help="which samples keep their pairing, and the shuffle (0)")
-    ap.add_argument("--maxcount", type=int, default=10000, help="samples per output shard (default 10000)")
+    ap.add_argument("--maxcount", type=int, default=None,
+                    help="samples per output shard (default: as many shards as the input has)")
     ap.add_argument("--maxsize", type=_parse_size, default=10**9, help="bytes per output shard (default 1GB)")
     args = ap.parse_args(argv)
     try:
