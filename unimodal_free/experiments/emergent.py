@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from unimodal_free.experiments.corpora import paired_corpus
+from unimodal_free.experiments.corpora import Corpus, paired_corpus
 from unimodal_free.experiments.results import DIRECTIONS, arrow, markdown, metric, pct, seconds
 from unimodal_free.experiments.runner import Arm, train_and_evaluate
 
@@ -20,10 +20,15 @@ ABOUT = "speech<->image retrieval without any speech+image training pair (pairs 
 CONTROL = Arm("joint", label="full triples (control)")
 
 
-def run(ctx) -> str:
+def arms(ctx) -> tuple[list[Arm], Corpus]:
+    """The control and the arm without image+speech pairs (its corpus written on first use)."""
     corpus = paired_corpus(ctx, "drop-image+speech", drop=["image+speech"])
-    arms = [CONTROL, Arm("drop-image+speech", (corpus.override,), label="no image+speech pair")]
-    done = train_and_evaluate(ctx, arms)
+    return [CONTROL, Arm("drop-image+speech", (corpus.override,), label="no image+speech pair")], corpus
+
+
+def run(ctx) -> str:
+    planned, corpus = arms(ctx)
+    done = train_and_evaluate(ctx, planned)
     header = ["direction", "chance R@1"] + [f"{d.arm.title()} R@{k}" for d in done for k in (1, 10)]
     rows = [[arrow(direction), pct(metric(done[0].results, direction, "chance_R@1"))]
             + [pct(metric(d.results, direction, f"R@{k}")) for d in done for k in (1, 10)]
