@@ -37,20 +37,18 @@ def test_a_finished_run_of_the_same_command_is_reused_without_a_launch(tmp_path)
     assert not (run / "train.log").exists()  # nothing was launched
 
 
-@pytest.mark.parametrize("change", ["config", "overrides", "common", "ranks"])
+@pytest.mark.parametrize("change", ["config", "overrides", "ranks"])
 def test_a_folder_made_by_another_command_is_refused(tmp_path, change):
     run = finished(tmp_path)
-    config, arm, ranks, common = CONFIG, ARM, 1, ()
+    config, arm, ranks = CONFIG, ARM, 1
     if change == "config":
         config = "configs/joint.json"
     elif change == "overrides":
         arm = Arm("a", ("train.max_steps=4",))
-    elif change == "common":
-        common = ("train.seed=1",)
     else:
         ranks = 2
     with pytest.raises(ExperimentError, match=f"{run.resolve()}: made by another command"):
-        train_arm(arm, tmp_path, config, ranks, common, log=lambda _: None)
+        train_arm(arm, tmp_path, config, ranks, log=lambda _: None)
     assert (run / EXPORT_FILE).exists()  # nothing overwritten
 
 
