@@ -92,3 +92,18 @@ def test_experiment_wide_overrides_get_a_folder_of_their_own(tmp_path):
     short = finished(tmp_path, common=("train.max_steps=200",), arm=Arm("a@train.max_steps=200", ARM.overrides))
     assert train_arm(ARM, tmp_path, CONFIG, 1, log=lambda _: None) == default.resolve()
     assert train_arm(ARM, tmp_path, CONFIG, 1, ("train.max_steps=200",), log=lambda _: None) == short.resolve()
+
+
+def test_evaluation_is_kept_until_the_export_changes(tmp_path):
+    """A table is rebuilt from the kept evaluation; a retrained export (new mtime) is evaluated again."""
+    from unimodal_free.experiments.runner import evaluate_arm
+
+    run = finished(tmp_path)
+    export = (run / EXPORT_FILE).stat()
+    kept = {"image_to_text": {"R@1": 0.5}}
+    key = {"export": [export.st_size, export.st_mtime_ns], "heldout": None, "which": "teacher"}
+    (run / "experiment-eval-teacher.json").write_text(json.dumps({"key": key, "results": kept}))
+    assert evaluate_arm(run) == kept
+    (run / EXPORT_FILE).write_bytes(b"retrained")  # not a real export: evaluating it again must fail
+    with pytest.raises(Exception):
+        evaluate_arm(run)

@@ -159,12 +159,24 @@ def heldout_sources(cfg, heldout: Optional[list[str]] = None):
 
 def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str = "teacher",
                  device: Optional[torch.device] = None) -> dict[str, dict]:
-    """Retrieval per direction (``{a}_to_{b}`` -> metrics) of a finished run on the held-out shards."""
+    """Retrieval per direction (``{a}_to_{b}`` -> metrics) of a finished run on the held-out shards.
+
+    Kept in ``<run_dir>/experiment-eval-<which>.json`` with the export's size and mtime and the
+    held-out paths, so tables are rebuilt without re-evaluating, and a retrained run is evaluated again.
+    """
     from unimodal_free.eval.evaluate import evaluate
 
+    export = (Path(run_dir) / EXPORT_FILE).stat()
+    key = {"export": [export.st_size, export.st_mtime_ns], "heldout": heldout, "which": which}
+    cache = Path(run_dir) / f"experiment-eval-{which}.json"
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key:
+            return kept["results"]
     device = device or default_device()
     model, cfg, tokenizer = load_trained(run_dir, which, device)
     out = evaluate(model, cfg, heldout_sources(cfg, heldout), tokenizer, device, cfg.eval.max_samples, which)
+    cache.write_text(json.dumps({"key": key, "results": out.results}, indent=1, sort_keys=True))
     return out.results
 
 
