@@ -20,6 +20,13 @@ ABOUT = "speech<->image retrieval without any speech+image training pair (pairs 
 CONTROL = Arm("joint", label="full triples (control)")
 
 
+def cells(results: dict, direction: str) -> list[str]:
+    """R@1, R@10 (%) and median rank of one arm in one direction."""
+    median = metric(results, direction, "median_rank")
+    return [pct(metric(results, direction, "R@1")), pct(metric(results, direction, "R@10")),
+            "-" if median is None else f"{median:g}"]
+
+
 def arms(ctx) -> tuple[list[Arm], Corpus]:
     """The control and the arm without image+speech pairs (its corpus written on first use)."""
     corpus = paired_corpus(ctx, "drop-image+speech", drop=["image+speech"])
@@ -29,9 +36,10 @@ def arms(ctx) -> tuple[list[Arm], Corpus]:
 def run(ctx) -> str:
     planned, corpus = arms(ctx)
     done = train_and_evaluate(ctx, planned)
-    header = ["direction", "chance R@1"] + [f"{d.arm.title()} R@{k}" for d in done for k in (1, 10)]
-    rows = [[arrow(direction), pct(metric(done[0].results, direction, "chance_R@1"))]
-            + [pct(metric(d.results, direction, f"R@{k}")) for d in done for k in (1, 10)]
+    header = ["direction", "chance R@1 / R@10"] + [
+        f"{d.arm.title()} {what}" for d in done for what in ("R@1", "R@10", "median rank")]
+    rows = [[arrow(direction), " / ".join(pct(metric(done[0].results, direction, f"chance_R@{k}")) for k in (1, 10))]
+            + [c for d in done for c in cells(d.results, direction)]
             for direction in DIRECTIONS]
     queries = metric(done[0].results, "speech_to_image", "num_queries")
     kinds = ", ".join(f"{k} {n}" for s in corpus.stamps for k, n in sorted(s["kinds"].items()))
