@@ -10,6 +10,7 @@ images, recordings and captions; only which rows are tied together differs.
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from unimodal_free.experiments.runner import Arm, ArmResult, train_and_evaluate
 
 ABOUT = "held-out retrieval vs the share of paired training samples (100%, 30%, 10%, 3%; the rest unpaired)"
 SHARES = (1.0, 0.3, 0.1, 0.03)
+PROBE_BATCHES = 20  # training batches read to count pairs per batch
 
 
 def arm_for(ctx, share: float) -> tuple[Arm, int | None]:
@@ -27,6 +29,30 @@ def arm_for(ctx, share: float) -> tuple[Arm, int | None]:
         return Arm("joint", label="100%"), None
     corpus = paired_corpus(ctx, f"paired-{share:g}", paired=share)
     return Arm(f"paired-{share:g}", (corpus.override,), label=f"{100 * share:g}%"), corpus.count("paired_ids")
+
+
+def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
+    """Mean number of pairs (pair ids with rows of two or more modalities) in rank 0's first training
+    batches of ``arm``: how many positives the alignment loss has per step and rank."""
+    from unimodal_free.config import load_config
+    from unimodal_free.data.reader import make_train_loader
+    from unimodal_free.data.tokenizer import load_tokenizer
+
+    cfg = load_config(ctx.config, [*ctx.common, *arm.overrides, "data.num_workers=0"])  # same stream, in-process
+    tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
+    loader = make_train_loader(cfg, tokenizer, 0, ctx.ranks)
+    total = 0
+    try:
+        for _, batch in zip(range(batches), loader):
+            modalities = collections.defaultdict(set)
+            for name, part in batch.parts.items():
+                for index in part.pair_index.tolist():
+                    if index >= 0:
+                        modalities[index].add(name)
+            total += sum(len(m) > 1 for m in modalities.values())
+    finally:
+        loader.close()
+    return total / batches
 
 
 def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
@@ -61,18 +87,22 @@ def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
 def run(ctx) -> str:
     planned = [arm_for(ctx, share) for share in SHARES]
     done = train_and_evaluate(ctx, [arm for arm, _ in planned])
-    header = ["paired share", "pair ids in training", "mean R@1", "mean R@10"] + [
+    per_batch = [pairs_per_batch(ctx, d.arm) for d in done]
+    header = ["paired share", "pair ids in training", "pairs per batch", "mean R@1", "mean R@10"] + [
         f"{arrow(d)} R@1" for d in DIRECTIONS] + ["train s"]
-    rows = [[d.arm.title(), "all" if pairs is None else pairs, pct(mean_metric(d.results, "R@1")),
+    rows = [[d.arm.title(), "all" if pairs is None else pairs, f"{n:.1f}", pct(mean_metric(d.results, "R@1")),
              pct(mean_metric(d.results, "R@10"))] + [pct(metric(d.results, x, "R@1")) for x in DIRECTIONS]
-            + [seconds(d.wall_s)] for d, (_, pairs) in zip(done, planned)]
+            + [seconds(d.wall_s)] for d, (_, pairs), n in zip(done, planned, per_batch)]
     chance = done[0].results
-    notes = [f"Held-out retrieval (teacher, R@k in %); chance: mean R@1 {pct(mean_metric(chance, 'chance_R@1'))}, "
+    notes = [f"Pairs per batch: mean over rank 0's first {PROBE_BATCHES} training batches of pair ids with rows "
+             f"of two or more modalities.",
+             f"Held-out retrieval (teacher, R@k in %); chance: mean R@1 {pct(mean_metric(chance, 'chance_R@1'))}, "
              f"mean R@10 {pct(mean_metric(chance, 'chance_R@10'))}; base config {ctx.config}, ranks {ctx.ranks}, "
              f"overrides {list(ctx.common) or 'none'}."]
     ctx.root.mkdir(parents=True, exist_ok=True)
     plot(done, list(SHARES), ctx.root / "pairing.png")
     (ctx.root / "pairing.json").write_text(json.dumps(
-        {d.arm.name: {"share": s, "pair_ids": p, "run_dir": str(d.run_dir), "wall_s": d.wall_s, "results": d.results}
-         for d, s, (_, p) in zip(done, SHARES, planned)}, indent=1, sort_keys=True))
+        {d.arm.name: {"share": s, "pair_ids": p, "pairs_per_batch": n, "run_dir": str(d.run_dir), "wall_s": d.wall_s,
+                      "results": d.results}
+         for d, s, (_, p), n in zip(done, SHARES, planned, per_batch)}, indent=1, sort_keys=True))
     return markdown(header, rows) + "\n" + "\n".join(notes) + f"\n\nPlot: {ctx.root / 'pairing.png'}\n"
