@@ -23,12 +23,14 @@ SHARES = (1.0, 0.3, 0.1, 0.03)
 PROBE_BATCHES = 20  # training batches read to count pairs per batch
 
 
-def arm_for(ctx, share: float) -> tuple[Arm, int | None]:
-    """The arm training with ``share`` of the samples paired, and its number of pair ids (None: all)."""
+def arm_for(ctx, share: float) -> tuple[Arm, int | None, float]:
+    """The arm training with ``share`` of the samples paired, its number of pair ids (None: all) and the
+    share of multi-modality samples the seeded draw actually kept paired."""
     if share == 1.0:
-        return Arm("joint", label="100%"), None
+        return Arm("joint", label="100%"), None, 1.0
     corpus = paired_corpus(ctx, f"paired-{share:g}", paired=share)
-    return Arm(f"paired-{share:g}", (corpus.override,), label=f"{100 * share:g}%"), corpus.count("paired_ids")
+    kept = corpus.count("kept") / max(1, corpus.count("kept") + corpus.count("split"))
+    return Arm(f"paired-{share:g}", (corpus.override,), label=f"{100 * share:g}%"), corpus.count("paired_ids"), kept
 
 
 def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
@@ -56,7 +58,7 @@ def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
 
 
 def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
-    """R@1 and R@10 (mean over the six directions, and each direction) against the paired share."""
+    """R@1 and R@10 (mean over the six directions, and each direction) against the paired share kept."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,7 +75,8 @@ def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
         ax.plot(x, [100 * (mean_metric(d.results, f"chance_R@{k}") or 0) for d in done], color="grey", ls="--",
                 label="chance")
         ax.set_xscale("log")
-        ax.set_xticks(x, [f"{v:g}%" for v in x])
+        ax.set_xticks(x, [f"{v:.3g}%" for v in x])
+        ax.minorticks_off()
         ax.set_xlabel("share of training samples kept paired (rest unpaired)")
         ax.set_ylabel(f"held-out R@{k} (%)")
         ax.set_title(f"R@{k}")
@@ -86,13 +89,13 @@ def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
 
 def run(ctx) -> str:
     planned = [arm_for(ctx, share) for share in SHARES]
-    done = train_and_evaluate(ctx, [arm for arm, _ in planned])
+    done = train_and_evaluate(ctx, [arm for arm, _, _ in planned])
     per_batch = [pairs_per_batch(ctx, d.arm) for d in done]
-    header = ["paired share", "pair ids in training", "pairs per batch", "mean R@1", "mean R@10"] + [
+    header = ["paired share (drawn)", "pair ids in training", "pairs per batch", "mean R@1", "mean R@10"] + [
         f"{arrow(d)} R@1" for d in DIRECTIONS] + ["train s"]
-    rows = [[d.arm.title(), "all" if pairs is None else pairs, f"{n:.1f}", pct(mean_metric(d.results, "R@1")),
+    rows = [[f"{d.arm.title()} ({100 * kept:.3g}%)", "all" if pairs is None else pairs, f"{n:.1f}", pct(mean_metric(d.results, "R@1")),
              pct(mean_metric(d.results, "R@10"))] + [pct(metric(d.results, x, "R@1")) for x in DIRECTIONS]
-            + [seconds(d.wall_s)] for d, (_, pairs), n in zip(done, planned, per_batch)]
+            + [seconds(d.wall_s)] for d, (_, pairs, kept), n in zip(done, planned, per_batch)]
     chance = done[0].results
     notes = [f"Pairs per batch: mean over rank 0's first {PROBE_BATCHES} training batches of pair ids with rows "
              f"of two or more modalities.",
@@ -100,9 +103,9 @@ def run(ctx) -> str:
              f"mean R@10 {pct(mean_metric(chance, 'chance_R@10'))}; base config {ctx.config}, ranks {ctx.ranks}, "
              f"overrides {list(ctx.common) or 'none'}."]
     ctx.root.mkdir(parents=True, exist_ok=True)
-    plot(done, list(SHARES), ctx.root / "pairing.png")
+    plot(done, [kept for _, _, kept in planned], ctx.root / "pairing.png")
     (ctx.root / "pairing.json").write_text(json.dumps(
         {d.arm.name: {"share": s, "pair_ids": p, "pairs_per_batch": n, "run_dir": str(d.run_dir), "wall_s": d.wall_s,
                       "results": d.results}
-         for d, s, (_, p), n in zip(done, SHARES, planned, per_batch)}, indent=1, sort_keys=True))
+         for d, s, (_, p, _), n in zip(done, SHARES, planned, per_batch)}, indent=1, sort_keys=True))
     return markdown(header, rows) + "\n" + "\n".join(notes) + f"\n\nPlot: {ctx.root / 'pairing.png'}\n"
