@@ -30,6 +30,8 @@ CLIS = {
     "unimodal_free.data.tokenizer": ([sys.executable, "-m", "unimodal_free.data.tokenizer"],
                                      ["train", "--input", NOWHERE, "--vocab-size", "32", "--output", NOWHERE], False),
     "unimodal_free.data.shards": ([sys.executable, "-m", "unimodal_free.data.shards"], ["text", NOWHERE, NOWHERE], False),
+    "unimodal_free.data.pairing": ([sys.executable, "-m", "unimodal_free.data.pairing"], [NOWHERE, f"{NOWHERE}-out"],
+                                   False),
     "unimodal_free.data.demo": ([sys.executable, "-m", "unimodal_free.data.demo"], [NOWHERE], False),
     "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
     "unimodal_free.data.bench_loader": ([sys.executable, "-m", "unimodal_free.data.bench_loader"], [], True),
@@ -62,6 +64,7 @@ MISSING_INPUTS = [
     ("unimodal_free.eval", CLIS["unimodal_free.eval"][1], NOWHERE),
     ("unimodal_free.eval.query", CLIS["unimodal_free.eval.query"][1], NOWHERE),
     ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+    ("unimodal_free.data.pairing", CLIS["unimodal_free.data.pairing"][1], NOWHERE),
     ("unimodal_free.train.model_folder", CLIS["unimodal_free.train.model_folder"][1], NOWHERE),
 ]
 

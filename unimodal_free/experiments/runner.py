@@ -1,14 +1,20 @@
 """Train an arm (one launch of launch/train.py), reuse it when it already finished, evaluate it in-process.
 
 An arm is a name plus ``--set`` overrides on a base config. Its run folder is
-``<root>/<name>``; the command that made it is stored there as ``arm.json``,
-so a second experiment that needs the same arm reuses the run, and a folder
-made by a different command is refused instead of overwritten.
+``<root>/<name>`` (``<root>/<name>@<overrides>`` with experiment-wide ``--set``
+overrides, e.g. a shorter budget); the command that made it is stored there as
+``arm.json``, so a second experiment that needs the same arm reuses the run,
+and a folder made by a different command is refused instead of overwritten.
+One process trains a folder at a time (a lock file beside it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -16,13 +22,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
 ARM_FILE = "arm.json"
 EXPORT_FILE = "model.safetensors"
+TIMING_FILE = "trained.json"  # wall time of the training, written when it finished (not part of the recipe)
 
 
 class ExperimentError(RuntimeError):
@@ -58,12 +65,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_dir_of(root: Path, arm: Arm, common: tuple[str, ...] = ()) -> Path:
+    """``<root>/<name>``, or ``<root>/<name>@<common overrides>`` with experiment-wide overrides
+    (e.g. a shorter budget), so such a run never collides with the default one."""
+    name = arm.name
+    if common:
+        tag = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", ",".join(common))
+        if len(tag) > 60:
+            tag = tag[:40] + "-" + hashlib.sha1(",".join(common).encode()).hexdigest()[:12]
+        name = f"{name}@{tag}"
+    return (root / name).resolve()
+
+
+def arm_recipe(config: str, overrides: list[str], ranks: int) -> dict:
+    """What ``arm.json`` holds: the command that makes a run folder (equal recipes = reusable run)."""
+    return {"config": config, "overrides": list(overrides), "ranks": ranks}
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """One process at a time per run folder: a second experiment needing an arm that is being
+    trained waits for it and then reuses it, instead of launching into the same folder."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(f".{run_dir.name}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{run_dir.name}: another process is training it; waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's close
+
+
 def train_arm(arm: Arm, root: Path, config: str, ranks: int, common: tuple[str, ...] = (),
               log: Callable[[str], None] = print) -> Path:
     """The run folder of ``arm``, trained now unless a finished run of the same command is there."""
-    run_dir = (root / arm.name).resolve()
+    run_dir = run_dir_of(root, arm, common)
     overrides = [*common, *arm.overrides]
-    recipe = {"config": config, "overrides": overrides, "ranks": ranks}
+    with _exclusive(run_dir, log):
+        return _train_or_reuse(arm, run_dir, config, overrides, ranks, log)
+
+
+def _train_or_reuse(arm: Arm, run_dir: Path, config: str, overrides: list[str], ranks: int,
+                    log: Callable[[str], None]) -> Path:
+    recipe = arm_recipe(config, overrides, ranks)
     stamp = run_dir / ARM_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text())
@@ -83,8 +127,16 @@ def train_arm(arm: Arm, root: Path, config: str, ranks: int, common: tuple[str, 
         rc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT).returncode
     if rc != 0 or not (run_dir / EXPORT_FILE).is_file():
         raise ExperimentError(f"{arm.name}: training exited {rc}; see {run_dir / 'train.log'}")
-    log(f"{arm.name}: trained in {time.monotonic() - start:.0f} s")
+    wall_s = time.monotonic() - start
+    (run_dir / TIMING_FILE).write_text(json.dumps({"wall_s": round(wall_s, 1), "ranks": ranks}, indent=1))
+    log(f"{arm.name}: trained in {wall_s:.0f} s")
     return run_dir
+
+
+def train_seconds(run_dir: Path) -> Optional[float]:
+    """Wall time of the launch that trained ``run_dir`` (None for a run trained before timing was recorded)."""
+    stamp = Path(run_dir) / TIMING_FILE
+    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None
 
 
 def default_device() -> torch.device:
@@ -115,10 +167,40 @@ def heldout_sources(cfg, heldout: Optional[list[str]] = None):
 
 def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str = "teacher",
                  device: Optional[torch.device] = None) -> dict[str, dict]:
-    """Retrieval per direction (``{a}_to_{b}`` -> metrics) of a finished run on the held-out shards."""
+    """Retrieval per direction (``{a}_to_{b}`` -> metrics) of a finished run on the held-out shards.
+
+    Kept in ``<run_dir>/experiment-eval-<which>.json`` with the export's size and mtime and the
+    held-out paths, so tables are rebuilt without re-evaluating, and a retrained run is evaluated again.
+    """
     from unimodal_free.eval.evaluate import evaluate
 
+    export = (Path(run_dir) / EXPORT_FILE).stat()
+    key = {"export": [export.st_size, export.st_mtime_ns], "heldout": heldout, "which": which}
+    cache = Path(run_dir) / f"experiment-eval-{which}.json"
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key:
+            return kept["results"]
     device = device or default_device()
     model, cfg, tokenizer = load_trained(run_dir, which, device)
     out = evaluate(model, cfg, heldout_sources(cfg, heldout), tokenizer, device, cfg.eval.max_samples, which)
+    cache.write_text(json.dumps({"key": key, "results": out.results}, indent=1, sort_keys=True))
     return out.results
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    run_dir: Path
+    results: dict  # evaluate_arm's retrieval per direction (read it through experiments.results)
+    wall_s: Optional[float]  # training wall time (None: trained before timing was recorded)
+
+
+def train_and_evaluate(ctx, arms: list[Arm]) -> list[ArmResult]:
+    """Train (or reuse) each arm of an experiment, one after the other, and evaluate it on the held-out shards."""
+    out = []
+    for arm in arms:
+        run_dir = train_arm(arm, ctx.root, ctx.config, ctx.ranks, ctx.common, ctx.log)
+        ctx.log(f"{arm.name}: evaluating")
+        out.append(ArmResult(arm, run_dir, evaluate_arm(run_dir, ctx.heldout), train_seconds(run_dir)))
+    return out
