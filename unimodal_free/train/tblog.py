@@ -45,10 +45,10 @@ class RunLogger:
         self.enabled = rank == 0
         self.writer = None
         self.bar: Optional[tqdm] = None
-        self.text: Optional[TextIO] = None
+        self.log_file: Optional[TextIO] = None
         if not self.enabled:
             return
-        self.text = open(Path(run_dir) / LOG_NAME, "a", encoding="utf-8", buffering=1)  # line-buffered
+        self.log_file = open(Path(run_dir) / LOG_NAME, "a", encoding="utf-8", buffering=1)  # line-buffered
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -109,8 +109,8 @@ class RunLogger:
             print(text, file=sys.stderr, flush=True)
 
     def _to_file(self, text: str) -> None:
-        if self.text is not None:
-            self.text.write(text.rstrip("\n") + "\n")
+        if self.log_file is not None:
+            self.log_file.write(text.rstrip("\n") + "\n")
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -123,6 +123,6 @@ class RunLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        if self.text is not None:
-            self.text.close()
-            self.text = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
