@@ -4,6 +4,7 @@ different keys per rank, and the alignment's all-rank normalisation statistics."
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -20,86 +21,101 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int) -> None:
-    from unimodal_free.train import dist as tdist
+def _in_gloo_world(rank: int, world: int, port: int, check) -> None:
+    """Run ``check(rank)`` in a gloo group, destroyed only once the check's tensors are gone.
 
+    Tensors whose autograd graph went through a collective (``all_reduce_sum``'s backward) hold the
+    group; a group still referenced at interpreter exit is torn down during finalisation, where gloo's
+    threads can abort a process whose check passed ("terminate called without an active exception").
+    The check's locals die with its frame, and ``gc.collect`` drops any cycle, before the group goes.
+    """
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        rows = {0: 3, 1: 1}[rank]
-        x = (torch.arange(rows * 2, dtype=torch.float32).reshape(rows, 2) + 100 * rank).requires_grad_(True)
-        everything, offset = tdist.gather_with_local_grad(x)
-        assert everything.shape == (4, 2) and offset == {0: 0, 1: 3}[rank]
-        expected = torch.cat([torch.arange(6.0).reshape(3, 2), torch.arange(2.0).reshape(1, 2) + 100])
-        assert torch.equal(everything.detach(), expected)
-        assert torch.equal(everything[offset:offset + rows].detach(), x.detach())
-        (everything * torch.arange(1.0, 5.0)[:, None]).sum().backward()
-        # Gradient reaches only this rank's rows, with their position in the gathered tensor.
-        assert torch.equal(x.grad, torch.arange(1.0, 5.0)[offset:offset + rows, None].expand(rows, 2))
-
-        empty = torch.zeros(0, 2, requires_grad=True) if rank == 1 else torch.ones(2, 2, requires_grad=True)
-        gathered, offset = tdist.gather_with_local_grad(empty)  # a rank without pairs still takes part
-        assert gathered.shape == (2, 2) and offset == {0: 0, 1: 2}[rank]
-        none, _ = tdist.gather_with_local_grad(torch.zeros(0, 2))
-        assert none.shape == (0, 2)
-
-        sums = {"loss": 2.0 * (rank + 1), f"loss/{'image' if rank == 0 else 'text'}": 1.0 + rank}
-        counts = {"loss": 2.0, f"loss/{'image' if rank == 0 else 'text'}": 1.0}
-        means = tdist.mean_metrics(sums, counts)
-        assert means == {"loss": 1.5, "loss/image": 1.0, "loss/text": 2.0}, means
-        assert tdist.any_flags([rank == 1, False]) == [True, False]
-        assert tdist.sum_vector([1.0, rank]) == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
+        check(rank)
     finally:
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _collectives_check(rank: int) -> None:
+    from unimodal_free.train import dist as tdist
+
+    rows = {0: 3, 1: 1}[rank]
+    x = (torch.arange(rows * 2, dtype=torch.float32).reshape(rows, 2) + 100 * rank).requires_grad_(True)
+    everything, offset = tdist.gather_with_local_grad(x)
+    assert everything.shape == (4, 2) and offset == {0: 0, 1: 3}[rank]
+    expected = torch.cat([torch.arange(6.0).reshape(3, 2), torch.arange(2.0).reshape(1, 2) + 100])
+    assert torch.equal(everything.detach(), expected)
+    assert torch.equal(everything[offset:offset + rows].detach(), x.detach())
+    (everything * torch.arange(1.0, 5.0)[:, None]).sum().backward()
+    # Gradient reaches only this rank's rows, with their position in the gathered tensor.
+    assert torch.equal(x.grad, torch.arange(1.0, 5.0)[offset:offset + rows, None].expand(rows, 2))
+
+    empty = torch.zeros(0, 2, requires_grad=True) if rank == 1 else torch.ones(2, 2, requires_grad=True)
+    gathered, offset = tdist.gather_with_local_grad(empty)  # a rank without pairs still takes part
+    assert gathered.shape == (2, 2) and offset == {0: 0, 1: 2}[rank]
+    none, _ = tdist.gather_with_local_grad(torch.zeros(0, 2))
+    assert none.shape == (0, 2)
+
+    sums = {"loss": 2.0 * (rank + 1), f"loss/{'image' if rank == 0 else 'text'}": 1.0 + rank}
+    counts = {"loss": 2.0, f"loss/{'image' if rank == 0 else 'text'}": 1.0}
+    means = tdist.mean_metrics(sums, counts)
+    assert means == {"loss": 1.5, "loss/image": 1.0, "loss/text": 2.0}, means
+    assert tdist.any_flags([rank == 1, False]) == [True, False]
+    assert tdist.sum_vector([1.0, rank]) == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
+
+
+def _worker(rank: int, world: int, port: int) -> None:
+    _in_gloo_world(rank, world, port, _collectives_check)
 
 
 ROWS = {"image": (3, 2), "speech": (0, 4), "text": (2, 1)}  # rows on rank 0, rank 1: speech only on rank 1
 
 
-def _sync_norm_worker(rank: int, world: int, port: int) -> None:
+def _sync_norm_check(rank: int) -> None:
     """Split rows over two ranks == all rows in one process: outputs, input gradients, running statistics."""
     import copy
 
     from unimodal_free.model.alignment import Alignment
     from unimodal_free.train import dist as tdist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        modalities = list(ROWS)
-        torch.manual_seed(0)
-        align = Alignment(8, 4, 0.1, modalities)
-        reference = copy.deepcopy(align)
-        bn = torch.nn.BatchNorm1d(8, affine=False)
-        g = torch.Generator().manual_seed(1)
-        full = {m: torch.randn(sum(r), 8, generator=g) * 3 + 2 for m, r in ROWS.items()}
-        weights = {m: torch.randn(sum(r), 4, generator=g) for m, r in ROWS.items()}
-        mine = {m: slice(r[0] * rank, r[0] + r[1] * rank) for m, r in ROWS.items()}  # this rank's rows
+    modalities = list(ROWS)
+    torch.manual_seed(0)
+    align = Alignment(8, 4, 0.1, modalities)
+    reference = copy.deepcopy(align)
+    bn = torch.nn.BatchNorm1d(8, affine=False)
+    g = torch.Generator().manual_seed(1)
+    full = {m: torch.randn(sum(r), 8, generator=g) * 3 + 2 for m, r in ROWS.items()}
+    weights = {m: torch.randn(sum(r), 4, generator=g) for m, r in ROWS.items()}
+    mine = {m: slice(r[0] * rank, r[0] + r[1] * rank) for m, r in ROWS.items()}  # this rank's rows
 
-        local = {m: full[m][mine[m]].clone().requires_grad_(True) for m in modalities if ROWS[m][rank]}
-        moments = align.batch_moments(local, modalities, tdist.all_reduce_sum)
-        out = {m: align.embed(m, x, moments[m]) for m, x in local.items()}
-        sum((out[m] * weights[m][mine[m]]).sum() for m in out).backward()
+    local = {m: full[m][mine[m]].clone().requires_grad_(True) for m in modalities if ROWS[m][rank]}
+    moments = align.batch_moments(local, modalities, tdist.all_reduce_sum)
+    out = {m: align.embed(m, x, moments[m]) for m, x in local.items()}
+    sum((out[m] * weights[m][mine[m]]).sum() for m in out).backward()
 
-        everything = {m: x.clone().requires_grad_(True) for m, x in full.items()}
-        ref_moments = reference.batch_moments(everything, modalities)  # one process: no sum_fn
-        ref = {m: reference.embed(m, x, ref_moments[m]) for m, x in everything.items()}
-        sum((ref[m] * weights[m]).sum() for m in ref).backward()
+    everything = {m: x.clone().requires_grad_(True) for m, x in full.items()}
+    ref_moments = reference.batch_moments(everything, modalities)  # one process: no sum_fn
+    ref = {m: reference.embed(m, x, ref_moments[m]) for m, x in everything.items()}
+    sum((ref[m] * weights[m]).sum() for m in ref).backward()
 
-        for m, x in local.items():
-            torch.testing.assert_close(out[m], ref[m][mine[m]], rtol=1e-5, atol=1e-5)
-            # Needs the differentiable all-reduce: other ranks' losses reach these rows through the statistics.
-            torch.testing.assert_close(x.grad, everything[m].grad[mine[m]], rtol=1e-4, atol=1e-5)
-        proj_grad = align.proj.weight.grad.clone()
-        dist.all_reduce(proj_grad)
-        torch.testing.assert_close(proj_grad, reference.proj.weight.grad, rtol=1e-4, atol=1e-5)
-        bn(full["image"])  # torch's BatchNorm on all rows: the running statistics every rank must hold
-        torch.testing.assert_close(align.norm_image.running_mean, bn.running_mean)
-        torch.testing.assert_close(align.norm_image.running_var, bn.running_var)
-        for m in modalities:
-            torch.testing.assert_close(getattr(align, f"norm_{m}").running_var, getattr(reference, f"norm_{m}").running_var)
-    finally:
-        dist.destroy_process_group()
+    for m, x in local.items():
+        torch.testing.assert_close(out[m], ref[m][mine[m]], rtol=1e-5, atol=1e-5)
+        # Needs the differentiable all-reduce: other ranks' losses reach these rows through the statistics.
+        torch.testing.assert_close(x.grad, everything[m].grad[mine[m]], rtol=1e-4, atol=1e-5)
+    proj_grad = align.proj.weight.grad.clone()
+    dist.all_reduce(proj_grad)
+    torch.testing.assert_close(proj_grad, reference.proj.weight.grad, rtol=1e-4, atol=1e-5)
+    bn(full["image"])  # torch's BatchNorm on all rows: the running statistics every rank must hold
+    torch.testing.assert_close(align.norm_image.running_mean, bn.running_mean)
+    torch.testing.assert_close(align.norm_image.running_var, bn.running_var)
+    for m in modalities:
+        torch.testing.assert_close(getattr(align, f"norm_{m}").running_var, getattr(reference, f"norm_{m}").running_var)
+
+
+def _sync_norm_worker(rank: int, world: int, port: int) -> None:
+    _in_gloo_world(rank, world, port, _sync_norm_check)
 
 
 SPLIT = {"image": (3, 2), "speech": (0, 2), "text": (2, 0)}  # rows on rank 0, rank 1: speech only on rank 1
