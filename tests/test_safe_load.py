@@ -224,3 +224,36 @@ def test_broken_only_checkpoint_is_an_error_not_a_fresh_start(run_dir, tmp_path)
     assert f"{teacher}: sha256 differs" in line and "no intact checkpoint" in line, line
     assert {p.name: p.read_bytes() for p in only.iterdir()} == before  # nothing overwritten
     assert [p.name for p in tags(run)] == ["step00000002"]
+
+
+class _ByName:
+    """Pickles as ``getattr(cls, name)``: how Debian 12's Python 3.11.2 pickles an enum member."""
+
+    def __init__(self, cls, name):
+        self.cls, self.name = cls, name
+
+    def __reduce__(self):
+        return (getattr, (self.cls, self.name))
+
+
+def test_an_enum_pickled_by_name_loads_and_getattr_reaches_nothing_else(tmp_path):
+    """A ZeRO optimizer file written under Debian's Python names ``builtins.getattr``; the weights-only
+    loader reads its enum member, and refuses every other use of getattr (the route to any attribute)."""
+    import pickle
+
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    from unimodal_free.train.safe_load import load_weights_only, unsafe_globals
+
+    honest = tmp_path / "debian_optim_states.pt"
+    torch.save({"zero_stage": _ByName(ZeroStageEnum, "gradients"), "w": torch.ones(2)}, honest)
+    assert unsafe_globals(honest) == []
+    loaded = load_weights_only(honest)
+    assert loaded["zero_stage"] is ZeroStageEnum.gradients and torch.equal(loaded["w"], torch.ones(2))
+
+    for cls, name in [(LossScaler, "__init__"), (ZeroStageEnum, "__class__"), (ZeroStageEnum, "nosuch")]:
+        hostile = tmp_path / f"{name}.pt"
+        torch.save({"x": _ByName(cls, name)}, hostile)
+        with pytest.raises(pickle.UnpicklingError, match="not a member of an allow-listed enum"):
+            load_weights_only(hostile)

@@ -23,16 +23,38 @@ from typing import Iterable, Iterator
 import torch
 
 
-def allowed_globals() -> list:
-    """The DeepSpeed classes its ZeRO optimizer files pickle; nothing callable beyond constructors."""
-    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+def _allowed_enums() -> tuple:
     from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return (ZeroStageEnum,)
+
+
+def enum_member(cls, name: str):
+    """What ``builtins.getattr`` may do in a weights-only load: name a member of an allow-listed enum.
+
+    Some Python builds (Debian 12's 3.11.2) pickle an enum member by name, as
+    ``getattr(ZeroStageEnum, "gradients")``, where others call the class with
+    its value. ``getattr`` itself can reach any attribute, so the loader maps
+    the global to this function instead, which returns enum members only.
+    """
+    if cls in _allowed_enums() and isinstance(name, str) and name in cls.__members__:
+        return cls[name]
+    raise pickle.UnpicklingError(f"getattr({getattr(cls, '__name__', type(cls).__name__)}, {name!r}) "
+                                 f"is not a member of an allow-listed enum")
+
+
+def allowed_globals() -> list:
+    """The DeepSpeed classes its ZeRO optimizer files pickle; nothing callable beyond constructors
+    (and ``getattr`` only as :func:`enum_member`)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [LossScaler, ZeroStageEnum, fragment_address]
+    return [LossScaler, *_allowed_enums(), fragment_address, (enum_member, "builtins.getattr")]
 
 
 def _name(obj) -> str:
+    if isinstance(obj, tuple):  # (replacement, the global's dotted name)
+        return obj[1]
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
@@ -55,7 +77,8 @@ def load_weights_only(path: str | Path, map_location=None):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = next((line for line in str(exc).splitlines() if "Unsupported global" in line), "")
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            first = next((line for line in lines if "Unsupported global" in line or "allow-listed enum" in line), "")
             raise pickle.UnpicklingError(f"{path}: refused by the weights-only loader {first.strip()}".strip()) from None
 
 
