@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from unimodal_free.experiments.blockwise import PAIRS, blockwise
-from unimodal_free.experiments.measures import DIRECTIONS, fmt, recall
+from unimodal_free.experiments.measures import fmt, recall
+from unimodal_free.experiments.results import DIRECTIONS
 from unimodal_free.experiments.runner import train_arm
 from unimodal_free.experiments.sharing import ARMS
 

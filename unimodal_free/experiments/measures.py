@@ -1,7 +1,7 @@
-"""What the experiments read off a finished run: retrieval figures, logged losses, parameter counts, wall time.
+"""What the experiments read off a finished run beyond its retrieval table: logged losses, parameter counts.
 
-Every read of an eval result goes through :func:`recall` so a change of the
-result format is one edit here.
+Eval results are read through :func:`unimodal_free.experiments.results.metric`, the one place that knows
+their format.
 """
 
 from __future__ import annotations
@@ -10,19 +10,15 @@ from pathlib import Path
 
 import torch
 
-from unimodal_free.config import MODALITIES
-from unimodal_free.experiments.runner import ARM_FILE, EXPORT_FILE
+from unimodal_free.experiments.results import metric
 
-DIRECTIONS = [f"{a}_to_{b}" for a in MODALITIES for b in MODALITIES if a != b]
 TAIL_POINTS = 5  # logged points averaged for a run's "final" loss (log_every apart: the last 50 steps at 10)
 
 
 def recall(results: dict, direction: str, k: int = 1, chance: bool = False) -> float:
     """R@k (or its chance level) of one direction ``{a}_to_{b}`` from an eval result (NaN when not scored)."""
-    metrics = results.get(direction)
-    if metrics is None:
-        return float("nan")
-    return float(metrics[f"chance_R@{k}" if chance else f"R@{k}"])
+    value = metric(results, direction, f"chance_R@{k}" if chance else f"R@{k}")
+    return float("nan") if value is None else value
 
 
 def tail_mean(run_dir: Path, tag: str, points: int = TAIL_POINTS) -> float:
@@ -45,12 +41,6 @@ def latent_stack_share(model: torch.nn.Module) -> tuple[int, int]:
         if name.startswith(("encoder.blocks.", "encoder.stacks.")):
             stack += p.numel()
     return total, stack
-
-
-def train_seconds(run_dir: Path) -> float:
-    """Wall time of the arm's launch: from its arm.json (written just before) to its export (written last)."""
-    run_dir = Path(run_dir)
-    return (run_dir / EXPORT_FILE).stat().st_mtime - (run_dir / ARM_FILE).stat().st_mtime
 
 
 def fmt(value: float, digits: int = 3) -> str:

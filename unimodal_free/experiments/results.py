@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-MODALITIES = ("image", "speech", "text")
+from unimodal_free.config import MODALITIES
+
 DIRECTIONS = tuple(f"{a}_to_{b}" for a in MODALITIES for b in MODALITIES if a != b)
 
 

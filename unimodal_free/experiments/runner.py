@@ -134,9 +134,18 @@ def _train_or_reuse(arm: Arm, run_dir: Path, config: str, overrides: list[str], 
 
 
 def train_seconds(run_dir: Path) -> Optional[float]:
-    """Wall time of the launch that trained ``run_dir`` (None for a run trained before timing was recorded)."""
-    stamp = Path(run_dir) / TIMING_FILE
-    return json.loads(stamp.read_text())["wall_s"] if stamp.is_file() else None
+    """Wall time of the launch that trained ``run_dir``; None while it is unfinished.
+
+    A run trained before ``trained.json`` was written: from its arm.json (written just before the
+    launch) to its export (written last).
+    """
+    run_dir = Path(run_dir)
+    stamp = run_dir / TIMING_FILE
+    if stamp.is_file():
+        return json.loads(stamp.read_text())["wall_s"]
+    if (run_dir / EXPORT_FILE).is_file() and (run_dir / ARM_FILE).is_file():
+        return (run_dir / EXPORT_FILE).stat().st_mtime - (run_dir / ARM_FILE).stat().st_mtime
+    return None
 
 
 def default_device() -> torch.device:

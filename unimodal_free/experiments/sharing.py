@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from unimodal_free.config import MODALITIES
 from unimodal_free.experiments.blockwise import PAIRS, blockwise
-from unimodal_free.experiments.measures import (DIRECTIONS, TAIL_POINTS, fmt, latent_stack_share, recall, tail_mean,
-                                                train_seconds)
-from unimodal_free.experiments.runner import Arm, evaluate_arm, load_trained, train_arm
+from unimodal_free.experiments.measures import TAIL_POINTS, fmt, latent_stack_share, recall, tail_mean
+from unimodal_free.experiments.results import DIRECTIONS, seconds
+from unimodal_free.experiments.runner import Arm, evaluate_arm, load_trained, train_arm, train_seconds
 
 ABOUT = "shared vs per-modality latent stacks, with and without alignment: data2vec loss and retrieval"
 
@@ -56,7 +56,7 @@ def table(rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, cfg, total, stack, run_dir, results, cka in rows:
         cells = [arm.title(), cfg.model.latent_stacks, "yes" if cfg.objective.align_weight > 0 else "no",
-                 f"{total / 1e6:.2f}", f"{stack / 1e6:.2f}", f"{train_seconds(run_dir):.0f}"]
+                 f"{total / 1e6:.2f}", f"{stack / 1e6:.2f}", seconds(train_seconds(run_dir))]
         cells += [fmt(tail_mean(run_dir, f"train/loss/{m}")) for m in MODALITIES]
         cells.append(fmt(tail_mean(run_dir, "train/align_loss")) if cfg.objective.align_weight > 0 else "-")
         cells += [f"{100 * recall(results, d):.1f}" for d in DIRECTIONS]
