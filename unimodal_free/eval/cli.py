@@ -41,7 +41,7 @@ from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokeni
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
 from unimodal_free.provenance import provenance
-from unimodal_free.usage import ArgumentParser
+from unimodal_free.usage import ArgumentParser, report_usage_error
 
 
 class EvalError(ValueError):
@@ -229,8 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return run(args)
     # EvalError, ConfigError, TokenizerMismatchError, bad shards, unusable checkpoints: one line, no traceback.
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_usage_error(exc)
 
 
 if __name__ == "__main__":

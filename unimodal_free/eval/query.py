@@ -28,7 +28,7 @@ from unimodal_free.data.elements import DecodeError, decode_captions
 from unimodal_free.embedder import Embedder, Item, modality_of
 from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
-from unimodal_free.usage import ArgumentParser
+from unimodal_free.usage import ArgumentParser, report_usage_error
 
 class JointEmbedder(Embedder):
     """:class:`Embedder` under the name this module gave it first, with its ``load`` arguments in their order."""
@@ -123,8 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return run(args)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # one line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_usage_error(exc)
 
 
 if __name__ == "__main__":
