@@ -147,12 +147,13 @@ def test_trainer_main_exits_2_before_start(override, needle, tmp_path, capsys, m
 
 def test_every_option_declares_a_rule():
     """One mechanism for every key (config.option): a field added without a rule fails here."""
-    from unimodal_free.config import _options, option
+    from unimodal_free.config import option
+    from unimodal_free.config.validation import iter_options
 
     with pytest.raises(TypeError, match="needs a rule"):
         option(3)
     cfg = load_config(None, ['data.train=["x"]'])  # a source, so Source's fields are walked too
-    missing = [where for where, _, f in _options(cfg, "") if "rule" not in f.metadata]
+    missing = [where for where, _, f in iter_options(cfg, "") if "rule" not in f.metadata]
     assert not missing, f"declare these with option(default, rule): {missing}"
 
 
@@ -202,9 +203,10 @@ def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, ca
 
 def test_every_option_has_a_help_text():
     """docs/CONFIG.md gets a description of every key from ``option(..., help=...)``; none may be left out."""
-    from unimodal_free.config import _options, anything, option
+    from unimodal_free.config.rules import anything, option
+    from unimodal_free.config.validation import iter_options
 
     with pytest.raises(TypeError, match="needs a help text"):
         option(3, anything)
     cfg = load_config(None, ["data.train=a", "data.heldout=b"])  # Source fields too
-    assert all(f.metadata["help"] for _, _, f in _options(cfg, ""))
+    assert all(f.metadata["help"] for _, _, f in iter_options(cfg, ""))

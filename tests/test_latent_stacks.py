@@ -16,7 +16,8 @@ import torch
 from synthetic_batches import make_batch, tiny_config
 from test_model import model_for, parts
 from test_train_launch import needs_launcher, run, tail, tiny_data, train_cmd, warm_up_deepspeed
-from unimodal_free.config import MODALITIES, ConfigError
+from unimodal_free.config import ConfigError
+from unimodal_free.modalities import MODALITIES
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import compute_loss
 

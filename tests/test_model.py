@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthetic_batches import VOCAB, make_batch, tiny_config, tiny_specs
 from unimodal_free.batch import Batch, ModalitySpec
-from unimodal_free.config import MODALITIES
+from unimodal_free.modalities import MODALITIES
 from unimodal_free.model import EMATeacher, build_model, pooled_embedding
 from unimodal_free.model.embedding import ModalityAdapter
 from unimodal_free.objective import compute_loss, make_all_views, step_flops

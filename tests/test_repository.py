@@ -89,10 +89,11 @@ def test_config_reference_is_current():
 
 
 def test_config_reference_lists_every_key():
-    from unimodal_free.config import Config, _options, config_to_dict
+    from unimodal_free.config import Config, config_to_dict
+    from unimodal_free.config.validation import iter_options
 
     text = (ROOT / "docs" / "CONFIG.md").read_text()
-    for where, _, _ in _options(Config(), ""):
+    for where, _, _ in iter_options(Config(), ""):
         assert f"| `{where}` |" in text, where
     assert "| `data.demo_dir` | `\"~/.cache/unimodal_free/demo\"` | str | not empty |" in text
     assert "| `optim.betas` | `[0.9, 0.98]` | list of float | each in [0, 1), exactly 2 |" in text

@@ -85,7 +85,7 @@ def unbalanced_data(base: Path) -> Path:
     often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
     """
     from unimodal_free.config import DataConfig
-    from unimodal_free.data.elements import SPEECH_EXTS
+    from unimodal_free.modalities import MODALITY
     from unimodal_free.data.handlers import SkipCounter
     from unimodal_free.data.reader import expand_shards, read_shard
     from unimodal_free.data.shards import ShardSink
@@ -98,7 +98,7 @@ def unbalanced_data(base: Path) -> Path:
             with ShardSink(out, maxcount=12) as sink:
                 samples = (s for url in expand_shards(str(data / "train")) for s in read_shard(url, counter, DataConfig()))
                 for i, sample in enumerate(samples):
-                    drop = {"__url__"} | (set() if i % SPEECH_EVERY == 0 else set(SPEECH_EXTS))
+                    drop = {"__url__"} | (set() if i % SPEECH_EVERY == 0 else set(MODALITY["speech"].extensions))
                     sink.write({k: v for k, v in sample.items() if k not in drop})
             assert counter.count == 0
             _cache["unbalanced"] = out
@@ -323,7 +323,8 @@ def test_zero_stages_agree(base, corpus):
 @needs_launcher
 def test_run_dir_layout_tensorboard_tags_and_export(base):
     """Run dir: resolved config, TB events with every required tag, checkpoints + latest, export == run dir."""
-    from unimodal_free.config import MODALITIES, load_config
+    from unimodal_free.config import load_config
+    from unimodal_free.modalities import MODALITIES
     from unimodal_free.train.checkpoint import CheckpointManager, is_complete
     from unimodal_free.train.export import EXPORT_NAME, load_weights
 

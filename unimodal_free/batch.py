@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unimodal_free.config import MODALITIES
-
-# Positional dimensionality of each modality's coords.
-COORD_DIMS = {"image": 2, "speech": 1, "text": 1}
+from unimodal_free.modalities import MODALITIES, TABLE
 
 
 @dataclass
@@ -136,10 +133,9 @@ class ModalitySpec:
 
 
 def modality_specs(data_cfg, vocab_size: int) -> dict[str, ModalitySpec]:
-    """Element widths implied by the data config and the tokenizer's vocabulary."""
-    p = data_cfg.patch_size
+    """Element widths implied by the data config (``cfg.data``) and the tokenizer's vocabulary, from the modality table."""
     return {
-        "image": ModalitySpec("image", COORD_DIMS["image"], value_dim=p * p * 3),
-        "speech": ModalitySpec("speech", COORD_DIMS["speech"], value_dim=data_cfg.n_mels * data_cfg.frames_per_element),
-        "text": ModalitySpec("text", COORD_DIMS["text"], vocab_size=vocab_size),
+        m.name: ModalitySpec(m.name, m.coord_dims, vocab_size=vocab_size) if m.tokens
+        else ModalitySpec(m.name, m.coord_dims, value_dim=m.value_width(data_cfg))
+        for m in TABLE
     }

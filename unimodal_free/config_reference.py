@@ -1,9 +1,9 @@
-"""docs/CONFIG.md, generated from the ``option(...)`` declarations in :mod:`unimodal_free.config`.
+"""docs/CONFIG.md, generated from the ``option(...)`` declarations in :mod:`unimodal_free.config.sections`.
 
     python -m unimodal_free.config_reference > docs/CONFIG.md
 
 The declarations are the one source of every key's default, rule, resume rule and help
-text; ``tests/test_config_reference.py`` fails when the committed file differs from this
+text; ``tests/test_repository.py::test_config_reference_is_current`` fails when the committed file differs from this
 output, so the reference cannot go stale.
 """
 
@@ -64,8 +64,8 @@ def markdown() -> str:
     lines = [
         "# Configuration reference",
         "",
-        f"Generated from the `option(...)` declarations in `unimodal_free/config.py` by `{COMMAND}`; "
-        "do not edit by hand (`tests/test_config_reference.py` fails when this file is stale).",
+        f"Generated from the `option(...)` declarations in `unimodal_free/config/sections.py` by `{COMMAND}`; "
+        "do not edit by hand (`tests/test_repository.py` fails when this file is stale).",
         "",
         "A run's config is these defaults, replaced by a JSON file (`--config configs/joint.json`) and then by "
         "dotted overrides (`--set optim.lr=3e-4`, the value parsed as JSON when it can be). "

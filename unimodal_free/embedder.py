@@ -27,9 +27,6 @@ import torch
 from unimodal_free.batch import Elements, collate_elements
 from unimodal_free.data import media
 from unimodal_free.data.elements import (
-    IMAGE_EXTS,
-    SPEECH_EXTS,
-    TEXT_EXTS,
     DecodeError,
     decode_captions,
     image_elements,
@@ -45,9 +42,8 @@ from unimodal_free.eval.cli import EvalError
 from unimodal_free.model import pooled_embedding
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.model.joint import unwrap
+from unimodal_free.modalities import SUFFIX_MODALITY
 
-SUFFIX_MODALITY = {**{e: "image" for e in IMAGE_EXTS}, **{e: "speech" for e in SPEECH_EXTS},
-                   **{e: "text" for e in TEXT_EXTS}}
 IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels -> PIL mode
 INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}  # PCM as soundfile reads it as float
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from unimodal_free.batch import ModalityBatch
+from unimodal_free.modalities import MODALITY
 
 
 @dataclass
@@ -35,15 +36,12 @@ class MaskSpec:
 
 
 def mask_spec(masking_cfg, modality: str) -> MaskSpec:
-    """The masking config's parameters for one modality."""
-    table = {
-        "image": (masking_cfg.image_ratio, masking_cfg.image_block, masking_cfg.image_inverse_block),
-        "speech": (masking_cfg.speech_ratio, masking_cfg.speech_span, False),
-        "text": (masking_cfg.text_ratio, masking_cfg.text_span, False),
-    }
-    if modality not in table:
-        raise ValueError(f"masking: no masking config for modality {modality!r} (known: {sorted(table)})")
-    ratio, block, inverse = table[modality]
+    """The masking config's (``cfg.masking``) parameters for one modality, under the keys its table row names."""
+    if modality not in MODALITY:
+        raise ValueError(f"masking: no masking config for modality {modality!r} (known: {sorted(MODALITY)})")
+    keys = MODALITY[modality].masking
+    ratio, block = getattr(masking_cfg, keys.ratio), getattr(masking_cfg, keys.block)
+    inverse = getattr(masking_cfg, keys.inverse) if keys.inverse else False
     if block <= 0:
         raise ValueError(f"masking: block/span size for {modality!r} must be > 0, got {block}")
     return MaskSpec(float(ratio), int(block), bool(inverse))

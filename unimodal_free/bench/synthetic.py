@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from unimodal_free.batch import COORD_DIMS, Batch, Elements, ModalitySpec, collate_elements
-from unimodal_free.config import MODALITIES, DataConfig
+from unimodal_free.batch import Batch, Elements, ModalitySpec, collate_elements
+from unimodal_free.config import DataConfig
+from unimodal_free.modalities import MODALITIES
 
 SYNTHETIC_VOCAB = 1000
 
@@ -29,9 +30,9 @@ def element_count_range(modality: str, data: DataConfig) -> tuple[int, int]:
     raise ValueError(f"unknown modality {modality!r}")
 
 
-def _coords(modality: str, m: int) -> torch.Tensor:
-    """Evenly spaced coords in [-1, 1]: a square-ish grid for images, a line otherwise."""
-    if COORD_DIMS[modality] == 2:
+def _coords(coord_dims: int, m: int) -> torch.Tensor:
+    """Evenly spaced coords in [-1, 1]: a square-ish grid for 2-D coords (images), a line otherwise."""
+    if coord_dims == 2:
         side = max(1, int(round(m**0.5)))
         idx = torch.arange(m)
         ys, xs = (idx // side).float(), (idx % side).float()
@@ -45,7 +46,7 @@ def synthetic_elements(spec: ModalitySpec, m: int, gen: torch.Generator) -> Elem
         values = torch.randint(0, spec.vocab_size, (m,), generator=gen)
     else:
         values = torch.randn(m, spec.value_dim, generator=gen)
-    return Elements(spec.name, values, _coords(spec.name, m))
+    return Elements(spec.name, values, _coords(spec.coord_dims, m))
 
 
 def synthetic_batch(

@@ -15,7 +15,8 @@ import logging
 import sys
 import time
 
-from unimodal_free.config import MODALITIES, load_config
+from unimodal_free.config import load_config
+from unimodal_free.modalities import MODALITIES
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 

@@ -21,25 +21,22 @@ import itertools
 import json
 import random
 import re
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from unimodal_free.batch import Elements
-
 from unimodal_free.data import media
+from unimodal_free.modalities import CAPTION_MODALITY, HOP_SECONDS, MODALITIES, MODALITY, N_FFT_SECONDS, TABLE, WINDOW_SECONDS
 
-# What the reader takes; media.IMAGE_EXTS/SPEECH_EXTS (what the writer emits) plus common aliases.
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-SPEECH_EXTS = ("flac", "wav", "ogg")
-TEXT_EXTS = ("txt",)
-# Members the reader reads at all (the rest of a tar, e.g. .cls/.npy extras, is skipped unread).
-KNOWN_EXTS = IMAGE_EXTS + SPEECH_EXTS + TEXT_EXTS + ("json",)
+# Members the reader reads at all: every modality's extensions in the table (what the writer emits,
+# media.IMAGE_EXTS/SPEECH_EXTS, plus common aliases) and the metadata; the rest of a tar (e.g.
+# .cls/.npy extras) is skipped unread.
+KNOWN_EXTS = tuple(ext for m in TABLE for ext in m.extensions) + ("json",)
 # Metadata is a few fields; a larger .json is refused before json.loads expands it.
 MAX_META_BYTES = 1 << 20
-# Log-mel analysis: 25 ms Hann window in a 32 ms FFT (512 at 16 kHz), 10 ms hop, no centre padding.
-WINDOW_SECONDS, HOP_SECONDS, N_FFT_SECONDS = 0.025, 0.010, 0.032
 
 Row = tuple[Elements, str, Optional[str]]  # (elements, key, pair id) as collate_elements takes them
 
@@ -226,8 +223,70 @@ def _find(sample: dict[str, Any], exts: tuple[str, ...]) -> Optional[tuple[str, 
 
 def sample_modalities(sample: dict[str, Any]) -> list[str]:
     """Modalities a raw sample holds files for, in MODALITIES order."""
-    found = [("image", IMAGE_EXTS), ("speech", SPEECH_EXTS), ("text", TEXT_EXTS)]
-    return [m for m, exts in found if _find(sample, exts) is not None]
+    return [m.name for m in TABLE if _find(sample, m.extensions) is not None]
+
+
+@dataclass
+class RawSample:
+    """What a modality's decoder reads of one raw sample."""
+
+    files: dict[str, Any]  # the webdataset sample: extension -> bytes
+    meta: dict[str, Any]  # its parsed .json ({} without one)
+    where: str  # "url:key" for error messages
+    data_cfg: Any  # cfg.data
+    tokenizer: Any
+    train: bool
+    rng: Optional[random.Random]
+
+    def member(self, modality: str) -> bytes:
+        return _find(self.files, MODALITY[modality].extensions)[1]
+
+
+def _image(s: RawSample) -> list[Elements]:
+    im = decode_image(s.member("image"), s.where)
+    return [image_elements(im, s.data_cfg.image_size, s.data_cfg.patch_size)]
+
+
+def _speech(s: RawSample) -> list[Elements]:
+    d = s.data_cfg
+    wave = decode_speech(s.member("speech"), d.sample_rate, s.where, d.max_speech_seconds)
+    return [speech_elements(wave, d.sample_rate, d.n_mels, d.frames_per_element, d.max_speech_seconds, s.where)]
+
+
+def _text(s: RawSample) -> list[Elements]:
+    """One row per caption (a line of the .txt, or json ``captions``); training keeps one, drawn by ``rng``."""
+    d = s.data_cfg
+    captions = s.meta.get("captions")
+    if captions is not None:
+        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise DecodeError(s.where, "json: captions must be a list of strings")
+        captions = [c.strip() for c in captions if c.strip()][: d.max_caption_lines]
+        if not captions:
+            raise DecodeError(s.where, "text: empty captions list")
+    else:
+        captions = decode_captions(s.member("text"), s.where, d.max_caption_lines)
+    if s.train:
+        captions = [captions[0] if len(captions) == 1 else s.rng.choice(captions)]
+    return [text_elements(c, s.tokenizer, d.max_text_tokens, s.where, d.max_caption_chars) for c in captions]
+
+
+# The decoder column of the modality table (decoding needs PIL/torchaudio, so it lives here, with the data).
+DECODERS: dict[str, Callable[[RawSample], list[Elements]]] = {"image": _image, "speech": _speech, "text": _text}
+
+
+def _read_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
+    """The sample's .json as a dict ({} without one); DecodeError when too large or not an object."""
+    if "json" not in sample:
+        return {}
+    if len(sample["json"]) > MAX_META_BYTES:
+        raise DecodeError(where, f"json: {len(sample['json'])} bytes (limit {MAX_META_BYTES})")
+    try:
+        meta = json.loads(sample["json"].decode("utf-8"))
+    except Exception as exc:
+        raise DecodeError(where, f"json: invalid ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict):
+        raise DecodeError(where, "json: top level is not an object")
+    return meta
 
 
 def sample_rows(
@@ -244,19 +303,10 @@ def sample_rows(
     key = sample.get("__key__", "?")
     url = sample.get("__url__")
     where = f"{url}:{key}" if url else key
-    meta: dict[str, Any] = {}
-    if "json" in sample:
-        if len(sample["json"]) > MAX_META_BYTES:
-            raise DecodeError(where, f"json: {len(sample['json'])} bytes (limit {MAX_META_BYTES})")
-        try:
-            meta = json.loads(sample["json"].decode("utf-8"))
-        except Exception as exc:
-            raise DecodeError(where, f"json: invalid ({type(exc).__name__}: {exc})") from None
-        if not isinstance(meta, dict):
-            raise DecodeError(where, "json: top level is not an object")
+    meta = _read_meta(sample, where)
     present = sample_modalities(sample)
-    if "captions" in meta and "text" not in present:
-        present.append("text")  # captions carried in the json (COCO-style) count as the text file
+    if "captions" in meta and CAPTION_MODALITY not in present:
+        present.append(CAPTION_MODALITY)  # captions carried in the json (COCO-style) count as the text file
     declared = meta.get("modalities")
     if declared is not None:
         if not isinstance(declared, list) or not all(isinstance(m, str) for m in declared):
@@ -265,7 +315,7 @@ def sample_rows(
         if missing:
             raise DecodeError(where, f"json declares {declared} but the sample has no {'/'.join(missing)} file")
     if not present:
-        raise DecodeError(where, "no image/speech/text file in sample")
+        raise DecodeError(where, f"no {'/'.join(MODALITIES)} file in sample")
     if "pair" in meta:  # an explicit null is "no partner", not the pair id "None" shared by every such sample
         pair = None if meta["pair"] is None else str(meta["pair"])
     else:
@@ -276,34 +326,10 @@ def sample_rows(
     if train and not data_cfg.split_pairs and len(present) > 1:
         present, pair = [rng.choice(present)], None
 
-    # Cheapest first (text, image, speech): a sample that fails on its text fails before the
-    # costly decodes, so a source that decodes nothing reaches data.max_skips_in_row quickly.
+    # Cheapest first (the table's decode_rank: text, image, speech): a sample that fails on its text
+    # fails before the costly decodes, so a source that decodes nothing reaches data.max_skips_in_row quickly.
+    raw = RawSample(sample, meta, where, data_cfg, tokenizer, train, rng)
     rows: dict[str, list[Row]] = {}
-    for modality in sorted(present, key=("text", "image", "speech").index):
-        if modality == "image":
-            _, data = _find(sample, IMAGE_EXTS)
-            im = decode_image(data, where)
-            rows[modality] = [(image_elements(im, data_cfg.image_size, data_cfg.patch_size), key, pair)]
-        elif modality == "speech":
-            _, data = _find(sample, SPEECH_EXTS)
-            wave = decode_speech(data, data_cfg.sample_rate, where, data_cfg.max_speech_seconds)
-            e = speech_elements(wave, data_cfg.sample_rate, data_cfg.n_mels, data_cfg.frames_per_element,
-                                data_cfg.max_speech_seconds, where)
-            rows[modality] = [(e, key, pair)]
-        else:
-            captions = meta.get("captions")
-            if captions is not None:
-                if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-                    raise DecodeError(where, "json: captions must be a list of strings")
-                captions = [c.strip() for c in captions if c.strip()][: data_cfg.max_caption_lines]
-                if not captions:
-                    raise DecodeError(where, "text: empty captions list")
-            else:
-                captions = decode_captions(sample["txt"], where, data_cfg.max_caption_lines)
-            if train:
-                captions = [captions[0] if len(captions) == 1 else rng.choice(captions)]
-            rows[modality] = [
-                (text_elements(c, tokenizer, data_cfg.max_text_tokens, where, data_cfg.max_caption_chars), key, pair)
-                for c in captions
-            ]
+    for modality in sorted(present, key=lambda m: MODALITY[m].decode_rank):
+        rows[modality] = [(e, key, pair) for e in DECODERS[modality](raw)]
     return [row for modality in present for row in rows[modality]]  # in MODALITIES order

@@ -40,14 +40,13 @@ from typing import Iterable, Optional
 
 from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.icons import draw
-from unimodal_free.data.elements import IMAGE_EXTS, SPEECH_EXTS, TEXT_EXTS, sample_modalities
+from unimodal_free.data.elements import sample_modalities
 from unimodal_free.data.handlers import SkipCounter
 from unimodal_free.data.reader import SKIP, expand_shards, read_shard
 from unimodal_free.data.shards import SIZES_FILE, KeyMaker, ShardSink, WriteReport
+from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, MODALITY
 from unimodal_free.usage import ArgumentParser, usage_errors
 
-MODALITIES = ("image", "speech", "text")
-EXTS = {"image": IMAGE_EXTS, "speech": SPEECH_EXTS, "text": TEXT_EXTS}
 STAMP = "pairing.json"
 BUCKETS_DIR = ".pairing-buckets"  # first pass of the shuffle, removed when the corpus is written
 # A bucket is shuffled in memory: this many buckets per input shard keeps one bucket about a shard's size.
@@ -95,9 +94,9 @@ def regroup(sample: dict, meta: dict, group: tuple[str, ...], key: str) -> dict:
     """The output sample holding ``group``'s members of ``sample``, with its own key and pair id."""
     out = {"__key__": key}
     for modality in group:
-        out.update({ext: data for ext, data in sample.items() if ext in EXTS[modality]})
+        out.update({ext: data for ext, data in sample.items() if ext in MODALITY[modality].extensions})
     meta = {k: v for k, v in meta.items() if k not in ("pair", "modalities")}
-    if "text" not in group:
+    if CAPTION_MODALITY not in group:
         meta.pop("captions", None)  # the reader takes json captions as the text member
     meta.update({"from": sample["__key__"], "pair": key if len(group) > 1 else None, "modalities": list(group)})
     out["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -149,8 +148,8 @@ def _buckets_first_pass(urls: list[str], tmp: Path, drop: list[frozenset[str]], 
                     counter.skip(where, f"json: unreadable ({exc})")
                     continue
                 present = sample_modalities(sample)
-                if "captions" in meta and "text" not in present:
-                    present.append("text")
+                if "captions" in meta and CAPTION_MODALITY not in present:
+                    present.append(CAPTION_MODALITY)
                 if not present:
                     counter.skip(where, "no image/speech/text file in sample")
                     continue

@@ -58,6 +58,7 @@ from unimodal_free.data.media import (
     to_png_bytes,
     SPEECH_FORMATS,
 )
+from unimodal_free.modalities import TABLE
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -229,9 +230,7 @@ def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: 
 def modalities_of(sample: dict) -> str:
     """'image+speech+text'-style label of a sample dict, for the summary."""
     exts = set(sample)
-    mods = [m for m, e in (("image", ("jpg", "png", "webp")), ("speech", ("flac", "wav", "ogg")),
-                           ("text", ("txt",))) if exts.intersection(e)]
-    return "+".join(mods)
+    return "+".join(m.name for m in TABLE if exts.intersection(m.extensions))
 
 
 # ------------------------------------------------------------------------ writer

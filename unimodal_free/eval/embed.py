@@ -9,6 +9,7 @@ import torch
 
 from unimodal_free.batch import Batch
 from unimodal_free.eval.thumbnails import element_thumbnail
+from unimodal_free.modalities import MODALITY
 
 
 @dataclass
@@ -83,7 +84,7 @@ def embed_batches(
                 thumb = element_thumbnail(m, part.values[row].cpu()[real], part.coords[row].cpu()[real], data_cfg)
                 if thumb is not None:
                     done.append(thumb)
-            if m == "text" and tokenizer is not None:
+            if MODALITY[m].tokens and tokenizer is not None:
                 captions += [tokenizer.decode(part.values[row].cpu()[~part.padding[row].cpu()].tolist()) for row in rows]
         if max_samples is not None and len(pair_names) >= max_samples:
             break

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unimodal_free.modalities import MODALITY
+
 THUMB_SIZE = 32
 
 
@@ -55,10 +57,11 @@ def spectrogram_thumbnail(values: torch.Tensor, n_mels: int, size: int = THUMB_S
 
 
 def element_thumbnail(modality: str, values: torch.Tensor, coords: torch.Tensor, data_cfg) -> torch.Tensor | None:
-    """The thumbnail of one row's real elements, or None for a modality without one (text: its caption is
-    the projector's label)."""
-    if modality == "image":
+    """The thumbnail of one row's real elements by what its values are (the modality table), or None for
+    token rows (text: its caption is the projector's label)."""
+    kind = MODALITY[modality].values
+    if kind == "patches":
         return unpatchify_thumbnail(values, coords, data_cfg.patch_size)
-    if modality == "speech":
+    if kind == "log_mel":
         return spectrogram_thumbnail(values, data_cfg.n_mels)
     return None

@@ -7,10 +7,10 @@ import itertools
 
 import torch
 
-from unimodal_free.config import MODALITIES
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.figures import similarity_figure
 from unimodal_free.eval.thumbnails import THUMB_SIZE
+from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES
 
 # A flat tile stands in for the thumbnail of a modality without one (text: a caption rendered in a 32-pixel
 # cell is unreadable; the projector shows the caption column on hover and as point labels instead).
@@ -51,14 +51,15 @@ def _cell(text: str, limit: int = 300) -> str:
 
 def text_captions(emb: EmbeddingSet) -> list[str]:
     """The caption of every text row, or [] when the set was embedded without a tokenizer to decode them."""
-    return emb.captions if emb.rows("text") and len(emb.captions) == emb.rows("text") else []
+    rows = emb.rows(CAPTION_MODALITY)
+    return emb.captions if rows and len(emb.captions) == rows else []
 
 
 def pair_captions(emb: EmbeddingSet) -> dict[int, str]:
     """Pair id -> its first caption."""
     first: dict[int, str] = {}
     texts = text_captions(emb)
-    for pid, caption in zip(emb.pair_ids["text"].tolist() if texts else [], texts):
+    for pid, caption in zip(emb.pair_ids[CAPTION_MODALITY].tolist() if texts else [], texts):
         first.setdefault(pid, caption)
     return first
 
@@ -81,7 +82,7 @@ def projector_entry(emb: EmbeddingSet, max_per_modality: int = 200):
         else:
             colour = torch.tensor(TILE_COLOURS.get(m, (0.5, 0.5, 0.5)))
             tiles = colour[None, :, None, None].expand(n, 3, THUMB_SIZE, THUMB_SIZE)
-        own = text_captions(emb)[:n] if m == "text" else []
+        own = text_captions(emb)[:n] if m == CAPTION_MODALITY else []
         pids = emb.pair_ids[m][:n].tolist()
         mats.append(emb.embeddings[m][:n])
         imgs.append(tiles)

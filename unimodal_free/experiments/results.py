@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from unimodal_free.config import MODALITIES
+from unimodal_free.modalities import MODALITIES
 
 DIRECTIONS = tuple(f"{a}_to_{b}" for a in MODALITIES for b in MODALITIES if a != b)
 

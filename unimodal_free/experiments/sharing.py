@@ -18,7 +18,7 @@ and linear CKA between the modalities' pooled final latents (see ``depth``).
 
 from __future__ import annotations
 
-from unimodal_free.config import MODALITIES
+from unimodal_free.modalities import MODALITIES
 from unimodal_free.experiments.blockwise import PAIRS, blockwise
 from unimodal_free.experiments.measures import TAIL_POINTS, fmt, latent_stack_share, recall, tail_mean
 from unimodal_free.experiments.results import DIRECTIONS, seconds

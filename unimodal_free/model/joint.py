@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 from unimodal_free.batch import ModalityBatch, ModalitySpec
-from unimodal_free.config import MODALITIES, Config
+from unimodal_free.config import Config
 from unimodal_free.masking import MaskedView
+from unimodal_free.modalities import MODALITIES
 from unimodal_free.model.embedding import ElementEmbedding
 from unimodal_free.model.encoder import PerceiverEncoder
 from unimodal_free.model.alignment import Alignment

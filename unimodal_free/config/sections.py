@@ -1,150 +1,17 @@
-"""Typed run configuration: one JSON file -> nested dataclasses.
+"""The config's sections, one dataclass each: every key with its default, rule, resume rule and help.
 
-Defaults live here; a JSON file and dotted ``--set section.key=value``
-overrides replace them. Unknown keys, wrong types and values outside a
-field's rule (declared with the field: ``option(default, rule, help=...)``)
-fail with the dotted path in a one-line :class:`ConfigError`, before any
-process group starts. docs/CONFIG.md is generated from these declarations
-(``python -m unimodal_free.config_reference``).
+Each section stands alone (no section refers to another), so code takes the section it needs
+(``cfg.model``, ``cfg.data``, ...). Values that combine sections are rules between fields
+(``validation.relations``), never fields. docs/CONFIG.md is generated from these declarations.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any
 
-MODALITIES = ("image", "speech", "text")
-# The shipped configs (joint.json, joint-base.json, tiny.json): package data, so an installed wheel has
-# them; in a checkout the top-level configs/ is a symlink to this folder (one copy of each file).
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names its dotted path."""
-
-
-# ---------------------------------------------------------------- value rules
-# Every field is declared with ``option(default, rule, help=...)``: the rule says what values it
-# takes (the type annotation is checked first, while building). A rule maps the value to None when
-# it is fine, or to what is wrong ("must be > 0, got 0"); ``validate`` prefixes the dotted path. A
-# rule's ``text`` says what it accepts, for docs/CONFIG.md. ``fixed=True`` marks a key that cannot
-# change when a run resumes (the checkpoint's weights or data position depend on it); a callable
-# instead gives the part of the value that cannot change. Rules between fields live in
-# ``_relations`` below.
-Rule = Callable[[Any], Optional[str]]
-
-
-def _described(text: str) -> Callable[[Rule], Rule]:
-    """Attach what a rule accepts (``rule.text``) for the config reference."""
-
-    def attach(rule: Rule) -> Rule:
-        rule.text = text
-        return rule
-
-    return attach
-
-
-def _finite(value: Any) -> Optional[str]:
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"must be a finite number, got {value}"
-    return None
-
-
-def at_least(low: float) -> Rule:
-    @_described(f">= {low}")
-    def rule(value):
-        return _finite(value) or (None if value >= low else f"must be >= {low}, got {value}")
-
-    return rule
-
-
-def in_range(low: float, high: float, high_open: bool = False, low_open: bool = False) -> Rule:
-    shown = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-
-    @_described(f"in {shown}")
-    def rule(value):
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        return _finite(value) or (None if above and below else f"must be in {shown}, got {value}")
-
-    return rule
-
-
-@_described("> 0")
-def positive(value: Any) -> Optional[str]:
-    return _finite(value) or (None if value > 0 else f"must be > 0, got {value}")
-
-
-def one_of(*choices: Any) -> Rule:
-    @_described("one of " + ", ".join(json.dumps(c) for c in choices))
-    def rule(value):
-        return None if value in choices else f"{value!r} is not one of {list(choices)}"
-
-    return rule
-
-
-@_described("not empty")
-def not_empty(value: Any) -> Optional[str]:
-    return None if value else "must not be empty"
-
-
-@_described("any")
-def anything(value: Any) -> Optional[str]:
-    """Any value of the annotated type (flags, free paths, ``deepspeed.extra``)."""
-    return None
-
-
-def each(rule: Rule, length: Optional[int] = None, increasing: bool = False) -> Rule:
-    """A list whose items all pass ``rule`` (with an exact length, strictly increasing)."""
-    shape = "".join([f", exactly {length}" if length is not None else "", ", strictly increasing" if increasing else ""])
-
-    @_described(f"each {rule.text}{shape}")
-    def check(values):
-        if length is not None and len(values) != length:
-            return f"must hold {length} values, got {len(values)}: {values}"
-        for i, v in enumerate(values):
-            if (err := rule(v)) is not None:
-                return f"item {i}: {err}"
-        if increasing and any(a >= b for a, b in zip(values, values[1:])):
-            return f"must be strictly increasing, got {values}"
-        return None
-
-    return check
-
-
-def per_modality(rule: Rule) -> Rule:
-    """A dict from modality names (``MODALITIES``) to values that pass ``rule``."""
-
-    @_described(f"keys in {', '.join(MODALITIES)}; values {rule.text}")
-    def check(values):
-        for name, v in values.items():
-            if name not in MODALITIES:
-                return f"{name!r} is not a modality (known: {', '.join(MODALITIES)})"
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                return f"{name}: must be a number, got {v!r}"
-            if (err := rule(v)) is not None:
-                return f"{name}: {err}"
-        return None
-
-    return check
-
-
-def option(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, *, factory: Any = dataclasses.MISSING,
-           fixed: Union[bool, Callable[[Any], Any]] = False, help: str = "") -> Any:
-    """A config field with its rule, whether it may change on resume, and what it does (``help``:
-    docs/CONFIG.md is generated from it), next to its default."""
-    if rule is None:
-        raise TypeError("option(): every config field needs a rule (`anything` for any value of its type)")
-    if not help.strip():
-        raise TypeError("option(): every config field needs a help text (it becomes its line in docs/CONFIG.md)")
-    meta = {"rule": rule, "fixed": fixed, "help": " ".join(help.split())}
-    return field(default=default, default_factory=factory, metadata=meta)
+from unimodal_free.config.rules import anything, at_least, each, in_range, not_empty, one_of, option, per_modality, positive
+from unimodal_free.modalities import MODALITY
 
 
 @dataclass
@@ -267,19 +134,25 @@ class DataConfig:
                                         "that cannot decode anything ends in seconds.")
 
 
+_IMAGE, _SPEECH, _TEXT = (MODALITY[name].masking for name in ("image", "speech", "text"))
+_RATIO = in_range(0, 1, high_open=True)
+
+
 @dataclass
 class MaskingConfig:
     """What the student does not see (data2vec 2.0 defaults)."""
 
-    image_ratio: float = option(0.8, in_range(0, 1, high_open=True), help="Share of image patches masked per row.")
-    image_inverse_block: bool = option(True, anything,
+    # One ratio, one block/span and optionally an inverse flag per modality: the modality table
+    # (modalities.py) names these keys and holds their defaults; mask_spec reads them through it.
+    image_ratio: float = option(_IMAGE.ratio_default, _RATIO, help="Share of image patches masked per row.")
+    image_inverse_block: bool = option(_IMAGE.inverse_default, anything,
                                        help="Inverse block masking (data2vec 2.0): blocks are kept, the rest "
                                             "masked.")
-    image_block: int = option(3, positive, help="Side of an image mask block, in patches.")
-    speech_ratio: float = option(0.5, in_range(0, 1, high_open=True), help="Share of speech elements masked per row.")
-    speech_span: int = option(5, positive, help="Length of a masked speech span, in elements.")
-    text_ratio: float = option(0.48, in_range(0, 1, high_open=True), help="Share of text tokens masked per row.")
-    text_span: int = option(1, positive, help="Length of a masked text span, in tokens.")
+    image_block: int = option(_IMAGE.block_default, positive, help="Side of an image mask block, in patches.")
+    speech_ratio: float = option(_SPEECH.ratio_default, _RATIO, help="Share of speech elements masked per row.")
+    speech_span: int = option(_SPEECH.block_default, positive, help="Length of a masked speech span, in elements.")
+    text_ratio: float = option(_TEXT.ratio_default, _RATIO, help="Share of text tokens masked per row.")
+    text_span: int = option(_TEXT.block_default, positive, help="Length of a masked text span, in tokens.")
 
 
 @dataclass
@@ -431,195 +304,3 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-
-
-def _relations(cfg: Config) -> Iterator[tuple[str, bool, str]]:
-    """Rules between fields: (dotted path, holds, what is wrong). Run after every field passed its own rule."""
-    from unimodal_free.data.elements import HOP_SECONDS, N_FFT_SECONDS  # the log-mel analysis
-
-    m, d, o = cfg.model, cfg.data, cfg.objective
-    yield "model.num_heads", m.d_model % m.num_heads == 0, f"{m.num_heads} does not divide model.d_model={m.d_model}"
-    yield ("model.cross_heads", m.d_model % m.cross_heads == 0,
-           f"{m.cross_heads} does not divide model.d_model={m.d_model}")
-    yield ("model.mlp_ratio", int(m.d_model * m.mlp_ratio) >= 1,
-           f"{m.mlp_ratio} x model.d_model={m.d_model} leaves an MLP without hidden units")
-    yield "data.patch_size", d.image_size % d.patch_size == 0, f"{d.patch_size} does not divide data.image_size={d.image_size}"
-    fft_bins = round(N_FFT_SECONDS * d.sample_rate) // 2 + 1
-    yield ("data.n_mels", d.n_mels <= fft_bins,
-           f"{d.n_mels} mel bands exceed the {fft_bins} FFT bins at data.sample_rate={d.sample_rate}")
-    shortest = N_FFT_SECONDS + (d.frames_per_element - 1) * HOP_SECONDS
-    yield ("data.max_speech_seconds", d.max_speech_seconds >= shortest,
-           f"{d.max_speech_seconds} s holds no speech element of data.frames_per_element={d.frames_per_element} "
-           f"frames (needs >= {shortest:.3f} s)")
-    yield "objective.top_k", o.top_k <= m.num_blocks, f"{o.top_k} exceeds model.num_blocks={m.num_blocks}"
-    yield "objective.ema_end", o.ema_start <= o.ema_end, f"{o.ema_end} is below objective.ema_start={o.ema_start}"
-    yield "optim.min_lr", cfg.optim.min_lr <= cfg.optim.lr, f"{cfg.optim.min_lr} exceeds optim.lr={cfg.optim.lr}"
-
-
-def _options(obj: Any, path: str) -> Iterator[tuple[str, Any, dataclasses.Field]]:
-    """(dotted path, value, field) of every option in ``obj``, nested sections and sources included."""
-    for f in dataclasses.fields(obj):
-        where = f"{path}.{f.name}" if path else f.name
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _options(value, where)
-            continue
-        yield where, value, f
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                if dataclasses.is_dataclass(item):
-                    yield from _options(item, f"{where}[{i}]")
-
-
-def validate(cfg: Config) -> None:
-    """Every field's rule, then the rules between fields; the first failure raises, naming its path."""
-    for where, value, f in _options(cfg, ""):
-        if (err := f.metadata.get("rule", anything)(value)) is not None:
-            raise ConfigError(f"{where}: {err}")
-    for where, holds, err in _relations(cfg):
-        if not holds:
-            raise ConfigError(f"{where}: {err}")
-
-
-def fixed_on_resume(before: dict[str, Any], cfg: Config) -> list[str]:
-    """``path: old -> new`` for every option marked ``fixed`` that differs from ``before``
-    (a checkpoint's stored config, as ``config_to_dict`` wrote it)."""
-    out = []
-    for where, value, f in _options(cfg, ""):
-        fixed = f.metadata.get("fixed", False)
-        if not fixed:
-            continue
-        node: Any = before
-        for key in where.split("."):
-            node = node.get(key, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
-        if node is dataclasses.MISSING:
-            continue  # a key newer than the checkpoint: nothing to compare with
-        same = node == value if fixed is True else fixed(node) == fixed(value)
-        if not same:
-            out.append(f"{where}: {node!r} -> {value!r}")
-    return out
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if tp is Source and isinstance(value, str):
-            value = {"path": value}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected an object for {tp.__name__}, got {value!r}")
-        return _build(tp, value, path)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, (str, dict)) and dataclasses.is_dataclass(item_tp):
-            value = [value]  # a single source may be given bare
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected an object, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    if not isinstance(value, tp):
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{path}.{key}" if path else key
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else key
-        kwargs[key] = _convert(value, hints[key], where)
-    return cls(**kwargs)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``section.key=value`` -> (["section", "key"], value); value parsed as JSON if it can be."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
-    dotted, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return dotted.strip().split("."), value
-
-
-def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
-    """Build and validate a :class:`Config` from a JSON-like dict plus dotted overrides."""
-    data = json.loads(json.dumps(data))  # deep copy
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for i, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
-            node = child
-        node[keys[-1]] = value
-    cfg = _build(Config, data, "")
-    validate(cfg)
-    return cfg
-
-
-def load_config(path: Union[str, Path, None], overrides: list[str] = ()) -> Config:
-    """Read a JSON config file (or defaults if ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a JSON object")
-    try:
-        return config_from_dict(data, overrides)
-    except ConfigError as exc:
-        if path is not None:
-            raise ConfigError(f"{path}: {exc}") from None
-        raise
-
-
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Config, path: Union[str, Path]) -> None:
-    """Write the resolved config as JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

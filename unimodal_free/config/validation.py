@@ -1,0 +1,79 @@
+"""Checking a built config: every field's rule, the rules between fields, and what may change on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from unimodal_free.config.rules import ConfigError, anything
+from unimodal_free.config.sections import Config
+from unimodal_free.modalities import HOP_SECONDS, N_FFT_SECONDS
+
+
+def relations(cfg: Config) -> Iterator[tuple[str, bool, str]]:
+    """Rules between fields: (dotted path, holds, what is wrong). Run after every field passed its own rule.
+
+    The only place sections meet: model/objective (heads, top_k), data/speech analysis, optim.
+    """
+    m, d, o = cfg.model, cfg.data, cfg.objective
+    yield "model.num_heads", m.d_model % m.num_heads == 0, f"{m.num_heads} does not divide model.d_model={m.d_model}"
+    yield ("model.cross_heads", m.d_model % m.cross_heads == 0,
+           f"{m.cross_heads} does not divide model.d_model={m.d_model}")
+    yield ("model.mlp_ratio", int(m.d_model * m.mlp_ratio) >= 1,
+           f"{m.mlp_ratio} x model.d_model={m.d_model} leaves an MLP without hidden units")
+    yield "data.patch_size", d.image_size % d.patch_size == 0, f"{d.patch_size} does not divide data.image_size={d.image_size}"
+    fft_bins = round(N_FFT_SECONDS * d.sample_rate) // 2 + 1
+    yield ("data.n_mels", d.n_mels <= fft_bins,
+           f"{d.n_mels} mel bands exceed the {fft_bins} FFT bins at data.sample_rate={d.sample_rate}")
+    shortest = N_FFT_SECONDS + (d.frames_per_element - 1) * HOP_SECONDS
+    yield ("data.max_speech_seconds", d.max_speech_seconds >= shortest,
+           f"{d.max_speech_seconds} s holds no speech element of data.frames_per_element={d.frames_per_element} "
+           f"frames (needs >= {shortest:.3f} s)")
+    yield "objective.top_k", o.top_k <= m.num_blocks, f"{o.top_k} exceeds model.num_blocks={m.num_blocks}"
+    yield "objective.ema_end", o.ema_start <= o.ema_end, f"{o.ema_end} is below objective.ema_start={o.ema_start}"
+    yield "optim.min_lr", cfg.optim.min_lr <= cfg.optim.lr, f"{cfg.optim.min_lr} exceeds optim.lr={cfg.optim.lr}"
+
+
+def iter_options(obj: Any, path: str) -> Iterator[tuple[str, Any, dataclasses.Field]]:
+    """(dotted path, value, field) of every option in ``obj``, nested sections and sources included."""
+    for f in dataclasses.fields(obj):
+        where = f"{path}.{f.name}" if path else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from iter_options(value, where)
+            continue
+        yield where, value, f
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    yield from iter_options(item, f"{where}[{i}]")
+
+
+def validate(cfg: Config) -> None:
+    """Every field's rule, then the rules between fields; the first failure raises, naming its path."""
+    for where, value, f in iter_options(cfg, ""):
+        if (err := f.metadata.get("rule", anything)(value)) is not None:
+            raise ConfigError(f"{where}: {err}")
+    for where, holds, err in relations(cfg):
+        if not holds:
+            raise ConfigError(f"{where}: {err}")
+
+
+def fixed_on_resume(before: dict[str, Any], cfg: Config) -> list[str]:
+    """``path: old -> new`` for every option marked ``fixed`` that differs from ``before``
+    (a checkpoint's stored config, as ``config_to_dict`` wrote it)."""
+    out = []
+    for where, value, f in iter_options(cfg, ""):
+        fixed = f.metadata.get("fixed", False)
+        if not fixed:
+            continue
+        node: Any = before
+        for key in where.split("."):
+            node = node.get(key, dataclasses.MISSING) if isinstance(node, dict) else dataclasses.MISSING
+        if node is dataclasses.MISSING:
+            continue  # a key newer than the checkpoint: nothing to compare with
+        same = node == value if fixed is True else fixed(node) == fixed(value)
+        if not same:
+            out.append(f"{where}: {node!r} -> {value!r}")
+    return out
+
