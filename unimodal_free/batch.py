@@ -133,7 +133,7 @@ class ModalitySpec:
 
 
 def modality_specs(data_cfg, vocab_size: int) -> dict[str, ModalitySpec]:
-    """Element widths implied by the data config (``cfg.data``) and the tokenizer's vocabulary, from the modality table."""
+    """Element widths implied by the data config (``cfg.data``) and the tokenizer's vocabulary (modality table)."""
     return {
         m.name: ModalitySpec(m.name, m.coord_dims, vocab_size=vocab_size) if m.tokens
         else ModalitySpec(m.name, m.coord_dims, value_dim=m.value_width(data_cfg))

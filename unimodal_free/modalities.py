@@ -77,9 +77,3 @@ SUFFIX_MODALITY: dict[str, str] = {ext: m.name for m in TABLE for ext in m.exten
 # The one modality whose rows are captions (token ids): the eval labels points with them.
 CAPTION_MODALITY: str = next(m.name for m in TABLE if m.tokens)
 
-
-def modality(name: str) -> Modality:
-    """The row of ``name``; ValueError listing the known names otherwise."""
-    if name not in MODALITY:
-        raise ValueError(f"unknown modality {name!r} (known: {list(MODALITIES)})")
-    return MODALITY[name]

@@ -11,7 +11,14 @@ This package imports nothing of the package but the modality table (``modalities
 so every other part may import it.
 """
 
-from unimodal_free.config.loading import CONFIG_DIR, config_from_dict, config_to_dict, load_config, parse_override, save_config
+from unimodal_free.config.loading import (
+    CONFIG_DIR,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_override,
+    save_config,
+)
 from unimodal_free.config.rules import ConfigError, option
 from unimodal_free.config.sections import (
     Config,

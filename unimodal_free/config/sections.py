@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unimodal_free.config.rules import anything, at_least, each, in_range, not_empty, one_of, option, per_modality, positive
+from unimodal_free.config.rules import (
+    anything,
+    at_least,
+    each,
+    in_range,
+    not_empty,
+    one_of,
+    option,
+    per_modality,
+    positive,
+)
 from unimodal_free.modalities import MODALITY
 
 

@@ -29,7 +29,15 @@ import torch
 
 from unimodal_free.batch import Elements
 from unimodal_free.data import media
-from unimodal_free.modalities import CAPTION_MODALITY, HOP_SECONDS, MODALITIES, MODALITY, N_FFT_SECONDS, TABLE, WINDOW_SECONDS
+from unimodal_free.modalities import (
+    CAPTION_MODALITY,
+    HOP_SECONDS,
+    MODALITIES,
+    MODALITY,
+    N_FFT_SECONDS,
+    TABLE,
+    WINDOW_SECONDS,
+)
 
 # Members the reader reads at all: every modality's extensions in the table (what the writer emits,
 # media.IMAGE_EXTS/SPEECH_EXTS, plus common aliases) and the metadata; the rest of a tar (e.g.

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="launch/train.py",
         description="Train the joint image/speech/text model (run it with `deepspeed launch/train.py ...`).",
     )
-    p.add_argument("--config", default=None, help="JSON config file (defaults: unimodal_free/config.py)")
+    p.add_argument("--config", default=None, help="JSON config file (defaults: unimodal_free/config/sections.py)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -137,7 +137,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
 
 def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:
     """Refuse, before anything is built, changed keys that the checkpoint's weights or data position
-    depend on (``fixed`` in config.py; without this a changed shape ends in a size-mismatch traceback)."""
+    depend on (``fixed`` in config/sections.py; without this a changed shape ends in a size-mismatch traceback)."""
     changed = fixed_on_resume(stored, cfg)
     if changed:
         raise SetupError(
