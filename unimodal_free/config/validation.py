@@ -13,7 +13,8 @@ from unimodal_free.modalities import HOP_SECONDS, N_FFT_SECONDS
 def relations(cfg: Config) -> Iterator[tuple[str, bool, str]]:
     """Rules between fields: (dotted path, holds, what is wrong). Run after every field passed its own rule.
 
-    The only place sections meet: model/objective (heads, top_k), data/speech analysis, optim.
+    Most relate keys of one section; ``objective.top_k`` against ``model.num_blocks`` is the one
+    rule across sections (the sections themselves never refer to each other).
     """
     m, d, o = cfg.model, cfg.data, cfg.objective
     yield "model.num_heads", m.d_model % m.num_heads == 0, f"{m.num_heads} does not divide model.d_model={m.d_model}"
