@@ -85,10 +85,10 @@ def unbalanced_data(base: Path) -> Path:
     often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
     """
     from unimodal_free.config import DataConfig
-    from unimodal_free.modalities import MODALITY
     from unimodal_free.data.handlers import SkipCounter
     from unimodal_free.data.reader import expand_shards, read_shard
     from unimodal_free.data.shards import ShardSink
+    from unimodal_free.modalities import MODALITY
 
     data = tiny_data(base)
     with _lock:
