@@ -248,3 +248,23 @@ def test_training_without_espeak_ng_ends_with_one_line_naming_it(tmp_path, monke
         err.strip().splitlines()[-1]], err
     assert err.strip().splitlines()[-1].startswith("error: data: espeak-ng not found: it speaks the demo's captions")
     assert not (tmp_path / "demo").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_run_checks_the_demo_folder_once(demo_dir, tmp_path, monkeypatch):
+    """Empty data.train / data.heldout and data.tokenizer=demo all point at data.demo_dir: setting up a run
+    checks it once and hands the result on (was: once for the sources, again for the tokenizer, and a third
+    time when the trainer built its loader, RunSetup.train_sources being unread)."""
+    from unimodal_free.config import Source
+    from unimodal_free.train.cli import build_parser, prepare
+
+    checked = []
+    usable = demo._usable
+    monkeypatch.setattr(demo, "_usable", lambda out, want: checked.append(out) or usable(out, want))
+    root = Path(__file__).resolve().parent.parent
+    setup = prepare(build_parser().parse_args([
+        "--config", str(root / "configs" / "tiny.json"), "--set", f"data.demo_dir={demo_dir}",
+        "--set", f"train.output_dir={tmp_path / 'run'}"]))
+    assert checked == [demo_dir]
+    assert setup.train_sources == [Source(path=str(demo_dir / "train"), weight=1.0)]
+    assert setup.heldout_sources == [Source(path=str(demo_dir / "heldout"), weight=1.0)]
+    assert setup.tokenizer.reference["path"] == str(demo_dir / "tokenizer.model")
