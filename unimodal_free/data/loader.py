@@ -1,4 +1,8 @@
-"""WebDataset shards -> mixed-modality Batches, for training and for eval.
+"""WebDataset shards -> mixed-modality Batches, for training and for eval: the DataLoader stage.
+
+The stages it runs live beside it: ``sources.py`` (where the shards are, the
+demo default), ``samples.py`` (reading tar shards, shuffling, mixing,
+decoding; bad samples skipped and counted), ``bucketing.py`` (rows -> batches).
 
 Training stream, per (rank, worker)::
 
