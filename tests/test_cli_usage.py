@@ -34,7 +34,7 @@ CLIS = {
                                    False),
     "unimodal_free.data.demo": ([sys.executable, "-m", "unimodal_free.data.demo"], [NOWHERE], False),
     "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
-    "unimodal_free.data.bench_loader": ([sys.executable, "-m", "unimodal_free.data.bench_loader"], [], True),
+    "unimodal_free.bench.loader": ([sys.executable, "-m", "unimodal_free.bench.loader"], [], True),
     "unimodal_free.model.sizes": ([sys.executable, "-m", "unimodal_free.model.sizes"], [], False),
     "unimodal_free.config_reference": ([sys.executable, "-m", "unimodal_free.config_reference"], [], False),
     "unimodal_free.bench": ([sys.executable, "-m", "unimodal_free.bench"], [], False),
@@ -48,17 +48,17 @@ CLIS = {
                                        ["--config", TINY, "--out", OUT], True),
 }
 
-# These parse their flags before torch loads: a bad flag costs well under a second (bench_loader also
+# These parse their flags before torch loads: a bad flag costs well under a second (bench.loader also
 # checks its config keys first; the trainer loads torch before it reads the config).
 FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons",
-        "unimodal_free.data.bench_loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
-FAST_SET = {"unimodal_free.data.bench_loader"}
+        "unimodal_free.bench.loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
+FAST_SET = {"unimodal_free.bench.loader"}
 
 # Missing input files, one per CLI that reads one: (CLI, arguments, what the line must name).
 MISSING_INPUTS = [
     ("launch/train.py", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
     ("launch/train.py", ["--config", TINY, "--set", f"data.train={NOWHERE}"], NOWHERE),
-    ("unimodal_free.data.bench_loader", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
+    ("unimodal_free.bench.loader", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
     ("unimodal_free.data.tokenizer", CLIS["unimodal_free.data.tokenizer"][1], NOWHERE),
     ("unimodal_free.data.shards", ["text", NOWHERE, "{tmp}/out"], NOWHERE),
     ("unimodal_free.eval", CLIS["unimodal_free.eval"][1], NOWHERE),

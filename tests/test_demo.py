@@ -13,8 +13,11 @@ import soundfile as sf
 import webdataset as wds
 
 from unimodal_free.data import demo
-from unimodal_free.data.demo import Mix, ensure_demo_data, fix_ogg_serial, generate, plan, synth_batch
+from unimodal_free.data.demo import ensure_demo_data, generate
+from unimodal_free.data.demo_scenes import ALL, Mix, plan
+from unimodal_free.data.demo_speech import fix_ogg_serial, speech_batches, synth_batch
 from unimodal_free.data.media import open_image, read_audio, to_rgb
+from unimodal_free.data.sources import tokenizer_spec
 from unimodal_free.data.tokenizer import load_tokenizer
 
 N_TRAIN, N_HELDOUT = 12, 6  # indices 0..11 cover every image and audio format the demo writes
@@ -64,7 +67,7 @@ def test_plan_mix_gives_exact_counts_and_leaves_scenes_alone():
         assert kinds.count(("image",)) == 0
     # The mix only decides the members: every other draw is the balanced plan's.
     balanced = plan(1000, 200)
-    assert all(s.modalities == demo.ALL for s in balanced)
+    assert all(s.modalities == ALL for s in balanced)
     assert [s.caption for s in scenes] == [s.caption for s in balanced]
     assert [s.noise_seed for s in scenes] == [s.noise_seed for s in balanced]
     assert scenes == plan(1000, 200, mix=issue_mix)
@@ -128,7 +131,7 @@ def test_demo_shards_hold_matching_image_speech_text(demo_dir):
             exts |= {img_ext, wav_ext}
     assert exts == {"png", "jpg", "flac", "ogg", "wav"} and modes == {"RGB", "RGBA"}
 
-    tok = load_tokenizer("demo", demo_dir)
+    tok = load_tokenizer(tokenizer_spec("demo", demo_dir))
     assert tok.reference["path"] == str(demo_dir / "tokenizer.model")
     for s in train + held:
         ids = tok.encode(s["txt"].decode())
@@ -176,7 +179,7 @@ def test_interrupted_runs_are_never_used(tmp_path):
 
 def test_batched_speech_is_cut_into_one_clip_per_caption():
     everything = plan(400, 8)
-    batch = next(b for b in demo.speech_batches(everything) if len(b) >= 3)
+    batch = next(b for b in speech_batches(everything) if len(b) >= 3)
     scenes = [everything[i] for i in batch[:3]]
     batched = synth_batch(scenes)
     alone = [synth_batch([s])[0] for s in scenes]
@@ -245,3 +248,23 @@ def test_training_without_espeak_ng_ends_with_one_line_naming_it(tmp_path, monke
         err.strip().splitlines()[-1]], err
     assert err.strip().splitlines()[-1].startswith("error: data: espeak-ng not found: it speaks the demo's captions")
     assert not (tmp_path / "demo").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_run_checks_the_demo_folder_once(demo_dir, tmp_path, monkeypatch):
+    """Empty data.train / data.heldout and data.tokenizer=demo all point at data.demo_dir: setting up a run
+    checks it once and hands the result on (was: once for the sources, again for the tokenizer, and a third
+    time when the trainer built its loader, RunSetup.train_sources being unread)."""
+    from unimodal_free.config import Source
+    from unimodal_free.train.cli import build_parser, prepare
+
+    checked = []
+    usable = demo._usable
+    monkeypatch.setattr(demo, "_usable", lambda out, want: checked.append(out) or usable(out, want))
+    root = Path(__file__).resolve().parent.parent
+    setup = prepare(build_parser().parse_args([
+        "--config", str(root / "configs" / "tiny.json"), "--set", f"data.demo_dir={demo_dir}",
+        "--set", f"train.output_dir={tmp_path / 'run'}"]))
+    assert checked == [demo_dir]
+    assert setup.train_sources == [Source(path=str(demo_dir / "train"), weight=1.0)]
+    assert setup.heldout_sources == [Source(path=str(demo_dir / "heldout"), weight=1.0)]
+    assert setup.tokenizer.reference["path"] == str(demo_dir / "tokenizer.model")

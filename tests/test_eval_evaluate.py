@@ -14,7 +14,7 @@ from PIL import Image
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source, load_config
 from unimodal_free.data import shards as shard_cli
-from unimodal_free.data.reader import make_eval_loader
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.embed import embed_batches
@@ -92,7 +92,7 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
         assert torch.allclose(emb.embeddings[m].norm(dim=1), torch.ones(emb.rows(m)), atol=1e-5)
 
     # The same rows embedded one sample at a time: batching and padding change nothing.
-    single = embed_batches(model.eval(), make_eval_loader(cfg, sources, tok, batch_size=1),
+    single = embed_batches(model.eval(), make_eval_loader(cfg.data, sources, tok, 1),
                            lambda mdl, b: pooled_embedding(mdl, b), "cpu", cfg.data)
     for m in emb.modalities:
         assert torch.equal(single.pair_ids[m], emb.pair_ids[m]) and single.keys[m] == emb.keys[m]

@@ -25,7 +25,7 @@ import webdataset as wds
 
 from test_reader import TOK, good_sample, make_cfg, row_keys
 from unimodal_free.data.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
-from unimodal_free.data.reader import DataSourceError, make_eval_loader, make_train_loader
+from unimodal_free.data.loader import DataSourceError, make_eval_loader, make_train_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -105,7 +105,7 @@ def test_member_caps_unknown_extensions_and_duplicate_keys(tmp_path):
         ("k4.txt", b"never read"),
     ])
     cfg = make_cfg([str(tmp_path)], max_member_bytes=10_000)
-    loader = make_eval_loader(cfg, cfg.data.heldout, TOK)
+    loader = make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size)
     keys = [k for b in loader for _, k in row_keys(b)]
     assert keys == ["k1", "k2"] and loader.skipped == 2
 
@@ -134,7 +134,7 @@ def undecodable_shards(root: Path, n: int = 3) -> Path:
 def test_undecodable_source_stops_with_one_line_naming_sources_and_reasons(tmp_path, workers):
     root = undecodable_shards(tmp_path / "u")
     cfg = make_cfg([str(root)], num_workers=workers, max_skips_in_row=300)
-    loader = make_train_loader(cfg, TOK, 0, 1)
+    loader = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1)
     with pytest.raises(DataSourceError) as info:
         within(60, lambda: next(loader))
     msg = str(info.value)
@@ -160,7 +160,8 @@ def worker_pids() -> set[int]:
 def test_zero_byte_shard_error_and_close_leave_no_worker(tmp_path, workers):
     (tmp_path / "z-000000.tar").write_bytes(b"")
     before = worker_pids()
-    loader = make_train_loader(make_cfg([str(tmp_path)], num_workers=workers), TOK, 0, 1)
+    cfg = make_cfg([str(tmp_path)], num_workers=workers)
+    loader = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1)
     with pytest.raises(DataSourceError, match="the last 50 shards read gave no sample .*shard unreadable: ReadError"):
         within(60, lambda: next(loader))
     within(30, loader.close)
@@ -171,7 +172,7 @@ def test_close_kills_a_worker_stuck_in_a_read(tmp_path):
     """A worker blocked in a stalled pipe cannot see the done event: close() still ends it, and its child."""
     cfg = make_cfg(["pipe:sleep 600"], num_workers=1)
     before = worker_pids()
-    loader = make_train_loader(cfg, TOK, 0, 1)
+    loader = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1)
     deadline = time.monotonic() + 60
     while not any(p.name() == "sleep" for p in psutil.Process().children(recursive=True)):
         assert time.monotonic() < deadline
@@ -214,7 +215,7 @@ def test_stalled_http_source_times_out_and_leaves_no_curl():
     server = SilentServer()
     try:
         cfg = make_cfg([f"http://127.0.0.1:{server.port}/s-000000.tar"], read_timeout_s=2)
-        loader = make_eval_loader(cfg, cfg.data.heldout, TOK)
+        loader = make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size)
         t0 = time.monotonic()
         assert within(60, lambda: list(loader)) == []
         assert loader.skipped == 1 and time.monotonic() - t0 < 30
@@ -226,9 +227,9 @@ def test_stalled_http_source_times_out_and_leaves_no_curl():
 def test_killed_reader_takes_its_curl_child_with_it(tmp_path):
     server = SilentServer()
     code = (
-        "import sys; from test_reader import make_cfg, TOK; from unimodal_free.data.reader import make_eval_loader\n"
+        "import sys; from test_reader import make_cfg, TOK; from unimodal_free.data.loader import make_eval_loader\n"
         f"cfg = make_cfg(['http://127.0.0.1:{server.port}/s.tar'], read_timeout_s=3600)\n"
-        "list(make_eval_loader(cfg, cfg.data.heldout, TOK))\n"
+        "list(make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size))\n"
     )
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)

@@ -117,7 +117,7 @@ def measure(root: Path, only: list[str]) -> None:
     import threading
 
     from unimodal_free.config import config_from_dict
-    from unimodal_free.data.reader import make_eval_loader
+    from unimodal_free.data.loader import make_eval_loader
     from unimodal_free.data.tokenizer import SentencePieceTokenizer, train_tokenizer
 
     bombs = make_bombs(root)
@@ -142,7 +142,7 @@ def measure(root: Path, only: list[str]) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         base = _status_kb("VmRSS")
         current.update(name=name, base=base)
-        loader = make_eval_loader(cfg, cfg.data.heldout, tok, batch_size=4)
+        loader = make_eval_loader(cfg.data, cfg.data.heldout, tok, 4)
         rows = {}
         for b in loader:
             for m, p in b.parts.items():

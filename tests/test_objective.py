@@ -240,26 +240,27 @@ def test_training_on_demo_data(tmp_path):
     """~100 steps on the real demo shards (drawings, espeak speech, captions) through the real reader."""
     from unimodal_free.batch import modality_specs
     from unimodal_free.data.demo import ensure_demo_data
-    from unimodal_free.data.reader import make_eval_loader, make_train_loader, resolve_sources
+    from unimodal_free.data.loader import make_eval_loader, make_train_loader
+    from unimodal_free.data.sources import resolve_sources
     from unimodal_free.data.tokenizer import load_tokenizer
     from unimodal_free.model import pooled_embedding
 
     torch.set_num_threads(1)
     demo = ensure_demo_data(tmp_path / "demo", 96, 16, progress=False)
     cfg = tiny_config(f"data.demo_dir={demo}")
-    tok = load_tokenizer(cfg.data.tokenizer, str(demo))
+    sources = resolve_sources(cfg.data)
+    tok = load_tokenizer(sources.tokenizer_spec(cfg.data))
     torch.manual_seed(0)
     student = build_model(cfg, modality_specs(cfg.data, tok.vocab_size))
     teacher = EMATeacher(student)
-    loader = make_train_loader(cfg, tok, rank=0, world_size=1)
+    loader = make_train_loader(cfg.data, cfg.train, sources.train, tok, rank=0, world_size=1)
     batches = [next(loader) for _ in range(100)]
     history = train(cfg, student, teacher, 100, batches)
     assert all(math.isfinite(h["loss/data2vec"]) for h in history)
     assert mean_of(history[-10:], "loss/data2vec") < 0.5 * mean_of(history[:10], "loss/data2vec")
     seen = {k.split("/")[1] for h in history for k in h if k.startswith("loss/") and k != "loss/data2vec"}
     assert seen == {"image", "speech", "text"}
-    _, heldout = resolve_sources(cfg.data)
-    batch = next(iter(make_eval_loader(cfg, heldout, tok, batch_size=8)))
+    batch = next(iter(make_eval_loader(cfg.data, sources.heldout, tok, 8)))
     emb = pooled_embedding(teacher.module, batch)
     for m, e in emb.items():
         assert e.shape == (batch.parts[m].rows, cfg.objective.align_dim) and torch.isfinite(e).all()

@@ -17,8 +17,10 @@ from unimodal_free.config import config_from_dict
 from unimodal_free.data.demo import Mix, generate
 from unimodal_free.data.handlers import SkipCounter
 from unimodal_free.data.pairing import PairingError, groups, main, rewrite
-from unimodal_free.data.reader import expand_shards, make_train_loader, read_shard
-from unimodal_free.data.shards import ShardSink
+from unimodal_free.data.loader import make_train_loader
+from unimodal_free.data.samples import read_shard
+from unimodal_free.data.shard_writer import ShardSink
+from unimodal_free.data.sources import expand_shards
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.config import DataConfig
 
@@ -48,7 +50,7 @@ def loader_pairs(shards, tokenizer) -> tuple[collections.Counter, collections.Co
     cfg = config_from_dict({"data": data, "train": {"micro_batch_size": 16}})
     members: dict[str, set[str]] = collections.defaultdict(set)
     rows, alone = collections.Counter(), collections.Counter()
-    for batch in make_train_loader(cfg, tokenizer, 0, 1, resampled=False):
+    for batch in make_train_loader(cfg.data, cfg.train, cfg.data.train, tokenizer, 0, 1, resampled=False):
         for modality, part in batch.parts.items():
             for index in part.pair_index.tolist():
                 rows[modality] += 1

@@ -15,12 +15,8 @@ import webdataset as wds
 from PIL import Image
 
 from unimodal_free.config import config_from_dict
-from unimodal_free.data.reader import (
-    expand_shards,
-    make_eval_loader,
-    make_train_loader,
-    resolve_sources,
-)
+from unimodal_free.data.loader import make_eval_loader, make_train_loader
+from unimodal_free.data.sources import expand_shards, resolve_sources
 from unimodal_free.data.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("bytes")
@@ -135,7 +131,7 @@ def corrupt_dir(tmp_path_factory):
 def test_eval_reader_skips_exactly_the_bad_samples(corrupt_dir, caplog):
     root, good, n_bad = corrupt_dir
     cfg = make_cfg([str(root)])
-    loader = make_eval_loader(cfg, resolve_sources(cfg.data)[1], TOK, batch_size=5)
+    loader = make_eval_loader(cfg.data, resolve_sources(cfg.data).heldout, TOK, 5)
     with caplog.at_level("WARNING", logger="unimodal_free.data"):
         batches = list(loader)
     keys = sorted({k for b in batches for _, k in row_keys(b)})
@@ -148,7 +144,7 @@ def test_eval_reader_skips_exactly_the_bad_samples(corrupt_dir, caplog):
 def test_train_single_pass_skips_and_counts_without_raising(corrupt_dir):
     root, good, n_bad = corrupt_dir
     cfg = make_cfg([str(root)])
-    batches = list(make_train_loader(cfg, TOK, 0, 1, resampled=False))
+    batches = list(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1, resampled=False))
     keys = [k for b in batches for m, k in row_keys(b)]
     assert sorted(set(keys)) == good
     assert sum(b.skipped for b in batches) == n_bad
@@ -158,7 +154,7 @@ def test_train_single_pass_skips_and_counts_without_raising(corrupt_dir):
 def test_train_resampled_never_raises_on_corrupt_data(corrupt_dir):
     root, good, _ = corrupt_dir
     cfg = make_cfg([str(root)])
-    batches = take(make_train_loader(cfg, TOK, 0, 1), 40)
+    batches = take(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1), 40)
     assert all(b.rows == 8 for b in batches)
     assert sum(b.skipped for b in batches) > 0
     assert {k for b in batches for _, k in row_keys(b)} <= set(good)
@@ -191,12 +187,12 @@ def test_pipe_and_http_sources_read_like_local(tmp_path):
         port = server.server_address[1]
         for source in (f"http://127.0.0.1:{port}/h-{{000000..000001}}.tar", f"pipe:cat {tmp_path}/h-{{000000..000001}}.tar"):
             cfg = make_cfg([source])
-            loader = make_eval_loader(cfg, cfg.data.heldout, TOK)
+            loader = make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size)
             got = [k for b in loader for _, k in row_keys(b)]
             assert sorted(set(got)) == sorted(keys) and loader.skipped == 0, source
         # A missing http shard is a counted, skipped shard, not a crash.
         cfg = make_cfg([f"http://127.0.0.1:{port}/h-{{000001..000002}}.tar"])
-        loader = make_eval_loader(cfg, cfg.data.heldout, TOK)
+        loader = make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size)
         assert len({k for b in loader for _, k in row_keys(b)}) == 3 and loader.skipped == 1
     finally:
         server.shutdown()
@@ -211,7 +207,7 @@ def test_two_ranks_two_workers_read_every_shard_once(tmp_path):
     seen = collections.Counter()
     shard_readers = collections.defaultdict(set)
     for rank in range(2):
-        for b in make_train_loader(cfg, TOK, rank, 2, resampled=False):
+        for b in make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, rank, 2, resampled=False):
             for _, k in row_keys(b):
                 seen[k] += 1
                 shard_readers[k[:4]].add(rank)
@@ -223,7 +219,7 @@ def test_fewer_shards_than_readers_is_a_clear_error(tmp_path):
     write_shards(tmp_path, "f", 3, 2, kinds=(2,))
     cfg = make_cfg([str(tmp_path)], num_workers=2)
     with pytest.raises(ValueError, match=r"3 shards cannot be split over 2 ranks x 2 workers = 4 readers"):
-        make_train_loader(cfg, TOK, 0, 2, resampled=False)
+        make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 2, resampled=False)
 
 
 def test_weighted_mixing_within_3_percent(tmp_path):
@@ -231,7 +227,7 @@ def test_weighted_mixing_within_3_percent(tmp_path):
     write_shards(tmp_path / "b", "b", 4, 50, kinds=(2,))
     cfg = make_cfg([{"path": str(tmp_path / "a"), "weight": 3.0}, {"path": str(tmp_path / "b"), "weight": 1.0}],
                    micro_batch_size=100)
-    it = make_train_loader(cfg, TOK, 0, 1)
+    it = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1)
     counts = collections.Counter(k[0] for b in take(it, 100) for _, k in row_keys(b))
     assert sum(counts.values()) == 10000
     assert abs(counts["a"] / 10000 - 0.75) <= 0.03
@@ -242,7 +238,8 @@ def test_same_seed_same_sequence_other_seed_or_rank_differs(tmp_path):
     seqs = {}
     for name, seed, rank in (("a", 1, 0), ("b", 1, 0), ("c", 2, 0), ("d", 1, 1)):
         cfg = make_cfg([str(tmp_path)], seed=seed)
-        seqs[name] = [row_keys(b) for b in take(make_train_loader(cfg, TOK, rank, 2), 12)]
+        loader = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, rank, 2)
+        seqs[name] = [row_keys(b) for b in take(loader, 12)]
     assert seqs["a"] == seqs["b"]
     assert seqs["a"] != seqs["c"] and seqs["a"] != seqs["d"]
 
@@ -256,9 +253,10 @@ def batch_signature(b):
 def test_exact_resume(tmp_path, workers):
     write_shards(tmp_path, "e", 4, 8)
     cfg = make_cfg([str(tmp_path)], num_workers=workers)
-    full = [batch_signature(b) for b in take(make_train_loader(cfg, TOK, 0, 1, segment_batches=3), 14)]
+    full = [batch_signature(b)
+            for b in take(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1, segment_batches=3), 14)]
     for k in (1, 5, 6, 11):
-        resumed = make_train_loader(cfg, TOK, 0, 1, start_batch=k, segment_batches=3)
+        resumed = make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1, start_batch=k, segment_batches=3)
         assert [batch_signature(b) for b in take(resumed, 14 - k)] == full[k:], k
 
 
@@ -269,7 +267,7 @@ def test_training_batches_keep_pairs_together_and_mix_modalities(tmp_path):
     keys = write_shards(tmp_path, "p", 4, 12)
     two_rows = {k for i, k in enumerate(keys) if i % 3 != 2}  # kinds 0 and 1 are pairs
     cfg = make_cfg([str(tmp_path)], micro_batch_size=16)
-    batches = take(make_train_loader(cfg, TOK, 0, 1), 30)
+    batches = take(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1), 30)
     together = split = 0
     for b in batches:
         assert b.rows == 16
@@ -287,7 +285,7 @@ def test_bucketing_reduces_padding(tmp_path):
     waste = {}
     for name, bounds in (("bucketed", [4, 8, 16, 32, 64]), ("fifo", [])):
         cfg = make_cfg([str(tmp_path)], bucket_boundaries=bounds, micro_batch_size=16)
-        batches = take(make_train_loader(cfg, TOK, 0, 1), 20)
+        batches = take(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1), 20)
         waste[name] = sum(b.padding_waste() for b in batches) / len(batches)
     assert waste["bucketed"] < 0.7 * waste["fifo"], waste
 
@@ -298,13 +296,14 @@ def test_eval_keeps_pairs_and_every_caption_in_order(tmp_path):
         w.write({"__key__": "coco001", "png": png(1), "txt": b"a dog\na brown dog\n",
                  "json": json.dumps({"pair": "img1"}).encode()})
     cfg = make_cfg([str(tmp_path)])
-    batches = list(make_eval_loader(cfg, cfg.data.heldout, TOK, batch_size=2))
+    batches = list(make_eval_loader(cfg.data, cfg.data.heldout, TOK, 2))
     assert [b.pair_ids for b in batches] == [["v000x000", "v000x001"], ["v000x002", "v000x003"], ["img1"]]
     last = batches[-1]
     assert last.parts["text"].rows == 2 and last.parts["text"].pair_index.tolist() == [0, 0]
     assert last.parts["image"].pair_index.tolist() == [0]
     # Two ranks split the samples disjointly and completely.
-    halves = [{k for b in make_eval_loader(cfg, cfg.data.heldout, TOK, rank=r, world_size=2) for _, k in row_keys(b)}
+    halves = [{k for b in make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size, rank=r,
+                                           world_size=2) for _, k in row_keys(b)}
               for r in range(2)]
     assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 5
 
@@ -312,7 +311,7 @@ def test_eval_keeps_pairs_and_every_caption_in_order(tmp_path):
 def test_unreadable_resampled_source_stops_with_a_clear_error():
     cfg = make_cfg(["pipe:false"])  # every shard read fails: a dead bucket, not bad luck
     with pytest.raises(RuntimeError, match="data source 'pipe:false': the last 50 shards read gave no sample"):
-        next(make_train_loader(cfg, TOK, 0, 1))
+        next(make_train_loader(cfg.data, cfg.train, cfg.data.train, TOK, 0, 1))
 
 
 def test_skip_counter_counts_everything_but_rate_limits_warnings(caplog):

@@ -14,6 +14,8 @@ import webdataset as wds
 from PIL import Image
 
 from unimodal_free.data import shards
+from unimodal_free.data.raw_samples import MAX_KEY_LEN, MAX_TEXT_BYTES, KeyMaker
+from unimodal_free.data.shard_writer import parse_size
 from unimodal_free.data.media import BadMedia, decode_image_rgb, open_image, read_audio
 
 
@@ -253,9 +255,9 @@ def test_maxsize_bounds_every_shard_file(tmp_path, capsys):
 
 
 def test_maxsize_units():
-    assert shards._parse_size("5e8") == 500_000_000
-    assert shards._parse_size("100MB") == 100_000_000
-    assert shards._parse_size("1GiB") == 2**30
+    assert parse_size("5e8") == 500_000_000
+    assert parse_size("100MB") == 100_000_000
+    assert parse_size("1GiB") == 2**30
 
 
 # -------------------------------------------------------------------- bad inputs
@@ -356,14 +358,14 @@ def test_bad_numeric_flag_is_a_usage_error_naming_it(tmp_path, capsys, flag, val
 # ------------------------------------------------------------------- unit pieces
 
 def test_keys_are_sanitised_and_unique():
-    make = shards.KeyMaker()
+    make = KeyMaker()
     assert make("a/b.c") == "a_b_c"
     assert make("../../etc/passwd") == "etc_passwd"
     assert make("a_b_c") == "a_b_c-1"
     assert make("a/b c") == "a_b_c-2"
     assert make("...") == "sample"
     long = make("x" * 300)
-    assert len(long) <= shards.MAX_KEY_LEN and "." not in long and "/" not in long
+    assert len(long) <= MAX_KEY_LEN and "." not in long and "/" not in long
 
 
 def test_media_validation():
@@ -390,23 +392,23 @@ def test_writer_refuses_devices_oversized_and_long_lines(tmp_path, capsys):
     big = base / "sparse.wav"
     with open(big, "wb") as f:  # 3 MB that occupy no disk: read whole, they would cost 3 MB of memory each
         f.truncate(3_000_000)
-    write(base / "long.txt", "x" * (shards.MAX_TEXT_BYTES + 10))
+    write(base / "long.txt", "x" * (MAX_TEXT_BYTES + 10))
     lines = [
         {"key": "zero", "image": "/dev/zero"},
         {"key": "sparse", "speech": "sparse.wav"},
         {"key": "cap", "image": "ok.png", "text": {"path": "long.txt"}},
         {"key": "fine", "image": "ok.png"},
     ]
-    man = write(base / "m.jsonl", "\n".join(json.dumps(l) for l in lines) + "\n" + "y" * (shards.MAX_TEXT_BYTES + 5) + "\n")
+    man = write(base / "m.jsonl", "\n".join(json.dumps(l) for l in lines) + "\n" + "y" * (MAX_TEXT_BYTES + 5) + "\n")
     rc, err = run(capsys, "manifest", man, tmp_path / "out", "--max-input-bytes", "1MB")
     assert rc == 0 and list(read_shards(tmp_path / "out")) == ["fine"]
     skips = [l for l in err if l.startswith("skip")]
     assert skips == [
         "skip /dev/zero: not a regular file",
         f"skip {big}: 3000000 bytes > the 1000000-byte limit (--max-input-bytes)",
-        f"skip {base / 'long.txt'}: {shards.MAX_TEXT_BYTES + 10} bytes > the {shards.MAX_TEXT_BYTES}-byte limit "
+        f"skip {base / 'long.txt'}: {MAX_TEXT_BYTES + 10} bytes > the {MAX_TEXT_BYTES}-byte limit "
         "(caption files)",
-        f"skip {man}:5: line longer than {shards.MAX_TEXT_BYTES} characters",
+        f"skip {man}:5: line longer than {MAX_TEXT_BYTES} characters",
     ], err
 
 

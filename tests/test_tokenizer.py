@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from unimodal_free.data import shards
+from unimodal_free.data.sources import tokenizer_spec
 from unimodal_free.data.tokenizer import (
     BytesTokenizer,
     TokenizerMismatchError,
@@ -108,7 +109,7 @@ def test_compatibility_by_checksum_not_path(tmp_path):
 
 
 def test_bytes_mode():
-    tok = load_tokenizer("bytes", demo_dir="/nonexistent")
+    tok = load_tokenizer(tokenizer_spec("bytes", "/nonexistent"))  # "bytes" never touches the demo folder
     assert tok.vocab_size == 256
     ids = tok.encode("héllo ✓")
     assert ids == list("héllo ✓".encode("utf-8")) and len(ids) == 10

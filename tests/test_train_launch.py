@@ -86,8 +86,9 @@ def unbalanced_data(base: Path) -> Path:
     """
     from unimodal_free.config import DataConfig
     from unimodal_free.data.handlers import SkipCounter
-    from unimodal_free.data.reader import expand_shards, read_shard
-    from unimodal_free.data.shards import ShardSink
+    from unimodal_free.data.samples import read_shard
+    from unimodal_free.data.shard_writer import ShardSink
+    from unimodal_free.data.sources import expand_shards
     from unimodal_free.modalities import MODALITY
 
     data = tiny_data(base)
@@ -238,7 +239,7 @@ def ranks_missing_speech(base: Path) -> list[int]:
     """Per step of the launch runs on the unbalanced corpus: ranks whose micro batch has no speech row
     while the other rank's has (read with the trainer's own loader, rank by rank)."""
     from unimodal_free.config import load_config
-    from unimodal_free.data.reader import make_train_loader
+    from unimodal_free.data.loader import make_train_loader
     from unimodal_free.data.tokenizer import load_tokenizer
 
     data = tiny_data(base)
@@ -248,7 +249,7 @@ def ranks_missing_speech(base: Path) -> list[int]:
     tok = load_tokenizer(str(data / "tokenizer.model"))
     has = []
     for rank in (0, 1):
-        loader = make_train_loader(cfg, tok, rank, 2)
+        loader = make_train_loader(cfg.data, cfg.train, cfg.data.train, tok, rank, 2)
         has.append(["speech" in next(loader).parts for _ in range(MAX_STEPS)])
         del loader
     return [rank for step in zip(*has) for rank in (0, 1) if not step[rank] and step[1 - rank]]

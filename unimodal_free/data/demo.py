@@ -35,30 +35,34 @@ so ranks started together generate once and a half-written folder is never used.
 
 from __future__ import annotations
 
-import colorsys
 import contextlib
 import fcntl
-import io
 import json
-import math
 import os
-import random
 import shutil
-import subprocess
 import sys
 import time
-import zlib
-from xml.sax.saxutils import escape as xml_escape
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-from PIL import Image, ImageDraw
+from tqdm import tqdm
 
-from unimodal_free.data.media import resample
-from unimodal_free.data.shards import ShardSink
+from unimodal_free.data.demo_image import render_image
+from unimodal_free.data.demo_scenes import (
+    BALANCED,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    TEMPLATES,
+    DemoDataError,
+    Mix,
+    Scene,
+    plan,
+)
+from unimodal_free.data.demo_speech import encode_speech, speech_batches, synth_batch
+from unimodal_free.data.shard_writer import ShardSink
 from unimodal_free.data.tokenizer import sha256_file, train_tokenizer
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -66,345 +70,13 @@ from unimodal_free.usage import ArgumentParser, usage_errors
 DEMO_VERSION = 3
 DEFAULT_TRAIN = 2000
 DEFAULT_HELDOUT = 256
-IMAGE_SIZE = 64
-SAMPLE_RATE = 16000
 TOKENIZER_VOCAB = 128  # BPE: about one piece per word of the caption grammar
 SHARD_MAXCOUNT = {"train": 250, "heldout": 128}
-
-# Radius as a fraction of the image side.
-SIZES = {"small": 0.09, "medium": 0.14, "large": 0.20}
-COLOURS = {
-    "red": (220, 30, 30), "green": (30, 170, 50), "blue": (35, 70, 225), "yellow": (245, 220, 30),
-    "purple": (140, 45, 175), "orange": (245, 140, 20), "white": (255, 255, 255), "black": (10, 10, 10),
-}
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon", "ring")
-# Position phrase -> centre as a fraction of the image side (x, y).
-POSITIONS = {
-    "at the top left": (0.25, 0.25), "at the top": (0.5, 0.25), "at the top right": (0.75, 0.25),
-    "on the left": (0.25, 0.5), "in the center": (0.5, 0.5), "on the right": (0.75, 0.5),
-    "at the bottom left": (0.25, 0.75), "at the bottom": (0.5, 0.75), "at the bottom right": (0.75, 0.75),
-}
-TEMPLATES = (
-    "a {size} {colour} {shape} {where}",
-    "there is a {size} {colour} {shape} {where}",
-    "{where} there is a {size} {colour} {shape}",
-)
-# espeak-ng voices that ship with Debian's espeak-ng-data (no MBROLA), with variants for timbre.
-VOICES = ("en", "en-us", "en-gb-scotland", "en-029", "en-gb-x-rp", "en+f3", "en-us+f2", "en+m3", "en+f4", "en-us+m5")
-SPEEDS = (130, 150, 170, 190)  # words per minute
-PITCHES = (35, 50, 65)
-
-
-ALL = ("image", "speech", "text")
-
-
-@dataclass(frozen=True)
-class Mix:
-    """Shares of samples per modality combination (each split alike); the rest are image + text pairs."""
-
-    speech: float = 1.0  # image + speech + text
-    text_only: float = 0.0
-    image_only: float = 0.0
-
-    def check(self) -> "Mix":
-        for name, share in asdict(self).items():
-            if not 0.0 <= share <= 1.0:
-                raise ValueError(f"demo mix: --{name.replace('_', '-')} must be a share in [0, 1], got {share}")
-        if self.speech + self.text_only + self.image_only > 1.0 + 1e-9:
-            raise ValueError(f"demo mix: --speech {self.speech} + --text-only {self.text_only} + "
-                             f"--image-only {self.image_only} exceeds 1 (speech goes on image + text pairs)")
-        return self
-
-    def combinations(self, n: int, seed: int, split: str) -> list[tuple[str, ...]]:
-        """The modalities of each of ``n`` samples: exact counts, positions from a seeded shuffle."""
-        kinds = ((("text",), self.text_only), (("image",), self.image_only), (ALL, self.speech))
-        out, done, cum = [], 0, 0.0
-        for kind, share in kinds:
-            cum += share
-            upto = min(n, round(n * cum))  # cumulative rounding: the counts add up to at most n
-            out += [kind] * (upto - done)
-            done = upto
-        out += [("image", "text")] * (n - done)
-        random.Random(f"demo-mix-{seed}-{split}").shuffle(out)
-        return out
-
-
-BALANCED = Mix()
-
-
-@dataclass(frozen=True)
-class Scene:
-    """Every random choice of one sample, drawn up front so generation order cannot change it."""
-
-    key: str
-    split: str
-    size: str
-    colour: str
-    shape: str
-    where: str
-    template: int
-    dx: float  # centre jitter, fraction of the side
-    dy: float
-    rotation: float  # degrees
-    background: tuple  # two RGB end points of a gradient
-    gradient_angle: float
-    background_alpha: int  # 255 = opaque RGB image, < 255 = RGBA PNG with a translucent background
-    image_format: str  # "png" | "jpg"
-    voice: str
-    speed: int
-    pitch: int
-    audio_format: str  # "flac" | "ogg" | "wav"
-    noise_seed: int
-    modalities: tuple = ALL  # what the written sample carries
-
-    @property
-    def caption(self) -> str:
-        return TEMPLATES[self.template].format(size=self.size, colour=self.colour, shape=self.shape,
-                                               where=self.where)
-
-
-def _muted(rng: random.Random) -> tuple:
-    r, g, b = colorsys.hls_to_rgb(rng.random(), rng.uniform(0.35, 0.6), rng.uniform(0.05, 0.3))
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def plan(n_train: int, n_heldout: int, seed: int = 0, mix: Mix = BALANCED) -> list[Scene]:
-    """Train scenes, then held-out scenes; held-out attribute combinations never occur in train."""
-    mix.check()
-    rng = random.Random(seed)
-    combos = [(s, c, sh, w) for s in SIZES for c in COLOURS for sh in SHAPES for w in POSITIONS]
-    rng.shuffle(combos)
-    if not 0 < n_heldout <= len(combos) // 2 or n_train < 1:
-        raise ValueError(f"demo counts: need train >= 1 and 1 <= heldout <= {len(combos) // 2}, "
-                         f"got train={n_train} heldout={n_heldout}")
-    held, train = combos[:n_heldout], combos[n_heldout:]
-    scenes = []
-    for split, n, pool in (("train", n_train, train), ("heldout", n_heldout, held)):
-        kinds = mix.combinations(n, seed, split)
-        for i in range(n):
-            size, colour, shape, where = pool[i % len(pool)]
-            scenes.append(Scene(
-                key=f"demo-{split}-{i:06d}", split=split, size=size, colour=colour, shape=shape, where=where,
-                template=rng.randrange(len(TEMPLATES)), dx=rng.uniform(-0.04, 0.04), dy=rng.uniform(-0.04, 0.04),
-                rotation=rng.uniform(-12, 12), background=(_muted(rng), _muted(rng)),
-                gradient_angle=rng.uniform(0, 2 * math.pi),
-                background_alpha=rng.randrange(96, 200) if i % 5 == 1 else 255,
-                image_format="jpg" if i % 10 == 4 else "png",
-                voice=rng.choice(VOICES), speed=rng.choice(SPEEDS), pitch=rng.choice(PITCHES),
-                audio_format={3: "ogg", 7: "wav"}.get(i % 10, "flac"), noise_seed=rng.randrange(2**31),
-                modalities=kinds[i],
-            ))
-    return scenes
-
-
-# ------------------------------------------------------------------------- image
-
-_SCALE = 4  # draw at 4x and box-filter down: anti-aliased edges without a vector library
-
-
-def _polygon(cx, cy, radii, angles_deg):
-    return [(cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a))) for r, a in zip(radii, angles_deg)]
-
-
-def _shape_outline(shape: str, cx: float, cy: float, r: float, rot: float):
-    """Polygon vertices (or None for the round shapes) with comparable visual area per shape."""
-    if shape == "square":
-        return _polygon(cx, cy, [r * 1.15] * 4, [45 + rot + 90 * k for k in range(4)])
-    if shape == "triangle":
-        return _polygon(cx, cy, [r * 1.3] * 3, [-90 + rot + 120 * k for k in range(3)])
-    if shape == "hexagon":
-        return _polygon(cx, cy, [r * 1.1] * 6, [rot + 60 * k for k in range(6)])
-    if shape == "star":
-        return _polygon(cx, cy, [r * 1.35, r * 0.55] * 5, [-90 + rot + 36 * k for k in range(10)])
-    if shape == "diamond":  # a rhombus, taller than wide, so it is not a rotated square
-        return [(cx, cy - r * 1.3), (cx + r * 0.8, cy), (cx, cy + r * 1.3), (cx - r * 0.8, cy)]
-    if shape == "cross":
-        a, w = r * 1.2, r * 0.4
-        pts = [(w, a), (w, w), (a, w), (a, -w), (w, -w), (w, -a), (-w, -a), (-w, -w), (-a, -w), (-a, w), (-w, w), (-w, a)]
-        c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
-        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
-    return None
-
-
-def _shape_mask(scene: Scene, size: int) -> np.ndarray:
-    """Anti-aliased coverage (H, W) in [0, 1] of the scene's shape."""
-    big = size * _SCALE
-    mask = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(mask)
-    fx, fy = POSITIONS[scene.where]
-    cx, cy = (fx + scene.dx) * big, (fy + scene.dy) * big
-    r = SIZES[scene.size] * big
-    outline = _shape_outline(scene.shape, cx, cy, r, scene.rotation)
-    if outline is not None:
-        draw.polygon(outline, fill=255)
-    elif scene.shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-    else:  # ring
-        draw.ellipse([cx - r * 1.15, cy - r * 1.15, cx + r * 1.15, cy + r * 1.15], outline=255, width=round(r * 0.45))
-    return np.asarray(mask.reduce(_SCALE), dtype=np.float32) / 255.0  # box filter: anti-aliased edges
-
-
-def render_image(scene: Scene, size: int = IMAGE_SIZE) -> bytes:
-    """The scene as encoded image bytes (PNG / RGBA PNG / JPEG)."""
-    # Background: a linear gradient between two muted colours, plus mild sensor-like noise.
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1)  # (H, W) each
-    t = 0.5 + 0.7 * (np.cos(scene.gradient_angle) * (xx - 0.5) + np.sin(scene.gradient_angle) * (yy - 0.5))
-    c0, c1 = (np.array(c, np.float32) for c in scene.background)
-    bg = c0 + np.clip(t, 0, 1)[..., None] * (c1 - c0)  # (H, W, 3)
-    bg += np.random.default_rng(scene.noise_seed).normal(0, 3, bg.shape).astype(np.float32)
-
-    # The shape (opaque) over the background (alpha a_bg): straight-alpha "over".
-    a = _shape_mask(scene, size)[..., None]  # (H, W, 1)
-    a_bg = scene.background_alpha / 255.0
-    a_out = a + a_bg * (1 - a)  # (H, W, 1)
-    rgb = (np.array(COLOURS[scene.colour], np.float32) * a + bg * a_bg * (1 - a)) / a_out  # (H, W, 3)
-    rgb = np.clip(rgb, 0, 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    if scene.background_alpha < 255:
-        alpha = (a_out * 255).round().astype(np.uint8)
-        Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA").save(buf, format="PNG")
-    elif scene.image_format == "jpg":
-        Image.fromarray(rgb, "RGB").save(buf, format="JPEG", quality=90)
-    else:
-        Image.fromarray(rgb, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-# ------------------------------------------------------------------------ speech
-
-# The fixed Ogg stream serial number. libsndfile draws a random one per file,
-# the only non-deterministic bytes in an Ogg Vorbis file it writes.
-_OGG_SERIAL = 0x55464431
-_BITREV = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
-
-
-def _ogg_crc(page: bytes) -> int:
-    """Ogg's CRC-32 (poly 0x04c11db7, MSB-first, init 0, no final xor) via zlib's LSB-first CRC-32."""
-    reg = zlib.crc32(page.translate(_BITREV), 0xFFFFFFFF) ^ 0xFFFFFFFF
-    return int(f"{reg:032b}"[::-1], 2)
-
-
-def fix_ogg_serial(data: bytes, serial: int = _OGG_SERIAL) -> bytes:
-    """Rewrite every page's stream serial number (and its CRC) so an Ogg file is reproducible."""
-    out, pos = bytearray(data), 0
-    while pos < len(out):
-        if out[pos:pos + 4] != b"OggS":
-            raise ValueError(f"not an Ogg page at byte {pos}")
-        nseg = out[pos + 26]
-        length = 27 + nseg + sum(out[pos + 27:pos + 27 + nseg])
-        out[pos + 14:pos + 18] = serial.to_bytes(4, "little")
-        out[pos + 22:pos + 26] = b"\0\0\0\0"
-        out[pos + 22:pos + 26] = _ogg_crc(bytes(out[pos:pos + length])).to_bytes(4, "little")
-        pos += length
-    return bytes(out)
-
-
-class DemoDataError(RuntimeError):
-    """The demo data cannot be made here (no espeak-ng, a foreign folder in the way): a one-line user error."""
-
-
-SPEECH_BATCH = 16  # captions per espeak-ng call: its start-up costs ~3x synthesising one caption
-_BREAK_S = 1.0  # SSML pause between batched captions
-_MIN_GAP_S = 0.6  # a silent run this long separates captions (inner pauses are < 0.5 s)
-_SILENT = 4  # a 10 ms frame with no |int16 sample| above this is silence (variant voices dither by +-1)
-_MARGIN_S = 0.1  # silence kept around each trimmed caption
-
-
-def _espeak(scene: Scene, text: str, ssml: bool = False) -> tuple[np.ndarray, int]:
-    """Run espeak-ng with the scene's voice -> (int16 waveform (T,), sample rate)."""
-    cmd = ["espeak-ng", "--stdout", "-v", scene.voice, "-s", str(scene.speed), "-p", str(scene.pitch)]
-    try:
-        proc = subprocess.run(cmd + (["-m"] if ssml else []) + [text], capture_output=True, check=True)
-    except FileNotFoundError:
-        raise DemoDataError(
-            "espeak-ng not found: it speaks the demo's captions; install it (apt-get install espeak-ng), "
-            "or train on your own shards (data.train, data.heldout)"
-        ) from None
-    except subprocess.CalledProcessError as e:
-        raise DemoDataError(f"espeak-ng failed for voice {scene.voice}: {e.stderr.decode(errors='replace').strip()}") from None
-    wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="int16")
-    return wav, sr
-
-
-def _silent_runs(wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Silent-frame runs as (start frame, end frame) arrays, and the frame length in samples."""
-    hop = sr // 100
-    n = len(wav) // hop
-    loud = np.abs(wav[: n * hop].astype(np.int32)).reshape(n, hop).max(axis=1) > _SILENT  # (frames,)
-    edges = np.diff(np.concatenate([[0], (~loud).astype(np.int8), [0]]))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), hop
-
-
-def _trim(wav: np.ndarray, sr: int) -> np.ndarray:
-    """Drop leading/trailing silence beyond a small margin."""
-    starts, ends, hop = _silent_runs(wav, sr)
-    first, last = 0, len(wav)
-    if len(starts) and starts[0] == 0:
-        first = ends[0] * hop
-    if len(ends) and ends[-1] * hop >= len(wav) - hop:
-        last = starts[-1] * hop
-    margin = int(_MARGIN_S * sr)
-    return wav[max(0, first - margin): min(len(wav), last + margin)]
-
-
-def _split(wav: np.ndarray, sr: int, count: int) -> list[np.ndarray] | None:
-    """Cut a batched synthesis at its long pauses; None unless exactly ``count`` pieces come out."""
-    starts, ends, hop = _silent_runs(wav, sr)
-    n_frames = len(wav) // hop
-    long = (ends - starts) * hop >= _MIN_GAP_S * sr
-    inner = long & (starts > 0) & (ends < n_frames)
-    cuts = ((starts[inner] + ends[inner]) // 2 * hop).tolist()
-    if len(cuts) != count - 1:
-        return None
-    bounds = [0] + cuts + [len(wav)]
-    return [_trim(wav[lo:hi], sr) for lo, hi in zip(bounds[:-1], bounds[1:])]
-
-
-def synth_batch(scenes: list[Scene]) -> list[tuple[np.ndarray, int]]:
-    """Captions of scenes sharing one voice/speed/pitch -> [(trimmed int16 waveform, espeak rate)].
-
-    One espeak-ng call speaks them all, separated by SSML pauses, and is cut at the pauses;
-    if the cut does not give one piece per caption, each caption is spoken on its own.
-    """
-    if len(scenes) > 1:
-        ssml = "<speak>" + f'<break time="{int(_BREAK_S * 1000)}ms"/>'.join(
-            xml_escape(s.caption) for s in scenes) + "</speak>"
-        wav, sr = _espeak(scenes[0], ssml, ssml=True)
-        pieces = _split(wav, sr, len(scenes))
-        if pieces is not None:
-            return [(p, sr) for p in pieces]
-    out = []
-    for s in scenes:
-        wav, sr = _espeak(s, s.caption)
-        out.append((_trim(wav, sr), sr))
-    return out
-
-
-def encode_speech(wav: np.ndarray, sr: int, fmt: str) -> bytes:
-    """int16 waveform -> 16 kHz mono encoded as fmt ("flac" | "ogg" | "wav")."""
-    x = resample(wav.astype(np.float32) / 32768.0, sr, SAMPLE_RATE)
-    buf = io.BytesIO()
-    if fmt == "ogg":
-        sf.write(buf, x, SAMPLE_RATE, format="OGG", subtype="VORBIS")
-        return fix_ogg_serial(buf.getvalue())
-    sf.write(buf, np.clip(x, -1, 1), SAMPLE_RATE, format=fmt.upper(), subtype="PCM_16")
-    return buf.getvalue()
 
 
 def _speech_job(scenes: list[Scene]) -> list[bytes]:
     return [encode_speech(wav, sr, s.audio_format) for s, (wav, sr) in zip(scenes, synth_batch(scenes))]
 
-
-def speech_batches(scenes: list[Scene], size: int = SPEECH_BATCH) -> list[list[int]]:
-    """Scene indices grouped by voice/speed/pitch, in plan order, at most ``size`` per group."""
-    groups: dict = {}
-    for i, s in enumerate(scenes):
-        groups.setdefault((s.voice, s.speed, s.pitch), []).append(i)
-    batches = [g[k:k + size] for g in groups.values() for k in range(0, len(g), size)]
-    return sorted(batches, key=lambda b: b[0])
-
-
-# -------------------------------------------------------------------- generation
 
 
 def _sample(scene: Scene, speech: bytes | None) -> dict:
@@ -431,7 +103,7 @@ def _sample(scene: Scene, speech: bytes | None) -> dict:
 @contextlib.contextmanager
 def _one_torch_thread():
     """Parallelism comes from the speech threads; torch's own intra-op threads would only contend."""
-    import torch
+    import torch  # heavy: the demo CLI loads it only when generating
 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -449,8 +121,6 @@ def generate(out_dir, n_train: int = DEFAULT_TRAIN, n_heldout: int = DEFAULT_HEL
     encoding in C, which release the GIL: threads need no pickling and no start-up) while
     this thread draws the images and writes the shards in plan order.
     """
-    from tqdm import tqdm
-
     out = Path(out_dir)
     scenes = plan(n_train, n_heldout, seed, mix)
     spoken = [i for i, s in enumerate(scenes) if "speech" in s.modalities]

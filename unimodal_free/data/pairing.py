@@ -42,8 +42,10 @@ from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.icons import draw
 from unimodal_free.data.elements import sample_modalities
 from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.reader import SKIP, expand_shards, read_shard
-from unimodal_free.data.shards import SIZES_FILE, KeyMaker, ShardSink, WriteReport
+from unimodal_free.data.raw_samples import KeyMaker
+from unimodal_free.data.samples import SKIP, read_shard
+from unimodal_free.data.shard_writer import SIZES_FILE, ShardSink, WriteReport, parse_size
+from unimodal_free.data.sources import expand_shards
 from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, MODALITY
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -223,8 +225,6 @@ def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0,
 @usage_errors(PairingError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     """Usage errors (bad flags, a missing source, a bad share or --drop) exit 2; a failed write exits 1."""
-    from unimodal_free.data.shards import _parse_size
-
     doc = __doc__.split("\n\n")
     ap = ArgumentParser(prog="python -m unimodal_free.data.pairing", description=doc[0],
                                  epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="which samples keep their pairing, and the shuffle (0)")
     ap.add_argument("--maxcount", type=int, default=None,
                     help="samples per output shard (default: as many shards as the input has)")
-    ap.add_argument("--maxsize", type=_parse_size, default=10**9, help="bytes per output shard (default 1GB)")
+    ap.add_argument("--maxsize", type=parse_size, default=10**9, help="bytes per output shard (default 1GB)")
     args = ap.parse_args(argv)
     try:
         report = rewrite(args.source, args.output_dir, args.drop, args.paired, args.seed, args.maxcount, args.maxsize)

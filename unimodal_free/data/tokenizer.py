@@ -114,14 +114,10 @@ class SentencePieceTokenizer(Tokenizer):
         return {"kind": "sentencepiece", "path": str(self.path), "sha256": self.sha256}
 
 
-def load_tokenizer(spec: str, demo_dir: Union[str, Path] = "") -> Tokenizer:
-    """``"bytes"`` | path to a ``.model`` | ``"demo"`` (= demo_dir/tokenizer.model, generated if missing)."""
+def load_tokenizer(spec: str) -> Tokenizer:
+    """``"bytes"`` | path to a ``.model`` ("demo" is resolved to its path first: ``sources.tokenizer_spec``)."""
     if spec == "bytes":
         return BytesTokenizer()
-    if spec == "demo":
-        from unimodal_free.data.demo import ensure_demo_data
-
-        return SentencePieceTokenizer(ensure_demo_data(Path(demo_dir).expanduser()) / "tokenizer.model")
     return SentencePieceTokenizer(spec)
 
 

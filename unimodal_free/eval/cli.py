@@ -36,7 +36,7 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
-from unimodal_free.data.reader import expand_shards
+from unimodal_free.data.sources import expand_shards, tokenizer_spec
 from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
@@ -122,7 +122,7 @@ def resolve_tokenizer(ref: dict, spec: Optional[str], checkpoint: str, demo_dir:
                 )
     elif spec not in ("bytes", "demo") and not os.path.isfile(os.path.expanduser(spec)):
         raise EvalError(f"--tokenizer {spec}: file not found (checkpoint {checkpoint} expects {ref.get('path')})")
-    tokenizer = load_tokenizer(spec, demo_dir)
+    tokenizer = load_tokenizer(tokenizer_spec(spec, demo_dir))
     check_tokenizer_compatible(ref, tokenizer.reference, f"checkpoint {checkpoint} vs --tokenizer {spec}")
     return tokenizer
 

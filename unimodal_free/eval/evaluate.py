@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from unimodal_free.config import Config, Source
-from unimodal_free.data.reader import make_eval_loader
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.eval.embed import EmbeddingSet, embed_batches
 from unimodal_free.eval.report import flat_metrics
 from unimodal_free.eval.retrieval import cross_modal_retrieval
@@ -62,7 +62,7 @@ def evaluate(
     if cfg.eval.pooling != "mean":
         raise ValueError(f"eval.pooling: {cfg.eval.pooling!r} is not supported (only 'mean')")
     start = time.perf_counter()
-    loader = make_eval_loader(cfg, sources, tokenizer, batch_size=batch_size)
+    loader = make_eval_loader(cfg.data, sources, tokenizer, batch_size or cfg.train.micro_batch_size)
     was_training = model.training
     model.eval()
     try:

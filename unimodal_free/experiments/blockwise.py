@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from unimodal_free.batch import Batch
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.modalities import MODALITIES
-from unimodal_free.data.reader import make_eval_loader
 from unimodal_free.eval.cka import linear_cka
 from unimodal_free.eval.embed import embed_batches
 from unimodal_free.eval.retrieval import cross_modal_retrieval
@@ -113,7 +113,7 @@ def blockwise(run_dir: Path, which: str, heldout: Optional[list[str]] = None,
             widths.extend(z.shape[1] for z in next(iter(levels.values())))
         return {name: torch.cat(zs, dim=1) for name, zs in levels.items()}  # (rows, sum of widths)
 
-    loader = make_eval_loader(cfg, heldout_sources(cfg, heldout), tokenizer)
+    loader = make_eval_loader(cfg.data, heldout_sources(cfg, heldout), tokenizer, cfg.train.micro_batch_size)
     emb = embed_batches(model, loader, embed_fn, device, cfg.data.patch_size, cfg.eval.max_samples, max_thumbnails=0)
     split = {m: z.split(widths, dim=1) for m, z in emb.embeddings.items()}
     out = []

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from unimodal_free.config import load_config
 from unimodal_free.data.pairing import STAMP, rewrite
-from unimodal_free.data.reader import resolve_sources
+from unimodal_free.data.sources import resolve_sources
 from unimodal_free.experiments.runner import ExperimentError
 
 
@@ -30,7 +30,7 @@ class Corpus:
 def paired_corpus(ctx, name: str, drop: Sequence[str] = (), paired: float = 1.0) -> Corpus:
     """The configured train sources (demo when none) with ``--drop``/``--paired`` applied, seeded by train.seed."""
     cfg = load_config(ctx.config, list(ctx.common))
-    train, _ = resolve_sources(cfg.data)
+    train = resolve_sources(cfg.data).train
     seed = cfg.train.seed
     wanted = {"drop": sorted(drop), "paired": paired, "seed": seed}
     sources, stamps = [], []

@@ -37,12 +37,14 @@ def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
     """Mean number of pairs (pair ids with rows of two or more modalities) in rank 0's first training
     batches of ``arm``: how many positives the alignment loss has per step and rank."""
     from unimodal_free.config import load_config
-    from unimodal_free.data.reader import make_train_loader
+    from unimodal_free.data.loader import make_train_loader
+    from unimodal_free.data.sources import resolve_sources
     from unimodal_free.data.tokenizer import load_tokenizer
 
     cfg = load_config(ctx.config, [*ctx.common, *arm.overrides, "data.num_workers=0"])  # same stream, in-process
-    tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
-    loader = make_train_loader(cfg, tokenizer, 0, ctx.ranks)
+    sources = resolve_sources(cfg.data)
+    tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
+    loader = make_train_loader(cfg.data, cfg.train, sources.train, tokenizer, 0, ctx.ranks)
     total = 0
     try:
         for _, batch in zip(range(batches), loader):

@@ -167,11 +167,11 @@ def load_trained(run_dir: Path, which: str = "teacher", device: Optional[torch.d
 def heldout_sources(cfg, heldout: Optional[list[str]] = None):
     """The held-out shards to evaluate on: the given paths, else the run's own held-out split (demo by default)."""
     from unimodal_free.config import Source
-    from unimodal_free.data.reader import resolve_sources
+    from unimodal_free.data.sources import resolve_sources
 
     if heldout:
         return [Source(path=p) for p in heldout]
-    return resolve_sources(cfg.data)[1]
+    return resolve_sources(cfg.data).heldout
 
 
 def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str = "teacher",

@@ -90,8 +90,8 @@ def print_config(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
-    from unimodal_free.data.demo import DemoDataError
-    from unimodal_free.data.reader import resolve_sources
+    from unimodal_free.data.demo_scenes import DemoDataError
+    from unimodal_free.data.sources import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
     from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
     from unimodal_free.train.ds_config import build_ds_config
@@ -117,11 +117,11 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     if state is not None:
         check_resume_config(state.config, cfg, resume_dir)
     try:
-        train, heldout = resolve_sources(cfg.data)
+        sources = resolve_sources(cfg.data)
     except (ValueError, OSError, DemoDataError) as exc:
         raise SetupError(f"data: {exc}") from None
     try:
-        tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
+        tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     except (ValueError, OSError, RuntimeError) as exc:
         raise SetupError(f"data.tokenizer: {cfg.data.tokenizer!r}: {exc}") from None
     if state is not None:
@@ -131,8 +131,8 @@ def prepare(args: argparse.Namespace) -> RunSetup:
                 f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size} "
                 f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
             )
-    return RunSetup(cfg, run_dir, world_size, tokenizer, train, heldout, resume_dir, args.trust_checkpoint, notes,
-                    args.config)
+    return RunSetup(cfg, run_dir, world_size, tokenizer, sources.train, sources.heldout, resume_dir,
+                    args.trust_checkpoint, notes, args.config)
 
 
 def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:

@@ -23,7 +23,7 @@ def _duration(seconds: float) -> str:
 
 
 def _sources(sources, cfg: Config, split: str) -> str:
-    if not sources:  # data.reader.resolve_sources fills in the demo corpus
+    if not sources:  # data.sources.resolve_sources fills in the demo corpus
         return f"the demo corpus, `{cfg.data.demo_dir}/{split}`"
     return "; ".join(f"`{s.path}`" + (f" (weight {s.weight:g})" if len(sources) > 1 else "") for s in sources)
 

@@ -469,7 +469,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        from unimodal_free.data.reader import DataSourceError
+        from unimodal_free.data.loader import DataSourceError
 
         self.started = time.monotonic()
         code = 1  # an exception's exit status
@@ -529,7 +529,7 @@ class Trainer:
         ]))
 
     def _run(self, stop: StopRequest) -> int:
-        from unimodal_free.data.reader import make_train_loader
+        from unimodal_free.data.loader import make_train_loader
 
         cfg = self.cfg
         self.ckpt = CheckpointManager(self.run_dir, cfg.train.keep_last)
@@ -542,7 +542,7 @@ class Trainer:
         self.last_log: dict[str, float] = {}
         self.start_step, self.first_log = state.step, True
         self.loader = make_train_loader(
-            cfg, self.setup.tokenizer, self.rank, self.world, start_batch=state.micro_batches
+            cfg.data, cfg.train, self.setup.train_sources, self.setup.tokenizer, self.rank, self.world, start_batch=state.micro_batches
         )
         # The peak of the precision we train in (fp32 probe for fp32, bf16 for bf16).
         probe_dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32

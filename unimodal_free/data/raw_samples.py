@@ -1,0 +1,193 @@
+"""One input sample as a layout finds it -> a validated WebDataset sample dict (bytes values).
+
+Only regular files are read (not devices or fifos), at most ``--max-input-bytes`` each
+(caption files and text/manifest lines: 1 MiB). Media bytes are kept as they are once a
+full decode succeeds; only formats that shards do not carry (BMP, GIF, MP3, AIFF, ...)
+are re-encoded losslessly (PNG / 16-bit FLAC). An unusable input raises :class:`Skip`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from unimodal_free.data.media import (
+    BadMedia,
+    audio_to_flac,
+    check_audio,
+    decode_text,
+    image_extension,
+    open_image,
+    to_png_bytes,
+    SPEECH_FORMATS,
+)
+from unimodal_free.modalities import TABLE
+
+# Keys stay well under the 100-byte ustar name field once an extension is appended.
+MAX_KEY_LEN = 80
+# Largest input file read into memory (--max-input-bytes): a 40-megapixel uncompressed image,
+# hours of 16 kHz WAV; a 3 GB sparse file or a device is refused before it is read.
+MAX_INPUT_BYTES = 256 << 20
+# A caption file or one line of a text corpus / manifest: text, not a corpus in one sample.
+MAX_TEXT_BYTES = 1 << 20
+
+
+class Skip(Exception):
+    """One unusable input: ``where`` (file, or file:line) and why."""
+
+    def __init__(self, where: Union[str, Path], reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = str(where), reason
+
+
+@dataclass
+class RawSample:
+    """One sample as a layout finds it, before anything is read or validated."""
+
+    key: str  # unsanitised (e.g. a relative path)
+    image: Path | None = None
+    speech: Path | None = None
+    text: Union[str, Path, None] = None  # inline text or a text file
+    captions: list[str] | None = None  # several captions (COCO): one per .txt line
+    pair: str | None = None
+    split: str | None = None
+    meta: dict = field(default_factory=dict)
+    where: str = ""  # what a skip names when no single file is at fault (manifest line)
+
+
+
+# --------------------------------------------------------------------------- keys
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitize_key(raw: str) -> str:
+    """A WebDataset-safe key: no dots (they start the extension), no separators, no '..'."""
+    key = _KEY_BAD.sub("_", raw).strip("_") or "sample"
+    if len(key) > MAX_KEY_LEN:
+        key = f"{key[:MAX_KEY_LEN - 13]}-{hashlib.sha1(raw.encode()).hexdigest()[:12]}"
+    return key
+
+
+class KeyMaker:
+    """Sanitised keys made unique by a numeric suffix, in input order."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def __call__(self, raw: str) -> str:
+        base = key = sanitize_key(raw)
+        n = 0
+        while key in self.used:
+            n += 1
+            key = f"{base}-{n}"
+        self.used.add(key)
+        return key
+
+
+# ----------------------------------------------------------------------- samples
+
+
+def open_regular(path: Path, limit: int | None, mode: str = "rb", limit_name: str = "--max-input-bytes", **kw):
+    """Open a regular file of at most ``limit`` bytes; anything else (device, fifo, folder, too big) is a Skip."""
+    try:
+        f = open(path, mode, **kw)
+    except FileNotFoundError:
+        raise Skip(path, "missing file") from None
+    except OSError as e:
+        raise Skip(path, f"cannot read: {e.strerror or e}") from None
+    st = os.fstat(f.fileno())  # of what was opened, not of a name that may change under us
+    reason = None
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+    elif limit is not None and st.st_size > limit:
+        reason = f"{st.st_size} bytes > the {limit}-byte limit ({limit_name})"
+    if reason:
+        f.close()
+        raise Skip(path, reason)
+    return f
+
+
+def read_file(path: Path, limit: int, limit_name: str = "--max-input-bytes") -> bytes:
+    with open_regular(path, limit, limit_name=limit_name) as f:
+        try:
+            data = f.read(limit + 1)  # a file that grew since the check still stops at the limit
+        except OSError as e:
+            raise Skip(path, f"cannot read: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise Skip(path, f"more than the {limit}-byte limit ({limit_name})")
+    return data
+
+
+def _image_entry(path: Path, limit: int) -> tuple[str, bytes]:
+    data = read_file(path, limit)
+    try:
+        img = open_image(data)
+    except BadMedia as e:
+        raise Skip(path, str(e)) from None
+    ext = image_extension(img)
+    return (ext, data) if ext else ("png", to_png_bytes(img))
+
+
+def _speech_entry(path: Path, limit: int) -> tuple[str, bytes]:
+    data = read_file(path, limit)
+    try:
+        _, fmt = check_audio(data)  # decoded block by block: hours of audio in a small file stay cheap
+        ext = SPEECH_FORMATS.get(fmt)
+        return (ext, data) if ext else ("flac", audio_to_flac(data))
+    except BadMedia as e:
+        raise Skip(path, str(e)) from None
+
+
+def _text_entry(raw: RawSample) -> str | None:
+    if raw.captions is not None:
+        caps = [" ".join(c.split()) for c in raw.captions]
+        caps = [c for c in caps if c]
+        raw.meta["captions"] = caps
+        return "\n".join(caps) or None
+    if isinstance(raw.text, Path):
+        try:
+            return decode_text(read_file(raw.text, MAX_TEXT_BYTES, "caption files"))
+        except BadMedia as e:
+            raise Skip(raw.text, str(e)) from None
+    if isinstance(raw.text, str):
+        text = raw.text.strip()
+        if not text:
+            raise Skip(raw.where or raw.key, "text is empty")
+        return text
+    return None
+
+
+def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: int = MAX_INPUT_BYTES) -> dict:
+    """Read and validate a raw sample -> a WebDataset sample dict (bytes values). Raises Skip."""
+    sample: dict = {"__key__": key}
+    if raw.image is not None:
+        ext, data = _image_entry(raw.image, max_input_bytes)
+        sample[ext] = data
+    if raw.speech is not None:
+        ext, data = _speech_entry(raw.speech, max_input_bytes)
+        sample[ext] = data
+    text = _text_entry(raw)
+    if text is not None:
+        sample["txt"] = text.encode("utf-8")
+    if len(sample) == 1:
+        raise Skip(raw.where or raw.key, "no image, speech or text")
+    meta = dict(raw.meta)
+    meta["pair"] = str(raw.pair) if raw.pair is not None else key
+    meta["split"] = str(raw.split) if raw.split is not None else default_split
+    # Declared so the reader can tell a sample that lost a member from one that never had it.
+    meta["modalities"] = modalities_of(sample).split("+")
+    sample["json"] = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return sample
+
+
+def modalities_of(sample: dict) -> str:
+    """'image+speech+text'-style label of a sample dict, for the summary."""
+    exts = set(sample)
+    return "+".join(m.name for m in TABLE if exts.intersection(m.extensions))

@@ -1,0 +1,222 @@
+"""The sample stream: shard URLs -> raw tar samples (shuffled, mixed over sources) -> decoded units.
+
+A unit is the list of rows one sample gives (a pair's rows stay together).
+Whatever cannot be read or decoded is skipped and counted on a
+:class:`SkipCounter`, never raised: an unreadable shard counts once, a refused
+or undecodable sample once each. Only a source that gives nothing at all
+raises :class:`NoDecodableSample`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import tarfile
+from typing import Any, Iterable, Iterator, Optional
+
+from unimodal_free.config import DataConfig
+from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, Row, sample_rows
+from unimodal_free.data.handlers import SkipCounter, describe
+from unimodal_free.data.streams import open_shard
+
+# A resampled source whose last this-many shards gave no sample is broken, not unlucky.
+MAX_EMPTY_SHARDS = 50
+# A raw sample the reader refuses carries this key (value: the reason); decode_units counts it.
+SKIP = "__skip__"
+
+
+def _split_name(name: str) -> tuple[Optional[str], Optional[str]]:
+    """'dir/key.ext.gz' -> ('dir/key', 'ext.gz') (WebDataset's rule: the key ends at the first dot)."""
+    base = name.rsplit("/", 1)
+    stem, sep, ext = base[-1].partition(".")
+    if not sep or not stem:
+        return None, None
+    return (base[0] + "/" + stem if len(base) == 2 else stem), ext.lower()
+
+
+def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator[dict[str, Any]]:
+    """Stream the samples of one tar shard (local path, pipe:, http...).
+
+    A shard that cannot be opened, stalls for ``data.read_timeout_s``, or
+    breaks mid-stream (truncated download, corrupt tar), counts as one skipped
+    sample: the sample being assembled when it broke is dropped (it may be
+    incomplete) and reading moves to the next shard. Files in a sample are
+    grouped by consecutive key, as WebDataset does.
+
+    Cost per sample is bounded from the tar headers, before any data is read:
+    members of extensions no modality uses are skipped unread; a member over
+    ``data.max_member_bytes`` (of any extension) refuses its sample and ends
+    the shard (stepping over it would still cost its size in reading and
+    decompressing); a second file of the same extension and a key that an
+    earlier sample of the shard already had refuse their sample. Refused
+    samples are yielded with a ``SKIP`` reason (and no data) for ``decode_units``
+    to count.
+    """
+    stream = None
+    current: Optional[dict[str, Any]] = None
+    seen: set[str] = set()
+    n = 0
+    try:
+        stream = open_shard(url, data_cfg.read_timeout_s)
+        fileobj, mode = _uncompressed(stream)
+        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_TAR_BUFSIZE) as tar:
+            for info in tar:
+                if not info.isreg():
+                    continue
+                key, ext = _split_name(info.name)
+                if info.size > data_cfg.max_member_bytes:
+                    if current is not None and current["__key__"] != key:
+                        yield current
+                    yield {"__key__": key or info.name, "__url__": url,
+                           SKIP: f"{info.name} has {info.size} bytes > data.max_member_bytes="
+                                 f"{data_cfg.max_member_bytes} (rest of the shard not read)"}
+                    current = None
+                    return
+                if key is None or key.rsplit("/", 1)[-1].startswith("__") or ext not in KNOWN_EXTS:
+                    continue  # tarfile steps over the data (at most max_member_bytes) in bounded blocks
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        n += 1
+                        yield current
+                    current = {"__key__": key, "__url__": url}
+                    if key in seen:
+                        current[SKIP] = "duplicate key (an earlier sample of this shard has it)"
+                    seen.add(key)
+                if SKIP in current:
+                    continue
+                if ext in current:
+                    current = {"__key__": key, "__url__": url, SKIP: f"duplicate .{ext} file"}  # drops what was read
+                else:
+                    current[ext] = tar.extractfile(info).read()
+            if current is not None:
+                n += 1
+                yield current
+                current = None
+    except Exception as exc:  # GeneratorExit is a BaseException: closing the generator is not an error
+        counter.skip(f"{url} (after {n} samples)", f"shard unreadable: {describe(exc)}")
+    finally:
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                pass  # a pipe's non-zero exit was already reported by the read that failed
+
+
+# Tar reads in 1 MiB blocks: stepping over a skipped member is a few calls per MiB, not thousands.
+_TAR_BUFSIZE = 1 << 20
+
+
+class _Prefixed:
+    """A stream with its first bytes (already read to sniff the format) put back in front."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = head, stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                out, self.head = self.head + self.stream.read(), b""
+            else:
+                out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.stream.read(n)
+
+
+def _uncompressed(stream) -> tuple[Any, str]:
+    """(readable, tarfile mode). Gzip goes through ``gzip.GzipFile``, which inflates in bounded
+    pieces; tarfile's own stream inflater keeps up to ~1000x its read size in one buffer and
+    copies it on every read (a highly compressed member took minutes to step over)."""
+    head = b""
+    while len(head) < 2 and (chunk := stream.read(2 - len(head))):
+        head += chunk
+    fileobj = _Prefixed(head, stream)
+    if head == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fileobj, mode="rb"), "r|"
+    return fileobj, "r|*"  # plain tar (or bz2/xz, which tarfile detects itself)
+
+
+def shuffle_samples(samples: Iterable[Any], bufsize: int, rng: random.Random, initial: int = 100) -> Iterator[Any]:
+    """Seeded buffer shuffle (WebDataset's algorithm): start after ``initial``, grow to ``bufsize``."""
+    if bufsize <= 1:
+        yield from samples
+        return
+    buf: list[Any] = []
+    initial = min(initial, bufsize)
+    for sample in samples:
+        buf.append(sample)
+        if len(buf) < initial:
+            continue
+        i = rng.randrange(len(buf))
+        buf[i], buf[-1] = buf[-1], buf[i]
+        if len(buf) >= bufsize:
+            yield buf.pop()
+        elif rng.random() < 0.5:  # while growing, emit about every other sample
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+class NoDecodableSample(RuntimeError):
+    """A training source yields nothing usable: broken, not unlucky. One line, raised in the reader."""
+
+
+def resampled_samples(urls: list[str], rng: random.Random, counter: SkipCounter, name: str,
+                      data_cfg: DataConfig) -> Iterator[dict]:
+    """Endless samples from shards drawn with replacement (every rank does the same number of steps)."""
+    empty = 0
+    while True:
+        url = urls[rng.randrange(len(urls))]
+        got = False
+        for sample in read_shard(url, counter, data_cfg):
+            got = True
+            yield sample
+        empty = 0 if got else empty + 1
+        if empty >= MAX_EMPTY_SHARDS:
+            raise NoDecodableSample(
+                f"data source {name!r}: the last {empty} shards read gave no sample ({counter.reasons_line()})"
+            )
+
+
+def single_pass_samples(urls: list[str], counter: SkipCounter, data_cfg: DataConfig) -> Iterator[dict]:
+    for url in urls:
+        yield from read_shard(url, counter, data_cfg)
+
+
+def mix_sources(streams: list[Iterator[dict]], weights: list[float], rng: random.Random) -> Iterator[dict]:
+    """Draw each sample from a source with probability proportional to its weight; drop exhausted ones."""
+    streams, weights = list(streams), list(weights)
+    while streams:
+        i = rng.choices(range(len(streams)), weights=weights)[0] if len(streams) > 1 else 0
+        try:
+            yield next(streams[i])
+        except StopIteration:
+            del streams[i], weights[i]
+
+
+
+def decode_units(samples: Iterable[dict], data_cfg: DataConfig, tokenizer, train: bool,
+                 rng: Optional[random.Random], counter: SkipCounter,
+                 max_in_row: Optional[int] = None) -> Iterator[list[Row]]:
+    """Raw samples -> list of rows per sample (a *unit*: a pair's rows stay together); bad ones counted.
+
+    ``max_in_row``: that many skips without a decodable sample between them raise
+    :class:`NoDecodableSample` (training: the stream is endless, so a source that
+    decodes nothing would otherwise loop forever).
+    """
+    for sample in samples:
+        if SKIP in sample:
+            counter.skip(f"{sample['__url__']}:{sample['__key__']}", sample[SKIP])
+        else:
+            try:
+                rows = sample_rows(sample, data_cfg, tokenizer, train=train, rng=rng)
+            except DecodeError as exc:
+                counter.skip(exc.key, exc.reason)
+            else:
+                counter.decoded()
+                yield rows
+                continue
+        if max_in_row is not None and counter.in_row >= max_in_row:
+            raise NoDecodableSample(
+                f"no decodable sample in the last {counter.in_row} read (data.max_skips_in_row={max_in_row}; "
+                f"{counter.reasons_line()})"
+            )
