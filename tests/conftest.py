@@ -19,7 +19,7 @@ def checkpoint_signing_key(tmp_path_factory):
     never the user's ~/.config/unimodal_free/checkpoint.key."""
     import os
 
-    KEY_ENV = "UNIMODAL_FREE_CHECKPOINT_KEY"  # unimodal_free.train.signing.KEY_ENV
+    KEY_ENV = "UNIMODAL_FREE_CHECKPOINT_KEY"  # unimodal_free.store.signing.KEY_ENV
     path = tmp_path_factory.getbasetemp() / "keys" / "checkpoint.key"
     old = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = str(path)

@@ -17,8 +17,10 @@ from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
-from unimodal_free.eval.cli import load_model, main
-from unimodal_free.train.export import load_weights, save_export
+from unimodal_free.eval.cli import main
+from unimodal_free.store.rebuild import load_model
+from unimodal_free.store.weights import load_weights
+from unimodal_free.train.export import save_export
 
 from test_eval_evaluate import NUM_COCO, NUM_TRIPLES, ROOT, tiny_cfg, tiny_model, write_raw_corpus
 

@@ -9,9 +9,9 @@ import torch
 from unimodal_free.config import Source
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
-from unimodal_free.eval.cli import load_model
+from unimodal_free.store.rebuild import load_model
 from unimodal_free.eval.query import Item, JointEmbedder, expand_items, main
-from unimodal_free.train.export import load_weights
+from unimodal_free.store.weights import load_weights
 
 from test_eval_cli import error_line, setup  # noqa: F401  (module fixture: shards, tokenizer, tiny export)
 from test_eval_evaluate import NUM_TRIPLES

@@ -13,7 +13,8 @@ from unimodal_free.data import shards as shard_cli
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.model import build_model
-from unimodal_free.train.export import EXPORT_NAME, load_weights
+from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.weights import load_weights
 
 from test_eval_evaluate import ROOT, write_raw_corpus
 from test_train_launch import free_port, leftover_shm

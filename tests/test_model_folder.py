@@ -21,8 +21,9 @@ from PIL import Image
 
 import unimodal_free
 from unimodal_free.data.tokenizer import load_tokenizer
-from unimodal_free.eval.cli import EvalError
-from unimodal_free.train.export import load_weights, save_export
+from unimodal_free.store.rebuild import EvalError
+from unimodal_free.store.weights import load_weights
+from unimodal_free.train.export import save_export
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
 from test_eval_cli import setup  # noqa: F401  (module fixture: shards, tokenizer, tiny export)

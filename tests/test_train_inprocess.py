@@ -187,7 +187,7 @@ def test_compiled_encoder_trains(tmp_path, monkeypatch):
     """train.compile=true: the student's encoder is compiled in place, trains, and its checkpoint keys
     are the eager model's."""
     from unimodal_free.model.joint import unwrap
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     compiled = {}
 

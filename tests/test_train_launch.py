@@ -274,7 +274,7 @@ def test_zero_stages_agree(base, corpus):
     applied to that run's own student (tight: rtol 1e-6 / atol 1e-7), under every stage.
     """
     from unimodal_free.model import build_model, ema_schedule
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     base.mkdir(parents=True, exist_ok=True)
     stages = (0, 1, 2, 3)
@@ -324,8 +324,10 @@ def test_zero_stages_agree(base, corpus):
 def test_run_dir_layout_tensorboard_tags_and_export(base):
     """Run dir: resolved config, TB events with every required tag, checkpoints + latest, export == run dir."""
     from unimodal_free.config import MODALITIES, load_config
-    from unimodal_free.train.checkpoint import CheckpointManager, is_complete
-    from unimodal_free.train.export import EXPORT_NAME, load_weights
+    from unimodal_free.store.checkpoints import is_complete
+    from unimodal_free.store.export import EXPORT_NAME
+    from unimodal_free.store.weights import load_weights
+    from unimodal_free.train.checkpoint import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     run_dir = stage_run(0, base)
@@ -520,7 +522,8 @@ def test_bad_config_through_the_script_exits_2(tmp_path):
 @needs_launcher
 def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     """SIGTERM to rank 1 only: both ranks stop at the same step after a complete checkpoint; exit 0."""
-    from unimodal_free.train.checkpoint import CheckpointManager, is_complete, step_of
+    from unimodal_free.store.checkpoints import is_complete, step_of
+    from unimodal_free.train.checkpoint import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     warm_up_deepspeed()

@@ -41,10 +41,11 @@ from unimodal_free.data.elements import (
     upright_rgb,
     waveform_at,
 )
-from unimodal_free.eval.cli import EvalError
 from unimodal_free.model import pooled_embedding
-from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.model.joint import unwrap
+from unimodal_free.model.pooling import embedding_dim
+from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
+from unimodal_free.store.weights import load_weights
 
 SUFFIX_MODALITY = {**{e: "image" for e in IMAGE_EXTS}, **{e: "speech" for e in SPEECH_EXTS},
                    **{e: "text" for e in TEXT_EXTS}}
@@ -188,9 +189,6 @@ class Embedder:
         tokenizer, for an old export that names it by an absolute path that is gone. ``device``: default cuda if
         available, else cpu.
         """
-        from unimodal_free.eval.cli import load_model, resolve_tokenizer
-        from unimodal_free.train.export import load_weights
-
         path = os.fspath(path)
         weights = load_weights(path)
         which = model or weights.cfg.eval.model

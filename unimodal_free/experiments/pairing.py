@@ -14,6 +14,9 @@ import collections
 import json
 from pathlib import Path
 
+from unimodal_free.config import load_config
+from unimodal_free.data.reader import make_train_loader
+from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.experiments.corpora import paired_corpus
 from unimodal_free.experiments.results import DIRECTIONS, arrow, markdown, mean_metric, metric, pct, seconds
 from unimodal_free.experiments.runner import Arm, ArmResult, train_and_evaluate
@@ -36,10 +39,6 @@ def arm_for(ctx, share: float) -> tuple[Arm, int | None, float]:
 def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
     """Mean number of pairs (pair ids with rows of two or more modalities) in rank 0's first training
     batches of ``arm``: how many positives the alignment loss has per step and rank."""
-    from unimodal_free.config import load_config
-    from unimodal_free.data.reader import make_train_loader
-    from unimodal_free.data.tokenizer import load_tokenizer
-
     cfg = load_config(ctx.config, [*ctx.common, *arm.overrides, "data.num_workers=0"])  # same stream, in-process
     tokenizer = load_tokenizer(cfg.data.tokenizer, cfg.data.demo_dir)
     loader = make_train_loader(cfg, tokenizer, 0, ctx.ranks)
