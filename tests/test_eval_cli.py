@@ -15,6 +15,7 @@ import torch
 from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
+from unimodal_free.data.reader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import main
@@ -57,8 +58,9 @@ def training_projector(logdir, setup) -> str:
 
     weights, tok = load_weights(setup["export"]), load_tokenizer(str(setup["tok"]))
     writer = SummaryWriter(logdir)
-    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), weights.cfg, [Source(path=setup["shards"][0])],
-             tok, "cpu", max_samples=4, writer=writer, step=7)
+    cfg = weights.cfg
+    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), make_eval_loader(cfg, [Source(path=setup["shards"][0])], tok),
+             cfg.eval, cfg.data, tok, "cpu", max_samples=4, writer=writer, step=7)
     writer.close()
     return (logdir / "projector_config.pbtxt").read_text()
 

@@ -74,7 +74,8 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
     cfg, tok = tiny_cfg(), load_tokenizer("bytes")
     model = tiny_model(cfg, tok).train()  # evaluate must switch to eval mode and back
     sources = [Source(path=str(d)) for d in shard_dirs]
-    out = evaluate(model, cfg, sources, tok, "cpu", None, "student", batch_size=3)
+    out = evaluate(model, make_eval_loader(cfg, sources, tok, batch_size=3), cfg.eval, cfg.data, tok, "cpu", None,
+                   "student")
     assert model.training
 
     emb = out.embeddings
@@ -125,7 +126,8 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
 
 def test_max_samples_takes_the_first_pairs(shard_dirs):
     cfg, tok = tiny_cfg(), load_tokenizer("bytes")
-    out = evaluate(tiny_model(cfg, tok), cfg, [Source(path=str(shard_dirs[0]))], tok, "cpu", 3, "teacher", batch_size=2)
+    loader = make_eval_loader(cfg, [Source(path=str(shard_dirs[0]))], tok, batch_size=2)
+    out = evaluate(tiny_model(cfg, tok), loader, cfg.eval, cfg.data, tok, "cpu", 3, "teacher")
     emb = out.embeddings
     assert emb.pair_names == ["t0", "t1", "t2"]
     assert {m: emb.rows(m) for m in emb.modalities} == {"image": 3, "speech": 3, "text": 3}

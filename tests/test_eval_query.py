@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unimodal_free.config import Source
+from unimodal_free.data.reader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.store.rebuild import load_model
@@ -30,7 +31,8 @@ def test_query_embeds_like_the_retrieval_eval(setup):  # noqa: F811
     tok = load_tokenizer(str(setup["tok"]))
     cfg = weights.cfg
     teacher = load_model(weights, "teacher", tok.vocab_size, "x")
-    out = evaluate(teacher, cfg, [Source(path=setup["shards"][0])], tok, "cpu", projector=False)
+    out = evaluate(teacher, make_eval_loader(cfg, [Source(path=setup["shards"][0])], tok), cfg.eval, cfg.data, tok, "cpu",
+                   projector=False)
     emb = out.embeddings
 
     embedder = JointEmbedder.load(str(setup["export"]))

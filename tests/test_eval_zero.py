@@ -10,6 +10,7 @@ import torch
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
+from unimodal_free.data.reader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.model import build_model
@@ -38,7 +39,9 @@ def embeddings(weights, which, shards):
     tok = load_tokenizer("bytes")
     model = build_model(weights.cfg, modality_specs(weights.cfg.data, tok.vocab_size))
     model.load_state_dict(getattr(weights, which))
-    out = evaluate(model, weights.cfg, [Source(path=str(shards))], tok, "cpu", None, which, batch_size=4)
+    cfg = weights.cfg
+    out = evaluate(model, make_eval_loader(cfg, [Source(path=str(shards))], tok, batch_size=4), cfg.eval, cfg.data,
+                   tok, "cpu", None, which)
     return out.embeddings
 
 

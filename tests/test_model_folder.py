@@ -249,6 +249,7 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     from test_train_launch import tiny_data
 
     from unimodal_free.config import load_config
+    from unimodal_free.data.reader import make_eval_loader
     from unimodal_free.eval import evaluate
     from unimodal_free.eval.report import format_table
 
@@ -272,7 +273,8 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     from_run = unimodal_free.load(run, device="cpu")
     from_ckpt = unimodal_free.load(run / "checkpoints" / "step00000002", device="cpu")
     cfg = load_config(run / "config.json")
-    out = evaluate(from_run.model, cfg, cfg.data.heldout, from_run.tokenizer, "cpu", max_samples=16, projector=False)
+    loader = make_eval_loader(cfg, cfg.data.heldout, from_run.tokenizer)
+    out = evaluate(from_run.model, loader, cfg.eval, cfg.data, from_run.tokenizer, "cpu", max_samples=16, projector=False)
     assert "The run's last periodic eval, at step 2, of the teacher" in card
     assert f"```\n{format_table(out.results)}\n```" in card
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
+from PIL import Image
 
 from unimodal_free.batch import Elements, collate_elements
 from unimodal_free.data import media
@@ -102,8 +103,6 @@ def modality_of(x: Any) -> str:
 
 def describe(x: Any, index: int) -> str:
     """A short name of input ``index`` for error messages; refuses what ``embed`` does not take."""
-    from PIL import Image
-
     if isinstance(x, Item):
         return x.label
     if isinstance(x, str):
@@ -127,8 +126,6 @@ def image_from_array(x: Any, label: str):
 
     Floats are rounded to 8 bits (the shards' images are 8-bit too), so ``to_tensor(pil)`` maps back to ``pil``.
     """
-    from PIL import Image
-
     arr = _numpy(x)
     if arr.ndim != 3 or arr.shape[0] not in IMAGE_CHANNELS:
         hint = ": pass x.permute(2, 0, 1)" if arr.ndim == 3 and arr.shape[-1] in IMAGE_CHANNELS else ""
@@ -225,8 +222,6 @@ class Embedder:
             raise EvalError(f"{label}: {exc.reason}") from None
 
     def _rows(self, item: Any, label: str) -> list[Elements]:
-        from PIL import Image
-
         d = self.cfg.data
         if isinstance(item, Item):
             item = Path(item.source) if item.is_file else item.source

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from unimodal_free.config import Source
-from unimodal_free.data.reader import expand_shards
+from unimodal_free.data.reader import expand_shards, make_eval_loader
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
 from unimodal_free.provenance import provenance
@@ -89,8 +90,6 @@ def check_checkpoint_arg(path: str) -> None:
 
     Only the header is read here; a pickle, a truncated file or a device gets one line, not a traceback.
     """
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path).expanduser()
     if p.is_dir():
         return
@@ -121,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
     step = int(getattr(weights, "step", 0) or 0)
     writer = None
     if args.logdir:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # only with --logdir: TensorBoard is heavy to import
 
         writer = SummaryWriter(eval_logdir(args.logdir, step, cfg.eval.model))
-    out = evaluate(model, cfg, sources, tokenizer, device, args.max_samples, cfg.eval.model,
-                   batch_size=args.batch_size, writer=writer, step=step, prefix="eval")
+    out = evaluate(model, make_eval_loader(cfg, sources, tokenizer, batch_size=args.batch_size), cfg.eval, cfg.data,
+                   tokenizer, device, args.max_samples, cfg.eval.model, writer=writer, step=step, prefix="eval")
     emb = out.embeddings
     if not out.results:
         raise EvalError(

@@ -58,7 +58,7 @@ def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
 
 def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
     """R@1 and R@10 (mean over the six directions, and each direction) against the paired share kept."""
-    import matplotlib
+    import matplotlib  # here: heavy, and only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from unimodal_free.config import Source
-from unimodal_free.data.reader import resolve_sources
+from unimodal_free.data.reader import make_eval_loader, resolve_sources
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.store.rebuild import load_model, resolve_tokenizer
 from unimodal_free.store.weights import load_weights
@@ -190,7 +190,8 @@ def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str 
             return kept["results"]
     device = device or default_device()
     model, cfg, tokenizer = load_trained(run_dir, which, device)
-    out = evaluate(model, cfg, heldout_sources(cfg, heldout), tokenizer, device, cfg.eval.max_samples, which)
+    loader = make_eval_loader(cfg, heldout_sources(cfg, heldout), tokenizer)
+    out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, cfg.eval.max_samples, which)
     cache.write_text(json.dumps({"key": key, "results": out.results}, indent=1, sort_keys=True))
     return out.results
 

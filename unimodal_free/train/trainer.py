@@ -32,6 +32,7 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import ConfigError, config_to_dict, save_config
+from unimodal_free.data.reader import make_eval_loader
 from unimodal_free.provenance import provenance
 from unimodal_free.train import dist, testhooks
 from unimodal_free.train.ds_compat import load_into, model_shapes
@@ -411,8 +412,8 @@ class Trainer:
             # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (README "Precision").
             out = evaluate(
                 model,
-                cfg,
-                self.setup.heldout_sources,
+                make_eval_loader(cfg, self.setup.heldout_sources, self.setup.tokenizer),
+                cfg.eval, cfg.data,
                 self.setup.tokenizer,
                 self.device,
                 max_samples=cfg.eval.max_samples,
