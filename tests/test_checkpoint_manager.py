@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_data
 from unimodal_free.store.checkpoints import COMPLETE, TRAINER_STATE, CheckpointError, is_complete, tag_for
 from unimodal_free.train.checkpoint import CheckpointManager, TrainerState, mark_complete, point_latest, resolve_resume
 from unimodal_free.train.rng import capture_rng, restore_rng
@@ -106,7 +107,6 @@ def test_rng_state_round_trips_through_weights_only_load():
 
 
 def _demo_sets(tmp_path):
-    from test_train_launch import tiny_data
 
     data = tiny_data(tmp_path.parent / "ckpt_demo")
     return [

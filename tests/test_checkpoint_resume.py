@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_train_launch import (
+from helpers import (
     MAX_STEPS,
     needs_launcher,
     run,
@@ -30,6 +30,7 @@ from test_train_launch import (
     train_cmd,
     warm_up_deepspeed,
 )
+
 
 HOOK = "UNIMODAL_FREE_TEST_HOOK"
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import webdataset as wds
 
+from helpers import tiny_cfg, tiny_model
 from unimodal_free.config import Source
 from unimodal_free.data.demo import Mix, ensure_demo_data
 from unimodal_free.data.reader import make_eval_loader
@@ -15,7 +16,6 @@ from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.report import flat_metrics, format_table
 
-from test_eval_evaluate import tiny_cfg, tiny_model
 
 MIX = Mix(speech=0.08, text_only=0.1, image_only=0.06)  # of 50 held-out: 38 image+text, 4 +speech, 5 text, 3 image
 MEMBERS = {"image": ("png", "jpg"), "speech": ("flac", "ogg", "wav"), "text": ("txt",)}

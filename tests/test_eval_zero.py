@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 
+from helpers import ROOT, free_port, leftover_shm, write_raw_corpus
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
@@ -16,9 +17,6 @@ from unimodal_free.eval import evaluate
 from unimodal_free.model import build_model
 from unimodal_free.store.export import EXPORT_NAME
 from unimodal_free.store.weights import load_weights
-
-from test_eval_evaluate import ROOT, write_raw_corpus
-from test_train_launch import free_port, leftover_shm
 
 
 def train_tiny(run_dir, shards, stage: int) -> None:

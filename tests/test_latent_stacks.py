@@ -13,9 +13,8 @@ import re
 import pytest
 import torch
 
+from helpers import model_for, needs_launcher, parts, run, tail, tiny_data, train_cmd, warm_up_deepspeed
 from synthetic_batches import make_batch, tiny_config
-from test_model import model_for, parts
-from test_train_launch import needs_launcher, run, tail, tiny_data, train_cmd, warm_up_deepspeed
 from unimodal_free.config import MODALITIES, ConfigError
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import compute_loss

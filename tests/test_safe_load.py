@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_launch import ROOT, tail, tiny_data, train_cmd
+from helpers import ROOT, tail, tiny_data, train_cmd
+
 
 STEPS = 2
 _runs: dict[int, Path] = {}
