@@ -1,7 +1,15 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files (plain helper functions: helpers.py)."""
+
+import copy
 
 import pytest
 import torch
+
+from helpers import tiny_cfg, tiny_model, write_raw_corpus
+from unimodal_free.data import shards as shard_cli
+from unimodal_free.data import tokenizer as tokenizer_cli
+from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.train.export import save_export
 
 
 @pytest.fixture
@@ -19,7 +27,7 @@ def checkpoint_signing_key(tmp_path_factory):
     never the user's ~/.config/unimodal_free/checkpoint.key."""
     import os
 
-    KEY_ENV = "UNIMODAL_FREE_CHECKPOINT_KEY"  # unimodal_free.train.signing.KEY_ENV
+    KEY_ENV = "UNIMODAL_FREE_CHECKPOINT_KEY"  # unimodal_free.store.signing.KEY_ENV
     path = tmp_path_factory.getbasetemp() / "keys" / "checkpoint.key"
     old = os.environ.get(KEY_ENV)
     os.environ[KEY_ENV] = str(path)
@@ -28,3 +36,23 @@ def checkpoint_signing_key(tmp_path_factory):
         os.environ.pop(KEY_ENV, None)
     else:
         os.environ[KEY_ENV] = old
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Shards, a sentencepiece tokenizer trained on them, and an export of a tiny model (teacher != student)."""
+    root = tmp_path_factory.mktemp("eval_cli")
+    manifest, coco = write_raw_corpus(root / "raw")
+    assert shard_cli.main(["manifest", str(manifest), str(root / "shards"), "--maxcount", "4"]) == 0
+    assert shard_cli.main(["coco", str(coco), str(root / "coco")]) == 0
+    shards = [str(root / "shards"), str(root / "coco" / "shard-{000000..000000}.tar")]  # dir + brace pattern
+    assert tokenizer_cli.main(["train", "--input", *shards[:1], "--vocab-size", "40", "--output", str(root / "tok")]) == 0
+    tok = load_tokenizer(str(root / "tok.model"))
+    cfg = tiny_cfg()
+    student = tiny_model(cfg, tok)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), cfg, tok.reference, 7)
+    return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import model_for
 from synthetic_batches import make_batch
-from test_model import model_for
 from unimodal_free.experiments.blockwise import cross_modal_cka, level_embeddings, level_names
 from unimodal_free.model import pooled_embedding
 

@@ -11,18 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from unimodal_free.train.checkpoint import (
-    COMPLETE,
-    TRAINER_STATE,
-    CheckpointError,
-    CheckpointManager,
-    TrainerState,
-    is_complete,
-    mark_complete,
-    point_latest,
-    resolve_resume,
-    tag_for,
-)
+from helpers import tiny_data
+from unimodal_free.store.checkpoints import COMPLETE, TRAINER_STATE, CheckpointError, is_complete, tag_for
+from unimodal_free.train.checkpoint import CheckpointManager, TrainerState, mark_complete, point_latest, resolve_resume
 from unimodal_free.train.rng import capture_rng, restore_rng
 
 
@@ -116,7 +107,6 @@ def test_rng_state_round_trips_through_weights_only_load():
 
 
 def _demo_sets(tmp_path):
-    from test_train_launch import tiny_data
 
     data = tiny_data(tmp_path.parent / "ckpt_demo")
     return [
@@ -158,7 +148,7 @@ def test_resume_with_another_world_size_is_refused_before_start(tmp_path, capsys
 
 
 def test_verify_catches_same_size_changes_and_names_the_file(tmp_path):
-    from unimodal_free.train.checkpoint import file_sha256, verify
+    from unimodal_free.store.checkpoints import file_sha256, verify
 
     tag_dir = write_tag(tmp_path, 2)
     listing = json.loads((tag_dir / COMPLETE).read_text())["files"]
@@ -177,9 +167,8 @@ def test_only_a_signed_or_trusted_checkpoint_is_unpickled_beyond_the_allow_list(
     import os
     import pickle
 
-    from unimodal_free.train.checkpoint import files_to_unpickle
-    from unimodal_free.train.safe_load import weights_only_engine
-    from unimodal_free.train.signing import KEY_ENV, key_path
+    from unimodal_free.store.safe_load import files_to_unpickle, weights_only_engine
+    from unimodal_free.store.signing import KEY_ENV, key_path
 
     tag_dir = write_tag(tmp_path, 2, complete=False)
     model = tag_dir / "mp_rank_00_model_states.pt"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_train_launch import (
+from helpers import (
     MAX_STEPS,
     needs_launcher,
     run,
@@ -31,14 +31,16 @@ from test_train_launch import (
     warm_up_deepspeed,
 )
 
+
 HOOK = "UNIMODAL_FREE_TEST_HOOK"
 
 
 @pytest.mark.slow
 @needs_launcher
 def test_sigkill_mid_training_and_during_checkpoint_write_then_exact_resume(tmp_path_factory):
-    from unimodal_free.train.checkpoint import CheckpointManager, is_complete
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.checkpoints import is_complete
+    from unimodal_free.store.weights import load_weights
+    from unimodal_free.train.checkpoint import CheckpointManager
 
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ import io
 import json
 import random
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from helpers import png_header_only
 from unimodal_free.config import config_from_dict
 from unimodal_free.data.elements import (
     DecodeError,
@@ -41,16 +41,6 @@ def encode_audio(wave: np.ndarray, sr: int, fmt="FLAC") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, sr, format=fmt)
     return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A real PNG signature + IHDR (valid CRC) claiming width x height, with a tiny IDAT and IEND."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
 def data_cfg(**overrides):

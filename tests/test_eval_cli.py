@@ -1,6 +1,5 @@
 """``python -m unimodal_free.eval`` end to end on a tiny exported model and writer-made shards."""
 
-import copy
 import importlib.metadata
 import json
 import re
@@ -12,40 +11,23 @@ from datetime import datetime
 import pytest
 import torch
 
+from helpers import NUM_COCO, NUM_TRIPLES, ROOT, error_line
 from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
-from unimodal_free.eval.cli import load_model, main
-from unimodal_free.train.export import load_weights, save_export
+from unimodal_free.eval.cli import main
+from unimodal_free.store.rebuild import load_model
+from unimodal_free.store.weights import load_weights
+from unimodal_free.train.export import save_export
 
-from test_eval_evaluate import NUM_COCO, NUM_TRIPLES, ROOT, tiny_cfg, tiny_model, write_raw_corpus
 
 DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}
 # open_clip's get_clip_metrics names (recalls as fractions, ranks 1-based), then what reading them needs.
 METRIC_KEYS = {"R@1", "R@5", "R@10", "mean_rank", "median_rank", "num_queries", "num_candidates",
                "chance_R@1", "chance_R@5", "chance_R@10", "too_small"}
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Shards, a sentencepiece tokenizer trained on them, and an export of a tiny model (teacher != student)."""
-    root = tmp_path_factory.mktemp("eval_cli")
-    manifest, coco = write_raw_corpus(root / "raw")
-    assert shard_cli.main(["manifest", str(manifest), str(root / "shards"), "--maxcount", "4"]) == 0
-    assert shard_cli.main(["coco", str(coco), str(root / "coco")]) == 0
-    shards = [str(root / "shards"), str(root / "coco" / "shard-{000000..000000}.tar")]  # dir + brace pattern
-    assert tokenizer_cli.main(["train", "--input", *shards[:1], "--vocab-size", "40", "--output", str(root / "tok")]) == 0
-    tok = load_tokenizer(str(root / "tok.model"))
-    cfg = tiny_cfg()
-    student = tiny_model(cfg, tok)
-    teacher = copy.deepcopy(student)
-    with torch.no_grad():
-        for p in teacher.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), cfg, tok.reference, 7)
-    return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
 
 
 def training_projector(logdir, setup) -> str:
@@ -55,8 +37,9 @@ def training_projector(logdir, setup) -> str:
 
     weights, tok = load_weights(setup["export"]), load_tokenizer(str(setup["tok"]))
     writer = SummaryWriter(logdir)
-    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), weights.cfg, [Source(path=setup["shards"][0])],
-             tok, "cpu", max_samples=4, writer=writer, step=7)
+    cfg = weights.cfg
+    evaluate(load_model(weights, "teacher", tok.vocab_size, "x"), make_eval_loader(cfg.data, [Source(path=setup["shards"][0])], tok, cfg.train.micro_batch_size),
+             cfg.eval, cfg.data, tok, "cpu", max_samples=4, writer=writer, step=7)
     writer.close()
     return (logdir / "projector_config.pbtxt").read_text()
 
@@ -161,12 +144,6 @@ def test_loads_the_requested_weights(setup):
         for name, t in model.state_dict().items():
             assert torch.equal(t, getattr(weights, which)[name]), (which, name)
     assert any(not torch.equal(weights.teacher[k], weights.student[k]) for k in weights.student)
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error: "), err
-    return err
 
 
 def test_refuses_a_different_tokenizer(setup, tmp_path, capsys):

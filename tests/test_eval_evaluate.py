@@ -2,54 +2,17 @@
 speech, multi-caption (COCO) images; checked against per-sample embedding and a
 brute-force recount."""
 
-import json
-from pathlib import Path
-
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from PIL import Image
 
-from unimodal_free.batch import modality_specs
-from unimodal_free.config import Source, load_config
+from helpers import COCO_CAPTIONS, NUM_COCO, NUM_TRIPLES, tiny_cfg, tiny_model, write_raw_corpus
+from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.embed import embed_batches
-from unimodal_free.model import build_model, pooled_embedding
-
-ROOT = Path(__file__).resolve().parents[1]
-NUM_TRIPLES = 6  # image + speech + caption (manifest)
-NUM_COCO = 4  # image + 3 captions (COCO captions JSON)
-COCO_CAPTIONS = 3
-
-
-def write_raw_corpus(root: Path) -> tuple[Path, Path]:
-    """Raw files as corpora ship them -> (manifest.jsonl, captions.json)."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(NUM_TRIPLES):
-        rgba = rng.integers(0, 256, (20 + i, 24, 4), dtype=np.uint8)  # non-square, with alpha
-        Image.fromarray(rgba, mode="RGBA").save(root / f"img{i}.png")
-        t = np.arange(int(16000 * (0.3 + 0.1 * i))) / 16000
-        wave = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
-        fmt, ext = ("OGG", "ogg") if i % 2 else ("FLAC", "flac")
-        sf.write(root / f"say{i}.{ext}", wave, 16000, format=fmt)
-        lines.append({"key": f"triple{i}", "image": f"img{i}.png", "speech": f"say{i}.{ext}",
-                      "text": f"a {['red', 'green', 'blue'][i % 3]} thing number {i}", "pair": f"t{i}"})
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    images, annotations = [], []
-    for i in range(NUM_COCO):
-        Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(root / f"coco{i}.jpg")
-        images.append({"id": 100 + i, "file_name": f"coco{i}.jpg"})
-        annotations += [{"image_id": 100 + i, "caption": f"photo {i} caption {c}"} for c in range(COCO_CAPTIONS)]
-    coco = root / "captions.json"
-    coco.write_text(json.dumps({"images": images, "annotations": annotations}))
-    return manifest, coco
+from unimodal_free.model import pooled_embedding
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +24,12 @@ def shard_dirs(tmp_path_factory):
     return root / "triples", root / "coco"
 
 
-def tiny_cfg():
-    return load_config(ROOT / "configs" / "tiny.json")
-
-
-def tiny_model(cfg, tokenizer, seed=0):
-    torch.manual_seed(seed)
-    return build_model(cfg, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
-
-
 def test_evaluate_matches_per_sample_embedding(shard_dirs):
     cfg, tok = tiny_cfg(), load_tokenizer("bytes")
     model = tiny_model(cfg, tok).train()  # evaluate must switch to eval mode and back
     sources = [Source(path=str(d)) for d in shard_dirs]
-    out = evaluate(model, cfg, sources, tok, "cpu", None, "student", batch_size=3)
+    out = evaluate(model, make_eval_loader(cfg.data, sources, tok, 3), cfg.eval, cfg.data, tok, "cpu", None,
+                   "student")
     assert model.training
 
     emb = out.embeddings
@@ -125,7 +80,8 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
 
 def test_max_samples_takes_the_first_pairs(shard_dirs):
     cfg, tok = tiny_cfg(), load_tokenizer("bytes")
-    out = evaluate(tiny_model(cfg, tok), cfg, [Source(path=str(shard_dirs[0]))], tok, "cpu", 3, "teacher", batch_size=2)
+    loader = make_eval_loader(cfg.data, [Source(path=str(shard_dirs[0], cfg.train.micro_batch_size))], tok, batch_size=2)
+    out = evaluate(tiny_model(cfg, tok), loader, cfg.eval, cfg.data, tok, "cpu", 3, "teacher")
     emb = out.embeddings
     assert emb.pair_names == ["t0", "t1", "t2"]
     assert {m: emb.rows(m) for m in emb.modalities} == {"image": 3, "speech": 3, "text": 3}

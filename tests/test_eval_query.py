@@ -6,31 +6,24 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import NUM_TRIPLES, error_line, triple
 from unimodal_free.config import Source
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
-from unimodal_free.eval.cli import load_model
+from unimodal_free.store.rebuild import load_model
 from unimodal_free.eval.query import Item, JointEmbedder, expand_items, main
-from unimodal_free.train.export import load_weights
-
-from test_eval_cli import error_line, setup  # noqa: F401  (module fixture: shards, tokenizer, tiny export)
-from test_eval_evaluate import NUM_TRIPLES
+from unimodal_free.store.weights import load_weights
 
 
-def triple(setup, i):  # noqa: F811
-    raw = setup["root"] / "raw"
-    manifest = [json.loads(line) for line in (raw / "manifest.jsonl").read_text().splitlines()]
-    row = manifest[i]
-    return raw / row["image"], raw / row["speech"], row["text"], row["key"]
-
-
-def test_query_embeds_like_the_retrieval_eval(setup):  # noqa: F811
+def test_query_embeds_like_the_retrieval_eval(setup):
     """Raw files and captions, mixed order, small batches == what evaluate() embeds from the shards."""
     weights = load_weights(setup["export"])
     tok = load_tokenizer(str(setup["tok"]))
     cfg = weights.cfg
     teacher = load_model(weights, "teacher", tok.vocab_size, "x")
-    out = evaluate(teacher, cfg, [Source(path=setup["shards"][0])], tok, "cpu", projector=False)
+    out = evaluate(teacher, make_eval_loader(cfg.data, [Source(path=setup["shards"][0])], tok, cfg.train.micro_batch_size), cfg.eval, cfg.data, tok, "cpu",
+                   projector=False)
     emb = out.embeddings
 
     embedder = JointEmbedder.load(str(setup["export"]))
@@ -54,7 +47,7 @@ def test_query_embeds_like_the_retrieval_eval(setup):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_cli_prints_and_writes_the_similarity_matrix(setup, tmp_path, capsys):  # noqa: F811
+def test_cli_prints_and_writes_the_similarity_matrix(setup, tmp_path, capsys):
     image, speech, caption, _ = triple(setup, 0)
     captions = tmp_path / "candidates.txt"
     captions.write_text("a red thing\n\n  a blue thing  \n")
@@ -84,7 +77,7 @@ def test_cli_prints_and_writes_the_similarity_matrix(setup, tmp_path, capsys):  
     assert student["model"] == "student" and student["similarity"][0][1] != pytest.approx(res["similarity"][0][1])
 
 
-def test_bad_inputs_fail_in_one_line_naming_them(setup, tmp_path, capsys):  # noqa: F811
+def test_bad_inputs_fail_in_one_line_naming_them(setup, tmp_path, capsys):
     image, _, caption, _ = triple(setup, 0)
     bmp = tmp_path / "photo.bmp"
     bmp.write_bytes(b"BM")
@@ -112,7 +105,7 @@ def test_bad_inputs_fail_in_one_line_naming_them(setup, tmp_path, capsys):  # no
     assert exc.value.code == 2
 
 
-def test_checkpoint_that_is_no_safetensors_export_is_one_line(setup, tmp_path, capsys):  # noqa: F811
+def test_checkpoint_that_is_no_safetensors_export_is_one_line(setup, tmp_path, capsys):
     """The same check as the eval's: a pickle is refused from its header, never unpickled."""
     pickle = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, pickle)

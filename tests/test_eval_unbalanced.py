@@ -8,13 +8,14 @@ import pytest
 import torch
 import webdataset as wds
 
+from helpers import tiny_cfg, tiny_model
 from unimodal_free.config import Source
 from unimodal_free.data.demo import Mix, ensure_demo_data
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.report import flat_metrics, format_table
 
-from test_eval_evaluate import tiny_cfg, tiny_model
 
 MIX = Mix(speech=0.08, text_only=0.1, image_only=0.06)  # of 50 held-out: 38 image+text, 4 +speech, 5 text, 3 image
 MEMBERS = {"image": ("png", "jpg"), "speech": ("flac", "ogg", "wav"), "text": ("txt",)}
@@ -53,8 +54,8 @@ def test_each_direction_over_the_samples_with_both(heldout):
     assert {m: len(v) for m, v in have.items()} == {"image": 45, "speech": 4, "text": 47}  # the mix, as written
     cfg = tiny_cfg()
     tok = load_tokenizer(str(heldout / "tokenizer.model"))
-    out = evaluate(tiny_model(cfg, tok), cfg, [Source(path=str(heldout / "heldout"))], tok, "cpu", None,
-                   "teacher", batch_size=8)
+    loader = make_eval_loader(cfg.data, [Source(path=str(heldout / "heldout"))], tok, 8)
+    out = evaluate(tiny_model(cfg, tok), loader, cfg.eval, cfg.data, tok, "cpu", None, "teacher")
     emb, res = out.embeddings, out.results
     assert {m: set(emb.keys[m]) for m in emb.modalities} == have  # every member embedded, none invented
 
@@ -83,8 +84,8 @@ def test_threshold_comes_from_the_config(heldout):
     cfg = tiny_cfg()
     cfg.eval.min_queries = 3
     tok = load_tokenizer(str(heldout / "tokenizer.model"))
-    out = evaluate(tiny_model(cfg, tok), cfg, [Source(path=str(heldout / "heldout"))], tok, "cpu", None,
-                   "teacher", batch_size=8)
+    loader = make_eval_loader(cfg.data, [Source(path=str(heldout / "heldout"))], tok, 8)
+    out = evaluate(tiny_model(cfg, tok), loader, cfg.eval, cfg.data, tok, "cpu", None, "teacher")
     assert not any(m["too_small"] for m in out.results.values())
     assert all(m["min_queries"] == 3 for m in out.results.values())
     assert torch.isfinite(torch.tensor(list(out.values()))).all()

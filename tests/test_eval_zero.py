@@ -7,16 +7,16 @@ import subprocess
 import pytest
 import torch
 
+from helpers import ROOT, free_port, leftover_shm, write_raw_corpus
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
 from unimodal_free.data import shards as shard_cli
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.model import build_model
-from unimodal_free.train.export import EXPORT_NAME, load_weights
-
-from test_eval_evaluate import ROOT, write_raw_corpus
-from test_train_launch import free_port, leftover_shm
+from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.weights import load_weights
 
 
 def train_tiny(run_dir, shards, stage: int) -> None:
@@ -37,7 +37,9 @@ def embeddings(weights, which, shards):
     tok = load_tokenizer("bytes")
     model = build_model(weights.cfg, modality_specs(weights.cfg.data, tok.vocab_size))
     model.load_state_dict(getattr(weights, which))
-    out = evaluate(model, weights.cfg, [Source(path=str(shards))], tok, "cpu", None, which, batch_size=4)
+    cfg = weights.cfg
+    out = evaluate(model, make_eval_loader(cfg.data, [Source(path=str(shards))], tok, 4), cfg.eval, cfg.data,
+                   tok, "cpu", None, which)
     return out.embeddings
 
 

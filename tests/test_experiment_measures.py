@@ -8,7 +8,7 @@ import math
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from test_model import model_for
+from helpers import model_for
 from unimodal_free.eval.retrieval import cross_modal_retrieval
 from unimodal_free.experiments.measures import latent_stack_share, recall, tail_mean
 

@@ -21,9 +21,8 @@ import psutil
 import pytest
 import soundfile as sf
 import torch
-import webdataset as wds
 
-from test_reader import TOK, good_sample, make_cfg, row_keys
+from helpers import TOK, make_cfg, png, row_keys, undecodable_shards
 from unimodal_free.data.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
 from unimodal_free.data.loader import DataSourceError, make_eval_loader, make_train_loader
 
@@ -111,7 +110,6 @@ def test_member_caps_unknown_extensions_and_duplicate_keys(tmp_path):
 
 
 def test_pair_null_is_unpaired_not_pair_none():
-    from test_reader import png
 
     sample = {"__key__": "k", "png": png(1), "txt": b"a caption", "json": json.dumps({"pair": None}).encode()}
     rows = sample_rows(sample, make_cfg(["x"]).data, TOK, train=False)
@@ -119,15 +117,6 @@ def test_pair_null_is_unpaired_not_pair_none():
 
 
 # ---------------------------------------------------------------- no decodable sample: stop, do not loop
-
-
-def undecodable_shards(root: Path, n: int = 3) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for s in range(n):
-        with wds.TarWriter(str(root / f"u-{s:06d}.tar")) as w:
-            for i in range(20):
-                w.write({"__key__": f"u{s}x{i}", "png": b"\x89PNG\r\n\x1a\nnot a png", "txt": b"a caption"})
-    return root
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
@@ -227,7 +216,7 @@ def test_stalled_http_source_times_out_and_leaves_no_curl():
 def test_killed_reader_takes_its_curl_child_with_it(tmp_path):
     server = SilentServer()
     code = (
-        "import sys; from test_reader import make_cfg, TOK; from unimodal_free.data.loader import make_eval_loader\n"
+        "import sys; from helpers import make_cfg, TOK; from unimodal_free.data.loader import make_eval_loader\n"
         f"cfg = make_cfg(['http://127.0.0.1:{server.port}/s.tar'], read_timeout_s=3600)\n"
         "list(make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size))\n"
     )

@@ -13,9 +13,8 @@ import re
 import pytest
 import torch
 
+from helpers import model_for, needs_launcher, parts, run, tail, tiny_data, train_cmd, warm_up_deepspeed
 from synthetic_batches import make_batch, tiny_config
-from test_model import model_for, parts
-from test_train_launch import needs_launcher, run, tail, tiny_data, train_cmd, warm_up_deepspeed
 from unimodal_free.config import ConfigError
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.model import EMATeacher
@@ -126,7 +125,8 @@ def test_per_modality_stacks_train_under_zero_with_checkpointing_and_the_export_
     strictly into the recorded config, and the retrieval eval and the per-depth analysis run on it."""
     from unimodal_free.experiments.blockwise import blockwise
     from unimodal_free.experiments.runner import evaluate_arm, load_trained
-    from unimodal_free.train.export import EXPORT_NAME, load_weights
+    from unimodal_free.store.export import EXPORT_NAME
+    from unimodal_free.store.weights import load_weights
 
     warm_up_deepspeed()
     data = tiny_data(tmp_path.parent.parent / "train_runs")

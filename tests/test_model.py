@@ -8,22 +8,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthetic_batches import VOCAB, make_batch, tiny_config, tiny_specs
+from helpers import model_for, parts
+from synthetic_batches import VOCAB, make_batch, tiny_config
 from unimodal_free.batch import Batch, ModalitySpec
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.model import EMATeacher, build_model, pooled_embedding
 from unimodal_free.model.embedding import ModalityAdapter
 from unimodal_free.objective import compute_loss, make_all_views, step_flops
-
-
-def model_for(*overrides, seed=0):
-    cfg = tiny_config(*overrides)
-    torch.manual_seed(seed)
-    return cfg, build_model(cfg, tiny_specs(cfg))
-
-
-def parts(batch):
-    return {m: (p.values, p.coords, p.padding) for m, p in batch.parts.items()}
 
 
 def with_padding_changed(batch: Batch, seed: int) -> Batch:

@@ -1,6 +1,6 @@
 """``unimodal_free.load``: the model folder a run leaves, old run artefacts, and every input kind through one route.
 
-The fast tests use test_eval_cli's module fixture (writer-made raw files, a sentencepiece model trained on
+The fast tests use conftest's ``setup`` module fixture (writer-made raw files, a sentencepiece model trained on
 their captions, an old-format export of a tiny model whose teacher != student); the slow one a real training
 run (in process, 1 rank, real DeepSpeed engine, the demo shards) with a periodic eval.
 """
@@ -20,13 +20,13 @@ import torch
 from PIL import Image
 
 import unimodal_free
+from helpers import run_trainer, tiny_data, tmp_path_base, triple
 from unimodal_free.data.tokenizer import load_tokenizer
-from unimodal_free.eval.cli import EvalError
-from unimodal_free.train.export import load_weights, save_export
+from unimodal_free.store.rebuild import EvalError
+from unimodal_free.store.weights import load_weights
+from unimodal_free.train.export import save_export
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
-from test_eval_cli import setup  # noqa: F401  (module fixture: shards, tokenizer, tiny export)
-from test_eval_query import triple
 
 FOLDER_FILES = {"config.json", "tokenizer.model", "model.safetensors", "README.md"}
 
@@ -42,14 +42,14 @@ def modes(folder: Path) -> dict[str, str]:
     return {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in folder.iterdir()}
 
 
-def private_tokenizer(setup, where: Path):  # noqa: F811
+def private_tokenizer(setup, where: Path):
     """A copy of the fixture's tokenizer that this test may move or delete (the fixture's is shared)."""
     where.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(setup["tok"], where / "tok.model")
     return load_tokenizer(str(where / "tok.model"))
 
 
-def test_pil_image_and_image_tensors_embed_as_the_file(setup):  # noqa: F811
+def test_pil_image_and_image_tensors_embed_as_the_file(setup):
     """An RGBA PNG: the file, its PIL image, its (4, H, W) uint8 tensor and float [0, 1] tensor give the same
     rows and the same embedding, bit for bit (the file is decoded to a PIL image and takes the PIL route)."""
     embedder = unimodal_free.load(setup["export"], device="cpu")
@@ -74,7 +74,7 @@ def test_pil_image_and_image_tensors_embed_as_the_file(setup):  # noqa: F811
     assert torch.equal(unimodal_free.load(setup["export"]).embed_files([image]), alone[:1])
 
 
-def test_exif_orientation_applies_to_files_and_pil_images_alike(setup, tmp_path):  # noqa: F811
+def test_exif_orientation_applies_to_files_and_pil_images_alike(setup, tmp_path):
     embedder = unimodal_free.load(setup["export"], device="cpu")
     pixels = np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     exif = Image.Exif()
@@ -86,7 +86,7 @@ def test_exif_orientation_applies_to_files_and_pil_images_alike(setup, tmp_path)
     assert torch.equal(z[0], z[1]) and not torch.allclose(z[0], z[2], atol=1e-3)
 
 
-def test_waveform_pairs_embed_as_the_wav_file(setup, tmp_path):  # noqa: F811
+def test_waveform_pairs_embed_as_the_wav_file(setup, tmp_path):
     """(waveform, rate) as numpy float64, torch float32, int16 PCM, and (C, T) stereo == the WAV files,
     at a rate that needs resampling (22.05 kHz)."""
     embedder = unimodal_free.load(setup["export"], device="cpu")
@@ -109,7 +109,7 @@ def test_waveform_pairs_embed_as_the_wav_file(setup, tmp_path):  # noqa: F811
     assert torch.equal(embedder.embed_speech([str(tmp_path / "mono.wav")]), z[:1])
 
 
-def test_mixed_inputs_in_one_call_keep_their_order(setup):  # noqa: F811
+def test_mixed_inputs_in_one_call_keep_their_order(setup):
     embedder = unimodal_free.load(setup["export"], device="cpu")
     image, speech, caption, _ = triple(setup, 0)
     wave, sr = sf.read(speech, dtype="float32")
@@ -128,14 +128,14 @@ def test_mixed_inputs_in_one_call_keep_their_order(setup):  # noqa: F811
     ((np.full(16000, np.nan, dtype=np.float32), 16000), "speech: audio contains NaN or Inf samples"),
     (Path("photo.bmp"), "photo.bmp: unknown suffix 'bmp'"),
 ])
-def test_inputs_it_cannot_take_are_one_line_naming_them(setup, bad, message):  # noqa: F811
+def test_inputs_it_cannot_take_are_one_line_naming_them(setup, bad, message):
     embedder = unimodal_free.load(setup["export"], device="cpu")
     with pytest.raises(EvalError) as exc:
         embedder.embed([bad])
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
-def test_old_export_with_an_absolute_tokenizer_path_still_loads(setup, tmp_path):  # noqa: F811
+def test_old_export_with_an_absolute_tokenizer_path_still_loads(setup, tmp_path):
     """Exports written before the model folder (student + teacher, the tokenizer named by an absolute path) load
     as a file and as a run directory, teacher and student; once the tokenizer is gone, ``tokenizer=`` points at a
     copy."""
@@ -159,7 +159,7 @@ def test_old_export_with_an_absolute_tokenizer_path_still_loads(setup, tmp_path)
     assert torch.equal(moved.embed([caption]), reference)
 
 
-def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):  # noqa: F811
+def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):
     """Written from an export: mode 644, a card; copied elsewhere with its tokenizer and source gone it loads
     (folder or file) to the same embeddings; it holds no student; an edited config.json is refused."""
     weights = load_weights(setup["export"])
@@ -192,7 +192,7 @@ def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):  # noqa: F811
         unimodal_free.load(copy)
 
 
-def test_the_query_and_eval_clis_read_a_model_folder(setup, tmp_path, capsys):  # noqa: F811
+def test_the_query_and_eval_clis_read_a_model_folder(setup, tmp_path, capsys):
     from unimodal_free.eval.cli import main as eval_main
     from unimodal_free.eval.query import main
 
@@ -205,7 +205,7 @@ def test_the_query_and_eval_clis_read_a_model_folder(setup, tmp_path, capsys):  
     assert capsys.readouterr().out.startswith(f"checkpoint {folder} (step 7, teacher")
 
 
-def test_an_older_run_converts_to_a_model_folder(setup, tmp_path, capsys):  # noqa: F811
+def test_an_older_run_converts_to_a_model_folder(setup, tmp_path, capsys):
     """``python -m unimodal_free.train.model_folder``: an old export (tokenizer named by a path that is gone)
     becomes a folder that loads alone; a bad source or a missing tokenizer is one line, exit 2."""
     from unimodal_free.train.model_folder import main
@@ -240,14 +240,13 @@ def test_import_stays_light():
 
 
 @pytest.mark.slow
-def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, monkeypatch, umask_022):  # noqa: F811
+def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, monkeypatch, umask_022):
     """A real 2-step run with an eval at step 2: run/model/ holds 4 files, mode 644 (and so does the export);
     the card holds the steps and the eval's table (format_table of the same eval, rerun); the folder, copied
     away with the run dir and the tokenizer deleted, embeds as the run directory and its checkpoint did."""
-    from test_train_inprocess import run_trainer, tmp_path_base
-    from test_train_launch import tiny_data
 
     from unimodal_free.config import load_config
+    from unimodal_free.data.loader import make_eval_loader
     from unimodal_free.eval import evaluate
     from unimodal_free.eval.report import format_table
 
@@ -271,7 +270,8 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     from_run = unimodal_free.load(run, device="cpu")
     from_ckpt = unimodal_free.load(run / "checkpoints" / "step00000002", device="cpu")
     cfg = load_config(run / "config.json")
-    out = evaluate(from_run.model, cfg, cfg.data.heldout, from_run.tokenizer, "cpu", max_samples=16, projector=False)
+    loader = make_eval_loader(cfg.data, cfg.data.heldout, from_run.tokenizer, cfg.train.micro_batch_size)
+    out = evaluate(from_run.model, loader, cfg.eval, cfg.data, from_run.tokenizer, "cpu", max_samples=16, projector=False)
     assert "The run's last periodic eval, at step 2, of the teacher" in card
     assert f"```\n{format_table(out.results)}\n```" in card
 

@@ -10,51 +10,18 @@ import threading
 
 import numpy as np
 import pytest
-import soundfile as sf
 import webdataset as wds
 from PIL import Image
 
-from unimodal_free.config import config_from_dict
+from helpers import TOK, audio, good_sample, make_cfg, png, png_header_only, row_keys
 from unimodal_free.data.loader import make_eval_loader, make_train_loader
 from unimodal_free.data.sources import expand_shards, resolve_sources
-from unimodal_free.data.tokenizer import load_tokenizer
-
-TOK = load_tokenizer("bytes")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------- shard fixtures
-
-
-def png(seed: int, size=(12, 10), mode="RGB") -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def audio(seconds: float, fmt="FLAC", sr=16000) -> bytes:
-    t = np.arange(int(sr * seconds)) / sr
-    buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), sr, format=fmt)
-    return buf.getvalue()
-
-
-def good_sample(key: str, kind: int) -> dict:
-    """kind 0: image+text pair, 1: speech+text pair, 2: text only."""
-    s = {"__key__": key, "json": json.dumps({"pair": key}).encode()}
-    n = int(key[-3:])
-    if kind == 0:
-        s["png"] = png(n)
-        s["txt"] = f"picture number {n}".encode()
-    elif kind == 1:
-        s["flac"] = audio(0.2 + 0.1 * (n % 5))
-        s["txt"] = ("said " * (1 + n % 6)).encode()
-    else:
-        s["txt"] = ("text " * (1 + n % 9)).encode()
-    return s
 
 
 def write_shards(root, prefix: str, n_shards: int, per_shard: int, kinds=(0, 1, 2)) -> list[str]:
@@ -67,18 +34,6 @@ def write_shards(root, prefix: str, n_shards: int, per_shard: int, kinds=(0, 1, 
                 w.write(good_sample(key, kinds[(s * per_shard + i) % len(kinds)]))
                 keys.append(key)
     return keys
-
-
-def make_cfg(train, heldout=None, **over):
-    data = {"train": train, "heldout": heldout or train, "tokenizer": "bytes", "image_size": 16, "patch_size": 8,
-            "n_mels": 16, "frames_per_element": 4, "max_text_tokens": 32, "num_workers": 0, "shuffle_buffer": 20}
-    train_over = {"micro_batch_size": over.pop("micro_batch_size", 8), "seed": over.pop("seed", 0)}
-    data.update(over)
-    return config_from_dict({"data": data, "train": train_over})
-
-
-def row_keys(batch) -> list[tuple[str, str]]:
-    return [(m, k) for m, p in batch.parts.items() for k in p.keys]
 
 
 def take(it, n):
@@ -102,7 +57,6 @@ def truncated_tar(path, keys: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corrupt_dir(tmp_path_factory):
-    from test_elements import png_header_only
 
     root = tmp_path_factory.mktemp("corrupt")
     good = write_shards(root, "good", 2, 6)

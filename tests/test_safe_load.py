@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_launch import ROOT, tail, tiny_data, train_cmd
+from helpers import ROOT, tail, tiny_data, train_cmd
+
 
 STEPS = 2
 _runs: dict[int, Path] = {}
@@ -116,7 +117,7 @@ def launch(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Comp
 def test_deepspeed_files_load_weights_only_and_an_unsigned_honest_run_resumes(stage, base, tmp_path):
     """Every file the trainer writes needs nothing beyond the allow-list; resuming a copy under another
     user's key (unsigned for us) goes through the weights-only loader alone."""
-    from unimodal_free.train.safe_load import load_weights_only, unsafe_globals
+    from unimodal_free.store.safe_load import load_weights_only, unsafe_globals
 
     run = copy_run(trained(stage, base), tmp_path / "run")
     for tag_dir in tags(run):
@@ -197,7 +198,7 @@ def zero_teacher_block(tag_dir: Path) -> Path:
 @pytest.mark.slow
 def test_same_size_corruption_is_detected_and_auto_falls_back(run_dir, tmp_path, capsys):
     from unimodal_free.train.checkpoint import resolve_resume
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     run = copy_run(run_dir, tmp_path / "run")
     newest = run / "checkpoints" / "step00000002"
@@ -244,7 +245,7 @@ def test_an_enum_pickled_by_name_loads_and_getattr_reaches_nothing_else(tmp_path
     from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
 
-    from unimodal_free.train.safe_load import load_weights_only, unsafe_globals
+    from unimodal_free.store.safe_load import load_weights_only, unsafe_globals
 
     honest = tmp_path / "debian_optim_states.pt"
     torch.save({"zero_stage": _ByName(ZeroStageEnum, "gradients"), "w": torch.ones(2)}, honest)

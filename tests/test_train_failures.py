@@ -14,8 +14,19 @@ import time
 import pytest
 import torch
 
-from test_train_launch import (ROOT, leftover_shm, needs_launcher, run, scalars, tail, tiny_data, train_cmd,
-                               warm_up_deepspeed)
+from helpers import (
+    ROOT,
+    leftover_shm,
+    needs_launcher,
+    run,
+    scalars,
+    start,
+    tail,
+    tiny_data,
+    train_cmd,
+    undecodable_shards,
+    warm_up_deepspeed,
+)
 
 
 @pytest.mark.slow
@@ -26,7 +37,7 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
     from unimodal_free.data.tokenizer import load_tokenizer
     from unimodal_free.model import build_model
     from unimodal_free.train.checkpoint import CheckpointManager
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)
@@ -159,7 +170,6 @@ def _error_lines(log) -> list[str]:
 
 def _run_timed(cmd, log, env=None) -> tuple[int, float, float]:
     """(exit code, seconds from start, seconds from the first skipped-sample warning) of a run."""
-    from test_train_launch import start
 
     proc = start(cmd, log, env)
     t0, first_skip = time.monotonic(), None
@@ -181,7 +191,6 @@ def _run_timed(cmd, log, env=None) -> tuple[int, float, float]:
 @pytest.mark.parametrize("case", ["undecodable_members", "max_text_tokens_0"])
 def test_source_without_a_decodable_sample_exits_2_with_one_line(case, tmp_path):
     """Readable tars whose every sample fails to decode (or decodes to no tokens) used to loop forever."""
-    from test_hostile_data import undecodable_shards
 
     data = tiny_data(tmp_path_factory_base(tmp_path))
     source = undecodable_shards(tmp_path / "u") if case == "undecodable_members" else data / "train"
@@ -210,8 +219,6 @@ def tmp_path_factory_base(tmp_path):
 @pytest.mark.slow
 def test_sigterm_while_waiting_for_data_stops_the_run(tmp_path):
     """The stop flag used to be read only between steps: a rank skipping samples forever ignored SIGTERM."""
-    from test_hostile_data import undecodable_shards
-    from test_train_launch import start
 
     data = tiny_data(tmp_path_factory_base(tmp_path))
     source = undecodable_shards(tmp_path / "u")

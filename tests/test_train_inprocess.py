@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_train_launch import free_port, scalars, tiny_data, warm_up_deepspeed
+from helpers import run_trainer, scalars, tiny_data, tmp_path_base
+
 
 # Tensor methods that make the host wait for the device (on a GPU): reading values back, or a shape that
 # depends on them (nonzero).
@@ -59,46 +60,6 @@ class SyncCounter:
             if "unimodal_free" in frame.filename or "/deepspeed/" in frame.filename:
                 return f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.name}"
         return "other"
-
-
-def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
-    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the engine is built."""
-    from unimodal_free.train import trainer as trainer_mod
-    from unimodal_free.train.cli import build_parser, prepare
-
-    warm_up_deepspeed()
-    data = tiny_data(tmp_path_base(tmp_path))
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
-        monkeypatch.setenv(key, value)
-    import deepspeed.utils.groups
-
-    # DeepSpeed keeps its clone of the world group in a module global beyond destroy_process_group;
-    # a second run in the same process must not find the first run's (launches are one run per process).
-    monkeypatch.setattr(deepspeed.utils.groups, "_WORLD_GROUP", None)
-    threads = torch.get_num_threads()
-    args = ["--config", "configs/tiny.json"]
-    for s in ["train.micro_batch_size=8", "eval.every=0", "train.checkpoint_every=1000",
-              f"train.output_dir={tmp_path / 'run'}", f"data.train={data / 'train'}",
-              f"data.heldout={data / 'heldout'}", f"data.tokenizer={data / 'tokenizer.model'}", *sets]:
-        args += ["--set", s]
-
-    class Observed(trainer_mod.Trainer):
-        def _build(self):
-            super()._build()
-            if observe is not None:
-                observe(self)
-
-    try:
-        return Observed(prepare(build_parser().parse_args(args))).run()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def tmp_path_base(tmp_path: Path) -> Path:
-    base = tmp_path.parent.parent / "train_runs"  # the session's shared demo data (see test_train_launch)
-    base.mkdir(parents=True, exist_ok=True)
-    return base
 
 
 @pytest.mark.slow
@@ -187,7 +148,7 @@ def test_compiled_encoder_trains(tmp_path, monkeypatch):
     """train.compile=true: the student's encoder is compiled in place, trains, and its checkpoint keys
     are the eager model's."""
     from unimodal_free.model.joint import unwrap
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     compiled = {}
 

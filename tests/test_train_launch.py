@@ -3,10 +3,8 @@
 One 8-step run per ZeRO stage serves several checks: the first steps' losses
 agree across stages, the ZeRO-3 teacher equals the ZeRO-0 teacher, every
 required TensorBoard tag is there, the export and the run dir load the same
-weights. The runs are cached for the session so test_checkpoint_resume.py
-reuses the ZeRO-3 one as its uninterrupted reference.
-
-Helpers here are imported by test_checkpoint_resume.py.
+weights. The runs are cached for the session (helpers.stage_run) so
+test_checkpoint_resume.py reuses the ZeRO-3 one as its uninterrupted reference.
 """
 
 from __future__ import annotations
@@ -15,10 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,180 +22,20 @@ import psutil
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DEEPSPEED = shutil.which("deepspeed")
-needs_launcher = pytest.mark.skipif(DEEPSPEED is None, reason="the deepspeed launcher is not on PATH")
-
-MAX_STEPS = 8
-# Every run of the suite shares these, so any two runs are comparable step by step.
-COMMON_SETS = [
-    f"train.max_steps={MAX_STEPS}",
-    "train.checkpoint_every=2",
-    "train.keep_last=2",
-    "train.log_every=1",
-    "train.micro_batch_size=8",
-    "eval.every=4",
-    "eval.max_samples=16",
-    "eval.max_time_share=1.0",
-]
-
-_lock = threading.Lock()
-_cache: dict[str, object] = {}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def warm_up_deepspeed() -> None:
-    """Build DeepSpeed's shm comm op once (~90 s the very first time, cached in ~/.cache/torch_extensions)."""
-    with _lock:
-        if "warm" in _cache:
-            return
-        # (importlib: `import deepspeed.comm.torch as t` would bind the torch package re-exported there)
-        code = "import importlib; importlib.import_module('deepspeed.comm.torch').build_shm_op()"
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _cache["warm"] = True
-
-
-def tiny_data(base: Path) -> Path:
-    """Small demo corpus (train + heldout shards + sentencepiece tokenizer), made once per session."""
-    with _lock:
-        if "data" not in _cache:
-            from unimodal_free.data.demo import ensure_demo_data
-
-            _cache["data"] = Path(ensure_demo_data(base / "demo", n_train=48, n_heldout=16))
-        return _cache["data"]  # type: ignore[return-value]
-
-
-SPEECH_EVERY = 8  # the unbalanced corpus keeps the speech of one training sample in 8
-
-
-def unbalanced_data(base: Path) -> Path:
-    """The tiny demo corpus with speech dropped from all but every SPEECH_EVERY-th training sample.
-
-    A real corpus where few captioned pictures also have a recording: at 8 rows per micro batch a rank
-    often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
-    """
-    from unimodal_free.config import DataConfig
-    from unimodal_free.data.handlers import SkipCounter
-    from unimodal_free.data.samples import read_shard
-    from unimodal_free.data.shard_writer import ShardSink
-    from unimodal_free.data.sources import expand_shards
-    from unimodal_free.modalities import MODALITY
-
-    data = tiny_data(base)
-    with _lock:
-        if "unbalanced" not in _cache:
-            out = base / "unbalanced"
-            counter = SkipCounter("unbalanced corpus")
-            with ShardSink(out, maxcount=12) as sink:
-                samples = (s for url in expand_shards(str(data / "train")) for s in read_shard(url, counter, DataConfig()))
-                for i, sample in enumerate(samples):
-                    drop = {"__url__"} | (set() if i % SPEECH_EVERY == 0 else set(MODALITY["speech"].extensions))
-                    sink.write({k: v for k, v in sample.items() if k not in drop})
-            assert counter.count == 0
-            _cache["unbalanced"] = out
-        return _cache["unbalanced"]  # type: ignore[return-value]
-
-
-def train_cmd(data: Path, run_dir: Path, stage: int, *extra: str, launcher: bool = True) -> list[str]:
-    sets = COMMON_SETS + [
-        f"deepspeed.zero_stage={stage}",
-        f"train.output_dir={run_dir}",
-        f"data.train={data / 'train'}",
-        f"data.heldout={data / 'heldout'}",
-        f"data.tokenizer={data / 'tokenizer.model'}",
-        *extra,
-    ]
-    args = ["launch/train.py", "--config", "configs/tiny.json"] + [a for s in sets for a in ("--set", s)]
-    if not launcher:
-        return [sys.executable] + args
-    return [DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port())] + args
-
-
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a training in its own session (so a test can kill the whole process group)."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    out = open(log, "ab")
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
-
-
-def tail(log: Path, n: int = 4000) -> str:
-    return log.read_text(errors="replace")[-n:]
-
-
-def leftover_shm(cmd: list[str]) -> list[str]:
-    """DeepSpeed's CPU shm segments of this launch still in /dev/shm (tmpfs: RAM that a suite of launches
-    would otherwise fill until the machine runs out of memory)."""
-    if "--master_port" not in cmd:
-        return []
-    port = cmd[cmd.index("--master_port") + 1]
-    return [p.name for p in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")]
-
-
-def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 600) -> int:
-    proc = start(cmd, log, env)
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise AssertionError(f"training timed out:\n{tail(log)}")
-    assert not leftover_shm(cmd), leftover_shm(cmd)
-    return rc
-
-
-def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
-    """Start a run with a test hook, wait until the hook's marker file appears, then SIGKILL everything."""
-    proc = start(cmd, log, env)
-    deadline = time.monotonic() + timeout
-    try:
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"run ended (rc={proc.returncode}) before {marker.name}:\n{tail(log)}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {marker.name} within {timeout}s:\n{tail(log)}")
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not leftover_shm(cmd), leftover_shm(cmd)  # not even after SIGKILL
-
-
-def stage_run(stage: int, base: Path, corpus: str = "balanced") -> Path:
-    """The session's uninterrupted 8-step 2-rank run under ZeRO ``stage`` (made once per corpus).
-
-    ``corpus``: "balanced" (the demo: every sample has all three modalities) or "unbalanced"
-    (:func:`unbalanced_data`: the ranks' batches hold different modalities).
-    """
-    key = f"stage{stage}" if corpus == "balanced" else f"stage{stage}-{corpus}"
-    with _lock:
-        if key in _cache:
-            return _cache[key]  # type: ignore[return-value]
-    warm_up_deepspeed()
-    data = tiny_data(base)
-    name = key.replace("stage", "zero")
-    run_dir = base / name
-    log = base / f"{name}.log"
-    t0 = time.perf_counter()
-    # A kept checkpoint after every step (the EMA relation is checked step by step); ZeRO-3 evaluates
-    # the student (a consolidated copy: its partitioned forward needs every rank).
-    # ZeRO-3 also gathers the student for the EMA in many small chunks (~4k elements), not at once.
-    zero3 = ["eval.model=student", "deepspeed.ema_gather_numel=4096"] if stage == 3 else []
-    extra = ["train.checkpoint_every=1", f"train.keep_last={MAX_STEPS}"] + zero3
-    if corpus == "unbalanced":
-        extra.append(f"data.train={unbalanced_data(base)}")
-    rc = run(train_cmd(data, run_dir, stage, *extra), log)
-    assert rc == 0, tail(log)
-    print(f"ZeRO-{stage} run: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    with _lock:
-        _cache[key] = run_dir
-    return run_dir
+from helpers import (
+    MAX_STEPS,
+    ROOT,
+    needs_launcher,
+    run,
+    scalars,
+    stage_run,
+    start,
+    tail,
+    tiny_data,
+    train_cmd,
+    unbalanced_data,
+    warm_up_deepspeed,
+)
 
 
 def specs_of(weights):
@@ -208,15 +44,6 @@ def specs_of(weights):
     from unimodal_free.data.tokenizer import load_tokenizer
 
     return modality_specs(weights.cfg.data, load_tokenizer(weights.tokenizer_ref["path"]).vocab_size)
-
-
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of a scalar as TensorBoard shows it (EventAccumulator, purges applied)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    ea.Reload()
-    return [(e.step, e.value) for e in ea.Scalars(tag)]
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
@@ -275,7 +102,7 @@ def test_zero_stages_agree(base, corpus):
     applied to that run's own student (tight: rtol 1e-6 / atol 1e-7), under every stage.
     """
     from unimodal_free.model import build_model, ema_schedule
-    from unimodal_free.train.export import load_weights
+    from unimodal_free.store.weights import load_weights
 
     base.mkdir(parents=True, exist_ok=True)
     stages = (0, 1, 2, 3)
@@ -326,8 +153,10 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     """Run dir: resolved config, TB events with every required tag, checkpoints + latest, export == run dir."""
     from unimodal_free.config import load_config
     from unimodal_free.modalities import MODALITIES
-    from unimodal_free.train.checkpoint import CheckpointManager, is_complete
-    from unimodal_free.train.export import EXPORT_NAME, load_weights
+    from unimodal_free.store.checkpoints import is_complete
+    from unimodal_free.store.export import EXPORT_NAME
+    from unimodal_free.store.weights import load_weights
+    from unimodal_free.train.checkpoint import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     run_dir = stage_run(0, base)
@@ -480,7 +309,6 @@ def test_run_tensorboard_figures_projector_config_text_and_eval_beside_it(base, 
     assert (tb / f"eval-step{MAX_STEPS:08d}-teacher" / "projector_config.pbtxt").is_file()
 
 
-
 def test_bad_config_exits_2_with_one_line_before_any_process_group(tmp_path, capsys):
     """In-process: main() returns 2, prints one line naming the key, starts no process group."""
     import torch.distributed as dist
@@ -522,7 +350,8 @@ def test_bad_config_through_the_script_exits_2(tmp_path):
 @needs_launcher
 def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     """SIGTERM to rank 1 only: both ranks stop at the same step after a complete checkpoint; exit 0."""
-    from unimodal_free.train.checkpoint import CheckpointManager, is_complete, step_of
+    from unimodal_free.store.checkpoints import is_complete, step_of
+    from unimodal_free.train.checkpoint import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     warm_up_deepspeed()

@@ -14,6 +14,8 @@ def load(path: Any, device: Any = None, model: Optional[str] = "teacher", tokeni
 
     See :meth:`unimodal_free.embedder.Embedder.load`; safetensors only, no pickle, no code from the files.
     """
+    # Here, not at the top: every ``import unimodal_free.<x>`` runs this file, and the CLIs refuse a bad flag
+    # before torch loads; the embedder imports torch, the model and the data decoders.
     from unimodal_free.embedder import Embedder
 
     return Embedder.load(path, device, model, tokenizer)

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
+from PIL import Image
 
 from unimodal_free.batch import Elements, collate_elements
 from unimodal_free.data import media
@@ -38,11 +39,12 @@ from unimodal_free.data.elements import (
     upright_rgb,
     waveform_at,
 )
-from unimodal_free.eval.cli import EvalError
 from unimodal_free.model import pooled_embedding
-from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.model.joint import unwrap
 from unimodal_free.modalities import SUFFIX_MODALITY
+from unimodal_free.model.pooling import embedding_dim
+from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
+from unimodal_free.store.weights import load_weights
 
 IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels -> PIL mode
 INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}  # PCM as soundfile reads it as float
@@ -97,8 +99,6 @@ def modality_of(x: Any) -> str:
 
 def describe(x: Any, index: int) -> str:
     """A short name of input ``index`` for error messages; refuses what ``embed`` does not take."""
-    from PIL import Image
-
     if isinstance(x, Item):
         return x.label
     if isinstance(x, str):
@@ -122,8 +122,6 @@ def image_from_array(x: Any, label: str):
 
     Floats are rounded to 8 bits (the shards' images are 8-bit too), so ``to_tensor(pil)`` maps back to ``pil``.
     """
-    from PIL import Image
-
     arr = _numpy(x)
     if arr.ndim != 3 or arr.shape[0] not in IMAGE_CHANNELS:
         hint = ": pass x.permute(2, 0, 1)" if arr.ndim == 3 and arr.shape[-1] in IMAGE_CHANNELS else ""
@@ -184,9 +182,6 @@ class Embedder:
         tokenizer, for an old export that names it by an absolute path that is gone. ``device``: default cuda if
         available, else cpu.
         """
-        from unimodal_free.eval.cli import load_model, resolve_tokenizer
-        from unimodal_free.train.export import load_weights
-
         path = os.fspath(path)
         weights = load_weights(path)
         which = model or weights.cfg.eval.model
@@ -223,8 +218,6 @@ class Embedder:
             raise EvalError(f"{label}: {exc.reason}") from None
 
     def _rows(self, item: Any, label: str) -> list[Elements]:
-        from PIL import Image
-
         d = self.cfg.data
         if isinstance(item, Item):
             item = Path(item.source) if item.is_file else item.source

@@ -33,19 +33,18 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import SafetensorError, safe_open
 
-from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
-from unimodal_free.data.sources import expand_shards, tokenizer_spec
-from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
+from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.data.sources import expand_shards
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
 from unimodal_free.provenance import provenance
+from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
+from unimodal_free.store.weights import load_weights
 from unimodal_free.usage import ArgumentParser, report_usage_error
-
-
-class EvalError(ValueError):
-    """Bad eval input; the message is one line naming the file or flag."""
 
 
 def device_arg(text: str) -> str:
@@ -92,8 +91,6 @@ def check_checkpoint_arg(path: str) -> None:
 
     Only the header is read here; a pickle, a truncated file or a device gets one line, not a traceback.
     """
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path).expanduser()
     if p.is_dir():
         return
@@ -108,45 +105,7 @@ def check_checkpoint_arg(path: str) -> None:
         raise EvalError(f"--checkpoint {path}: not a safetensors export ({exc})") from None
 
 
-def resolve_tokenizer(ref: dict, spec: Optional[str], checkpoint: str, demo_dir: str = ""):
-    """The tokenizer to read the data with; refused unless it is the checkpoint's own."""
-    if spec is None:
-        if ref.get("kind") == "bytes":
-            spec = "bytes"
-        else:
-            spec = ref.get("path") or ""
-            if not spec or not os.path.isfile(spec):
-                raise EvalError(
-                    f"checkpoint {checkpoint} was trained with tokenizer {spec or '?'} "
-                    f"(sha256 {ref.get('sha256')}), which is missing here: pass --tokenizer PATH to a copy of it"
-                )
-    elif spec not in ("bytes", "demo") and not os.path.isfile(os.path.expanduser(spec)):
-        raise EvalError(f"--tokenizer {spec}: file not found (checkpoint {checkpoint} expects {ref.get('path')})")
-    tokenizer = load_tokenizer(tokenizer_spec(spec, demo_dir))
-    check_tokenizer_compatible(ref, tokenizer.reference, f"checkpoint {checkpoint} vs --tokenizer {spec}")
-    return tokenizer
-
-
-def load_model(weights, which: str, vocab_size: int, checkpoint: str) -> torch.nn.Module:
-    """Rebuild the model from the stored config and load the teacher's or student's weights."""
-    from unimodal_free.model import build_model
-
-    state = getattr(weights, which)
-    if not state:
-        raise EvalError(f"checkpoint {checkpoint}: holds no {which} weights")
-    model = build_model(weights.cfg, modality_specs(weights.cfg.data, vocab_size))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise EvalError(
-            f"checkpoint {checkpoint}: {which} weights do not fit the stored config "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-        )
-    return model
-
-
 def run(args: argparse.Namespace) -> int:
-    from unimodal_free.train.export import load_weights
-
     weights = load_weights(args.checkpoint)
     cfg = weights.cfg
     cfg.eval.model = args.model or cfg.eval.model
@@ -162,11 +121,11 @@ def run(args: argparse.Namespace) -> int:
     step = int(getattr(weights, "step", 0) or 0)
     writer = None
     if args.logdir:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # only with --logdir: TensorBoard is heavy to import
 
         writer = SummaryWriter(eval_logdir(args.logdir, step, cfg.eval.model))
-    out = evaluate(model, cfg, sources, tokenizer, device, args.max_samples, cfg.eval.model,
-                   batch_size=args.batch_size, writer=writer, step=step, prefix="eval")
+    loader = make_eval_loader(cfg.data, sources, tokenizer, args.batch_size or cfg.train.micro_batch_size)
+    out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, args.max_samples, cfg.eval.model, writer=writer, step=step, prefix="eval")
     emb = out.embeddings
     if not out.results:
         raise EvalError(
@@ -221,8 +180,6 @@ def eval_logdir(logdir: str, step: int, which: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from unimodal_free.train.checkpoint import CheckpointError
-
     args = parse_args(argv)
     try:
         check_checkpoint_arg(args.checkpoint)

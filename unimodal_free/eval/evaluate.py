@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import torch
 
-from unimodal_free.config import Config, Source
-from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.config import DataConfig, EvalConfig
+from unimodal_free.data.loader import EvalLoader
 from unimodal_free.eval.embed import EmbeddingSet, embed_batches
 from unimodal_free.eval.report import flat_metrics
 from unimodal_free.eval.retrieval import cross_modal_retrieval
@@ -39,37 +39,37 @@ def _embed(model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
 
 def evaluate(
     model: torch.nn.Module,
-    cfg: Config,
-    sources: list[Source],
+    loader: EvalLoader,
+    eval_cfg: EvalConfig,
+    data_cfg: DataConfig,
     tokenizer,
     device: torch.device | str,
     max_samples: Optional[int] = None,
     model_name: str = "teacher",
-    batch_size: Optional[int] = None,
     writer=None,
     step: int = 0,
     prefix: str = "val",
     projector: bool = True,
 ) -> EvalOutput:
-    """Embed the first ``max_samples`` samples of ``sources`` (all when None) and score retrieval.
+    """Embed the first ``max_samples`` samples of ``loader`` (all when None) and score retrieval.
 
-    ``model`` is a full (not ZeRO-3-partitioned) student or teacher module, or
-    a wrapper with ``.module``; its train/eval mode is restored afterwards.
+    ``loader`` is :func:`unimodal_free.data.loader.make_eval_loader`'s; ``eval_cfg`` says the pooling and
+    ``min_queries``, ``data_cfg`` how to draw thumbnails. ``model`` is a full (not ZeRO-3-partitioned)
+    student or teacher module, or a wrapper with ``.module``; its train/eval mode is restored afterwards.
     With ``writer`` (a SummaryWriter) the similarity figures and the projector
     entry (unless ``projector`` is False: it writes the embeddings as text)
     are written under ``prefix``; scalars are left to the caller.
     """
-    if cfg.eval.pooling != "mean":
-        raise ValueError(f"eval.pooling: {cfg.eval.pooling!r} is not supported (only 'mean')")
+    if eval_cfg.pooling != "mean":
+        raise ValueError(f"eval.pooling: {eval_cfg.pooling!r} is not supported (only 'mean')")
     start = time.perf_counter()
-    loader = make_eval_loader(cfg.data, sources, tokenizer, batch_size or cfg.train.micro_batch_size)
     was_training = model.training
     model.eval()
     try:
-        emb = embed_batches(model, loader, _embed, device, cfg.data, max_samples, tokenizer=tokenizer)
+        emb = embed_batches(model, loader, _embed, device, data_cfg, max_samples, tokenizer=tokenizer)
     finally:
         model.train(was_training)
-    results = cross_modal_retrieval(emb.embeddings, emb.pair_ids, min_queries=cfg.eval.min_queries)
+    results = cross_modal_retrieval(emb.embeddings, emb.pair_ids, min_queries=eval_cfg.min_queries)
     out = EvalOutput(flat_metrics(results))
     out.results, out.embeddings, out.skipped, out.model_name = results, emb, loader.skipped, model_name
     if writer is not None:

@@ -21,7 +21,7 @@ def similarity_figure(sims: torch.Tensor, query: str, candidate: str, step: int)
     their ``candidate`` rows in the same order, so a model that aligns the two modalities shows a red
     diagonal. The title names the direction and the step, the subtitle the diagonal's and the rest's mean.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # here: matplotlib is heavy, and only a run with a writer draws
     from matplotlib.ticker import MaxNLocator
 
     m = sims.detach().float().cpu().numpy()  # (P, P)

@@ -26,8 +26,10 @@ import torch
 
 from unimodal_free.data.elements import DecodeError, decode_captions
 from unimodal_free.embedder import Embedder, Item, modality_of
-from unimodal_free.eval.cli import EvalError, check_checkpoint_arg, device_arg
+from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
+from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.store.rebuild import EvalError
 from unimodal_free.usage import ArgumentParser, report_usage_error
 
 class JointEmbedder(Embedder):
@@ -117,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from unimodal_free.train.checkpoint import CheckpointError
-
     args = parse_args(argv)
     try:
         return run(args)

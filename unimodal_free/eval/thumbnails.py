@@ -43,7 +43,7 @@ def spectrogram_thumbnail(values: torch.Tensor, n_mels: int, size: int = THUMB_S
 
     values: (M, s*n_mels) stacked frames, frame-major (data.elements.speech_elements), padding removed.
     """
-    import matplotlib
+    import matplotlib  # here: heavy, and only a run with a writer draws thumbnails
 
     if values.ndim != 2 or values.shape[1] % n_mels:
         raise ValueError(f"speech elements {tuple(values.shape)} do not match n_mels={n_mels}")

@@ -53,7 +53,7 @@ def table(title: str, levels: dict, plot: Path) -> str:
 
 def draw(levels: dict, title: str, path: Path) -> None:
     """Two panels over depth: R@1 per direction and CKA per modality pair; solid student, dashed teacher."""
-    import matplotlib
+    import matplotlib  # here: heavy, and only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

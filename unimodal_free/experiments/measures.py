@@ -23,7 +23,7 @@ def recall(results: dict, direction: str, k: int = 1, chance: bool = False) -> f
 
 def tail_mean(run_dir: Path, tag: str, points: int = TAIL_POINTS) -> float:
     """Mean of the last ``points`` values of a TensorBoard scalar of the run (NaN when never logged)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # heavy: only here
 
     ea = EventAccumulator(str(Path(run_dir) / "tb"), size_guidance={"scalars": 0})
     ea.Reload()

@@ -14,6 +14,10 @@ import collections
 import json
 from pathlib import Path
 
+from unimodal_free.config import load_config
+from unimodal_free.data.loader import make_train_loader
+from unimodal_free.data.sources import resolve_sources
+from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.experiments.corpora import paired_corpus
 from unimodal_free.experiments.results import DIRECTIONS, arrow, markdown, mean_metric, metric, pct, seconds
 from unimodal_free.experiments.runner import Arm, ArmResult, train_and_evaluate
@@ -36,11 +40,6 @@ def arm_for(ctx, share: float) -> tuple[Arm, int | None, float]:
 def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
     """Mean number of pairs (pair ids with rows of two or more modalities) in rank 0's first training
     batches of ``arm``: how many positives the alignment loss has per step and rank."""
-    from unimodal_free.config import load_config
-    from unimodal_free.data.loader import make_train_loader
-    from unimodal_free.data.sources import resolve_sources
-    from unimodal_free.data.tokenizer import load_tokenizer
-
     cfg = load_config(ctx.config, [*ctx.common, *arm.overrides, "data.num_workers=0"])  # same stream, in-process
     sources = resolve_sources(cfg.data)
     tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
@@ -61,7 +60,7 @@ def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:
 
 def plot(done: list[ArmResult], shares: list[float], out: Path) -> None:
     """R@1 and R@10 (mean over the six directions, and each direction) against the paired share kept."""
-    import matplotlib
+    import matplotlib  # here: heavy, and only the figure needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

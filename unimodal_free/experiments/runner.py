@@ -26,6 +26,13 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from unimodal_free.config import Source
+from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.data.sources import resolve_sources
+from unimodal_free.eval.evaluate import evaluate
+from unimodal_free.store.rebuild import load_model, resolve_tokenizer
+from unimodal_free.store.weights import load_weights
+
 REPO = Path(__file__).resolve().parents[2]
 ARM_FILE = "arm.json"
 EXPORT_FILE = "model.safetensors"
@@ -154,9 +161,6 @@ def default_device() -> torch.device:
 
 def load_trained(run_dir: Path, which: str = "teacher", device: Optional[torch.device] = None):
     """(model, config, tokenizer) of a finished run, read from its safetensors export as eval does."""
-    from unimodal_free.eval.cli import load_model, resolve_tokenizer
-    from unimodal_free.train.export import load_weights
-
     weights = load_weights(run_dir / EXPORT_FILE)
     cfg = weights.cfg
     tokenizer = resolve_tokenizer(weights.tokenizer_ref, None, str(run_dir), cfg.data.demo_dir)
@@ -166,9 +170,6 @@ def load_trained(run_dir: Path, which: str = "teacher", device: Optional[torch.d
 
 def heldout_sources(cfg, heldout: Optional[list[str]] = None):
     """The held-out shards to evaluate on: the given paths, else the run's own held-out split (demo by default)."""
-    from unimodal_free.config import Source
-    from unimodal_free.data.sources import resolve_sources
-
     if heldout:
         return [Source(path=p) for p in heldout]
     return resolve_sources(cfg.data).heldout
@@ -181,8 +182,6 @@ def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str 
     Kept in ``<run_dir>/experiment-eval-<which>.json`` with the export's size and mtime and the
     held-out paths, so tables are rebuilt without re-evaluating, and a retrained run is evaluated again.
     """
-    from unimodal_free.eval.evaluate import evaluate
-
     export = (Path(run_dir) / EXPORT_FILE).stat()
     key = {"export": [export.st_size, export.st_mtime_ns], "heldout": heldout, "which": which}
     cache = Path(run_dir) / f"experiment-eval-{which}.json"
@@ -192,7 +191,8 @@ def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str 
             return kept["results"]
     device = device or default_device()
     model, cfg, tokenizer = load_trained(run_dir, which, device)
-    out = evaluate(model, cfg, heldout_sources(cfg, heldout), tokenizer, device, cfg.eval.max_samples, which)
+    loader = make_eval_loader(cfg.data, heldout_sources(cfg, heldout), tokenizer, cfg.train.micro_batch_size)
+    out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, cfg.eval.max_samples, which)
     cache.write_text(json.dumps({"key": key, "results": out.results}, indent=1, sort_keys=True))
     return out.results
 

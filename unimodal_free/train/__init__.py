@@ -1,8 +1,7 @@
 """Trainer: DeepSpeed engine, EMA teacher, checkpoints, TensorBoard, export.
 
 ``main(argv)`` runs a whole training (``launch/train.py`` calls it); it is
-imported lazily so ``from unimodal_free.train.export import load_weights``
-does not pull in DeepSpeed.
+imported lazily so importing ``unimodal_free.train.<module>`` does not pull in DeepSpeed.
 """
 
 from __future__ import annotations

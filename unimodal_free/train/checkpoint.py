@@ -21,10 +21,8 @@ file it reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -33,19 +31,14 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from unimodal_free.train import dist, signing, testhooks
-from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, read_export, save_export
-
-LATEST = "latest"
-COMPLETE = "COMPLETE"
-TRAINER_STATE = "trainer_state.json"
-CONSOLIDATED = EXPORT_NAME  # same format as the final export, one per checkpoint
-HASH_CHUNK = 8 << 20
-_TAG = re.compile(r"^step(\d{8,})$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message names the path."""
+from unimodal_free.store import signing
+from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, LATEST, TRAINER_STATE, CheckpointError,
+                                             complete_tags, file_sha256, is_complete, latest_tag, step_of, tag_for,
+                                             verify)
+from unimodal_free.store.export import read_export
+from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, weights_only_engine
+from unimodal_free.train import dist, testhooks
+from unimodal_free.train.export import gathered_state_dict, save_export
 
 
 @dataclass
@@ -69,15 +62,6 @@ class TrainerState:
     def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def tag_for(step: int) -> str:
-    return f"step{step:08d}"
-
-
-def step_of(tag: str) -> Optional[int]:
-    m = _TAG.match(tag)
-    return int(m.group(1)) if m else None
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -106,69 +90,6 @@ def _torch_save_atomic(obj: Any, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def read_manifest(tag_dir: Path) -> Optional[dict[str, Any]]:
-    """COMPLETE's content, or None if it is missing or unreadable."""
-    try:
-        manifest = json.loads((Path(tag_dir) / COMPLETE).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
-
-
-def _entry(value: Any) -> tuple[Optional[int], Optional[str]]:
-    """(size, sha256) of a manifest entry (older manifests list the size alone)."""
-    if isinstance(value, dict):
-        return value.get("size"), value.get("sha256")
-    return (value if isinstance(value, int) else None), None
-
-
-def is_complete(tag_dir: Path) -> bool:
-    """COMPLETE exists and every file it lists is there with its recorded size (no hashing: cheap)."""
-    manifest = read_manifest(tag_dir)
-    if manifest is None:
-        return False
-    for rel, value in manifest["files"].items():
-        f = Path(tag_dir) / rel
-        if not f.is_file() or f.stat().st_size != _entry(value)[0]:
-            return False
-    return True
-
-
-def file_sha256(path: Path) -> str:
-    """Streamed: memory stays one chunk whatever the file's size."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(tag_dir: Path, only: Optional[list[str]] = None) -> dict[str, Any]:
-    """Check size and sha256 of every file COMPLETE lists (or of ``only``); returns the manifest.
-
-    Raises CheckpointError naming the first file that is missing, resized or altered.
-    """
-    tag_dir = Path(tag_dir)
-    manifest = read_manifest(tag_dir)
-    if manifest is None:
-        raise CheckpointError(f"{tag_dir / COMPLETE}: missing or unreadable, the checkpoint is incomplete")
-    files = manifest["files"]
-    for rel in only if only is not None else sorted(files):
-        path = tag_dir / rel
-        if rel not in files:
-            raise CheckpointError(f"{path}: not listed in {tag_dir / COMPLETE}")
-        size, digest = _entry(files[rel])
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in {COMPLETE})")
-        if path.stat().st_size != size:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {COMPLETE} lists {size}")
-        if digest is None:
-            raise CheckpointError(f"{path}: {COMPLETE} lists no sha256 (written by an older unimodal_free)")
-        if file_sha256(path) != digest:
-            raise CheckpointError(f"{path}: sha256 differs from {COMPLETE} (the file is corrupt or was altered)")
-    return manifest
 
 
 def mark_complete(tag_dir: Path, step: int) -> None:
@@ -208,20 +129,11 @@ class CheckpointManager:
     # ---------------------------------------------------------------- finding
     def complete_tags(self) -> list[str]:
         """Complete checkpoint tags, oldest first."""
-        if not self.root.is_dir():
-            return []
-        tags = [p.name for p in self.root.iterdir() if p.is_dir() and step_of(p.name) is not None]
-        return sorted((t for t in tags if is_complete(self.root / t)), key=step_of)
+        return complete_tags(self.root)
 
     def latest_tag(self) -> Optional[str]:
         """The tag ``latest`` points at if it is complete, else the newest complete tag."""
-        pointer = self.root / LATEST
-        if pointer.is_file():
-            tag = pointer.read_text().strip()
-            if step_of(tag) is not None and is_complete(self.root / tag):
-                return tag
-        tags = self.complete_tags()
-        return tags[-1] if tags else None
+        return latest_tag(self.root)
 
     # ---------------------------------------------------------------- saving
     def save(self, engine, teacher_state: dict[str, torch.Tensor], state: TrainerState, rank_state: dict[str, Any]) -> Path:
@@ -289,8 +201,6 @@ class CheckpointManager:
 
         Nothing is unpickled in full unless :func:`files_to_unpickle` allows it (signed by this user, or ``trust``).
         """
-        from unimodal_free.train.safe_load import load_weights_only, weights_only_engine
-
         tag_dir = Path(tag_dir)
         if not is_complete(tag_dir):
             raise CheckpointError(f"{tag_dir}: checkpoint is incomplete (no valid {COMPLETE} marker)")
@@ -304,34 +214,6 @@ class CheckpointManager:
         teacher_sd = read_export(tag_dir / CONSOLIDATED).teacher
         rank_state = load_weights_only(tag_dir / rank_state_name(dist.rank()), map_location="cpu")
         return state, teacher_sd, rank_state
-
-
-def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
-    """The pickle files of ``tag_dir`` that need globals beyond the weights-only allow-list.
-
-    Allowed only when the checkpoint's COMPLETE is signed with this user's key (this user's trainer wrote
-    it) or ``trust`` (--trust-checkpoint); otherwise CheckpointError names the file and the global.
-    Scanning reads pickle opcodes only: nothing runs.
-    """
-    from unimodal_free.train.safe_load import unsafe_globals
-
-    tag_dir = Path(tag_dir)
-    needs = {p: unsafe_globals(p) for p in sorted(tag_dir.rglob("*.pt"))}
-    needs = {p: names for p, names in needs.items() if names}
-    if not needs:
-        return []
-    manifest = read_manifest(tag_dir) or {"files": {}}
-    path, names = next(iter(needs.items()))
-    if not (trust or signing.is_signed_by_me(manifest)):
-        raise CheckpointError(
-            f"{path}: loading it would call {', '.join(names[:3])} (outside the weights-only allow-list) and "
-            f"{tag_dir / COMPLETE} is not signed with your key {signing.key_path()}; pass --trust-checkpoint "
-            f"only if you trust where this checkpoint comes from"
-        )
-    unlisted = [p for p in needs if str(p.relative_to(tag_dir)) not in manifest["files"]]
-    if unlisted:
-        raise CheckpointError(f"{unlisted[0]}: not listed in {tag_dir / COMPLETE}; refusing to unpickle it")
-    return list(needs)
 
 
 def _completed_tags(run_dir: Path) -> list[Path]:

@@ -25,15 +25,19 @@ from typing import Any, Optional
 
 import torch
 
+from unimodal_free.batch import modality_specs
 from unimodal_free.config import Config, config_to_dict
-from unimodal_free.train.export import EXPORT_NAME, LoadedWeights, read_export, save_export
+from unimodal_free.data.elements import preprocessing
+from unimodal_free.model.pooling import embedding_dim
+from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.store.export import EXPORT_NAME, LoadedWeights
+from unimodal_free.store.model_folder import BYTES_NAME, CARD_NAME, CONFIG_NAME, MODEL_FORMAT, SPM_NAME
+from unimodal_free.store.rebuild import resolve_tokenizer
+from unimodal_free.store.weights import load_weights
+from unimodal_free.train.export import save_export
+from unimodal_free.train.model_card import model_card
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
-MODEL_FORMAT = "unimodal_free/model/1"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-SPM_NAME = "tokenizer.model"
-BYTES_NAME = "tokenizer.json"
 MODEL_DIR = "model"  # run_dir/model
 
 
@@ -62,10 +66,6 @@ def _package_version() -> str:
 
 def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
     """config.json: the resolved config plus the facts a reader should not have to derive."""
-    from unimodal_free.batch import modality_specs
-    from unimodal_free.data.elements import preprocessing
-    from unimodal_free.model.pooling import embedding_dim
-
     d = cfg.data
     spm = tokenizer.reference["kind"] == "sentencepiece"
     return {
@@ -95,8 +95,6 @@ def _write_text(path: Path, text: str) -> None:
 def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor], cfg: Config, tokenizer,
                        step: int, summary: Optional[TrainingSummary] = None) -> Path:
     """Build the folder beside ``out`` and rename it into place (an existing ``out`` is replaced)."""
-    from unimodal_free.train.model_card import model_card
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
@@ -126,26 +124,6 @@ def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor],
     return out
 
 
-def is_model_folder(path: Path) -> bool:
-    """A folder with our config.json (a run directory's config.json is the bare config: no ``format``)."""
-    try:
-        return json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")).get("format") == MODEL_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def read_model_folder(path: Path) -> LoadedWeights:
-    """The folder's weights; its config.json must be the config stored with them (an edit would not apply)."""
-    weights = read_export(path / EXPORT_NAME)
-    config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    if config.get("config") != json.loads(json.dumps(config_to_dict(weights.cfg))):
-        raise ValueError(f"{path / CONFIG_NAME}: its config differs from the one stored in {path / EXPORT_NAME} "
-                         "(the weights were trained with the stored one; restore config.json)")
-    weights.source = str(path)
-    return weights
-
-
-
 def summary_of(weights: LoadedWeights) -> TrainingSummary:
     """What a checkpoint's trainer_state.json tells the card (samples, rows, ranks, time); little for a bare file."""
     state_file = Path(weights.source) / "trainer_state.json"
@@ -160,10 +138,6 @@ def summary_of(weights: LoadedWeights) -> TrainingSummary:
 @usage_errors(ValueError, FileNotFoundError)
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m unimodal_free.train.model_folder SOURCE OUT``: a model folder from an older run's weights."""
-    from unimodal_free.eval.cli import resolve_tokenizer
-    from unimodal_free.train.checkpoint import CheckpointError
-    from unimodal_free.train.export import load_weights
-
     p = ArgumentParser(prog="python -m unimodal_free.train.model_folder",
                                 description="Write a model folder (config.json, tokenizer, teacher weights, model "
                                             "card) from a run directory, checkpoint or model.safetensors.")

@@ -32,10 +32,12 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import ConfigError, config_to_dict, save_config
+from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.provenance import provenance
 from unimodal_free.train import dist, testhooks
 from unimodal_free.train.ds_compat import load_into, model_shapes
-from unimodal_free.train.checkpoint import CheckpointError, CheckpointManager, TrainerState
+from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.train.checkpoint import CheckpointManager, TrainerState
 from unimodal_free.train.cli import (
     EXIT_COLLAPSE,
     EXIT_NONFINITE,
@@ -48,7 +50,8 @@ from unimodal_free.train.cli import (
     prepare,
     print_config,
 )
-from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, save_export
+from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.train.export import gathered_state_dict, save_export
 from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
 from unimodal_free.train.mfu import measure_matmul_peak, mfu
 from unimodal_free.train.rng import capture_rng, restore_rng, seed_everything
@@ -409,8 +412,8 @@ class Trainer:
             # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (README "Precision").
             out = evaluate(
                 model,
-                cfg,
-                self.setup.heldout_sources,
+                make_eval_loader(cfg.data, self.setup.heldout_sources, self.setup.tokenizer, cfg.train.micro_batch_size),
+                cfg.eval, cfg.data,
                 self.setup.tokenizer,
                 self.device,
                 max_samples=cfg.eval.max_samples,

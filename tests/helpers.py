@@ -1,0 +1,396 @@
+"""Helpers shared by the test modules (which import them from here, never from each other).
+
+Raw corpora and tiny models for the eval tests, shards for the reader tests, and trainings: DeepSpeed
+launches with 2 CPU ranks over gloo and one rank in this process. The launched runs and the demo
+corpus are cached for the session (``_cache``), so test_checkpoint_resume.py reuses test_train_launch.py's
+ZeRO-3 run as its uninterrupted reference. Fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import webdataset as wds
+from PIL import Image
+
+from synthetic_batches import tiny_config, tiny_specs
+from unimodal_free.batch import modality_specs
+from unimodal_free.config import config_from_dict, load_config
+from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.model import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- raw corpora and tiny models for the eval tests
+
+NUM_TRIPLES = 6  # image + speech + caption (manifest)
+NUM_COCO = 4  # image + 3 captions (COCO captions JSON)
+COCO_CAPTIONS = 3
+
+
+def write_raw_corpus(root: Path) -> tuple[Path, Path]:
+    """Raw files as corpora ship them -> (manifest.jsonl, captions.json)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(NUM_TRIPLES):
+        rgba = rng.integers(0, 256, (20 + i, 24, 4), dtype=np.uint8)  # non-square, with alpha
+        Image.fromarray(rgba, mode="RGBA").save(root / f"img{i}.png")
+        t = np.arange(int(16000 * (0.3 + 0.1 * i))) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32)
+        fmt, ext = ("OGG", "ogg") if i % 2 else ("FLAC", "flac")
+        sf.write(root / f"say{i}.{ext}", wave, 16000, format=fmt)
+        lines.append({"key": f"triple{i}", "image": f"img{i}.png", "speech": f"say{i}.{ext}",
+                      "text": f"a {['red', 'green', 'blue'][i % 3]} thing number {i}", "pair": f"t{i}"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    images, annotations = [], []
+    for i in range(NUM_COCO):
+        Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)).save(root / f"coco{i}.jpg")
+        images.append({"id": 100 + i, "file_name": f"coco{i}.jpg"})
+        annotations += [{"image_id": 100 + i, "caption": f"photo {i} caption {c}"} for c in range(COCO_CAPTIONS)]
+    coco = root / "captions.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return manifest, coco
+
+
+def tiny_cfg():
+    return load_config(ROOT / "configs" / "tiny.json")
+
+
+def tiny_model(cfg, tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return build_model(cfg, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
+
+
+def triple(setup, i):
+    raw = setup["root"] / "raw"
+    manifest = [json.loads(line) for line in (raw / "manifest.jsonl").read_text().splitlines()]
+    row = manifest[i]
+    return raw / row["image"], raw / row["speech"], row["text"], row["key"]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: "), err
+    return err
+
+
+def model_for(*overrides, seed=0):
+    cfg = tiny_config(*overrides)
+    torch.manual_seed(seed)
+    return cfg, build_model(cfg, tiny_specs(cfg))
+
+
+def parts(batch):
+    return {m: (p.values, p.coords, p.padding) for m, p in batch.parts.items()}
+
+
+# ---------------------------------------------------------------- shards for the reader tests
+
+TOK = load_tokenizer("bytes")
+
+
+def png(seed: int, size=(12, 10), mode="RGB") -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def audio(seconds: float, fmt="FLAC", sr=16000) -> bytes:
+    t = np.arange(int(sr * seconds)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), sr, format=fmt)
+    return buf.getvalue()
+
+
+def good_sample(key: str, kind: int) -> dict:
+    """kind 0: image+text pair, 1: speech+text pair, 2: text only."""
+    s = {"__key__": key, "json": json.dumps({"pair": key}).encode()}
+    n = int(key[-3:])
+    if kind == 0:
+        s["png"] = png(n)
+        s["txt"] = f"picture number {n}".encode()
+    elif kind == 1:
+        s["flac"] = audio(0.2 + 0.1 * (n % 5))
+        s["txt"] = ("said " * (1 + n % 6)).encode()
+    else:
+        s["txt"] = ("text " * (1 + n % 9)).encode()
+    return s
+
+
+def make_cfg(train, heldout=None, **over):
+    data = {"train": train, "heldout": heldout or train, "tokenizer": "bytes", "image_size": 16, "patch_size": 8,
+            "n_mels": 16, "frames_per_element": 4, "max_text_tokens": 32, "num_workers": 0, "shuffle_buffer": 20}
+    train_over = {"micro_batch_size": over.pop("micro_batch_size", 8), "seed": over.pop("seed", 0)}
+    data.update(over)
+    return config_from_dict({"data": data, "train": train_over})
+
+
+def row_keys(batch) -> list[tuple[str, str]]:
+    return [(m, k) for m, p in batch.parts.items() for k in p.keys]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A real PNG signature + IHDR (valid CRC) claiming width x height, with a tiny IDAT and IEND."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def undecodable_shards(root: Path, n: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for s in range(n):
+        with wds.TarWriter(str(root / f"u-{s:06d}.tar")) as w:
+            for i in range(20):
+                w.write({"__key__": f"u{s}x{i}", "png": b"\x89PNG\r\n\x1a\nnot a png", "txt": b"a caption"})
+    return root
+
+
+# ---------------------------------------------------------------- trainings: DeepSpeed launches (2 CPU ranks over gloo) and their session cache
+
+DEEPSPEED = shutil.which("deepspeed")
+
+needs_launcher = pytest.mark.skipif(DEEPSPEED is None, reason="the deepspeed launcher is not on PATH")
+
+MAX_STEPS = 8
+
+# Every run of the suite shares these, so any two runs are comparable step by step.
+COMMON_SETS = [
+    f"train.max_steps={MAX_STEPS}",
+    "train.checkpoint_every=2",
+    "train.keep_last=2",
+    "train.log_every=1",
+    "train.micro_batch_size=8",
+    "eval.every=4",
+    "eval.max_samples=16",
+    "eval.max_time_share=1.0",
+]
+
+_lock = threading.Lock()
+
+_cache: dict[str, object] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def warm_up_deepspeed() -> None:
+    """Build DeepSpeed's shm comm op once (~90 s the very first time, cached in ~/.cache/torch_extensions)."""
+    with _lock:
+        if "warm" in _cache:
+            return
+        # (importlib: `import deepspeed.comm.torch as t` would bind the torch package re-exported there)
+        code = "import importlib; importlib.import_module('deepspeed.comm.torch').build_shm_op()"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _cache["warm"] = True
+
+
+def tiny_data(base: Path) -> Path:
+    """Small demo corpus (train + heldout shards + sentencepiece tokenizer), made once per session."""
+    with _lock:
+        if "data" not in _cache:
+            from unimodal_free.data.demo import ensure_demo_data
+
+            _cache["data"] = Path(ensure_demo_data(base / "demo", n_train=48, n_heldout=16))
+        return _cache["data"]  # type: ignore[return-value]
+
+SPEECH_EVERY = 8  # the unbalanced corpus keeps the speech of one training sample in 8
+
+
+def unbalanced_data(base: Path) -> Path:
+    """The tiny demo corpus with speech dropped from all but every SPEECH_EVERY-th training sample.
+
+    A real corpus where few captioned pictures also have a recording: at 8 rows per micro batch a rank
+    often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
+    """
+    from unimodal_free.config import DataConfig
+    from unimodal_free.data.handlers import SkipCounter
+    from unimodal_free.data.samples import read_shard
+    from unimodal_free.data.shard_writer import ShardSink
+    from unimodal_free.data.sources import expand_shards
+    from unimodal_free.modalities import MODALITY
+
+    data = tiny_data(base)
+    with _lock:
+        if "unbalanced" not in _cache:
+            out = base / "unbalanced"
+            counter = SkipCounter("unbalanced corpus")
+            with ShardSink(out, maxcount=12) as sink:
+                samples = (s for url in expand_shards(str(data / "train")) for s in read_shard(url, counter, DataConfig()))
+                for i, sample in enumerate(samples):
+                    drop = {"__url__"} | (set() if i % SPEECH_EVERY == 0 else set(MODALITY["speech"].extensions))
+                    sink.write({k: v for k, v in sample.items() if k not in drop})
+            assert counter.count == 0
+            _cache["unbalanced"] = out
+        return _cache["unbalanced"]  # type: ignore[return-value]
+
+
+def train_cmd(data: Path, run_dir: Path, stage: int, *extra: str, launcher: bool = True) -> list[str]:
+    sets = COMMON_SETS + [
+        f"deepspeed.zero_stage={stage}",
+        f"train.output_dir={run_dir}",
+        f"data.train={data / 'train'}",
+        f"data.heldout={data / 'heldout'}",
+        f"data.tokenizer={data / 'tokenizer.model'}",
+        *extra,
+    ]
+    args = ["launch/train.py", "--config", "configs/tiny.json"] + [a for s in sets for a in ("--set", s)]
+    if not launcher:
+        return [sys.executable] + args
+    return [DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port())] + args
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a training in its own session (so a test can kill the whole process group)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    out = open(log, "ab")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+
+
+def tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:]
+
+
+def leftover_shm(cmd: list[str]) -> list[str]:
+    """DeepSpeed's CPU shm segments of this launch still in /dev/shm (tmpfs: RAM that a suite of launches
+    would otherwise fill until the machine runs out of memory)."""
+    if "--master_port" not in cmd:
+        return []
+    port = cmd[cmd.index("--master_port") + 1]
+    return [p.name for p in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*")]
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 600) -> int:
+    proc = start(cmd, log, env)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"training timed out:\n{tail(log)}")
+    assert not leftover_shm(cmd), leftover_shm(cmd)
+    return rc
+
+
+def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
+    """Start a run with a test hook, wait until the hook's marker file appears, then SIGKILL everything."""
+    proc = start(cmd, log, env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"run ended (rc={proc.returncode}) before {marker.name}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {marker.name} within {timeout}s:\n{tail(log)}")
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not leftover_shm(cmd), leftover_shm(cmd)  # not even after SIGKILL
+
+
+def stage_run(stage: int, base: Path, corpus: str = "balanced") -> Path:
+    """The session's uninterrupted 8-step 2-rank run under ZeRO ``stage`` (made once per corpus).
+
+    ``corpus``: "balanced" (the demo: every sample has all three modalities) or "unbalanced"
+    (:func:`unbalanced_data`: the ranks' batches hold different modalities).
+    """
+    key = f"stage{stage}" if corpus == "balanced" else f"stage{stage}-{corpus}"
+    with _lock:
+        if key in _cache:
+            return _cache[key]  # type: ignore[return-value]
+    warm_up_deepspeed()
+    data = tiny_data(base)
+    name = key.replace("stage", "zero")
+    run_dir = base / name
+    log = base / f"{name}.log"
+    t0 = time.perf_counter()
+    # A kept checkpoint after every step (the EMA relation is checked step by step); ZeRO-3 evaluates
+    # the student (a consolidated copy: its partitioned forward needs every rank).
+    # ZeRO-3 also gathers the student for the EMA in many small chunks (~4k elements), not at once.
+    zero3 = ["eval.model=student", "deepspeed.ema_gather_numel=4096"] if stage == 3 else []
+    extra = ["train.checkpoint_every=1", f"train.keep_last={MAX_STEPS}"] + zero3
+    if corpus == "unbalanced":
+        extra.append(f"data.train={unbalanced_data(base)}")
+    rc = run(train_cmd(data, run_dir, stage, *extra), log)
+    assert rc == 0, tail(log)
+    print(f"ZeRO-{stage} run: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    with _lock:
+        _cache[key] = run_dir
+    return run_dir
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar as TensorBoard shows it (EventAccumulator, purges applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
+    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the engine is built."""
+    from unimodal_free.train import trainer as trainer_mod
+    from unimodal_free.train.cli import build_parser, prepare
+
+    warm_up_deepspeed()
+    data = tiny_data(tmp_path_base(tmp_path))
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    import deepspeed.utils.groups
+
+    # DeepSpeed keeps its clone of the world group in a module global beyond destroy_process_group;
+    # a second run in the same process must not find the first run's (launches are one run per process).
+    monkeypatch.setattr(deepspeed.utils.groups, "_WORLD_GROUP", None)
+    threads = torch.get_num_threads()
+    args = ["--config", "configs/tiny.json"]
+    for s in ["train.micro_batch_size=8", "eval.every=0", "train.checkpoint_every=1000",
+              f"train.output_dir={tmp_path / 'run'}", f"data.train={data / 'train'}",
+              f"data.heldout={data / 'heldout'}", f"data.tokenizer={data / 'tokenizer.model'}", *sets]:
+        args += ["--set", s]
+
+    class Observed(trainer_mod.Trainer):
+        def _build(self):
+            super()._build()
+            if observe is not None:
+                observe(self)
+
+    try:
+        return Observed(prepare(build_parser().parse_args(args))).run()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def tmp_path_base(tmp_path: Path) -> Path:
+    base = tmp_path.parent.parent / "train_runs"  # the session's shared demo data (see tiny_data)
+    base.mkdir(parents=True, exist_ok=True)
+    return base

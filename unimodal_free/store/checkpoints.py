@@ -1,0 +1,129 @@
+"""A checkpoint directory as it lies on disk: its names, its tags, and the manifest that says it is whole.
+
+Layout under ``run_dir/checkpoints`` (written by :mod:`unimodal_free.train.checkpoint`)::
+
+    latest                      tag of the newest complete checkpoint (atomic pointer)
+    step00000200/
+        mp_rank_00_model_states.pt, *optim_states.pt   DeepSpeed's own files
+        model.safetensors       student + EMA teacher, fp32, config in the metadata (rank 0)
+        rank00000_state.pt ...  per-rank RNG + data position (weights_only-loadable)
+        trainer_state.json      step, samples seen, config, tokenizer reference
+        COMPLETE                written last: every file's size and sha256, HMAC-signed (signing.py)
+
+Here is what a reader needs (eval, query, ``unimodal_free.load``, resume): finding the
+newest complete tag trusts COMPLETE and the sizes (cheap); :func:`verify` also
+checks the sha256 of every file (resume) or of the one file eval reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from unimodal_free.store.export import EXPORT_NAME
+
+LATEST = "latest"
+COMPLETE = "COMPLETE"
+TRAINER_STATE = "trainer_state.json"
+CONSOLIDATED = EXPORT_NAME  # same format as the final export, one per checkpoint
+HASH_CHUNK = 8 << 20
+_TAG = re.compile(r"^step(\d{8,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the path."""
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:08d}"
+
+
+def step_of(tag: str) -> Optional[int]:
+    m = _TAG.match(tag)
+    return int(m.group(1)) if m else None
+
+
+def read_manifest(tag_dir: Path) -> Optional[dict[str, Any]]:
+    """COMPLETE's content, or None if it is missing or unreadable."""
+    try:
+        manifest = json.loads((Path(tag_dir) / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+
+
+def _entry(value: Any) -> tuple[Optional[int], Optional[str]]:
+    """(size, sha256) of a manifest entry (older manifests list the size alone)."""
+    if isinstance(value, dict):
+        return value.get("size"), value.get("sha256")
+    return (value if isinstance(value, int) else None), None
+
+
+def is_complete(tag_dir: Path) -> bool:
+    """COMPLETE exists and every file it lists is there with its recorded size (no hashing: cheap)."""
+    manifest = read_manifest(tag_dir)
+    if manifest is None:
+        return False
+    for rel, value in manifest["files"].items():
+        f = Path(tag_dir) / rel
+        if not f.is_file() or f.stat().st_size != _entry(value)[0]:
+            return False
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    """Streamed: memory stays one chunk whatever the file's size."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(tag_dir: Path, only: Optional[list[str]] = None) -> dict[str, Any]:
+    """Check size and sha256 of every file COMPLETE lists (or of ``only``); returns the manifest.
+
+    Raises CheckpointError naming the first file that is missing, resized or altered.
+    """
+    tag_dir = Path(tag_dir)
+    manifest = read_manifest(tag_dir)
+    if manifest is None:
+        raise CheckpointError(f"{tag_dir / COMPLETE}: missing or unreadable, the checkpoint is incomplete")
+    files = manifest["files"]
+    for rel in only if only is not None else sorted(files):
+        path = tag_dir / rel
+        if rel not in files:
+            raise CheckpointError(f"{path}: not listed in {tag_dir / COMPLETE}")
+        size, digest = _entry(files[rel])
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (listed in {COMPLETE})")
+        if path.stat().st_size != size:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {COMPLETE} lists {size}")
+        if digest is None:
+            raise CheckpointError(f"{path}: {COMPLETE} lists no sha256 (written by an older unimodal_free)")
+        if file_sha256(path) != digest:
+            raise CheckpointError(f"{path}: sha256 differs from {COMPLETE} (the file is corrupt or was altered)")
+    return manifest
+
+
+def complete_tags(root: Path) -> list[str]:
+    """Complete checkpoint tags under ``root`` (a run's ``checkpoints`` dir), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    tags = [p.name for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
+    return sorted((t for t in tags if is_complete(root / t)), key=step_of)
+
+
+def latest_tag(root: Path) -> Optional[str]:
+    """The tag ``latest`` points at if it is complete, else the newest complete tag under ``root``."""
+    pointer = Path(root) / LATEST
+    if pointer.is_file():
+        tag = pointer.read_text().strip()
+        if step_of(tag) is not None and is_complete(Path(root) / tag):
+            return tag
+    tags = complete_tags(root)
+    return tags[-1] if tags else None

@@ -1,0 +1,62 @@
+"""The export file: one ``model.safetensors`` with a run's weights, config and tokenizer reference.
+
+It holds ``student.<name>`` and ``teacher.<name>`` fp32 tensors plus metadata
+``{"format": FORMAT, "config": json, "tokenizer": json, "step": int}`` (a model
+folder's holds the teacher only, and its tokenizer path is relative to the
+file: ``tokenizer.model`` beside it). Reading it needs no pickle. The writer is
+:func:`unimodal_free.train.export.save_export`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from unimodal_free.config import Config, config_from_dict
+
+EXPORT_NAME = "model.safetensors"
+FORMAT = "unimodal_free/1"
+
+
+@dataclass
+class LoadedWeights:
+    cfg: Config
+    tokenizer_ref: dict
+    student: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor]
+    step: Optional[int] = None
+    source: str = ""  # the file or checkpoint dir the weights came from
+
+
+
+def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    student = {k[len("student.") :]: v for k, v in tensors.items() if k.startswith("student.")}
+    teacher = {k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")}
+    return student, teacher
+
+
+def read_export(path: Path) -> LoadedWeights:
+    """Weights, config and tokenizer reference of one safetensors file (no pickle anywhere)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ValueError(f"{path}: not a unimodal_free export (metadata format={meta.get('format')!r})")
+    student, teacher = _split(tensors)
+    cfg = config_from_dict(json.loads(meta["config"]))
+    step = int(meta["step"]) if "step" in meta else None
+    tokenizer_ref = json.loads(meta.get("tokenizer", "{}"))
+    if tokenizer_ref.get("path") and not os.path.isabs(tokenizer_ref["path"]):
+        tokenizer_ref["path"] = str(path.parent / tokenizer_ref["path"])  # a model folder's: beside the weights
+    return LoadedWeights(cfg, tokenizer_ref, student, teacher, step, str(path))

@@ -1,0 +1,54 @@
+"""Weights, config and tokenizer reference from any run artefact, reading safetensors only.
+
+An export file, a model folder, a checkpoint directory or a run directory (its
+latest complete checkpoint's consolidation, else its final export): eval, query,
+``unimodal_free.load`` and the model-folder converter all start here, and none
+of them ever opens DeepSpeed's pickle files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unimodal_free.store.checkpoints import CONSOLIDATED, is_complete, latest_tag, step_of, verify
+from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, read_export
+from unimodal_free.store.model_folder import is_model_folder, read_model_folder
+
+
+def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
+    """The consolidation inside a checkpoint, after checking its sha256 against COMPLETE."""
+    if not (tag_dir / CONSOLIDATED).is_file():
+        raise FileNotFoundError(
+            f"{tag_dir}: holds no {CONSOLIDATED} (written by an older unimodal_free); eval and query read "
+            f"safetensors only, never DeepSpeed's pickle files"
+        )
+    verify(tag_dir, only=[CONSOLIDATED])
+    weights = read_export(tag_dir / CONSOLIDATED)
+    weights.source = str(tag_dir)  # eval reports the checkpoint it evaluated
+    return weights
+
+
+def load_weights(path: str | Path) -> LoadedWeights:
+    """Weights + config + tokenizer reference from an export file, a model folder, a run dir or a checkpoint dir.
+
+    A run dir: its latest complete checkpoint's consolidation, else its final export.
+    Reads safetensors only.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return read_export(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such export file or run directory")
+    if is_model_folder(path):
+        return read_model_folder(path)
+    if step_of(path.name) is not None:
+        if not is_complete(path):
+            raise ValueError(f"{path}: checkpoint is incomplete (no valid COMPLETE marker)")
+        return _read_checkpoint(path)
+    run_dir = path.parent if path.name == "checkpoints" else path
+    tag = latest_tag(run_dir / "checkpoints")
+    if tag is not None:
+        return _read_checkpoint(run_dir / "checkpoints" / tag)
+    if (run_dir / EXPORT_NAME).is_file():
+        return read_export(run_dir / EXPORT_NAME)
+    raise FileNotFoundError(f"{path}: holds neither a complete checkpoint nor {EXPORT_NAME}")
