@@ -80,7 +80,7 @@ def test_evaluate_matches_per_sample_embedding(shard_dirs):
 
 def test_max_samples_takes_the_first_pairs(shard_dirs):
     cfg, tok = tiny_cfg(), load_tokenizer("bytes")
-    loader = make_eval_loader(cfg.data, [Source(path=str(shard_dirs[0], cfg.train.micro_batch_size))], tok, batch_size=2)
+    loader = make_eval_loader(cfg.data, [Source(path=str(shard_dirs[0]))], tok, 2)
     out = evaluate(tiny_model(cfg, tok), loader, cfg.eval, cfg.data, tok, "cpu", 3, "teacher")
     emb = out.embeddings
     assert emb.pair_names == ["t0", "t1", "t2"]

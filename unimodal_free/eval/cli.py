@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
         writer = SummaryWriter(eval_logdir(args.logdir, step, cfg.eval.model))
     loader = make_eval_loader(cfg.data, sources, tokenizer, args.batch_size or cfg.train.micro_batch_size)
-    out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, args.max_samples, cfg.eval.model, writer=writer, step=step, prefix="eval")
+    out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, args.max_samples, cfg.eval.model,
+                   writer=writer, step=step, prefix="eval")
     emb = out.embeddings
     if not out.results:
         raise EvalError(
