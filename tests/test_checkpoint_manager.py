@@ -16,13 +16,13 @@ from unimodal_free.train.checkpoint import (
     TRAINER_STATE,
     CheckpointError,
     CheckpointManager,
-    TrainerState,
     is_complete,
     mark_complete,
     point_latest,
     resolve_resume,
     tag_for,
 )
+from unimodal_free.train.state import TrainerState
 from unimodal_free.train.rng import capture_rng, restore_rng
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 import torch
 
-from unimodal_free.config import Source
+from unimodal_free.config import Source, config_to_dict
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     with torch.no_grad():
         for p in teacher.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), cfg, tok.reference, 7)
+    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), config_to_dict(cfg), tok.reference, 7)
     return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
 
 
@@ -185,7 +185,7 @@ def test_missing_recorded_tokenizer_names_it(setup, tmp_path, capsys):
     # A copy of the export whose recorded tokenizer path does not exist.
     weights = load_weights(setup["export"])
     gone = dict(weights.tokenizer_ref, path=str(tmp_path / "moved" / "tok.model"))
-    export = save_export(tmp_path / "m.safetensors", weights.student, weights.teacher, weights.cfg, gone, 1)
+    export = save_export(tmp_path / "m.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), gone, 1)
     assert main(["--checkpoint", str(export), "--data", setup["shards"][0]]) == 2
     err = error_line(capsys)
     assert gone["path"] in err and "--tokenizer" in err and str(export) in err

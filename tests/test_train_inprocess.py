@@ -62,8 +62,9 @@ class SyncCounter:
 
 
 def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
-    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the engine is built."""
+    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the setup (engine built)."""
     from unimodal_free.train import trainer as trainer_mod
+    from unimodal_free.train.callbacks import TrainerCallback
     from unimodal_free.train.cli import build_parser, prepare
 
     warm_up_deepspeed()
@@ -83,14 +84,13 @@ def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
               f"data.heldout={data / 'heldout'}", f"data.tokenizer={data / 'tokenizer.model'}", *sets]:
         args += ["--set", s]
 
-    class Observed(trainer_mod.Trainer):
-        def _build(self):
-            super()._build()
+    class Observe(TrainerCallback):
+        def on_setup_end(self, trainer):
             if observe is not None:
-                observe(self)
+                observe(trainer)
 
     try:
-        return Observed(prepare(build_parser().parse_args(args))).run()
+        return trainer_mod.Trainer(prepare(build_parser().parse_args(args)), [Observe()]).run()
     finally:
         torch.set_num_threads(threads)
 
@@ -155,11 +155,11 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
     """Inside a training step the host waits only where the step is decided (DeepSpeed's / the optimizer's
     non-finite check, the stop flag), plus shape-deciding reads outside the trainer (alignment pairs,
     the masking); nothing from the trainer's metrics, counts or the alignment's normalisation statistics."""
-    from unimodal_free.train import trainer as trainer_mod
+    from unimodal_free.train.step import TrainStep
 
     counter = SyncCounter()
     steps = 3
-    real_step = trainer_mod.Trainer._train_step
+    real_step = TrainStep.run
 
     def counted_step(self, *args, **kwargs):
         counter.active = True
@@ -168,7 +168,7 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
         finally:
             counter.active = False
 
-    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", counted_step)
+    monkeypatch.setattr(TrainStep, "run", counted_step)
     with counter:
         rc = run_trainer(tmp_path, monkeypatch, f"train.max_steps={steps}", f"train.log_every={steps}")
     assert rc == 0
@@ -176,7 +176,9 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
     with capsys.disabled():
         print(f"\nhost syncs per step (tiny config, 1 rank, fp32 ZeRO-0): {sum(per_step.values()):.1f} {per_step}",
               file=sys.stderr)
-    assert not [s for s in per_step if s.startswith("train/trainer.py")], per_step
+    # The trainer's own step code: the loop, the step, its interval metrics and the callbacks' dispatch.
+    trainer_files = ("train/trainer.py", "train/step.py", "train/metrics.py", "train/callbacks.py")
+    assert not [s for s in per_step if s.startswith(trainer_files)], per_step
     assert not [s for s in per_step if s.endswith(":batch_moments")], per_step
     dist_sites = {s: n for s, n in per_step.items() if s.startswith("train/dist.py")}
     assert dist_sites.get("train/dist.py:any_flags", 0) <= 1, dist_sites  # the stop flag, once per step

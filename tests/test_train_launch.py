@@ -152,8 +152,10 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: f
     return rc
 
 
-def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
-    """Start a run with a test hook, wait until the hook's marker file appears, then SIGKILL everything."""
+def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str] | None = None,
+                   timeout: float = 600) -> None:
+    """Start a run that pauses at a test callback (train_callbacks.PauseAt), wait until its marker file
+    appears, then SIGKILL everything."""
     proc = start(cmd, log, env)
     deadline = time.monotonic() + timeout
     try:

@@ -27,14 +27,17 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
-from unimodal_free.train import dist, signing, testhooks
+from unimodal_free.train import dist, signing
+from unimodal_free.train.callbacks import TrainerCallback
 from unimodal_free.train.export import EXPORT_NAME, gathered_state_dict, read_export, save_export
+from unimodal_free.train.safe_load import load_weights_only, unsafe_globals, weights_only_engine
+from unimodal_free.train.state import TrainerState
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -46,29 +49,6 @@ _TAG = re.compile(r"^step(\d{8,})$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message names the path."""
-
-
-@dataclass
-class TrainerState:
-    """What the trainer needs besides the engine to continue exactly."""
-
-    step: int = 0  # optimizer steps taken (applied or skipped)
-    micro_batches: int = 0  # micro-batches consumed per rank (data position)
-    samples_seen: int = 0  # rows over all ranks
-    rows_seen: dict[str, int] = field(default_factory=dict)  # the same rows per modality (the model card's)
-    skipped_steps: int = 0
-    skipped_samples: int = 0
-    nonfinite_in_row: int = 0
-    train_time_s: float = 0.0  # wall time in training steps (eval budget)
-    eval_time_s: float = 0.0
-    world_size: int = 1
-    tokenizer: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def tag_for(step: int) -> str:
@@ -198,12 +178,13 @@ def rank_state_name(rank: int) -> str:
 
 
 class CheckpointManager:
-    """Save/find/load/prune checkpoints of one run directory."""
+    """Save/find/load/prune checkpoints of one run directory; ``callbacks``: see callbacks.py (production: none)."""
 
-    def __init__(self, run_dir: str | Path, keep_last: int = 2):
+    def __init__(self, run_dir: str | Path, keep_last: int = 2, callbacks: Optional[TrainerCallback] = None):
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
         self.keep_last = keep_last
+        self.callbacks = callbacks if callbacks is not None else TrainerCallback()
 
     # ---------------------------------------------------------------- finding
     def complete_tags(self) -> list[str]:
@@ -243,7 +224,7 @@ class CheckpointManager:
             student = {k: (v.reshape(teacher_state[k].shape) if k in teacher_state else v) for k, v in student.items()}
             save_export(tag_dir / CONSOLIDATED, student, teacher_state, state.config, state.tokenizer, state.step)
             _fsync_write(tag_dir / TRAINER_STATE, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
-        testhooks.hook("in_save", state.step, self.run_dir, r)
+        self.callbacks.on_checkpoint_files_written(tag_dir, state.step, r)
         dist.barrier()  # every rank's files are on disk
         if r == 0:
             mark_complete(tag_dir, state.step)
@@ -289,8 +270,6 @@ class CheckpointManager:
 
         Nothing is unpickled in full unless :func:`files_to_unpickle` allows it (signed by this user, or ``trust``).
         """
-        from unimodal_free.train.safe_load import load_weights_only, weights_only_engine
-
         tag_dir = Path(tag_dir)
         if not is_complete(tag_dir):
             raise CheckpointError(f"{tag_dir}: checkpoint is incomplete (no valid {COMPLETE} marker)")
@@ -313,8 +292,6 @@ def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
     it) or ``trust`` (--trust-checkpoint); otherwise CheckpointError names the file and the global.
     Scanning reads pickle opcodes only: nothing runs.
     """
-    from unimodal_free.train.safe_load import unsafe_globals
-
     tag_dir = Path(tag_dir)
     needs = {p: unsafe_globals(p) for p in sorted(tag_dir.rglob("*.pt"))}
     needs = {p: names for p, names in needs.items() if names}

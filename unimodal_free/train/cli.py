@@ -99,7 +99,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     cfg = load_run_config(args)
     ds_noise.configure(cfg.log.deepspeed_verbose)  # before anything imports deepspeed
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    build_ds_config(cfg, world_size)  # refuses contradicting deepspeed.extra keys now
+    build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world_size)  # refuses contradicting deepspeed.extra keys now
     if cfg.train.precision == "bf16":
         from deepspeed.accelerator import get_accelerator
 
