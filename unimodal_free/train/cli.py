@@ -90,6 +90,7 @@ def print_config(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
+    # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
     from unimodal_free.data.demo import DemoDataError
     from unimodal_free.data.reader import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
