@@ -9,16 +9,16 @@ A callback overrides the points it needs; the defaults do nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import torch
 
-if TYPE_CHECKING:  # annotations only: the trainer imports this module
-    from unimodal_free.train.trainer import Trainer
+# ``trainer`` below is the running unimodal_free.train.trainer.Trainer (typed Any: that module imports this one).
+RunningTrainer = Any
 
 
 class TrainerCallback:
-    def on_setup_end(self, trainer: "Trainer") -> None:
+    def on_setup_end(self, trainer: RunningTrainer) -> None:
         """Engine, teacher, data and logger are built (and a resume restored); no step has run."""
 
     def on_loss(self, loss: torch.Tensor, step: int, rank: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ class TrainerCallback:
     def on_checkpoint_files_written(self, tag_dir: Path, step: int, rank: int) -> None:
         """This rank wrote its files of checkpoint ``tag_dir``; COMPLETE and ``latest`` are not written yet."""
 
-    def on_step_end(self, trainer: "Trainer", step: int) -> None:
+    def on_step_end(self, trainer: RunningTrainer, step: int) -> None:
         """Step ``step`` is over: logged, evaluated and checkpointed as scheduled; the loop goes on or stops."""
 
 
@@ -38,7 +38,7 @@ class Callbacks(TrainerCallback):
     def __init__(self, callbacks: Sequence[TrainerCallback] = ()):
         self.callbacks = list(callbacks)
 
-    def on_setup_end(self, trainer: "Trainer") -> None:
+    def on_setup_end(self, trainer: RunningTrainer) -> None:
         for c in self.callbacks:
             c.on_setup_end(trainer)
 
@@ -51,6 +51,6 @@ class Callbacks(TrainerCallback):
         for c in self.callbacks:
             c.on_checkpoint_files_written(tag_dir, step, rank)
 
-    def on_step_end(self, trainer: "Trainer", step: int) -> None:
+    def on_step_end(self, trainer: RunningTrainer, step: int) -> None:
         for c in self.callbacks:
             c.on_step_end(trainer, step)
