@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import tiny_cfg, tiny_model, write_raw_corpus
+from unimodal_free.config import config_to_dict
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
@@ -54,5 +55,5 @@ def setup(tmp_path_factory):
     with torch.no_grad():
         for p in teacher.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), cfg, tok.reference, 7)
+    export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), config_to_dict(cfg), tok.reference, 7)
     return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}

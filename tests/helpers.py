@@ -298,8 +298,10 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: f
     return rc
 
 
-def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str], timeout: float = 600) -> None:
-    """Start a run with a test hook, wait until the hook's marker file appears, then SIGKILL everything."""
+def run_until_file(cmd: list[str], log: Path, marker: Path, env: dict[str, str] | None = None,
+                   timeout: float = 600) -> None:
+    """Start a run that pauses at a test callback (train_callbacks.PauseAt), wait until its marker file
+    appears, then SIGKILL everything."""
     proc = start(cmd, log, env)
     deadline = time.monotonic() + timeout
     try:
@@ -357,8 +359,9 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
-    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the engine is built."""
+    """One rank of launch/train.py in this process; ``observe(trainer)`` runs after the setup (engine built)."""
     from unimodal_free.train import trainer as trainer_mod
+    from unimodal_free.train.callbacks import TrainerCallback
     from unimodal_free.train.cli import build_parser, prepare
 
     warm_up_deepspeed()
@@ -378,14 +381,13 @@ def run_trainer(tmp_path: Path, monkeypatch, *sets: str, observe=None) -> int:
               f"data.heldout={data / 'heldout'}", f"data.tokenizer={data / 'tokenizer.model'}", *sets]:
         args += ["--set", s]
 
-    class Observed(trainer_mod.Trainer):
-        def _build(self):
-            super()._build()
+    class Observe(TrainerCallback):
+        def on_setup_end(self, trainer):
             if observe is not None:
-                observe(self)
+                observe(trainer)
 
     try:
-        return Observed(prepare(build_parser().parse_args(args))).run()
+        return trainer_mod.Trainer(prepare(build_parser().parse_args(args)), [Observe()]).run()
     finally:
         torch.set_num_threads(threads)
 

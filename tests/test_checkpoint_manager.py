@@ -13,7 +13,8 @@ import torch
 
 from helpers import tiny_data
 from unimodal_free.store.checkpoints import COMPLETE, TRAINER_STATE, CheckpointError, is_complete, tag_for
-from unimodal_free.train.checkpoint import CheckpointManager, TrainerState, mark_complete, point_latest, resolve_resume
+from unimodal_free.train.checkpoint import CheckpointManager, mark_complete, point_latest, resolve_resume
+from unimodal_free.train.state import TrainerState
 from unimodal_free.train.rng import capture_rng, restore_rng
 
 

@@ -30,9 +30,7 @@ from helpers import (
     train_cmd,
     warm_up_deepspeed,
 )
-
-
-HOOK = "UNIMODAL_FREE_TEST_HOOK"
+from train_callbacks import with_callbacks
 
 
 @pytest.mark.slow
@@ -52,12 +50,14 @@ def test_sigkill_mid_training_and_during_checkpoint_write_then_exact_resume(tmp_
     ckpts = run_dir / "checkpoints"
 
     # A: killed after step 5, nothing saved since step 4.
-    run_until_file(train_cmd(data, run_dir, 3), log, run_dir / "HOOK_after_step_5", {HOOK: "after_step:5"})
+    run_until_file(with_callbacks(train_cmd(data, run_dir, 3), "--pause-at", "after_step:5"), log,
+                   run_dir / "HOOK_after_step_5")
     assert (ckpts / "latest").read_text().strip() == "step00000004"
 
     # B: resumes from 4, killed inside the step-6 save (after DeepSpeed's files, before COMPLETE/latest).
     run_until_file(
-        train_cmd(data, run_dir, 3, "train.resume=auto"), log, run_dir / "HOOK_in_save_6", {HOOK: "in_save:6"}
+        with_callbacks(train_cmd(data, run_dir, 3, "train.resume=auto"), "--pause-at", "in_save:6"), log,
+        run_dir / "HOOK_in_save_6",
     )
     half = ckpts / "step00000006"
     assert any(half.glob("*optim_states.pt")) and (half / "model.safetensors").exists()

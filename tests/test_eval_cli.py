@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import NUM_COCO, NUM_TRIPLES, ROOT, error_line
-from unimodal_free.config import Source
+from unimodal_free.config import Source, config_to_dict
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.loader import make_eval_loader
@@ -162,7 +162,7 @@ def test_missing_recorded_tokenizer_names_it(setup, tmp_path, capsys):
     # A copy of the export whose recorded tokenizer path does not exist.
     weights = load_weights(setup["export"])
     gone = dict(weights.tokenizer_ref, path=str(tmp_path / "moved" / "tok.model"))
-    export = save_export(tmp_path / "m.safetensors", weights.student, weights.teacher, weights.cfg, gone, 1)
+    export = save_export(tmp_path / "m.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), gone, 1)
     assert main(["--checkpoint", str(export), "--data", setup["shards"][0]]) == 2
     err = error_line(capsys)
     assert gone["path"] in err and "--tokenizer" in err and str(export) in err

@@ -35,7 +35,7 @@ def _student_and_teacher():
 
 def test_export_round_trip_without_pickle(tmp_path):
     cfg, student, teacher = _student_and_teacher()
-    path = save_export(tmp_path / EXPORT_NAME, student.state_dict(), teacher.module.state_dict(), cfg, TOKENIZER, 3)
+    path = save_export(tmp_path / EXPORT_NAME, student.state_dict(), teacher.module.state_dict(), config_to_dict(cfg), TOKENIZER, 3)
     with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: no pickle anywhere
         keys = set(f.keys())
         meta = f.metadata()
@@ -62,7 +62,7 @@ def test_zero_dim_parameters_leave_the_trainer_in_model_shape(tmp_path):
     assert lifted == zero_dim
     assert all(p.dim() > 0 for p in student.parameters())
     sd = model_shapes(gathered_state_dict(student, zero3=False, rank=0), lifted)
-    path = save_export(tmp_path / EXPORT_NAME, sd, teacher.module.state_dict(), cfg, TOKENIZER, 1)
+    path = save_export(tmp_path / EXPORT_NAME, sd, teacher.module.state_dict(), config_to_dict(cfg), TOKENIZER, 1)
     fresh = build_model(cfg, tiny_specs(cfg))
     fresh.load_state_dict(load_weights(path).student)  # strict: shapes match the model's
     lift_zero_dim_params(fresh)

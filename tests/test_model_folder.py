@@ -21,6 +21,7 @@ from PIL import Image
 
 import unimodal_free
 from helpers import run_trainer, tiny_data, tmp_path_base, triple
+from unimodal_free.config import config_to_dict
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.store.rebuild import EvalError
 from unimodal_free.store.weights import load_weights
@@ -143,7 +144,7 @@ def test_old_export_with_an_absolute_tokenizer_path_still_loads(setup, tmp_path)
     tok = private_tokenizer(setup, tmp_path / "tok")
     run = tmp_path / "old_run"
     run.mkdir()
-    save_export(run / "model.safetensors", weights.student, weights.teacher, weights.cfg, tok.reference, 7)
+    save_export(run / "model.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), tok.reference, 7)
     assert load_weights(run).tokenizer_ref["path"] == str(tmp_path / "tok" / "tok.model")  # absolute, as before
     caption = triple(setup, 0)[2]
     teacher = unimodal_free.load(run, device="cpu")
@@ -212,7 +213,7 @@ def test_an_older_run_converts_to_a_model_folder(setup, tmp_path, capsys):
 
     weights = load_weights(setup["export"])
     tok = private_tokenizer(setup, tmp_path / "tok")
-    save_export(tmp_path / "old.safetensors", weights.student, weights.teacher, weights.cfg, tok.reference, 7)
+    save_export(tmp_path / "old.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), tok.reference, 7)
     shutil.move(tmp_path / "tok" / "tok.model", tmp_path / "copy.model")
     assert main([str(tmp_path / "old.safetensors"), str(tmp_path / "model")]) == 2
     err = capsys.readouterr().err.strip()

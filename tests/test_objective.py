@@ -307,8 +307,8 @@ def test_guard_on_pooled_interval_statistics(zeroed):
     step and none in some steps is judged on its pooled rows once it has objective.collapse_min_rows of them
     and never trips; with fewer it is not judged at all (a 1-row interval's std is undefined). A zeroed
     encoder (every input alike) still trips, the minority modality included."""
-    from unimodal_free.train.checkpoint import TrainerState
-    from unimodal_free.train.trainer import IntervalStats
+    from unimodal_free.train.metrics import IntervalStats
+    from unimodal_free.train.state import TrainerState
 
     cfg, student, teacher = setup("objective.collapse_warmup_steps=0", "objective.min_target_std=0.01",
                                   "objective.min_pred_std=0.001", "objective.collapse_min_rows=8", seed=1)

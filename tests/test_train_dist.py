@@ -163,7 +163,7 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
 
         lifted = lift_zero_dim_params(student)  # as the trainer: DeepSpeed cannot move 0-dim parameters
         engine, _, _, _ = deepspeed.initialize(model=student, optimizer=build_optimizer(student, cfg.optim, False),
-                                               config=build_ds_config(cfg, world))
+                                               config=build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world))
         out = compute_loss(engine, teacher.module, local, cfg, None, tdist.gather_with_local_grad,
                            tdist.all_reduce_sum, views=local_views)
         engine.backward(out.loss)

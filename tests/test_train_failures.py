@@ -27,6 +27,7 @@ from helpers import (
     undecodable_shards,
     warm_up_deepspeed,
 )
+from train_callbacks import with_callbacks
 
 
 @pytest.mark.slow
@@ -50,7 +51,7 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
         "train.checkpoint_every=1", "train.keep_last=10", "train.max_nonfinite_in_row=2", "eval.every=0",
     )
     # Rank 1 alone gets a NaN loss at steps 2, 4 and 5; rank 0 must skip the same steps.
-    rc = run(cmd, log, env={"UNIMODAL_FREE_TEST_NAN": "1:2,4,5"})
+    rc = run(with_callbacks(cmd, "--nan-loss", "1:2,4,5"), log)
     assert rc == 4, tail(log)
     assert "2 non-finite steps in a row" in log.read_text(errors="replace")
     # Plain lines: an interval without an applied step says `loss nan` and counts the skipped steps;

@@ -23,18 +23,19 @@ from unimodal_free.train.signals import StopRequest
 def test_ds_config_batch_arithmetic_and_typed_fields():
     cfg = load_config(None, ["train.micro_batch_size=8", "train.grad_accum=3", "deepspeed.zero_stage=2",
                              "train.precision=bf16", "optim.grad_clip=0.5"])
-    ds = build_ds_config(cfg, world_size=4)
+    ds = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world_size=4)
     assert ds["train_batch_size"] == 8 * 3 * 4
     assert ds["train_micro_batch_size_per_gpu"] == 8 and ds["gradient_accumulation_steps"] == 3
     assert ds["zero_optimization"] == {"stage": 2} and ds["bf16"] == {"enabled": True}
     assert ds["gradient_clipping"] == 0.5
-    assert build_ds_config(load_config(None), 1)["bf16"] == {"enabled": False}  # fp32 by default
+    default = load_config(None)
+    assert build_ds_config(default.train, default.optim, default.deepspeed, 1)["bf16"] == {"enabled": False}  # fp32
 
 
 def test_ds_config_extra_is_merged_but_cannot_contradict():
     cfg = load_config(None, ['deepspeed.extra={"zero_optimization": {"overlap_comm": true}, "comms_logger": {"enabled": true}}',
                              "deepspeed.zero_stage=3"])
-    ds = build_ds_config(cfg, 2)
+    ds = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, 2)
     assert ds["zero_optimization"] == {"stage": 3, "overlap_comm": True} and ds["comms_logger"] == {"enabled": True}
     for extra, owner in [
         ('{"train_batch_size": 64}', "train.micro_batch_size"),
@@ -44,7 +45,8 @@ def test_ds_config_extra_is_merged_but_cannot_contradict():
         ('{"optimizer": {"type": "Adam"}}', "optim."),
     ]:
         with pytest.raises(ConfigError, match=owner.replace(".", r"\.")):
-            build_ds_config(load_config(None, [f"deepspeed.extra={extra}"]), 1)
+            bad = load_config(None, [f"deepspeed.extra={extra}"])
+            build_ds_config(bad.train, bad.optim, bad.deepspeed, 1)
 
 
 def test_lr_schedule_warmup_then_cosine_to_min_lr():

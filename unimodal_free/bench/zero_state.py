@@ -54,7 +54,7 @@ def measure_stage(cfg, stage: int, world_size: int) -> dict:
     cfg.train.precision = "fp32"
     optimizer = build_optimizer(student, cfg.optim, check_finite=stage == 0)
     engine, ds_opt, _, _ = deepspeed.initialize(model=student, optimizer=optimizer,
-                                                config=build_ds_config(cfg, world_size))
+                                                config=build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world_size))
     rank = torch.distributed.get_rank()
     batch = synthetic_batch(cfg.data, specs, rows=min(cfg.train.micro_batch_size, 6), seed=rank)
     gen = torch.Generator().manual_seed(rank)

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -37,31 +37,10 @@ from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, LATEST, TRA
                                              verify)
 from unimodal_free.store.export import read_export
 from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, weights_only_engine
-from unimodal_free.train import dist, testhooks
+from unimodal_free.train import dist
+from unimodal_free.train.callbacks import TrainerCallback
 from unimodal_free.train.export import gathered_state_dict, save_export
-
-
-@dataclass
-class TrainerState:
-    """What the trainer needs besides the engine to continue exactly."""
-
-    step: int = 0  # optimizer steps taken (applied or skipped)
-    micro_batches: int = 0  # micro-batches consumed per rank (data position)
-    samples_seen: int = 0  # rows over all ranks
-    rows_seen: dict[str, int] = field(default_factory=dict)  # the same rows per modality (the model card's)
-    skipped_steps: int = 0
-    skipped_samples: int = 0
-    nonfinite_in_row: int = 0
-    train_time_s: float = 0.0  # wall time in training steps (eval budget)
-    eval_time_s: float = 0.0
-    world_size: int = 1
-    tokenizer: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+from unimodal_free.train.state import TrainerState
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -119,12 +98,13 @@ def rank_state_name(rank: int) -> str:
 
 
 class CheckpointManager:
-    """Save/find/load/prune checkpoints of one run directory."""
+    """Save/find/load/prune checkpoints of one run directory; ``callbacks``: see callbacks.py (production: none)."""
 
-    def __init__(self, run_dir: str | Path, keep_last: int = 2):
+    def __init__(self, run_dir: str | Path, keep_last: int = 2, callbacks: Optional[TrainerCallback] = None):
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
         self.keep_last = keep_last
+        self.callbacks = callbacks if callbacks is not None else TrainerCallback()
 
     # ---------------------------------------------------------------- finding
     def complete_tags(self) -> list[str]:
@@ -155,7 +135,7 @@ class CheckpointManager:
             student = {k: (v.reshape(teacher_state[k].shape) if k in teacher_state else v) for k, v in student.items()}
             save_export(tag_dir / CONSOLIDATED, student, teacher_state, state.config, state.tokenizer, state.step)
             _fsync_write(tag_dir / TRAINER_STATE, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
-        testhooks.hook("in_save", state.step, self.run_dir, r)
+        self.callbacks.on_checkpoint_files_written(tag_dir, state.step, r)
         dist.barrier()  # every rank's files are on disk
         if r == 0:
             mark_complete(tag_dir, state.step)

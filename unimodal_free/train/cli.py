@@ -90,6 +90,7 @@ def print_config(args: argparse.Namespace) -> int:
 
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
+    # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
     from unimodal_free.data.demo_scenes import DemoDataError
     from unimodal_free.data.sources import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
@@ -99,7 +100,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     cfg = load_run_config(args)
     ds_noise.configure(cfg.log.deepspeed_verbose)  # before anything imports deepspeed
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    build_ds_config(cfg, world_size)  # refuses contradicting deepspeed.extra keys now
+    build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world_size)  # refuses contradicting deepspeed.extra keys now
     if cfg.train.precision == "bf16":
         from deepspeed.accelerator import get_accelerator
 

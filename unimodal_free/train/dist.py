@@ -18,6 +18,8 @@ import socket
 import torch
 import torch.distributed as dist
 
+from unimodal_free.train.ds_noise import quiet_prints
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -86,9 +88,7 @@ def init_deepspeed_distributed(backend: str | None) -> None:
 
     Its "shm_comm_op built successfully" print is dropped (train/ds_noise.py).
     """
-    import deepspeed
-
-    from unimodal_free.train.ds_noise import quiet_prints
+    import deepspeed  # heavy: only a run needs it (dist's collectives are plain torch.distributed)
 
     with quiet_prints():
         deepspeed.init_distributed(dist_backend=backend)

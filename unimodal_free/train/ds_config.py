@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from unimodal_free.config import Config, ConfigError
+from unimodal_free.config import ConfigError, DeepSpeedConfig, OptimConfig, TrainConfig
 
 # Keys the typed config owns; setting them through deepspeed.extra would fork the truth.
 _OWNED = {
@@ -45,16 +45,15 @@ def check_extra(extra: dict[str, Any]) -> None:
             raise ConfigError(f"deepspeed.extra.{key}.enabled: set train.precision instead")
 
 
-def build_ds_config(cfg: Config, world_size: int) -> dict[str, Any]:
-    """DeepSpeed's dict for ``cfg`` on ``world_size`` data-parallel ranks."""
-    check_extra(cfg.deepspeed.extra)
-    t = cfg.train
+def build_ds_config(t: TrainConfig, optim: OptimConfig, deepspeed: DeepSpeedConfig, world_size: int) -> dict[str, Any]:
+    """DeepSpeed's dict for these config sections on ``world_size`` data-parallel ranks."""
+    check_extra(deepspeed.extra)
     ds = {
         "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
-        "gradient_clipping": cfg.optim.grad_clip,
-        "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": {"stage": deepspeed.zero_stage},
         # Torch AdamW is built by the trainer (DeepSpeed's fused CPU Adam would need compiling).
         "zero_allow_untested_optimizer": True,
         "bf16": {"enabled": t.precision == "bf16"},
@@ -63,4 +62,4 @@ def build_ds_config(cfg: Config, world_size: int) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-    return _merge(ds, cfg.deepspeed.extra)
+    return _merge(ds, deepspeed.extra)

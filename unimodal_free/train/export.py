@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from unimodal_free.config import Config, config_to_dict
 from unimodal_free.store.export import FORMAT
 
 
@@ -34,11 +33,14 @@ def save_export(
     path: str | Path,
     student: dict[str, torch.Tensor],
     teacher: dict[str, torch.Tensor],
-    cfg: Config | dict,
+    config: dict[str, Any],
     tokenizer_ref: dict,
     step: int,
 ) -> Path:
-    """Write the consolidated file atomically and durably (tmp + fsync + rename); ``cfg`` may be its dict."""
+    """Write the consolidated file atomically and durably (tmp + fsync + rename).
+
+    ``config``: the run's whole config as a dict (``config_to_dict``), stored as the file's metadata.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -46,7 +48,7 @@ def save_export(
     tensors.update({f"teacher.{k}": v for k, v in _plain(teacher).items()})
     metadata = {
         "format": FORMAT,
-        "config": json.dumps(cfg if isinstance(cfg, dict) else config_to_dict(cfg), sort_keys=True),
+        "config": json.dumps(config, sort_keys=True),
         "tokenizer": json.dumps(tokenizer_ref, sort_keys=True),
         "step": str(step),
     }

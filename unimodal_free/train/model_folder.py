@@ -109,7 +109,7 @@ def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor],
         local_ref = dict(ref)
     config = model_config(cfg, tokenizer, step)
     _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2) + "\n")  # the facts first, the full config last
-    save_export(tmp / EXPORT_NAME, {}, teacher, cfg, local_ref, step)
+    save_export(tmp / EXPORT_NAME, {}, teacher, config_to_dict(cfg), local_ref, step)
     _write_text(tmp / CARD_NAME, model_card(config, cfg, summary or TrainingSummary(), str(out)))
     old = out.with_name(f".{out.name}.old{os.getpid()}")
     if out.exists():

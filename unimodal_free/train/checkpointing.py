@@ -1,0 +1,111 @@
+"""The trainer's side of checkpoints and exports: restore or start, save at a step, export at the end.
+
+The files and their write order are :mod:`unimodal_free.train.checkpoint`'s;
+this module decides what goes into them from the running trainer (engine,
+EMA teacher, counters, per-rank RNG and data position).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from unimodal_free.config import Config, config_to_dict, save_config
+from unimodal_free.model import EMATeacher
+from unimodal_free.train import dist
+from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.train.checkpoint import CheckpointManager
+from unimodal_free.train.cli import RunSetup, config_changes
+from unimodal_free.train.ds_compat import load_into, model_shapes
+from unimodal_free.train.export import gathered_state_dict, save_export
+from unimodal_free.train.metrics import IntervalStats
+from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
+from unimodal_free.train.rng import capture_rng, restore_rng
+from unimodal_free.train.state import TrainerState
+from unimodal_free.train.tblog import RunLogger
+
+
+def restore_or_start(setup: RunSetup, manager: CheckpointManager, engine, teacher: EMATeacher,
+                     generator: torch.Generator, rank: int, world: int) -> tuple[TrainerState, list[str]]:
+    """The run's state: fresh, or restored from ``setup.resume_dir`` (engine, teacher, RNG); collective.
+
+    Returns the state and the lines for log.txt (what was resumed, which config keys changed).
+    """
+    cfg = setup.cfg
+    state = TrainerState(world_size=world, tokenizer=setup.tokenizer.reference, config=config_to_dict(cfg))
+    notes: list[str] = []
+    if setup.resume_dir is not None:
+        state, teacher_sd, rank_state = manager.load(engine, setup.resume_dir, setup.trust_checkpoint)
+        load_into(teacher.module, teacher_sd)
+        restore_rng(rank_state["rng"], generator)
+        if rank_state["micro_batches"] != state.micro_batches:
+            raise CheckpointError(f"{setup.resume_dir}: rank {rank} data position disagrees with rank 0")
+        changes = config_changes(state.config, cfg)
+        state.config = config_to_dict(cfg)
+        notes.append(f"resuming from {setup.resume_dir} at step {state.step}")
+        notes += [f"  config changed since the checkpoint: {line}" for line in changes]
+        if rank == 0:
+            manager.remove_incomplete_after(state.step)
+    if rank == 0:
+        save_config(cfg, setup.run_dir / "config.json")
+    dist.barrier()
+    return state, notes
+
+
+class Checkpointing:
+    """Saves checkpoints during the run and the export + model folder at its end (collective calls)."""
+
+    def __init__(self, manager: CheckpointManager, engine, teacher: EMATeacher, lifted: set[str],
+                 generator: torch.Generator, stats: IntervalStats, logger: RunLogger, run_dir: Path,
+                 tokenizer, rank: int, last_saved_step: int):
+        self.manager = manager
+        self.engine = engine
+        self.teacher = teacher
+        self.lifted = lifted  # 0-dim parameters the engine trains as (1,) (ds_compat)
+        self.generator = generator
+        self.stats = stats
+        self.logger = logger
+        self.run_dir = run_dir
+        self.tokenizer = tokenizer
+        self.rank = rank
+        self.zero3 = engine.zero_optimization_stage() == 3
+        self.last_saved_step = last_saved_step  # -1: none yet in this run dir's session
+
+    def save(self, state: TrainerState) -> None:
+        """Checkpoint at ``state.step`` unless this step is saved already."""
+        if self.last_saved_step == state.step:
+            return
+        self.stats.flush_counts(state)  # samples_seen / skipped_samples: global totals up to this step
+        rank_state = {"rng": capture_rng(self.generator), "micro_batches": state.micro_batches}
+        self.logger.flush()  # events up to this step are on disk before the checkpoint can be resumed
+        self.manager.save(self.engine, self.teacher_state(), state, rank_state)
+        self.last_saved_step = state.step
+
+    def teacher_state(self) -> dict[str, torch.Tensor]:
+        return model_shapes(self.teacher.module.state_dict(), self.lifted)
+
+    def export(self, state: TrainerState, cfg: Config, summary: TrainingSummary) -> None:
+        """``model.safetensors`` (student + teacher) and the model folder (teacher) of the final weights."""
+        student = model_shapes(gathered_state_dict(self.engine.module, self.zero3, self.rank), self.lifted)
+        if self.rank == 0:
+            path = save_export(self.run_dir / EXPORT_NAME, student, self.teacher_state(), state.config,
+                               self.tokenizer.reference, state.step)
+            self.logger.message(f"exported {path}")
+            folder = write_model_folder(self.run_dir / MODEL_DIR, self.teacher_state(), cfg, self.tokenizer,
+                                        state.step, summary)
+            self.logger.message(f"model folder {folder} (unimodal_free.load({str(folder)!r}))")
+        dist.barrier()
+
+
+def training_summary(state: TrainerState, last_log: dict[str, float], last_eval: tuple[Optional[int], dict],
+                     world: int) -> TrainingSummary:
+    """The model card's facts about this run."""
+    eval_step, results = last_eval
+    return TrainingSummary(
+        samples_seen=state.samples_seen, rows=dict(state.rows_seen), skipped_samples=state.skipped_samples,
+        final_loss=last_log.get("train/loss"), world_size=world, train_time_s=state.train_time_s,
+        eval_step=eval_step, eval_results=results,
+    )
