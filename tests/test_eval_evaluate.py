@@ -67,7 +67,7 @@ def tiny_cfg():
 
 def tiny_model(cfg, tokenizer, seed=0):
     torch.manual_seed(seed)
-    return build_model(cfg, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
+    return build_model(cfg.model, cfg.objective, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
 
 
 def test_evaluate_matches_per_sample_embedding(shard_dirs):

@@ -35,7 +35,7 @@ def train_tiny(run_dir, shards, stage: int) -> None:
 
 def embeddings(weights, which, shards):
     tok = load_tokenizer("bytes")
-    model = build_model(weights.cfg, modality_specs(weights.cfg.data, tok.vocab_size))
+    model = build_model(weights.cfg.model, weights.cfg.objective, modality_specs(weights.cfg.data, tok.vocab_size))
     model.load_state_dict(getattr(weights, which))
     out = evaluate(model, weights.cfg, [Source(path=str(shards))], tok, "cpu", None, which, batch_size=4)
     return out.embeddings

@@ -179,7 +179,8 @@ class Trainer:
     def _build(self) -> None:
         import deepspeed
 
-        from unimodal_free.model import EMATeacher, build_model
+        from unimodal_free.model import EMATeacher
+        from unimodal_free.objective import Data2VecStudent
         from unimodal_free.train.ds_compat import lift_zero_dim_params
         from unimodal_free.train.ds_config import build_ds_config
         from unimodal_free.train.optim import build_optimizer
@@ -191,7 +192,7 @@ class Trainer:
         self.modalities = list(specs)
         # Same seed on every rank: identical initial weights (ZeRO-3 partitions each rank's own copy).
         torch.manual_seed(cfg.train.seed)
-        student = build_model(cfg, specs)
+        student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, specs)
         self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
         # Full fp32 copy, before any partitioning; it stays fp32 under bf16 too (README "Precision").
         self.teacher = EMATeacher(student, cfg.objective)
@@ -245,7 +246,7 @@ class Trainer:
         return torch.nn.utils.get_total_norm(grads)
 
     def _train_step(self, state: TrainerState, stats: IntervalStats, stop: StopRequest) -> dict[str, Any]:
-        from unimodal_free.objective import compute_loss, step_flops
+        from unimodal_free.objective import step_flops
 
         cfg, engine = self.cfg, self.engine
         # The LR this step uses; the schedule advances only on applied steps (DeepSpeed skips it on overflow).
@@ -257,7 +258,7 @@ class Trainer:
             with stop.waiting_for_data():
                 batch = next(self.loader)  # on the host: its counts cost no device read
             state.micro_batches += 1
-            flops = step_flops(cfg, batch)
+            flops = step_flops(cfg.model, cfg.objective, cfg.masking, cfg.data, batch)
             stats.count("flops", flops["student"] + flops["teacher"])
             stats.count("rows", batch.rows)
             stats.count("elements", batch.num_elements())
@@ -266,8 +267,7 @@ class Trainer:
             for name, part in batch.parts.items():
                 stats.count(f"rows/{name}", part.rows)
             batch = batch.to(self.device)
-            out = compute_loss(engine, self.teacher.module, batch, cfg, self.generator, dist.gather_with_local_grad,
-                               dist.all_reduce_sum)
+            out = engine(batch, self.teacher.module, self.generator, dist.gather_with_local_grad, dist.all_reduce_sum)
             loss = out.loss.float().reshape(())
             if testhooks.nan_loss(state.step + 1, self.rank):
                 loss = loss * float("nan")
