@@ -28,6 +28,6 @@ def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> di
     return {name: F.normalize(z.float(), dim=-1) for name, z in pooled.items()}
 
 
-def embedding_dim(cfg) -> int:
+def embedding_dim(model_cfg, objective_cfg) -> int:
     """Width of :func:`pooled_embedding` with ``project=True``: the alignment projection's when the model has one."""
-    return cfg.objective.align_dim if cfg.objective.align_weight > 0 else cfg.model.d_model
+    return objective_cfg.align_dim if objective_cfg.align_weight > 0 else model_cfg.d_model
