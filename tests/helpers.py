@@ -34,6 +34,7 @@ from unimodal_free.batch import modality_specs
 from unimodal_free.config import config_from_dict, load_config
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.model import build_model
+from unimodal_free.objective import Data2VecStudent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +78,7 @@ def tiny_cfg():
 
 def tiny_model(cfg, tokenizer, seed=0):
     torch.manual_seed(seed)
-    return build_model(cfg, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
+    return build_model(cfg.model, cfg.objective, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
 
 
 def triple(setup, i):
@@ -96,11 +97,7 @@ def error_line(capsys) -> str:
 def model_for(*overrides, seed=0):
     cfg = tiny_config(*overrides)
     torch.manual_seed(seed)
-    return cfg, build_model(cfg, tiny_specs(cfg))
-
-
-def parts(batch):
-    return {m: (p.values, p.coords, p.padding) for m, p in batch.parts.items()}
+    return cfg, Data2VecStudent(cfg.model, cfg.objective, cfg.masking, tiny_specs(cfg))
 
 
 # ---------------------------------------------------------------- shards for the reader tests

@@ -18,7 +18,7 @@ import torch
 
 from unimodal_free.batch import Batch, Elements, ModalityBatch, collate_elements, modality_specs
 from unimodal_free.config import load_config
-from unimodal_free.masking import MaskedView
+from unimodal_free.objective.masking import MaskedView
 from pathlib import Path
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.json"

@@ -24,7 +24,7 @@ def test_levels_are_every_block_then_what_the_eval_embeds(sets):
     aligned = cfg.objective.align_weight > 0
     assert names == [f"block {i + 1}" for i in range(cfg.model.num_blocks)] + ["final"] + (["head"] if aligned else [])
     raw, projected = pooled_embedding(model, batch, project=False), pooled_embedding(model, batch)
-    blocks = model.encode({m: (p.values, p.coords, p.padding) for m, p in batch.parts.items()})
+    blocks = model.encode(batch.parts)
     start = 0
     for m, p in batch.parts.items():
         assert len(levels[m]) == len(names)

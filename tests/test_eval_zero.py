@@ -35,7 +35,7 @@ def train_tiny(run_dir, shards, stage: int) -> None:
 
 def embeddings(weights, which, shards):
     tok = load_tokenizer("bytes")
-    model = build_model(weights.cfg, modality_specs(weights.cfg.data, tok.vocab_size))
+    model = build_model(weights.cfg.model, weights.cfg.objective, modality_specs(weights.cfg.data, tok.vocab_size))
     model.load_state_dict(getattr(weights, which))
     cfg = weights.cfg
     out = evaluate(model, make_eval_loader(cfg.data, [Source(path=str(shards))], tok, 4), cfg.eval, cfg.data,

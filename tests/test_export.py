@@ -25,7 +25,7 @@ TOKENIZER = {"kind": "sentencepiece", "path": "/data/tok.model", "sha256": "ab" 
 def _student_and_teacher():
     cfg = tiny_config("train.max_steps=3")
     torch.manual_seed(0)
-    student = build_model(cfg, tiny_specs(cfg))
+    student = build_model(cfg.model, cfg.objective, tiny_specs(cfg))
     teacher = EMATeacher(student, cfg.objective)
     with torch.no_grad():
         for p in student.parameters():
@@ -46,7 +46,7 @@ def test_export_round_trip_without_pickle(tmp_path):
     for source in (path, tmp_path):  # the file, or a run dir that has only the export
         w = load_weights(source)
         assert w.cfg == cfg and w.tokenizer_ref == TOKENIZER and w.step == 3
-        fresh = build_model(w.cfg, tiny_specs(w.cfg))
+        fresh = build_model(w.cfg.model, w.cfg.objective, tiny_specs(w.cfg))
         fresh.load_state_dict(w.student)
         assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), student.state_dict().values()))
         fresh.load_state_dict(w.teacher)
@@ -63,7 +63,7 @@ def test_zero_dim_parameters_leave_the_trainer_in_model_shape(tmp_path):
     assert all(p.dim() > 0 for p in student.parameters())
     sd = model_shapes(gathered_state_dict(student, zero3=False, rank=0), lifted)
     path = save_export(tmp_path / EXPORT_NAME, sd, teacher.module.state_dict(), config_to_dict(cfg), TOKENIZER, 1)
-    fresh = build_model(cfg, tiny_specs(cfg))
+    fresh = build_model(cfg.model, cfg.objective, tiny_specs(cfg))
     fresh.load_state_dict(load_weights(path).student)  # strict: shapes match the model's
     lift_zero_dim_params(fresh)
     load_into(fresh, teacher.module.state_dict())  # model-shaped state into a lifted module

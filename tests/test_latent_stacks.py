@@ -13,12 +13,11 @@ import re
 import pytest
 import torch
 
-from helpers import model_for, needs_launcher, parts, run, tail, tiny_data, train_cmd, warm_up_deepspeed
+from helpers import model_for, needs_launcher, run, tail, tiny_data, train_cmd, warm_up_deepspeed
 from synthetic_batches import make_batch, tiny_config
 from unimodal_free.config import ConfigError
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.model import EMATeacher
-from unimodal_free.objective import compute_loss
 
 PER_MODALITY = "model.latent_stacks=per_modality"
 STACK = re.compile(r"encoder\.stacks\.(\d+)\.")
@@ -31,9 +30,9 @@ def stack_of(name: str) -> int | None:
 
 def seeded_loss(*overrides) -> torch.Tensor:
     cfg, model = model_for(*overrides)
-    teacher = EMATeacher(model)
+    teacher = EMATeacher(model, cfg.objective)
     batch = make_batch(cfg, seed=3, pairs=4)
-    return compute_loss(model, teacher.module, batch, cfg, torch.Generator().manual_seed(0)).loss
+    return model(batch, teacher.module, torch.Generator().manual_seed(0)).loss
 
 
 def test_default_is_the_shared_stack_with_its_historical_names_and_seeded_loss():
@@ -76,9 +75,9 @@ def test_each_modality_gradient_reaches_only_its_own_stack(modalities):
     gets a non-zero gradient, the stacks of the others exactly zero (they run on zero rows, so every rank
     still reduces the same parameter set)."""
     cfg, model = model_for(PER_MODALITY)
-    teacher = EMATeacher(model)
+    teacher = EMATeacher(model, cfg.objective)
     batch = make_batch(cfg, seed=3, pairs=4, modalities=modalities)
-    out = compute_loss(model, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out = model(batch, teacher.module, torch.Generator().manual_seed(0))
     out.loss.backward()
     seen = set()
     for name, p in model.named_parameters():
@@ -100,10 +99,10 @@ def test_separate_stacks_keep_rows_apart_and_differ_from_each_other():
     cfg, model = model_for(PER_MODALITY)
     model.eval()
     batch = make_batch(cfg, seed=6, pairs=4)
-    mixed = model.encode(parts(batch))
+    mixed = model.encode(batch.parts)
     start = 0
     for m, p in batch.parts.items():
-        alone = model.encode({m: (p.values, p.coords, p.padding)})
+        alone = model.encode({m: p})
         for x, y in zip(mixed, alone):
             torch.testing.assert_close(x[start:start + p.rows], y, rtol=1e-5, atol=1e-5)
         start += p.rows

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from synthetic_batches import make_batch, tiny_config
-from unimodal_free.masking import MaskSpec, block_mask, compact, make_views, mask_spec, num_masked
+from unimodal_free.objective.masking import MaskSpec, block_mask, compact, make_views, mask_spec, num_masked
 
 
 def grid_coords(G: int, rows: int) -> torch.Tensor:

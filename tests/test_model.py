@@ -8,13 +8,14 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import model_for, parts
-from synthetic_batches import VOCAB, make_batch, tiny_config
-from unimodal_free.batch import Batch, ModalitySpec
+from helpers import model_for
+from synthetic_batches import VOCAB, make_batch, tiny_config, tiny_specs
+from unimodal_free.batch import Batch, ModalitySpec, split_rows
 from unimodal_free.modalities import MODALITIES
-from unimodal_free.model import EMATeacher, build_model, pooled_embedding
+from unimodal_free.model import EMATeacher, JointModel, build_model, pooled_embedding
 from unimodal_free.model.embedding import ModalityAdapter
-from unimodal_free.objective import compute_loss, make_all_views, step_flops
+from unimodal_free.objective import make_all_views, step_flops
+from unimodal_free.objective.alignment import batch_moments
 
 
 def with_padding_changed(batch: Batch, seed: int) -> Batch:
@@ -51,9 +52,9 @@ def test_every_parameter_gets_a_gradient_whatever_modalities_the_batch_holds(spa
     sets = [f"objective.target_space={space}"]
     sets += ["objective.align_weight=0"] if align == "off" else [f"objective.align_input={align}"]
     cfg, model = model_for(*sets)
-    teacher = EMATeacher(model)
+    teacher = EMATeacher(model, cfg.objective)
     batch = make_batch(cfg, seed=3, pairs=4, modalities=modalities)
-    out = compute_loss(model, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out = model(batch, teacher.module, torch.Generator().manual_seed(0))
     out.loss.backward()
     assert torch.isfinite(out.loss)
     for name, p in model.named_parameters():
@@ -74,8 +75,8 @@ def test_latents_invariant_to_padding_content():
     model.eval()
     batch = make_batch(cfg, seed=4, pairs=6)
     assert all(p.padding.any() for m, p in batch.parts.items() if m != "image")
-    a = model.encode(parts(batch))
-    b = model.encode(parts(with_padding_changed(batch, 1)))
+    a = model.encode(batch.parts)
+    b = model.encode(with_padding_changed(batch, 1).parts)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
     e1, e2 = pooled_embedding(model, batch), pooled_embedding(model, with_padding_changed(batch, 2))
@@ -87,7 +88,7 @@ def test_student_invariant_to_masked_and_padded_content(space):
     cfg, model = model_for(f"objective.target_space={space}", "objective.num_views=1", "objective.align_weight=0")
     model.eval()
     batch = make_batch(cfg, seed=5, pairs=5)
-    views = make_all_views(batch, cfg, torch.Generator().manual_seed(0))
+    views = make_all_views(batch, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
     changed = with_padding_changed(batch, 3)
     g = torch.Generator().manual_seed(9)
     for m, p in changed.parts.items():
@@ -96,13 +97,13 @@ def test_student_invariant_to_masked_and_padded_content(space):
             p.values[hidden] = torch.randint(0, VOCAB, (int(hidden.sum()),), generator=g)
         else:
             p.values[hidden] = torch.randn(int(hidden.sum()), p.values.shape[-1], generator=g) * 10
-    views2 = make_all_views(changed, cfg, torch.Generator().manual_seed(0))
+    views2 = make_all_views(changed, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
     assert all(torch.equal(views[m].mask, views2[m].mask) for m in views)
-    out1, out2 = model(views), model(views2)
+    out1, out2 = model.forward_student(views), model.forward_student(views2)
     for m in views:
         assert torch.equal(out1.predictions[m], out2.predictions[m])
     # ... while the teacher, which sees the full input, does change.
-    assert not torch.equal(model.encode(parts(batch))[-1], model.encode(parts(changed))[-1])
+    assert not torch.equal(model.encode(batch.parts)[-1], model.encode(changed.parts)[-1])
 
 
 def test_mixed_batch_equals_separate_sub_batches():
@@ -110,10 +111,10 @@ def test_mixed_batch_equals_separate_sub_batches():
     cfg, model = model_for()
     model.eval()
     batch = make_batch(cfg, seed=6, pairs=4)
-    joint = model.encode(parts(batch))[-1]
+    joint = model.encode(batch.parts)[-1]
     start = 0
     for m, p in batch.parts.items():
-        alone = model.encode({m: (p.values, p.coords, p.padding)})[-1]
+        alone = model.encode({m: p})[-1]
         torch.testing.assert_close(joint[start:start + p.rows], alone, rtol=1e-5, atol=1e-5)
         start += p.rows
 
@@ -127,7 +128,7 @@ def test_pooled_embedding_shapes_and_norm():
         assert emb[m].shape == (p.rows, cfg.objective.align_dim)
         assert raw[m].shape == (p.rows, cfg.model.d_model)
         torch.testing.assert_close(emb[m].norm(dim=-1), torch.ones(p.rows))
-    teacher = EMATeacher(model)
+    teacher = EMATeacher(model, cfg.objective)
     assert pooled_embedding(teacher, batch)["text"].shape == emb["text"].shape  # wrappers unwrap
 
 
@@ -142,7 +143,7 @@ def test_adapters_fail_fast_naming_the_value():
         adapter(torch.zeros(1, 3, 7), torch.zeros(1, 3, 1))
     cfg = tiny_config()
     with pytest.raises(ValueError, match="'video'"):
-        build_model(cfg, {"video": ModalitySpec("video", 3, value_dim=4)})
+        build_model(cfg.model, cfg.objective, {"video": ModalitySpec("video", 3, value_dim=4)})
 
 
 def test_modality_specific_share_is_small():
@@ -163,11 +164,11 @@ def test_step_flops_matches_flop_counter():
     assert not batch.parts["image"].padding.any()
     counter = FlopCounterMode(display=False)
     with counter, sdpa_kernel(SDPBackend.MATH):
-        model.encode(parts(batch))
-    analytic = step_flops(cfg, batch)
+        model.encode(batch.parts)
+    analytic = step_flops(cfg.model, cfg.objective, cfg.masking, cfg.data, batch)
     assert analytic["teacher"] == counter.get_total_flops()
     cfg4 = tiny_config("objective.num_views=4")
-    ratio = step_flops(cfg4, batch)["student"] / analytic["student"]
+    ratio = step_flops(cfg4.model, cfg4.objective, cfg4.masking, cfg4.data, batch)["student"] / analytic["student"]
     assert ratio == pytest.approx(4.0)
     assert analytic["student"] > analytic["teacher"]
 
@@ -180,8 +181,8 @@ def test_alignment_norm_is_per_modality_and_retrieval_embeddings_never_depend_on
     # A training step normalises with batch statistics and moves each modality's running statistics.
     before = {m: n.running_mean.clone() for m, n in norms.items()}
     model.train()
-    model(make_all_views(batch, cfg, torch.Generator().manual_seed(0)),
-          pair_index={m: p.pair_index for m, p in batch.parts.items()})
+    views = make_all_views(batch, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
+    model.forward_alignment(batch, views, model.forward_student(views).latents)
     for m in batch.parts:
         assert not torch.equal(norms[m].running_mean, before[m]), m
     # Retrieval embeddings use the running statistics, in train mode too: one row alone == the same row in its batch.
@@ -194,7 +195,7 @@ def test_alignment_norm_is_per_modality_and_retrieval_embeddings_never_depend_on
     # A batch-statistics normalisation makes each feature zero-mean across the batch's rows.
     pooled = torch.randn(6, cfg.model.d_model) * 5 + 3
     normed = torch.nn.functional.batch_norm(pooled, None, None, training=True)
-    moments = model.align.batch_moments({"image": pooled}, model.modalities)
+    moments = batch_moments(model.align, {"image": pooled}, model.modalities)
     torch.testing.assert_close(model.align.embed("image", pooled, moments["image"]), model.align.proj(normed),
                                rtol=1e-4, atol=1e-4)
 
@@ -227,8 +228,8 @@ def test_standardized_model_ignores_padding_and_leaves_text_ids_alone():
     assert model.embed.standardize
     model.eval()
     batch = make_batch(cfg, seed=9, pairs=3)
-    ref = model.encode(parts(batch))[-1]
-    torch.testing.assert_close(model.encode(parts(with_padding_changed(batch, seed=1)))[-1], ref)
+    ref = model.encode(batch.parts)[-1]
+    torch.testing.assert_close(model.encode(with_padding_changed(batch, seed=1).parts)[-1], ref)
     p = batch.parts["text"]
     on = model.embed("text", p.values, p.coords, p.padding)
     model.embed.standardize = False
@@ -244,9 +245,9 @@ def test_alignment_head_runs_in_bf16():
     cfg, model = model_for()
     model = model.to(torch.bfloat16)
     batch = make_batch(cfg, seed=10, pairs=3)
-    out = model(make_all_views(batch, cfg, torch.Generator().manual_seed(0)),
-                pair_index={m: p.pair_index for m, p in batch.parts.items()})
-    assert torch.isfinite(out.align_loss.float())
+    views = make_all_views(batch, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
+    align_loss, _ = model.forward_alignment(batch, views, model.forward_student(views).latents)
+    assert torch.isfinite(align_loss.float())
     emb = pooled_embedding(model, batch)
     assert all(torch.isfinite(e).all() for e in emb.values())
 
@@ -266,7 +267,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(space):
         harness = OursHarness(cfg, "cpu", seed=0)
         batch = synthetic_batch(cfg.data, harness.specs, 6, seed=0)
         torch.manual_seed(1)  # dropout: checkpointing replays the RNG state in the recomputation
-        out = compute_loss(harness.student, harness.teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+        out = harness.student(batch, harness.teacher.module, torch.Generator().manual_seed(0))
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in harness.student.named_parameters()}
         results[on] = (out.loss.detach(), grads, step_tensor_peak(harness, batch, cfg))
@@ -274,3 +275,49 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(space):
     for name, g in results[False][1].items():
         torch.testing.assert_close(results[True][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
     assert results[True][2] < 0.75 * results[False][2], (results[True][2], results[False][2])
+
+
+@pytest.mark.parametrize("sets", [(), ("objective.target_space=elements", "objective.align_weight=0"),
+                                  ("model.latent_stacks=per_modality",)], ids=["latents+align", "elements", "stacks"])
+def test_student_task_is_the_plain_model_key_for_key_and_draw_for_draw(sets):
+    """Training builds Data2VecStudent, eval/export build_model: the same state-dict keys (old checkpoints,
+    exports and model folders load into either) and, seeded alike, the same initial weights (the task adds
+    no module, so init_weights draws from the RNG in the same order)."""
+    cfg, student = model_for(*sets, seed=3)
+    torch.manual_seed(3)
+    plain = build_model(cfg.model, cfg.objective, tiny_specs(cfg))
+    assert type(plain) is JointModel and isinstance(student, JointModel)
+    a, b = student.state_dict(), plain.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert {k.split(".")[0] for k in a} <= {"embed", "encoder", "norm", "predictor", "readout", "head", "align"}
+
+
+def test_model_package_imports_no_objective_and_no_masking():
+    """model/ is tensors in, latents out: it never imports the objective (masking, losses, the task)."""
+    import ast
+    from pathlib import Path
+
+    import unimodal_free.model
+    import unimodal_free.objective
+
+    imported = {}
+    for path in Path(unimodal_free.model.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported[node.module] = path.name
+            elif isinstance(node, ast.Import):
+                imported.update({alias.name: path.name for alias in node.names})
+    bad = {m: f for m, f in imported.items() if m.startswith(("unimodal_free.objective", "unimodal_free.masking"))}
+    assert not bad, bad
+    assert not hasattr(unimodal_free.objective, "pooled_embedding")  # pooling is the model's
+
+
+def test_split_rows_undoes_the_concatenation_of_every_modality():
+    cfg = tiny_config()
+    batch = make_batch(cfg, seed=11, pairs=3, modalities=("image", "text"))
+    x = torch.cat([p.coords[:, :1, 0] for p in batch.parts.values()])  # (sum B_m, 1)
+    split = split_rows(x, batch.parts)
+    assert list(split) == list(batch.parts)
+    for m, p in batch.parts.items():
+        assert torch.equal(split[m], p.coords[:, :1, 0])

@@ -10,23 +10,23 @@ import torch.nn.functional as F
 
 from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs
 from unimodal_free.batch import Batch
-from unimodal_free.model import EMATeacher, build_model
-from unimodal_free.model.alignment import info_nce, paired_rows
-from unimodal_free.objective import check_collapse, compute_loss
+from unimodal_free.model import EMATeacher
+from unimodal_free.objective.alignment import info_nce, paired_rows
+from unimodal_free.objective import Data2VecStudent, check_collapse
 from unimodal_free.objective.loss import across_sample_std, regression_error
 
 
 def setup(*overrides, seed=0):
     cfg = tiny_config(*overrides)
     torch.manual_seed(seed)
-    student = build_model(cfg, tiny_specs(cfg))
-    return cfg, student, EMATeacher(student)
+    student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, tiny_specs(cfg))
+    return cfg, student, EMATeacher(student, cfg.objective)
 
 
 def test_metrics_keys_and_values():
     cfg, student, teacher = setup()
     batch = make_batch(cfg, seed=0, pairs=6)
-    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out = student(batch, teacher.module, torch.Generator().manual_seed(0))
     for m in ("image", "speech", "text"):
         for key in ("loss", "target_std", "pred_std", "masked_fraction"):
             assert f"{key}/{m}" in out.metrics
@@ -74,7 +74,7 @@ def test_rare_modality_loss_share_follows_its_weight(space):
     for weights in ({}, {"speech": 0.25}, {"image": 0.5, "speech": 3.0}, {"speech": 0.0}):
         cfg, student, teacher = setup(f"objective.target_space={space}", "objective.align_weight=0",
                                       f"objective.modality_weights={json.dumps(weights)}")
-        out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+        out = student(batch, teacher.module, torch.Generator().manual_seed(0))
         w_i, w_s = weights.get("image", 1.0), weights.get("speech", 1.0)
         expected = (w_i * out.metrics["loss/image"] + w_s * out.metrics["loss/speech"]) / (w_i + w_s)
         torch.testing.assert_close(out.metrics["loss/data2vec"], expected)
@@ -129,14 +129,14 @@ def test_alignment_gradient_reaches_only_local_rows_and_calls_gather_per_pair():
         calls.append(t.shape[0])
         return torch.cat([remote, t]), 5
 
-    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0), gather_fn)
+    out = student(batch, teacher.module, torch.Generator().manual_seed(0), gather_fn)
     out.loss.backward()
     assert calls == [4, 4, 4]  # (image, speech), (image, text), (speech, text)
     assert student.align.logit_scale.grad is not None
     # Missing modalities still make the same number of gather calls (collectives stay matched).
     calls.clear()
     only_text = make_batch(cfg, seed=1, pairs=4, modalities=("text",))
-    compute_loss(student, teacher.module, only_text, cfg, torch.Generator().manual_seed(0), gather_fn)
+    student(only_text, teacher.module, torch.Generator().manual_seed(0), gather_fn)
     assert calls == [0, 0, 0]
 
 
@@ -147,14 +147,13 @@ def test_alignment_off_costs_nothing():
     def gather_fn(t):
         raise AssertionError("gather_fn called with alignment off")
 
-    out = compute_loss(student, teacher.module, make_batch(cfg, seed=2, pairs=3), cfg,
-                       torch.Generator().manual_seed(0), gather_fn)
+    out = student(make_batch(cfg, seed=2, pairs=3), teacher.module, torch.Generator().manual_seed(0), gather_fn)
     assert float(out.metrics["align_loss"]) == 0.0 and "temperature" not in out.metrics
 
 
 def test_full_input_alignment_pools_unmasked_rows():
     cfg, student, teacher = setup("objective.align_input=full")
-    out = compute_loss(student, teacher.module, make_batch(cfg, seed=3, pairs=4), cfg, torch.Generator().manual_seed(0))
+    out = student(make_batch(cfg, seed=3, pairs=4), teacher.module, torch.Generator().manual_seed(0))
     out.loss.backward()
     assert math.isfinite(float(out.metrics["align_loss"]))
 
@@ -183,7 +182,7 @@ def train(cfg, student, teacher, steps, batches, lr=1e-3):
     g = torch.Generator().manual_seed(0)
     history = []
     for step in range(steps):
-        out = compute_loss(student, teacher.module, batches[step % len(batches)], cfg, g)
+        out = student(batches[step % len(batches)], teacher.module, g)
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -251,8 +250,8 @@ def test_training_on_demo_data(tmp_path):
     sources = resolve_sources(cfg.data)
     tok = load_tokenizer(sources.tokenizer_spec(cfg.data))
     torch.manual_seed(0)
-    student = build_model(cfg, modality_specs(cfg.data, tok.vocab_size))
-    teacher = EMATeacher(student)
+    student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, modality_specs(cfg.data, tok.vocab_size))
+    teacher = EMATeacher(student, cfg.objective)
     loader = make_train_loader(cfg.data, cfg.train, sources.train, tok, rank=0, world_size=1)
     batches = [next(loader) for _ in range(100)]
     history = train(cfg, student, teacher, 100, batches)
@@ -323,7 +322,7 @@ def test_guard_on_pooled_interval_statistics(zeroed):
         stats = IntervalStats()
         for batch in _minority_stream(cfg, steps):
             with torch.no_grad():
-                out = compute_loss(student, teacher.module, batch, cfg, g)
+                out = student(batch, teacher.module, g)
             for key, value in out.moments.items():
                 stats.add_moments(key, value)
         _, stds, std_rows, _ = stats.reduce(TrainerState())

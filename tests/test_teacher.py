@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from synthetic_batches import make_batch, tiny_config, tiny_specs
-from unimodal_free.masking import MaskedView
-from unimodal_free.model import EMATeacher, build_model
-from unimodal_free.objective import compute_loss, make_all_views
+from unimodal_free.objective.masking import MaskedView
+from unimodal_free.model import EMATeacher
+from unimodal_free.objective import Data2VecStudent, make_all_views
 from unimodal_free.objective.targets import teacher_targets
 
 
 def setup(*overrides):
     cfg = tiny_config(*overrides)
     torch.manual_seed(0)
-    student = build_model(cfg, tiny_specs(cfg))
-    return cfg, student, EMATeacher(student)
+    student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, tiny_specs(cfg))
+    return cfg, student, EMATeacher(student, cfg.objective)
 
 
 def test_teacher_is_frozen_fp32_eval_and_gets_no_grad():
@@ -26,7 +26,7 @@ def test_teacher_is_frozen_fp32_eval_and_gets_no_grad():
     assert not teacher.module.training
     assert all(not p.requires_grad and p.dtype == torch.float32 for p in teacher.module.parameters())
     batch = make_batch(cfg, seed=0, pairs=4)
-    out = compute_loss(student, teacher.module, batch, cfg, torch.Generator().manual_seed(0))
+    out = student(batch, teacher.module, torch.Generator().manual_seed(0))
     out.loss.backward()
     assert all(p.grad is None for p in teacher.module.parameters())
     assert any(p.grad is not None for p in student.parameters())
@@ -52,7 +52,7 @@ def test_update_equals_reference():
     g = torch.Generator().manual_seed(0)
     for step in range(3):
         before = {n: p.clone() for n, p in teacher.module.named_parameters()}
-        out = compute_loss(student, teacher.module, batch, cfg, g)
+        out = student(batch, teacher.module, g)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -102,7 +102,7 @@ def test_one_teacher_pass_equals_r_passes(space):
     R = 3
     cfg, student, teacher = setup(f"objective.target_space={space}", f"objective.num_views={R}")
     batch = make_batch(cfg, seed=2, pairs=4)
-    views = make_all_views(batch, cfg, torch.Generator().manual_seed(0))
+    views = make_all_views(batch, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
     shared = teacher_targets(teacher.module, batch, views, cfg.objective)
     for r in range(R):
         single = teacher_targets(teacher.module, batch, {m: view_slice(v, r) for m, v in views.items()}, cfg.objective)

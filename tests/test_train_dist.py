@@ -77,12 +77,13 @@ def _sync_norm_check(rank: int) -> None:
     """Split rows over two ranks == all rows in one process: outputs, input gradients, running statistics."""
     import copy
 
-    from unimodal_free.model.alignment import Alignment
+    from unimodal_free.model.heads import AlignmentProjection
+    from unimodal_free.objective.alignment import batch_moments
     from unimodal_free.train import dist as tdist
 
     modalities = list(ROWS)
     torch.manual_seed(0)
-    align = Alignment(8, 4, 0.1, modalities)
+    align = AlignmentProjection(8, 4, 0.1, modalities)
     reference = copy.deepcopy(align)
     bn = torch.nn.BatchNorm1d(8, affine=False)
     g = torch.Generator().manual_seed(1)
@@ -91,12 +92,12 @@ def _sync_norm_check(rank: int) -> None:
     mine = {m: slice(r[0] * rank, r[0] + r[1] * rank) for m, r in ROWS.items()}  # this rank's rows
 
     local = {m: full[m][mine[m]].clone().requires_grad_(True) for m in modalities if ROWS[m][rank]}
-    moments = align.batch_moments(local, modalities, tdist.all_reduce_sum)
+    moments = batch_moments(align, local, modalities, tdist.all_reduce_sum)
     out = {m: align.embed(m, x, moments[m]) for m, x in local.items()}
     sum((out[m] * weights[m][mine[m]]).sum() for m in out).backward()
 
     everything = {m: x.clone().requires_grad_(True) for m, x in full.items()}
-    ref_moments = reference.batch_moments(everything, modalities)  # one process: no sum_fn
+    ref_moments = batch_moments(reference, everything, modalities)  # one process: no sum_fn
     ref = {m: reference.embed(m, x, ref_moments[m]) for m, x in everything.items()}
     sum((ref[m] * weights[m]).sum() for m in ref).backward()
 
@@ -136,8 +137,8 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
 
     from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs, view_rows
     from unimodal_free.batch import Batch
-    from unimodal_free.model import EMATeacher, build_model
-    from unimodal_free.objective import compute_loss, make_all_views
+    from unimodal_free.model import EMATeacher
+    from unimodal_free.objective import Data2VecStudent, make_all_views
     from unimodal_free.train import dist as tdist
     from unimodal_free.train.ds_compat import lift_zero_dim_params
     from unimodal_free.train.ds_config import build_ds_config
@@ -151,12 +152,12 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
         cfg = tiny_config(f"objective.align_weight={1.0 if align else 0.0}", f"deepspeed.zero_stage={stage}",
                           "train.micro_batch_size=5", f"objective.target_space={space}")
         torch.manual_seed(0)
-        student = build_model(cfg, tiny_specs(cfg))
-        teacher = EMATeacher(student)
+        student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, tiny_specs(cfg))
+        teacher = EMATeacher(student, cfg.objective)
         reference = copy.deepcopy(student)
         made = make_batch(cfg, seed=11, pairs=5)
         full = Batch({m: part_rows(p, 0, sum(SPLIT[m])) for m, p in made.parts.items()})
-        views = make_all_views(full, cfg, torch.Generator().manual_seed(0))
+        views = make_all_views(full, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
         mine = {m: (SPLIT[m][0] * rank, SPLIT[m][0] + SPLIT[m][1] * rank) for m in SPLIT if SPLIT[m][rank]}
         local = Batch({m: part_rows(full.parts[m], lo, hi) for m, (lo, hi) in mine.items()})
         local_views = {m: view_rows(views[m], lo, hi) for m, (lo, hi) in mine.items()}
@@ -164,15 +165,15 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
         lifted = lift_zero_dim_params(student)  # as the trainer: DeepSpeed cannot move 0-dim parameters
         engine, _, _, _ = deepspeed.initialize(model=student, optimizer=build_optimizer(student, cfg.optim, False),
                                                config=build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, world))
-        out = compute_loss(engine, teacher.module, local, cfg, None, tdist.gather_with_local_grad,
-                           tdist.all_reduce_sum, views=local_views)
+        out = engine(local, teacher.module, None, tdist.gather_with_local_grad, tdist.all_reduce_sum,
+                     views=local_views)
         engine.backward(out.loss)
         reduced = {name: safe_get_full_grad(p) for name, p in engine.module.named_parameters()}  # collective
         if align:
             assert lifted and all(g is not None and torch.isfinite(g).all() for g in reduced.values())
             return
 
-        ref = compute_loss(reference, teacher.module, full, cfg, None, views=views)
+        ref = reference(full, teacher.module, None, views=views)
         ref.loss.backward()
         for name, p in reference.named_parameters():
             assert reduced[name] is not None, name

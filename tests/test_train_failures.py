@@ -77,7 +77,7 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
 
     w = {s: load_weights(run_dir / "checkpoints" / f"step{s:08d}") for s in range(1, 6)}
     # Parameters only: buffers such as BatchNorm running statistics move in every forward.
-    model = build_model(w[1].cfg, modality_specs(w[1].cfg.data, load_tokenizer(w[1].tokenizer_ref["path"]).vocab_size))
+    model = build_model(w[1].cfg.model, w[1].cfg.objective, modality_specs(w[1].cfg.data, load_tokenizer(w[1].tokenizer_ref["path"]).vocab_size))
     params = [name for name, _ in model.named_parameters()]
 
     def same(a, b, which):

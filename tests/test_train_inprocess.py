@@ -66,7 +66,7 @@ class SyncCounter:
 def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkeypatch):
     """bf16 = DeepSpeed's bf16 alone: bf16 student weights and activations (no autocast anywhere),
     fp32 master weights in the optimizer, fp32 teacher (weights and activations) and fp32 targets."""
-    import unimodal_free.objective.loss as loss_mod
+    import unimodal_free.objective.task as task_mod
     from unimodal_free.model.joint import unwrap
 
     seen: dict[str, set] = collections.defaultdict(set)
@@ -89,14 +89,14 @@ def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkey
             linear = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
             linear.register_forward_hook(record(f"{name} linear"))
 
-    real_targets = loss_mod.teacher_targets
+    real_targets = task_mod.teacher_targets
 
     def targets(*args, **kwargs):
         out = real_targets(*args, **kwargs)
         seen["targets"] |= {t.dtype for t in out.values()}
         return out
 
-    monkeypatch.setattr(loss_mod, "teacher_targets", targets)
+    monkeypatch.setattr(task_mod, "teacher_targets", targets)
     rc = run_trainer(tmp_path, monkeypatch, "train.precision=bf16", "train.max_steps=2", "train.log_every=1",
                      "deepspeed.zero_stage=1", "eval.every=2", "eval.model=student", "eval.max_samples=16",
                      "eval.max_time_share=1.0", observe=observe)

@@ -134,7 +134,7 @@ def test_zero_stages_agree(base, corpus):
     decay = ema_schedule(ref.cfg.objective)
     for stage, run_dir in runs.items():
         w = {s: load_weights(run_dir / "checkpoints" / f"step{s:08d}") for s in range(1, MAX_STEPS + 1)}
-        params = {n for n, _ in build_model(ref.cfg, specs_of(w[1])).named_parameters()}
+        params = {n for n, _ in build_model(ref.cfg.model, ref.cfg.objective, specs_of(w[1])).named_parameters()}
         for s in range(2, MAX_STEPS + 1):
             d = float(decay[min(s - 1, len(decay) - 1)])
             for k in ref.teacher:
@@ -209,7 +209,7 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     from unimodal_free.model import build_model
 
     tok = load_tokenizer(exported.tokenizer_ref["path"])
-    model = build_model(exported.cfg, modality_specs(exported.cfg.data, tok.vocab_size))
+    model = build_model(exported.cfg.model, exported.cfg.objective, modality_specs(exported.cfg.data, tok.vocab_size))
     model.load_state_dict(exported.teacher)
 
     # The launch's log (stdout and stderr to a file, as a cluster job's): one plain line per step from rank 0,

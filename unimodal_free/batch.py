@@ -9,6 +9,7 @@ to each of its modalities' sub-batches; ``pair_index`` ties the rows together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -30,18 +31,37 @@ class Elements:
 
 
 @dataclass
-class ModalityBatch:
-    """One modality's rows, padded to the longest row of this modality only."""
+class Rows:
+    """Padded rows of one modality's elements: all the encoder reads.
+
+    A batch's sub-batch (:class:`ModalityBatch`) and a student's masked views
+    (``objective.masking.MaskedView``) are both Rows, so the model takes
+    either as it is, with no repacking into tuples on the way.
+    """
 
     values: torch.Tensor  # (B, M, C) float32; text: (B, M) int64 token ids
     coords: torch.Tensor  # (B, M, D) float32 in [-1, 1]
-    padding: torch.Tensor  # (B, M) bool, True where the element is batch padding
-    pair_index: torch.Tensor  # (B,) int64 -> Batch.pair_ids, -1 if the row has no partner
-    keys: list[str] = field(default_factory=list)  # (B,) sample keys
+    padding: torch.Tensor  # (B, M) bool, True where the element is padding
 
     @property
     def rows(self) -> int:
         return int(self.coords.shape[0])
+
+
+def split_rows(x: torch.Tensor, parts: Mapping[str, Rows]) -> dict[str, torch.Tensor]:
+    """x (sum B_m, ...), rows concatenated in ``parts`` order -> {m: (B_m, ...)}.
+
+    The inverse of the model's one pass over every modality's rows at once.
+    """
+    return dict(zip(parts, x.split([p.rows for p in parts.values()], dim=0)))
+
+
+@dataclass
+class ModalityBatch(Rows):
+    """One modality's rows, padded to the longest row of this modality only."""
+
+    pair_index: torch.Tensor  # (B,) int64 -> Batch.pair_ids, -1 if the row has no partner
+    keys: list[str] = field(default_factory=list)  # (B,) sample keys
 
     def to(self, device: torch.device | str) -> "ModalityBatch":
         return ModalityBatch(

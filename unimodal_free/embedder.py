@@ -199,7 +199,7 @@ class Embedder:
     @property
     def embedding_dim(self) -> int:
         """D: the alignment projection's width when the run trained one, else the latents' width."""
-        return embedding_dim(self.cfg)
+        return embedding_dim(self.cfg.model, self.cfg.objective)
 
     @property
     def modalities(self) -> list[str]:

@@ -5,7 +5,7 @@
 One process run measures (warm-up, then medians over repeats):
   * the fp32/bf16 matmul peak of this machine (best square GEMM, 1024..4096): the MFU denominator;
   * per config (tiny, default = configs/joint.json, base = configs/joint-base.json), each in its own
-    subprocess so memory peaks don't mix: the joint train step (compute_loss + backward + clip + AdamW
+    subprocess so memory peaks don't mix: the joint train step (the student task + backward + clip + AdamW
     + EMA update) in samples/s, elements/s and MFU (with and without the teacher's FLOPs), our
     encoder fwd+bwd against transformers' PerceiverModel and a full-attention nn.TransformerEncoder
     fwd+bwd on the same rows and element counts, and the peak RSS (GPU: peak allocated);

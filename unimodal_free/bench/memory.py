@@ -78,14 +78,10 @@ FIT_POINTS = ((3, 1), (3, 2), (6, 1))
 
 
 def step_tensor_peak(harness, batch, cfg) -> int:
-    """Peak bytes of the tensors one training step creates (compute_loss + backward), see :class:`LiveTensorPeak`."""
-    from unimodal_free.bench.ours import autocast
-    from unimodal_free.objective import compute_loss
-
+    """Peak bytes of the tensors one training step creates (the student task + backward), see :class:`LiveTensorPeak`."""
     harness.student.zero_grad(set_to_none=True)  # gradients are created (and counted) in the step
     with LiveTensorPeak(harness.device.type) as tracker:
-        with autocast(harness.device, harness.precision):
-            out = compute_loss(harness.student, harness.teacher.module, batch, cfg, harness.generator)
+        out = harness.loss(batch, cfg)
         out.loss.backward()
         del out
     return tracker.peak_bytes
@@ -110,7 +106,7 @@ def activation_memory(cfg, device: torch.device, precision: str, predict: tuple[
     from unimodal_free.bench.synthetic import synthetic_batch
 
     out = {"points": [list(p) for p in points], "precision": precision, "device": str(device),
-           "method": "LiveTensorPeak (TorchDispatchMode storage accounting) of compute_loss + backward, "
+           "method": "LiveTensorPeak (TorchDispatchMode storage accounting) of the student task + backward, "
                      "peak = fixed + rows * (per_row + views * per_row_view) fitted to the points"}
     for on in (False, True):
         cfg_on = copy.deepcopy(cfg)

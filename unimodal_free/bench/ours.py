@@ -1,6 +1,6 @@
 """Our joint step, as the trainer runs it, without DeepSpeed: what the bench times.
 
-One step = compute_loss (R masked student views + one teacher pass) + backward
+One step = the student task (R masked student views + one teacher pass) + backward
 + grad clipping + the trainer's AdamW step + EMA teacher update (DeepSpeed's
 ZeRO-0 engine adds nothing but the clipping on one rank). ``encoder_fwd_bwd`` is the
 like-for-like counterpart of a peer's fwd+bwd: embedding + Perceiver encoder on
@@ -16,6 +16,8 @@ import torch
 from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB
 from unimodal_free.config import Config
+from unimodal_free.model import EMATeacher
+from unimodal_free.objective import Data2VecStudent, LossOutput, make_all_views, step_flops
 
 
 def autocast(device: torch.device, precision: str):
@@ -28,7 +30,6 @@ class OursHarness:
     """Student + EMA teacher + AdamW for ``cfg`` on ``device``; steps on given batches."""
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", precision: str = "fp32", seed: int = 0):
-        from unimodal_free.model import EMATeacher, build_model
         from unimodal_free.train.optim import build_optimizer
 
         self.cfg = cfg
@@ -36,8 +37,8 @@ class OursHarness:
         self.precision = precision
         self.specs = modality_specs(cfg.data, SYNTHETIC_VOCAB)
         torch.manual_seed(seed)
-        self.student = build_model(cfg, self.specs).to(self.device).train()
-        self.teacher = EMATeacher(self.student)  # a copy of the student: already on ``device``
+        self.student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, self.specs).to(self.device).train()
+        self.teacher = EMATeacher(self.student, cfg.objective)  # a copy of the student: already on ``device``
         # The trainer's optimizer (AdamW, decay split, non-finite check as under ZeRO 0 fp32).
         self.optimizer = build_optimizer(self.student, cfg.optim, check_finite=True)
         self.generator = torch.Generator().manual_seed(seed)
@@ -49,14 +50,18 @@ class OursHarness:
         return {"student": total, "teacher": sum(p.numel() for p in self.teacher.module.parameters()),
                 "element_embedding": embed}
 
+    def loss(self, batch: Batch, cfg: Config | None = None) -> LossOutput:
+        """The student task's LossOutput on ``batch``; ``cfg`` may differ from the build config in num_views."""
+        cfg = cfg or self.cfg
+        with autocast(self.device, self.precision):
+            views = make_all_views(batch, cfg.masking, cfg.objective.num_views, self.generator)
+            return self.student(batch, self.teacher.module, self.generator, views=views)
+
     def train_step(self, batch: Batch, cfg: Config | None = None) -> float:
         """One full joint step; ``cfg`` may differ from the build config in objective fields (num_views)."""
-        from unimodal_free.objective import compute_loss
-
         cfg = cfg or self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            out = compute_loss(self.student, self.teacher.module, batch, cfg, self.generator)
+        out = self.loss(batch, cfg)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.optim.grad_clip)
         self.optimizer.step()
@@ -68,13 +73,11 @@ class OursHarness:
         """Embedding + encoder on the full input, forward and backward (no masking, no teacher, no optimizer)."""
         for p in self.student.parameters():
             p.grad = None
-        parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
         with autocast(self.device, self.precision):
-            z = self.student.final(parts)  # (B, N, D)
+            z = self.student.final(batch.parts)  # (B, N, D)
         z.float().pow(2).mean().backward()
 
     def flops(self, batch: Batch, cfg: Config | None = None) -> dict:
-        from unimodal_free.objective import step_flops
-
-        f = step_flops(cfg or self.cfg, batch)
+        cfg = cfg or self.cfg
+        f = step_flops(cfg.model, cfg.objective, cfg.masking, cfg.data, batch)
         return {"student": float(f["student"]), "teacher": float(f["teacher"])}

@@ -38,15 +38,15 @@ def measure_stage(cfg, stage: int, world_size: int) -> dict:
 
     from unimodal_free.batch import modality_specs
     from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB, synthetic_batch
-    from unimodal_free.model import EMATeacher, build_model
-    from unimodal_free.objective import compute_loss
+    from unimodal_free.model import EMATeacher
+    from unimodal_free.objective import Data2VecStudent
     from unimodal_free.train.ds_compat import lift_zero_dim_params
     from unimodal_free.train.ds_config import build_ds_config
     from unimodal_free.train.optim import build_optimizer
 
     torch.manual_seed(cfg.train.seed)
     specs = modality_specs(cfg.data, SYNTHETIC_VOCAB)
-    student = build_model(cfg, specs)
+    student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, specs)
     lift_zero_dim_params(student)  # as the trainer does: DeepSpeed cannot move 0-dim parameters
     teacher = EMATeacher(student, cfg.objective)
     cfg = copy.deepcopy(cfg)
@@ -58,7 +58,7 @@ def measure_stage(cfg, stage: int, world_size: int) -> dict:
     rank = torch.distributed.get_rank()
     batch = synthetic_batch(cfg.data, specs, rows=min(cfg.train.micro_batch_size, 6), seed=rank)
     gen = torch.Generator().manual_seed(rank)
-    out = compute_loss(engine.module, teacher.module, batch, cfg, gen)
+    out = engine.module(batch, teacher.module, gen)
     engine.backward(out.loss)
     engine.step()
     params = sum(p.numel() * p.element_size() for p in student.parameters())

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from unimodal_free.batch import Batch
+from unimodal_free.batch import Batch, split_rows
 from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.eval.cka import linear_cka
@@ -52,15 +52,13 @@ def level_names(model: JointModel) -> list[str]:
 @torch.no_grad()
 def level_embeddings(model: JointModel, batch: Batch) -> dict[str, list[torch.Tensor]]:
     """{modality: [(rows, width) per level]}, L2-normalised, in ``level_names`` order."""
-    parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
-    if not parts:
+    if not batch.parts:
         return {}
-    blocks = model.encode(parts)  # L x (rows, N, D)
+    blocks = model.encode(batch.parts)  # L x (rows, N, D)
     pooled = [z.mean(1) for z in blocks] + [model.norm(blocks[-1]).mean(1)]  # (rows, D) each
-    rows = [p.rows for p in batch.parts.values()]
     out = {name: [] for name in batch.parts}
     for z in pooled:
-        for name, zm in zip(batch.parts, z.split(rows, dim=0)):
+        for name, zm in split_rows(z, batch.parts).items():  # (B_m, D)
             out[name].append(zm)
     if model.align is not None:
         for name in batch.parts:

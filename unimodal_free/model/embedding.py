@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn as nn
 
-from unimodal_free.batch import ModalitySpec
+from unimodal_free.batch import ModalitySpec, Rows
 
 # Perceiver IO's ``min_padding_size``: even the widest modality gets this many
 # learned padding channels, so every modality carries an identity signal.
@@ -77,14 +77,14 @@ class ModalityAdapter(nn.Module):
             self.value_dim = spec.value_dim
         self.width = self.value_dim + self.position.width
 
-    def empty_input(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(values, coords, padding) of zero rows (one element slot each) of this modality, on ``device``."""
+    def empty_input(self, device: torch.device) -> Rows:
+        """Zero rows (one element slot each) of this modality, on ``device``."""
         if self.token_embed is not None:
             values = torch.zeros(0, 1, dtype=torch.long, device=device)  # (0, 1) ids
         else:
             values = torch.zeros(0, 1, self.value_dim, device=device)  # (0, 1, C)
         coords = torch.zeros(0, 1, self.position.coord_dims, device=device)  # (0, 1, Dc)
-        return values, coords, torch.zeros(0, 1, dtype=torch.bool, device=device)
+        return Rows(values, coords, torch.zeros(0, 1, dtype=torch.bool, device=device))
 
     def forward(self, values: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         if self.token_embed is not None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from unimodal_free.batch import Batch
+from unimodal_free.batch import Batch, split_rows
 from unimodal_free.model.joint import unwrap
 
 
@@ -20,16 +20,14 @@ def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> di
     Returns {modality: (rows, D or align_dim)} in ``batch.parts`` order.
     """
     model = unwrap(model)
-    parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
-    if not parts:
+    if not batch.parts:
         return {}
-    pooled = model.final(parts).mean(1)  # (rows, D)
-    pooled = dict(zip(batch.parts, pooled.split([p.rows for p in batch.parts.values()], dim=0)))  # (B_m, D)
+    pooled = split_rows(model.final(batch.parts).mean(1), batch.parts)  # (rows, D) -> {m: (B_m, D)}
     if project and model.align is not None:
         pooled = {name: model.align.embed(name, z) for name, z in pooled.items()}  # (B_m, A)
     return {name: F.normalize(z.float(), dim=-1) for name, z in pooled.items()}
 
 
-def embedding_dim(cfg) -> int:
+def embedding_dim(model_cfg, objective_cfg) -> int:
     """Width of :func:`pooled_embedding` with ``project=True``: the alignment projection's when the model has one."""
-    return cfg.objective.align_dim if cfg.objective.align_weight > 0 else cfg.model.d_model
+    return objective_cfg.align_dim if objective_cfg.align_weight > 0 else model_cfg.d_model

@@ -47,7 +47,7 @@ def is_modality_specific(name: str) -> bool:
 
 
 def count(cfg, vocab: int) -> dict:
-    model = build_model(cfg, modality_specs(cfg.data, vocab))
+    model = build_model(cfg.model, cfg.objective, modality_specs(cfg.data, vocab))
     groups: dict[str, int] = {}
     specific = total = 0
     for name, p in model.named_parameters():

@@ -29,15 +29,10 @@ class EMATeacher:
     trainer passes ``gather`` (a context manager over a list of parameters), and
     the update walks the parameters in chunks of at most ``chunk_numel``
     elements, so only one chunk is ever gathered at a time, not the whole
-    model. ``objective_cfg`` defaults to the student's own config.
+    model. ``objective_cfg``: the ``objective`` config section (its ``ema_*``).
     """
 
-    def __init__(self, student: nn.Module, objective_cfg=None):
-        if objective_cfg is None:
-            cfg = getattr(student, "config", None)
-            if cfg is None:
-                raise ValueError("EMATeacher: student has no .config; pass objective_cfg")
-            objective_cfg = cfg.objective
+    def __init__(self, student: nn.Module, objective_cfg):
         self.module = copy.deepcopy(student).float().eval().requires_grad_(False)
         self.schedule = ema_schedule(objective_cfg)
         self._params = list(self.module.parameters())

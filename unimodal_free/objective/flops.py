@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from unimodal_free.batch import Batch, modality_specs
-from unimodal_free.masking import mask_spec, num_masked
 from unimodal_free.model.embedding import MIN_PADDING
+from unimodal_free.objective.masking import mask_spec, num_masked
 
 
 def _self_block(T: float, D: int, H: int) -> float:
@@ -26,21 +26,25 @@ def _cross_block(Tq: torch.Tensor | float, Tk: torch.Tensor | float, D: int, H: 
     return 2 * (Tq * (2 * D * D + 2 * D * H) + Tk * 2 * D * D + 2 * Tq * Tk * D)
 
 
-def _element_widths(cfg) -> tuple[dict[str, int], int]:
-    m = cfg.model
-    widths = {}
-    for name, spec in modality_specs(cfg.data, vocab_size=1).items():
+def _element_width(model_cfg, data_cfg) -> int:
+    """The element embedding's common width (``ElementEmbedding.width``): the widest modality + padding."""
+    m = model_cfg
+    widths = []
+    for spec in modality_specs(data_cfg, vocab_size=1).values():
         values = m.text_embed_dim if spec.vocab_size else spec.value_dim
-        widths[name] = values + spec.coord_dims * (2 * m.fourier_bands + 1)
-    return widths, max(widths.values()) + MIN_PADDING
+        widths.append(values + spec.coord_dims * (2 * m.fourier_bands + 1))
+    return max(widths) + MIN_PADDING
 
 
-def step_flops(cfg, batch: Batch) -> dict[str, float]:
-    """{"student": fwd+bwd FLOPs over R views, "teacher": forward FLOPs} of one step on ``batch``."""
-    m, obj = cfg.model, cfg.objective
+def step_flops(model_cfg, objective_cfg, masking_cfg, data_cfg, batch: Batch) -> dict[str, float]:
+    """{"student": fwd+bwd FLOPs over R views, "teacher": forward FLOPs} of one step on ``batch``.
+
+    Takes the config sections it reads: ``model``, ``objective``, ``masking``, ``data`` (element widths).
+    """
+    m, obj = model_cfg, objective_cfg
     D, N, L, R = m.d_model, m.num_latents, m.num_blocks, obj.num_views
     H = int(D * m.mlp_ratio)
-    _, width = _element_widths(cfg)
+    width = _element_width(model_cfg, data_cfg)
     latent_stack = L * _self_block(N, D, H)  # per row, independent of the input length
     query_width = 2 * (2 * m.fourier_bands + 1)  # readout queries: widest coordinate features (2-D)
 
@@ -53,7 +57,7 @@ def step_flops(cfg, batch: Batch) -> dict[str, float]:
     student = teacher = 0.0
     for name, part in batch.parts.items():
         real = (~part.padding).sum(1).double()  # (B,)
-        masked = num_masked((~part.padding).sum(1), mask_spec(cfg.masking, name).ratio).double()
+        masked = num_masked((~part.padding).sum(1), mask_spec(masking_cfg, name).ratio).double()
         visible = real - masked
         teacher += float(encoder(real).sum())
         fwd = encoder(visible)

@@ -1,33 +1,13 @@
-"""One training step's loss: masked views -> student, full input -> teacher, regression + alignment."""
+"""The data2vec regression loss: per-position error, and its balance over modalities and ranks."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from unimodal_free.batch import Batch
-from unimodal_free.masking import MaskedView, make_views, mask_spec
-from unimodal_free.model.joint import unwrap
 from unimodal_free.objective.collapse import row_moments, std_from_moments
-from unimodal_free.objective.targets import teacher_targets
-
-
-@dataclass
-class LossOutput:
-    loss: torch.Tensor  # scalar, what the optimizer minimises
-    metrics: dict[str, torch.Tensor]  # detached scalars (see compute_loss)
-    # "target/{m}", "pred/{m}": row_moments vectors (1 + 2F,) float64, for the collapse guard's pooled std.
-    moments: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def make_all_views(batch: Batch, cfg, generator: torch.Generator) -> dict[str, MaskedView]:
-    """R = cfg.objective.num_views masked views of every modality sub-batch."""
-    return {name: make_views(part, mask_spec(cfg.masking, name), cfg.objective.num_views, generator)
-            for name, part in batch.parts.items()}
 
 
 def regression_error(pred: torch.Tensor, target: torch.Tensor, objective_cfg) -> torch.Tensor:
@@ -79,68 +59,3 @@ def modality_balanced_loss(sums: dict[str, torch.Tensor], counts: dict[str, torc
     norm = (w * (counts_all > 0)).sum().clamp(min=1e-12)  # weights of the modalities some rank holds
     factor = w * world / (counts_all.clamp(min=1) * norm)  # (K,)
     return sum(sums[m] * factor[i].to(sums[m].dtype) for i, m in enumerate(modalities) if m in sums)
-
-
-def compute_loss(student: nn.Module, teacher_module: nn.Module, batch: Batch, cfg, generator: torch.Generator | None,
-                 gather_fn=None, sum_fn=None, views: dict[str, MaskedView] | None = None) -> LossOutput:
-    """data2vec loss of the student's R masked views against one teacher pass, plus optional alignment.
-
-    Each modality's loss is its mean over its predicted positions on all
-    ranks, and the data2vec loss their ``objective.modality_weights`` mean
-    (:func:`modality_balanced_loss`). Metrics: ``loss/{m}``, ``target_std/{m}``,
-    ``pred_std/{m}``, ``masked_fraction/{m}``, ``padding_fraction``,
-    ``loss/data2vec``, ``align_loss`` and (alignment on) ``temperature``.
-    ``gather_fn`` (negatives) and ``sum_fn`` (normalisation statistics, and
-    the per-modality counts of the data2vec loss): the cross-rank
-    collectives, see :mod:`unimodal_free.model.alignment`. ``views``: the
-    masked views to use instead of drawing them from ``generator`` (the same
-    masks split over ranks or held by one process).
-    """
-    obj = cfg.objective
-    if not batch.parts:
-        raise ValueError("compute_loss: the batch has no rows")
-    if views is None:
-        views = make_all_views(batch, cfg, generator)
-    targets = teacher_targets(unwrap(teacher_module), batch, views, obj)
-    align_on = obj.align_weight > 0
-    out = student(
-        views,
-        pair_index={name: p.pair_index for name, p in batch.parts.items()} if align_on else None,
-        full=batch.parts if align_on and obj.align_input == "full" else None,
-        gather_fn=gather_fn,
-        sum_fn=sum_fn,
-    )
-    metrics: dict[str, torch.Tensor] = {}
-    sums, counts = {}, {}
-    moments: dict[str, torch.Tensor] = {}
-    for name, v in views.items():
-        pred, target = out.predictions[name].float(), targets[name]
-        valid = None if obj.target_space == "latents" else ~v.target_padding  # (B*R, T)
-        err = regression_error(pred, target, obj)  # (B*R, N or T)
-        if valid is None:
-            sums[name], counts[name] = err.sum(), torch.tensor(err.numel(), device=err.device)
-        else:
-            sums[name], counts[name] = (err * valid).sum(), valid.sum()
-        loss_m = sums[name] / counts[name].clamp(min=1)  # this rank's mean
-        metrics[f"loss/{name}"] = loss_m.detach()
-        first_view = target[:: v.num_views] if valid is None else target  # latents targets repeat per view
-        moments[f"target/{name}"] = row_moments(first_view, valid)
-        moments[f"pred/{name}"] = row_moments(pred.detach(), valid)
-        rows = first_view.shape[0] if valid is None else int(valid.any(1).sum())  # rows behind the target std
-        if rows >= 2:
-            metrics[f"target_std/{name}"] = std_from_moments(moments[f"target/{name}"]).float()
-            metrics[f"pred_std/{name}"] = std_from_moments(moments[f"pred/{name}"]).float()
-        real = (~batch.parts[name].padding).sum() * v.num_views
-        metrics[f"masked_fraction/{name}"] = v.mask.sum() / real
-    d2v = modality_balanced_loss(sums, counts, unwrap(student).modalities, obj.modality_weights, sum_fn)
-    loss = d2v + out.absent_term  # + 0.0: absent modalities' parameters get a zero gradient
-    metrics["loss/data2vec"] = d2v.detach()
-    pads = [p.padding for p in batch.parts.values()]
-    metrics["padding_fraction"] = sum(p.sum() for p in pads) / max(1, sum(p.numel() for p in pads))  # on device
-    if out.align_loss is not None:
-        loss = loss + obj.align_weight * out.align_loss
-        metrics["align_loss"] = out.align_loss.detach()
-        metrics["temperature"] = 1.0 / out.logit_scale
-    else:
-        metrics["align_loss"] = torch.zeros((), device=loss.device)
-    return LossOutput(loss, metrics, moments)

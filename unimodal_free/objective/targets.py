@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unimodal_free.batch import Batch
-from unimodal_free.masking import MaskedView
+from unimodal_free.batch import Batch, split_rows
 from unimodal_free.model.joint import JointModel
+from unimodal_free.objective.masking import MaskedView
 
 
 def average_top_k(layers: list[torch.Tensor], top_k: int, instance_norm: bool, final_layer_norm: bool) -> torch.Tensor:
@@ -39,10 +39,9 @@ def teacher_targets(teacher: JointModel, batch: Batch, views: dict[str, MaskedVi
     teacher's readout of those latents at each view's masked positions,
     (B_m*R, T, D).
     """
-    parts = {name: (p.values, p.coords, p.padding) for name, p in batch.parts.items()}
-    layers = teacher.encode(parts)
+    layers = teacher.encode(batch.parts)
     y = average_top_k(layers, objective_cfg.top_k, objective_cfg.instance_norm, objective_cfg.final_layer_norm)
-    y_parts = dict(zip(batch.parts, y.split([p.rows for p in batch.parts.values()], dim=0)))  # (B_m, N, D)
+    y_parts = split_rows(y, batch.parts)  # (sum B_m, N, D) -> {m: (B_m, N, D)}
     targets = {}
     for name, v in views.items():
         latents = y_parts[name].repeat_interleave(v.num_views, dim=0)  # (B_m*R, N, D)

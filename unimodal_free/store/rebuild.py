@@ -45,7 +45,7 @@ def load_model(weights, which: str, vocab_size: int, checkpoint: str) -> torch.n
     state = getattr(weights, which)
     if not state:
         raise EvalError(f"checkpoint {checkpoint}: holds no {which} weights")
-    model = build_model(weights.cfg, modality_specs(weights.cfg.data, vocab_size))
+    model = build_model(weights.cfg.model, weights.cfg.objective, modality_specs(weights.cfg.data, vocab_size))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EvalError(

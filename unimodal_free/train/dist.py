@@ -197,7 +197,7 @@ def gather_with_local_grad(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     count for the all_gather and trimmed after. Every rank must call this the
     same number of times per step (the alignment loss guarantees it, also
     with 0 local rows). Matches the gather contract of
-    :mod:`unimodal_free.model.alignment`.
+    :mod:`unimodal_free.objective.alignment`.
     """
     if not is_dist() or world_size() == 1:
         return t, 0

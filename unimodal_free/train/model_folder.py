@@ -74,7 +74,7 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "library_version": _package_version(),
         "step": step,
         "weights": "teacher",
-        "embedding_dim": embedding_dim(cfg),
+        "embedding_dim": embedding_dim(cfg.model, cfg.objective),
         "projected": cfg.objective.align_weight > 0,
         "pooling": cfg.eval.pooling,
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,

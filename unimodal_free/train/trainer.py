@@ -25,8 +25,8 @@ from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.config import ConfigError, ObjectiveConfig, config_to_dict
 from unimodal_free.data.loader import DataSourceError, make_train_loader
 from unimodal_free.data.tokenizer import TokenizerMismatchError
-from unimodal_free.model import EMATeacher, build_model, unwrap
-from unimodal_free.objective import check_collapse, compute_loss, step_flops
+from unimodal_free.model import EMATeacher, unwrap
+from unimodal_free.objective import Data2VecStudent, check_collapse, step_flops
 from unimodal_free.provenance import provenance
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import Callbacks, TrainerCallback
@@ -160,7 +160,7 @@ class Trainer:
         self.modalities = list(specs)
         # Same seed on every rank: identical initial weights (ZeRO-3 partitions each rank's own copy).
         torch.manual_seed(cfg.train.seed)
-        student = build_model(cfg, specs)
+        student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, specs)
         self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
         # Full fp32 copy, before any partitioning; it stays fp32 under bf16 too (README "Precision").
         self.teacher = EMATeacher(student, cfg.objective)
@@ -186,11 +186,10 @@ class Trainer:
         cfg, engine, teacher, generator = self.cfg, self.engine, self.teacher, self.generator
 
         def loss(batch: Batch):
-            return compute_loss(engine, teacher.module, batch, cfg, generator, dist.gather_with_local_grad,
-                                dist.all_reduce_sum)
+            return engine(batch, teacher.module, generator, dist.gather_with_local_grad, dist.all_reduce_sum)
 
         def flops(batch: Batch) -> dict[str, float]:
-            return step_flops(cfg, batch)
+            return step_flops(cfg.model, cfg.objective, cfg.masking, cfg.data, batch)
 
         return TrainStep(engine, teacher, self.loader, self.device, loss, flops, cfg.train, cfg.deepspeed,
                          self.callbacks, self.rank)

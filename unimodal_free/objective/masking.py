@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unimodal_free.batch import ModalityBatch
+from unimodal_free.batch import Batch, ModalityBatch, Rows
 from unimodal_free.modalities import MODALITY
 
 
@@ -118,26 +118,20 @@ def compact(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
-class MaskedView:
+class MaskedView(Rows):
     """R masked views of one modality's rows (row b's views are rows b*R .. b*R+R-1).
 
-    The student sees only ``values/coords/padding`` (the visible elements);
-    ``target_*`` are the masked positions, where the ``elements`` target space
-    predicts.
+    As :class:`Rows` (what the student encodes): the visible elements,
+    values (B*R, V, C) or ids (B*R, V), coords (B*R, V, Dc), padding (B*R, V)
+    of the compact view. ``target_*`` are the masked positions, where the
+    ``elements`` target space predicts.
     """
 
-    values: torch.Tensor  # (B*R, V, C) or (B*R, V) token ids
-    coords: torch.Tensor  # (B*R, V, Dc)
-    padding: torch.Tensor  # (B*R, V) True = padding of the compact view
     mask: torch.Tensor  # (B*R, M) True = masked element of the original row
     target_index: torch.Tensor  # (B*R, T) positions of masked elements in the original row
     target_coords: torch.Tensor  # (B*R, T, Dc)
     target_padding: torch.Tensor  # (B*R, T)
     num_views: int
-
-    @property
-    def rows(self) -> int:
-        return int(self.coords.shape[0])
 
 
 def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: torch.Generator) -> MaskedView:
@@ -158,3 +152,9 @@ def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: t
         target_padding=tgt_padding,
         num_views=num_views,
     )
+
+
+def make_all_views(batch: Batch, masking_cfg, num_views: int, generator: torch.Generator) -> dict[str, MaskedView]:
+    """``num_views`` masked views of every modality sub-batch, in ``batch.parts`` order."""
+    return {name: make_views(part, mask_spec(masking_cfg, name), num_views, generator)
+            for name, part in batch.parts.items()}

@@ -1,0 +1,156 @@
+"""Cross-modal alignment loss: symmetric InfoNCE with negatives gathered from other ranks.
+
+Gather contract (chosen so ranks may hold different numbers of pairs):
+
+    gather_fn(t: Tensor (P, C)) -> (all: Tensor (P_total, C), offset: int)
+
+``all`` concatenates every rank's ``t`` in rank order and ``all[offset:offset+P]``
+must be the caller's own ``t`` *with its autograd history* (open_clip's
+``gather_with_grad=False`` recipe: remote rows are constants, local rows keep
+their gradient). ``offset`` is the number of rows on lower ranks; it shifts
+the local positives' indices. ``None`` means a single rank: ``(t, 0)``. The
+function is called once per modality pair on every rank, also with ``P = 0``,
+so a collective implementation never deadlocks. A plain-Tensor return is
+accepted only when it has exactly the local rows (offset 0).
+
+Which student latents are pooled (``objective.align_input``): "masked" (the
+default) averages the pooled final latents of the R masked views the
+data2vec loss already computed: no extra compute. "full" runs the student once
+more on the unmasked input, matching what retrieval sees at eval
+(``pooled_embedding`` always uses the unmasked input), at the cost of one
+extra encoder forward+backward per row: +30% step time at the CPU default
+(R=2), measured; on the synthetic tiny task both reached similar retrieval.
+
+The projection head (``model.heads.AlignmentProjection``) is the model's;
+this module is the training side: which rows pair up, the all-rank batch
+statistics that normalise them (and move the head's running statistics),
+and the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unimodal_free.model.heads import AlignmentProjection
+
+
+def paired_rows(pair_a: torch.Tensor, pair_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0)."""
+    same = (pair_a[:, None] == pair_b[None, :]) & (pair_a[:, None] >= 0)  # (B_a, B_b)
+    ia, ib = same.nonzero(as_tuple=True)
+    return ia, ib
+
+
+def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
+    if gather_fn is None:
+        return t, 0
+    out = gather_fn(t)
+    if isinstance(out, torch.Tensor):
+        if out.shape != t.shape:
+            raise ValueError(
+                f"gather_fn returned a tensor of shape {tuple(out.shape)} without an offset; "
+                f"return (gathered, offset) (see unimodal_free/objective/alignment.py)"
+            )
+        return out, 0
+    gathered, offset = out
+    if gathered.shape[1:] != t.shape[1:] or not 0 <= offset <= gathered.shape[0] - t.shape[0]:
+        raise ValueError(
+            f"gather_fn returned shape {tuple(gathered.shape)} with offset {offset} for local rows {tuple(t.shape)}"
+        )
+    return gathered, int(offset)
+
+
+def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=None) -> torch.Tensor | None:
+    """Symmetric InfoNCE of L2-normalised paired rows za[i] <-> zb[i] (P, A).
+
+    Returns None when no rank has a pair (nothing to learn), else the mean of
+    both directions' cross-entropy over the local pairs (0-row locals give 0).
+    """
+    both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
+    if both.shape[0] == 0:
+        return None
+    za_all, zb_all = both.split(za.shape[1], dim=1)  # 2 x (P_total, A)
+    labels = torch.arange(za.shape[0], device=za.device) + offset  # (P,)
+    # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
+    # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
+    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels, reduction="sum")  # logits (P, P_total)
+    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels, reduction="sum")
+    return (loss_ab + loss_ba) / (2 * max(za.shape[0], 1))
+
+
+def batch_moments(head: AlignmentProjection, pooled: dict[str, torch.Tensor], modalities: list[str],
+                  sum_fn=None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-modality (mean, biased var) (D,) over every rank's rows; moves ``head``'s running statistics.
+
+    SyncBatchNorm's numbers: one ``sum_fn`` call (a differentiable
+    all-reduce SUM over ranks, None on one rank) carries every modality's
+    (count, sum, sum of squares), in float64 so the one-pass variance does
+    not cancel. With per-rank statistics the rows of one rank (which hold
+    each other's positives) would share a normalisation that remote
+    negatives do not: a shortcut InfoNCE can learn (MoCo's BN leak).
+    Every rank calls ``sum_fn`` once, whatever its modalities. Only local
+    modalities get an entry; for one with fewer than two rows over all
+    ranks that entry is the running statistics (as for retrieval).
+    """
+    dim = head.proj.in_features
+    rows = []
+    for m in modalities:
+        x = pooled.get(m)
+        if x is None:  # (zero rows still take the ops below: the same graph on every rank)
+            rows.append(torch.zeros(1 + 2 * dim, dtype=torch.float64, device=head.proj.weight.device))
+        else:
+            x = x.double()
+            rows.append(torch.cat([x.new_tensor([x.shape[0]]), x.sum(0), (x * x).sum(0)]))
+    stats = torch.stack(rows)  # (K, 1 + 2D): count, sum, sum of squares per modality
+    if sum_fn is not None:
+        stats = sum_fn(stats)
+    moments = {}
+    for m, row in zip(modalities, stats):
+        # Decided on the device (no host read: a sync per step, and a graph break under torch.compile):
+        # with fewer than two rows over all ranks the running statistics stand in and do not move.
+        n = row[0]
+        ok = n >= 2
+        n_safe = torch.where(ok, n, torch.full_like(n, 2.0))  # finite values and gradients on both branches
+        mean = row[1 : 1 + dim] / n_safe  # (D,)
+        var = (row[1 + dim :] / n_safe - mean * mean).clamp_min(0.0)  # (D,) biased, as BatchNorm normalises
+        norm = getattr(head, f"norm_{m}")
+        with torch.no_grad():  # BatchNorm's running update (unbiased variance), weight 0 without a batch
+            weight = ok.to(norm.running_mean.dtype) * norm.momentum
+            norm.running_mean.lerp_(mean.detach().to(norm.running_mean.dtype), weight)
+            norm.running_var.lerp_((var.detach() * n_safe / (n_safe - 1)).to(norm.running_var.dtype), weight)
+        if m in pooled:  # the running statistics move on every rank alike, with rows here or not
+            moments[m] = (torch.where(ok, mean.float(), norm.running_mean.float()),
+                          torch.where(ok, var.float(), norm.running_var.float()))
+    return moments
+
+
+def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], pair_index: dict[str, torch.Tensor],
+                   modalities: list[str], gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """pooled[m] (B_m, D), pair_index[m] (B_m,) -> (loss, logit scale), summed over every modality pair.
+
+    ``modalities`` is the model's full, fixed modality list: every pair of
+    it is visited in the same order on every rank (with empty tensors where
+    a modality or its pairs are absent), so ``gather_fn`` collectives match.
+    ``sum_fn``: see :func:`batch_moments` (training mode only; in eval mode
+    the head normalises with its running statistics).
+    """
+    moments = batch_moments(head, pooled, modalities, sum_fn) if head.training else {}
+    # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
+    ref = next(iter(pooled.values()))
+    pooled = {m: pooled[m] if m in pooled else ref.new_zeros(0, ref.shape[1]) for m in modalities}
+    pair_index = {m: pair_index[m] if m in pair_index else torch.zeros(0, dtype=torch.long, device=ref.device)
+                  for m in modalities}
+    z, scale = head(pooled, moments)  # {m: (B_m, A)}, ()
+    total, count = scale * 0.0, 0
+    for i, a in enumerate(modalities):
+        for b in modalities[i + 1:]:
+            ia, ib = paired_rows(pair_index[a], pair_index[b])
+            za, zb = z[a][ia], z[b][ib]  # (P, A)
+            loss = info_nce(za, zb, scale, gather_fn)
+            if loss is not None:
+                total = total + loss * za.shape[0]
+                count += za.shape[0]
+    # Exactly 0.0 through the projection: it gets a gradient even on a rank without pairs (see Data2VecStudent).
+    total = total + sum(zm[:0].sum() for zm in z.values())
+    return total / max(count, 1), scale.detach()
