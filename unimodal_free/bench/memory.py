@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import weakref
@@ -10,6 +11,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
+
+from unimodal_free.bench.ours import OursHarness, autocast
+from unimodal_free.bench.synthetic import synthetic_batch
+from unimodal_free.objective import compute_loss
 
 
 def peak_rss_bytes() -> int:
@@ -79,9 +84,6 @@ FIT_POINTS = ((3, 1), (3, 2), (6, 1))
 
 def step_tensor_peak(harness, batch, cfg) -> int:
     """Peak bytes of the tensors one training step creates (compute_loss + backward), see :class:`LiveTensorPeak`."""
-    from unimodal_free.bench.ours import autocast
-    from unimodal_free.objective import compute_loss
-
     harness.student.zero_grad(set_to_none=True)  # gradients are created (and counted) in the step
     with LiveTensorPeak(harness.device.type) as tracker:
         with autocast(harness.device, harness.precision):
@@ -104,11 +106,6 @@ def activation_memory(cfg, device: torch.device, precision: str, predict: tuple[
     base config's 64 x 8 on a GPU; the device's own allocator adds its scratch
     memory and rounding on top (see :class:`LiveTensorPeak`).
     """
-    import copy
-
-    from unimodal_free.bench.ours import OursHarness
-    from unimodal_free.bench.synthetic import synthetic_batch
-
     out = {"points": [list(p) for p in points], "precision": precision, "device": str(device),
            "method": "LiveTensorPeak (TorchDispatchMode storage accounting) of compute_loss + backward, "
                      "peak = fixed + rows * (per_row + views * per_row_view) fitted to the points"}

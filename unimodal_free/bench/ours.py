@@ -16,6 +16,9 @@ import torch
 from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB
 from unimodal_free.config import Config
+from unimodal_free.model import EMATeacher, build_model
+from unimodal_free.objective import compute_loss, step_flops
+from unimodal_free.train.optim import build_optimizer
 
 
 def autocast(device: torch.device, precision: str):
@@ -28,9 +31,6 @@ class OursHarness:
     """Student + EMA teacher + AdamW for ``cfg`` on ``device``; steps on given batches."""
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", precision: str = "fp32", seed: int = 0):
-        from unimodal_free.model import EMATeacher, build_model
-        from unimodal_free.train.optim import build_optimizer
-
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision
@@ -51,8 +51,6 @@ class OursHarness:
 
     def train_step(self, batch: Batch, cfg: Config | None = None) -> float:
         """One full joint step; ``cfg`` may differ from the build config in objective fields (num_views)."""
-        from unimodal_free.objective import compute_loss
-
         cfg = cfg or self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.precision):
@@ -74,7 +72,5 @@ class OursHarness:
         z.float().pow(2).mean().backward()
 
     def flops(self, batch: Batch, cfg: Config | None = None) -> dict:
-        from unimodal_free.objective import step_flops
-
         f = step_flops(cfg or self.cfg, batch)
         return {"student": float(f["student"]), "teacher": float(f["teacher"])}
