@@ -11,7 +11,9 @@ import torch
 
 from unimodal_free.bench import report
 from unimodal_free.bench.__main__ import main as bench_main
-from unimodal_free.bench.config_run import main as config_run_main
+from unimodal_free.bench.config_run import main as config_run_main, peer_step
+from unimodal_free.bench.encoder_profile import main as profile_main
+from unimodal_free.bench.matmul_split import MATMUL_OPS, profile_split
 from unimodal_free.bench.peak import matmul_peak
 from unimodal_free.bench.peers import PeerSize, full_attention_encoder, full_attention_flops, fwd_bwd_fn, hf_perceiver
 from unimodal_free.bench.scaling import growth_exponent, sweep
@@ -114,12 +116,6 @@ def test_peers_run_fwd_bwd_at_equal_sizes():
 def test_peers_and_their_inputs_are_built_on_the_bench_device(kind):
     """--device reaches the peers: on "meta" (a device no default puts anything on) every parameter,
     buffer and input of the peer is there, none left on the CPU."""
-    from unimodal_free.bench.config_run import peer_step
-    from unimodal_free.bench.peers import PeerSize
-    from unimodal_free.bench.synthetic import synthetic_batch
-    from unimodal_free.batch import modality_specs
-    from unimodal_free.config import load_config
-
     cfg = load_config(TINY)
     batch = synthetic_batch(cfg.data, modality_specs(cfg.data, 64), 5, seed=0)
     assert any(p.padding.any() for p in batch.parts.values())  # the padding mask is built too
@@ -194,8 +190,6 @@ def test_bench_smoke_end_to_end(tmp_path):
 
 
 def test_encoder_profile_splits_matmul_time_for_both_encoders(tmp_path, capsys):
-    from unimodal_free.bench.encoder_profile import MATMUL_OPS, main as profile_main, profile_split
-
     # The split itself on a closure whose only op is a matmul, and one with none: shares 1 and 0.
     a = torch.randn(512, 512)  # large enough that the matmul dwarfs the output allocation
     split = profile_split({"mm": lambda: a @ a, "none": lambda: a.sin()}, iters=2)

@@ -39,9 +39,17 @@ cpu_memory.keep_freed_memory()  # as the trainer runs, and before torch is impor
 import torch  # noqa: E402
 
 from unimodal_free.bench import report  # noqa: E402
-from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved
-from unimodal_free.config import CONFIG_DIR
-from unimodal_free.usage import ArgumentParser, usage_errors
+from unimodal_free.bench.loader_measure import loader_throughput  # noqa: E402
+from unimodal_free.bench.memory import activation_memory  # noqa: E402
+from unimodal_free.bench.ours import OursHarness, autocast  # noqa: E402
+from unimodal_free.bench.peak import matmul_peak  # noqa: E402
+from unimodal_free.bench.peers import (  # noqa: E402
+    PeerSize, full_attention_encoder, full_attention_flops, fwd_bwd_fn)
+from unimodal_free.bench.scaling import plot, sweep  # noqa: E402
+from unimodal_free.bench.synthetic import synthetic_batch  # noqa: E402
+from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
+from unimodal_free.config import CONFIG_DIR, load_config  # noqa: E402
+from unimodal_free.usage import ArgumentParser, usage_errors  # noqa: E402
 
 # Used when configs/joint-base.json is absent: the base sizes on top of joint.json.
 BASE_PRESET = ["model.d_model=768", "model.num_latents=512", "model.num_blocks=12", "model.num_heads=12"]
@@ -130,9 +138,6 @@ def run_config(name: str, plan: dict, args, workdir: Path) -> dict:
 
 def bench_plain_encoder(plan: dict, base_cfg, device, peak: dict, precision: str) -> dict:
     """fwd+bwd MFU of a plain nn.TransformerEncoder at the base width: the reachable ceiling here."""
-    from unimodal_free.bench.ours import autocast
-    from unimodal_free.bench.peers import PeerSize, full_attention_encoder, full_attention_flops, fwd_bwd_fn
-
     p = plan["plain_encoder"]
     size = PeerSize.from_model_config(base_cfg.model)
     size = PeerSize(size.d_model, size.num_latents, p["layers"], size.num_heads, 1, size.mlp_ratio, size.d_model)
@@ -152,11 +157,6 @@ def bench_plain_encoder(plan: dict, base_cfg, device, peak: dict, precision: str
 
 def bench_scaling(plan: dict, cfg, device, precision: str, plot_path: str | None) -> dict:
     """Step time vs M for one speech-like row: our encoder fwd+bwd, our train step, full attention fwd+bwd."""
-    from unimodal_free.bench.ours import OursHarness, autocast
-    from unimodal_free.bench.peers import PeerSize, full_attention_encoder, fwd_bwd_fn
-    from unimodal_free.bench.scaling import plot, sweep
-    from unimodal_free.bench.synthetic import synthetic_batch
-
     p = plan["scaling"]
     ours = OursHarness(cfg, device, precision)
     size = PeerSize.from_model_config(cfg.model)
@@ -195,9 +195,6 @@ def bench_scaling(plan: dict, cfg, device, precision: str, plot_path: str | None
 
 def bench_amortisation(plan: dict, cfg, device, precision: str) -> dict:
     """Time per masked view as num_views grows: one teacher pass is shared by R student views."""
-    from unimodal_free.bench.ours import OursHarness
-    from unimodal_free.bench.synthetic import synthetic_batch
-
     p = plan["amortisation"]
     ours = OursHarness(cfg, device, precision)
     batch = synthetic_batch(cfg.data, ours.specs, p["rows"]).to(device)
@@ -259,55 +256,56 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-@usage_errors()
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from unimodal_free.config import load_config
+class SectionTimer:
+    """Runs the bench's sections one after the other, announcing each on stderr and keeping its seconds."""
 
-    device = pick_device(args.device)
-    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    threads = setup_threads(args.threads, device)
-    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    plan = PLANS[mode]
-    sections = set(args.only.split(","))
-    started = time.perf_counter()
-    seconds: dict[str, float] = {}
-    result: dict = {"meta": {
-        "mode": mode, "device": str(device), "threads": threads,
-        "malloc_kept": cpu_memory.applied,  # False: UNIMODAL_FREE_MALLOC_DEFAULTS=1 (glibc's own settings)
-        "precision": args.precision, "torch": torch.__version__, "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }}
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
 
-    def section(name, fn):
+    def __call__(self, name: str, fn):
         t = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         value = fn()
-        seconds[name] = time.perf_counter() - t
-        print(f"[bench] {name} done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+        self.seconds[name] = time.perf_counter() - t
+        print(f"[bench] {name} done in {self.seconds[name]:.0f} s", file=sys.stderr, flush=True)
         return value
 
-    from unimodal_free.bench.peak import matmul_peak
 
-    result["peak"] = section("peak", lambda: matmul_peak(plan["peak_sizes"], device=device))
+def run_meta(mode: str, device: torch.device, threads: int, precision: str) -> dict:
+    """What the figures were measured on: machine, versions, settings."""
+    return {
+        "mode": mode, "device": str(device), "threads": threads,
+        "malloc_kept": cpu_memory.applied,  # False: UNIMODAL_FREE_MALLOC_DEFAULTS=1 (glibc's own settings)
+        "precision": precision, "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
+
+def bench_configs(plan: dict, args, workdir: Path, result: dict, section: SectionTimer) -> None:
+    """The per-config subprocesses, one after the other: ``result["configs"]`` and their memory."""
+    configs = {}
+    for name in plan["configs"]:
+        run = section(f"config {name}", lambda: run_config(name, plan, args, workdir))
+        if "error" not in run:
+            report.add_mfu(run, result["peak"], args.precision)
+            report.add_peer_ratios(run)
+        configs[name] = run
+    result["configs"] = configs
+    result["memory"] = {"per_config": {
+        n: r.get("memory") for n, r in configs.items() if "memory" in r}}
+
+
+def run_sections(plan: dict, sections: set[str], args, device: torch.device, result: dict,
+                 section: SectionTimer) -> None:
+    """Every selected section between the two matmul peak probes, in this order (later figures see earlier load)."""
     def cfg_of(section_plan):
         return load_config(*config_source(section_plan["config"], args.configs_dir))
     with tempfile.TemporaryDirectory(prefix="unimodal_free_bench_") as tmp:
         workdir = Path(tmp)
         if "configs" in sections:
-            configs = {}
-            for name in plan["configs"]:
-                run = section(f"config {name}", lambda: run_config(name, plan, args, workdir))
-                if "error" not in run:
-                    report.add_mfu(run, result["peak"], args.precision)
-                    report.add_peer_ratios(run)
-                configs[name] = run
-            result["configs"] = configs
-            result["memory"] = {"per_config": {
-                n: r.get("memory") for n, r in configs.items() if "memory" in r}}
+            bench_configs(plan, args, workdir, result, section)
         if "plain" in sections:
             base_cfg = load_config(*config_source("base", args.configs_dir))
             result["plain_encoder"] = section(
@@ -316,25 +314,22 @@ def main(argv=None) -> int:
             result["scaling"] = section(
                 "scaling", lambda: bench_scaling(plan, cfg_of(plan["scaling"]), device, args.precision, args.plot_out))
         if "amortisation" in sections:
-            result["teacher_amortisation"] = section(
-                "teacher amortisation", lambda: bench_amortisation(plan, cfg_of(plan["amortisation"]), device, args.precision))
+            result["teacher_amortisation"] = section("teacher amortisation", lambda: bench_amortisation(
+                plan, cfg_of(plan["amortisation"]), device, args.precision))
         if "loader" in sections:
-            from unimodal_free.bench.loader import loader_throughput
-
             lp = plan["loader"]
             result["loader"] = section("loader", lambda: loader_throughput(
                 cfg_of(lp), lp["batches"], demo_dir=args.demo_dir, demo_samples=lp["demo_samples"]))
         if "activation" in sections and plan["activation"] is not None:
-            from unimodal_free.bench.memory import activation_memory
-
             ap = plan["activation"]
             result.setdefault("memory", {})["activation"] = section("activation memory", lambda: activation_memory(
                 cfg_of(ap), device, args.precision, ap["predict"], ap["points"]))
         if "zero" in sections:
             result.setdefault("memory", {})["zero"] = section("zero", lambda: bench_zero(args, workdir))
-    # A second probe at the end: a peak is the best the machine did during the run, so a burst of
-    # load from other processes during the first probe cannot inflate every MFU figure.
-    late = section("peak (end of run)", lambda: matmul_peak(plan["peak_sizes"], device=device))
+
+
+def keep_best_peak(result: dict, late: dict, precision: str) -> None:
+    """Fold the end-of-run peak probe into ``result["peak"]`` and recompute every MFU against the better one."""
     for dt, probe in late.items():
         first = result["peak"][dt]
         first["probes_flops"] = [first["peak_flops"], probe["peak_flops"]]
@@ -342,11 +337,31 @@ def main(argv=None) -> int:
             first.update({k: probe[k] for k in ("peak_flops", "best_size", "flops_by_size")})
     for run in result.get("configs", {}).values():
         if "error" not in run:
-            report.add_mfu(run, result["peak"], args.precision)
+            report.add_mfu(run, result["peak"], precision)
     if "plain_encoder" in result:
         pe = result["plain_encoder"]
-        pe["mfu"] = report.mfu(pe["flops"], pe["timing"]["median_s"], result["peak"][args.precision]["peak_flops"])
-    result["meta"]["section_seconds"] = seconds
+        pe["mfu"] = report.mfu(pe["flops"], pe["timing"]["median_s"], result["peak"][precision]["peak_flops"])
+
+
+@usage_errors()
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    threads = setup_threads(args.threads, device)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = PLANS[mode]
+    sections = set(args.only.split(","))
+    started = time.perf_counter()
+    section = SectionTimer()
+    result: dict = {"meta": run_meta(mode, device, threads, args.precision)}
+    result["peak"] = section("peak", lambda: matmul_peak(plan["peak_sizes"], device=device))
+    run_sections(plan, sections, args, device, result, section)
+    # A second probe at the end: a peak is the best the machine did during the run, so a burst of
+    # load from other processes during the first probe cannot inflate every MFU figure.
+    late = section("peak (end of run)", lambda: matmul_peak(plan["peak_sizes"], device=device))
+    keep_best_peak(result, late, args.precision)
+    result["meta"]["section_seconds"] = section.seconds
     result["meta"]["wall_s"] = time.perf_counter() - started
     result["summary"] = report.summarize(result, args.precision)
     result["targets"] = report.check_targets(result["summary"])

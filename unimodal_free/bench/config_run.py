@@ -26,7 +26,12 @@ from typing import Callable  # noqa: E402
 import torch  # noqa: E402
 
 from unimodal_free.bench.memory import current_rss_bytes, peak_memory, step_tensor_peak  # noqa: E402
+from unimodal_free.bench.ours import OursHarness  # noqa: E402
+from unimodal_free.bench.peers import (  # noqa: E402
+    PeerSize, full_attention_encoder, fwd_bwd_fn, hf_perceiver, peer_inputs)
+from unimodal_free.bench.synthetic import synthetic_batch  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
+from unimodal_free.config import load_config  # noqa: E402
 from unimodal_free.usage import ArgumentParser, usage_errors  # noqa: E402
 
 
@@ -45,8 +50,6 @@ class PeerStep:
 
 def peer_step(kind: str, size, batch, device: torch.device | str) -> PeerStep:
     """A peer and its inputs on ``device`` (same rows, element counts and padding as ``batch``)."""
-    from unimodal_free.bench.peers import full_attention_encoder, fwd_bwd_fn, hf_perceiver, peer_inputs
-
     model = (hf_perceiver(size) if kind == "hf_perceiver" else full_attention_encoder(size)).to(device)
     inputs, steps = [], []
     for i, part in enumerate(batch.parts.values()):
@@ -60,11 +63,6 @@ def peer_step(kind: str, size, batch, device: torch.device | str) -> PeerStep:
 
 
 def run(args) -> dict:
-    from unimodal_free.bench.ours import OursHarness
-    from unimodal_free.bench.peers import PeerSize
-    from unimodal_free.bench.synthetic import synthetic_batch
-    from unimodal_free.config import load_config
-
     device = pick_device(args.device)
     threads = setup_threads(args.threads, device)
     cfg = load_config(args.config, args.overrides)

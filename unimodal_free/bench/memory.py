@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import weakref
@@ -10,6 +11,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
+
+from unimodal_free.bench.ours import OursHarness
+from unimodal_free.bench.synthetic import synthetic_batch
 
 
 def peak_rss_bytes() -> int:
@@ -100,11 +104,6 @@ def activation_memory(cfg, device: torch.device, precision: str, predict: tuple[
     base config's 64 x 8 on a GPU; the device's own allocator adds its scratch
     memory and rounding on top (see :class:`LiveTensorPeak`).
     """
-    import copy
-
-    from unimodal_free.bench.ours import OursHarness
-    from unimodal_free.bench.synthetic import synthetic_batch
-
     out = {"points": [list(p) for p in points], "precision": precision, "device": str(device),
            "method": "LiveTensorPeak (TorchDispatchMode storage accounting) of the student task + backward, "
                      "peak = fixed + rows * (per_row + views * per_row_view) fitted to the points"}

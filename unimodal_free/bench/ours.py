@@ -18,6 +18,7 @@ from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB
 from unimodal_free.config import Config
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent, LossOutput, make_all_views, step_flops
+from unimodal_free.train.optim import build_optimizer
 
 
 def autocast(device: torch.device, precision: str):
@@ -30,8 +31,6 @@ class OursHarness:
     """Student + EMA teacher + AdamW for ``cfg`` on ``device``; steps on given batches."""
 
     def __init__(self, cfg: Config, device: torch.device | str = "cpu", precision: str = "fp32", seed: int = 0):
-        from unimodal_free.train.optim import build_optimizer
-
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision

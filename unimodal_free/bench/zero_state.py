@@ -14,8 +14,18 @@ import copy
 import json
 import sys
 
+import deepspeed
 import torch
 
+from unimodal_free.batch import modality_specs
+from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB, synthetic_batch
+from unimodal_free.config import load_config
+from unimodal_free.model import EMATeacher
+from unimodal_free.objective import Data2VecStudent
+from unimodal_free.train.dist import init_deepspeed_distributed
+from unimodal_free.train.ds_compat import lift_zero_dim_params
+from unimodal_free.train.ds_config import build_ds_config
+from unimodal_free.train.optim import build_optimizer
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 
@@ -34,16 +44,6 @@ def state_bytes(optimizer) -> dict:
 
 
 def measure_stage(cfg, stage: int, world_size: int) -> dict:
-    import deepspeed
-
-    from unimodal_free.batch import modality_specs
-    from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB, synthetic_batch
-    from unimodal_free.model import EMATeacher
-    from unimodal_free.objective import Data2VecStudent
-    from unimodal_free.train.ds_compat import lift_zero_dim_params
-    from unimodal_free.train.ds_config import build_ds_config
-    from unimodal_free.train.optim import build_optimizer
-
     torch.manual_seed(cfg.train.seed)
     specs = modality_specs(cfg.data, SYNTHETIC_VOCAB)
     student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, specs)
@@ -74,9 +74,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--local_rank", type=int, default=None)  # passed by the launcher
     args = parser.parse_args(argv)
-
-    from unimodal_free.config import load_config
-    from unimodal_free.train.dist import init_deepspeed_distributed
 
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
