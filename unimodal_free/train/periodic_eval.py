@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from unimodal_free.config import Config
+from unimodal_free.config import DataConfig, EvalConfig, TrainConfig
 from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.eval import evaluate
 from unimodal_free.model import EMATeacher
@@ -26,12 +26,13 @@ from unimodal_free.train.tblog import RunLogger
 
 
 class PeriodicEval:
-    """``cfg`` whole because :func:`unimodal_free.eval.evaluate` takes it; the schedule reads ``cfg.eval``."""
-
-    def __init__(self, cfg: Config, engine, teacher: EMATeacher, heldout_sources: list, tokenizer,
-                 device: torch.device, logger: RunLogger, rank: int):
-        self.cfg = cfg
-        self.eval_cfg = cfg.eval
+    def __init__(self, eval_cfg: EvalConfig, data_cfg: DataConfig, train_cfg: TrainConfig, engine,
+                 teacher: EMATeacher, heldout_sources: list, tokenizer, device: torch.device, logger: RunLogger,
+                 rank: int):
+        self.eval_cfg = eval_cfg
+        self.data_cfg = data_cfg
+        self.batch_size = train_cfg.micro_batch_size
+        self.final_step = train_cfg.max_steps  # the projector entry is written for the final model only
         self.engine = engine
         self.teacher = teacher
         self.heldout_sources = heldout_sources
@@ -39,7 +40,7 @@ class PeriodicEval:
         self.device = device
         self.logger = logger
         self.rank = rank
-        self.zero3 = cfg.deepspeed.zero_stage == 3
+        self.zero3 = engine.zero_optimization_stage() == 3
         self.last_eval_s = 0.0  # the last eval's wall time: the estimate of the next one's
         self.last_eval: tuple[Optional[int], dict] = (None, {})  # (step, results): the model card's table
         self.evals_skipped = 0
@@ -89,23 +90,23 @@ class PeriodicEval:
         return model
 
     def _evaluate(self, model: torch.nn.Module, step: int) -> None:
-        cfg = self.cfg
+        ecfg = self.eval_cfg
         rng = capture_rng()  # eval must not shift the training RNG streams (exact resume)
         try:
             # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (README "Precision").
             out = evaluate(
                 model,
-                make_eval_loader(cfg.data, self.heldout_sources, self.tokenizer, cfg.train.micro_batch_size),
-                cfg.eval,
-                cfg.data,
+                make_eval_loader(self.data_cfg, self.heldout_sources, self.tokenizer, self.batch_size),
+                ecfg,
+                self.data_cfg,
                 self.tokenizer,
                 self.device,
-                max_samples=cfg.eval.max_samples,
-                model_name=cfg.eval.model,
+                max_samples=ecfg.max_samples,
+                model_name=ecfg.model,
                 writer=self.logger.writer,
                 step=step,
                 # Heatmaps every eval; the (large) projector entry only for the final model.
-                projector=step == cfg.train.max_steps,
+                projector=step == self.final_step,
             )
         finally:
             restore_rng(rng)
