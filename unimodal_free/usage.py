@@ -14,6 +14,8 @@ import functools
 import sys
 from typing import Callable, NoReturn, Optional
 
+from unimodal_free.config import ConfigError  # light: the config package imports no torch
+
 EXIT_USAGE = 2
 
 
@@ -42,8 +44,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def usage_errors(*kinds: type[BaseException]) -> Callable:
     """Decorate ``main(argv) -> int``: a ConfigError, UsageError or one of ``kinds`` becomes one line + exit 2."""
-    from unimodal_free.config import ConfigError  # light: the config module imports no torch
-
     caught = (ConfigError, UsageError, *kinds)
 
     def wrap(main: Callable[..., Optional[int]]) -> Callable[..., int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from unimodal_free.config import Config
+from unimodal_free.eval.report import format_table
 
 
 def _count(n: Any) -> str:
@@ -54,8 +55,6 @@ def _training_rows(config: dict[str, Any], cfg: Config, summary) -> list[tuple[s
 
 
 def _retrieval(cfg: Config, summary) -> list[str]:
-    from unimodal_free.eval.report import format_table
-
     if not summary.eval_results:
         return ["No retrieval eval is recorded with these weights (a run's last periodic one appears here; "
                 f"this run had `eval.every` = {cfg.eval.every}). Run one:", ""]
