@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from unimodal_free.config import Source
+from unimodal_free.config import DataConfig, Source
 from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.sources import resolve_sources
 from unimodal_free.eval.evaluate import evaluate
@@ -168,11 +168,11 @@ def load_trained(run_dir: Path, which: str = "teacher", device: Optional[torch.d
     return model, cfg, tokenizer
 
 
-def heldout_sources(cfg, heldout: Optional[list[str]] = None):
+def heldout_sources(data_cfg: DataConfig, heldout: Optional[list[str]] = None):
     """The held-out shards to evaluate on: the given paths, else the run's own held-out split (demo by default)."""
     if heldout:
         return [Source(path=p) for p in heldout]
-    return resolve_sources(cfg.data).heldout
+    return resolve_sources(data_cfg).heldout
 
 
 def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str = "teacher",
@@ -191,7 +191,7 @@ def evaluate_arm(run_dir: Path, heldout: Optional[list[str]] = None, which: str 
             return kept["results"]
     device = device or default_device()
     model, cfg, tokenizer = load_trained(run_dir, which, device)
-    loader = make_eval_loader(cfg.data, heldout_sources(cfg, heldout), tokenizer, cfg.train.micro_batch_size)
+    loader = make_eval_loader(cfg.data, heldout_sources(cfg.data, heldout), tokenizer, cfg.train.micro_batch_size)
     out = evaluate(model, loader, cfg.eval, cfg.data, tokenizer, device, cfg.eval.max_samples, which)
     cache.write_text(json.dumps({"key": key, "results": out.results}, indent=1, sort_keys=True))
     return out.results
