@@ -91,11 +91,11 @@ class Checkpointing:
         """``model.safetensors`` (student + teacher) and the model folder (teacher) of the final weights."""
         student = model_shapes(gathered_state_dict(self.engine.module, self.zero3, self.rank), self.lifted)
         if self.rank == 0:
-            path = save_export(self.run_dir / EXPORT_NAME, student, self.teacher_state(), state.config,
-                               self.tokenizer.reference, state.step)
+            teacher = self.teacher_state()
+            path = save_export(self.run_dir / EXPORT_NAME, student, teacher, state.config, self.tokenizer.reference,
+                               state.step)
             self.logger.message(f"exported {path}")
-            folder = write_model_folder(self.run_dir / MODEL_DIR, self.teacher_state(), cfg, self.tokenizer,
-                                        state.step, summary)
+            folder = write_model_folder(self.run_dir / MODEL_DIR, teacher, cfg, self.tokenizer, state.step, summary)
             self.logger.message(f"model folder {folder} (unimodal_free.load({str(folder)!r}))")
         dist.barrier()
 

@@ -143,8 +143,9 @@ class Trainer:
         self.train_step = self._build_step()
         self.metrics = IntervalMetrics(self.logger, self.modalities, self.world, self.peak_flops,
                                        cfg.data.epoch_samples, self.teacher.decay, state.step)
-        self.evaluation = PeriodicEval(cfg.eval, cfg.data, cfg.train, self.engine, self.teacher, self.setup.heldout_sources,
-                                       self.setup.tokenizer, self.device, self.logger, self.rank)
+        self.evaluation = PeriodicEval(cfg.eval, cfg.data, cfg.train, self.engine, self.teacher,
+                                       self.setup.heldout_sources, self.setup.tokenizer, self.device, self.logger,
+                                       self.rank)
         last_saved = state.step if self.setup.resume_dir is not None else -1
         self.checkpoints = Checkpointing(self.manager, self.engine, self.teacher, self.lifted, self.generator,
                                          self.metrics.stats, self.logger, self.run_dir, self.setup.tokenizer,
