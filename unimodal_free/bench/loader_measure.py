@@ -9,7 +9,6 @@ its ``loader`` section.
 from __future__ import annotations
 
 import collections
-import copy
 import time
 
 from unimodal_free.config import Config, DataConfig, Source, TrainConfig
@@ -61,13 +60,12 @@ def loader_throughput(cfg: Config, batches: int, warmup_batches: int = 2, demo_d
     the demo's own). The warm-up absorbs worker start-up and the first
     shuffle-buffer fill; its time is reported separately as ``startup_s``.
     """
-    if not cfg.data.train:
+    if cfg.data.train:
+        sources, tokenizer = resolve_data(cfg.data)
+    else:  # the demo folder resolved here, once (its size may differ from the config's default)
         root = ensure_demo_data(demo_dir or cfg.data.demo_dir, *(demo_samples or ()))
-        cfg = copy.deepcopy(cfg)
-        cfg.data.demo_dir = str(root)
-        cfg.data.train = [Source(path=str(root / "train"))]
-        cfg.data.heldout = [Source(path=str(root / "heldout"))]
-    sources, tokenizer = resolve_data(cfg.data)
+        sources = DataSources([Source(path=str(root / "train"))], [Source(path=str(root / "heldout"))], root)
+        tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     r = measure(cfg.data, cfg.train, sources.train, tokenizer, batches, warmup_batches)
     rows, seconds = sum(r["rows"].values()), r["seconds"]
     return {
@@ -80,5 +78,5 @@ def loader_throughput(cfg: Config, batches: int, warmup_batches: int = 2, demo_d
         "skipped": r["skipped"],
         "num_workers": cfg.data.num_workers,
         "micro_batch_size": cfg.train.micro_batch_size,
-        "sources": [s.path for s in cfg.data.train],
+        "sources": [s.path for s in sources.train],
     }
