@@ -1,7 +1,8 @@
 """Memory bombs: a few MB on disk, gigabytes if decoded naively. Each must cost < 1 GB of extra RSS.
 
 One subprocess measures every bomb through the eval reader (the decode path
-training and query share): before each, the peak-RSS mark is reset
+training and query share), and the tar-header bombs also through the training
+reader and the tokenizer trainer (``READERS``): before each, the peak-RSS mark is reset
 (/proc/self/clear_refs = 5), then extra = VmHWM - VmRSS before. A watchdog ends
 a bomb that passes 2.5 GB so a regression cannot take the machine down.
 
@@ -11,6 +12,7 @@ a bomb that passes 2.5 GB so a regression cannot take the machine down.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import struct
@@ -53,13 +55,15 @@ def tar_with(path: Path, members: list[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def gzip_zero_member(path: Path, name: str, mib: int) -> None:
+def gzip_zero_member(path: Path, name: str, mib: int, kind: bytes = tarfile.REGTYPE) -> None:
     """A .tar.gz shard holding one member of ``mib`` MiB of zeros (~1 KB of gzip per MiB).
 
     One gzip member whose deflate stream is fully flushed after each MiB: every
     MiB of zeros then compresses to the same bytes, written ``mib`` times.
+    ``kind``: the member's tar type (``L`` long name, ``x``/``g`` pax header: metadata records).
     """
     info = tarfile.TarInfo(name)
+    info.type = kind
     info.size = mib * MIB
     header, tail = info.tobuf(tarfile.USTAR_FORMAT), bytes(2 * 512)
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -92,6 +96,9 @@ def make_bombs(root: Path) -> dict[str, Path]:
         "text_24MB_lines_under_cap": lambda p: tar_with(p / "b-000000.tar.gz", [("t.txt", few_lines)]),
         "text_50MB_one_line": lambda p: tar_with(p / "b-000000.tar.gz", [("t.txt", words)]),
         "text_30MB_one_line_under_cap": lambda p: tar_with(p / "b-000000.tar.gz", [("t.txt", words[: 30 * MIB])]),
+        "gzip_2GB_gnu_long_name": lambda p: gzip_zero_member(p / "b-000000.tar.gz", "././@LongLink", 2048, b"L"),
+        "gzip_2GB_pax_header": lambda p: gzip_zero_member(p / "b-000000.tar.gz", "PaxHeader/z.txt", 2048, b"x"),
+        "gzip_2GB_pax_global_header": lambda p: gzip_zero_member(p / "b-000000.tar.gz", "pax_global_header", 2048, b"g"),
     }
     out = {}
     for name, make in bombs.items():
@@ -113,11 +120,59 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
+# bomb -> the readers it goes through besides eval: the tar-header bombs reach every shard reader
+READERS = {"gzip_2GB_txt_member": ("train", "tokenizer"), "gzip_2GB_gnu_long_name": ("train", "tokenizer"),
+           "gzip_2GB_pax_header": ("train", "tokenizer"), "gzip_2GB_pax_global_header": ("train", "tokenizer")}
+
+
+def read_eval(cfg, tok, shard_dir: Path) -> dict:
+    from unimodal_free.data.loader import make_eval_loader
+
+    loader = make_eval_loader(cfg.data, cfg.data.heldout, tok, 4)
+    rows = {}
+    for b in loader:
+        for m, p in b.parts.items():
+            rows[m] = rows.get(m, 0) + p.rows
+            if m == "speech":
+                rows["speech_elements"] = p.values.shape[1]
+    return {"skipped": loader.skipped, "rows": rows}
+
+
+def read_train(cfg, tok, shard_dir: Path) -> dict:
+    """The training reader: resampled, it stops with one line when the source gives nothing."""
+    from unimodal_free.data.loader import make_train_loader
+
+    try:
+        n = sum(1 for _ in itertools.islice(make_train_loader(cfg.data, cfg.train, cfg.data.train, tok, 0, 1), 4))
+    except Exception as exc:
+        return {"batches": 0, "error": f"{type(exc).__name__}: {exc}"[:400]}
+    return {"batches": n}
+
+
+def read_tokenizer(cfg, tok, shard_dir: Path) -> dict:
+    """The tokenizer trainer's reader; refusals are counted from its warning lines."""
+    import logging
+
+    from unimodal_free.data.tokenizer import iter_sentences
+
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("unimodal_free.data").addHandler(handler)
+    try:
+        lines = sum(1 for _ in iter_sentences([str(shard_dir)]))
+    except Exception as exc:
+        return {"lines": 0, "error": f"{type(exc).__name__}: {exc}"[:400]}
+    finally:
+        logging.getLogger("unimodal_free.data").removeHandler(handler)
+    return {"lines": lines, "skipped": len(warnings), "warnings": warnings}
+
+
 def measure(root: Path, only: list[str]) -> None:
     import threading
 
+    import unimodal_free.data.loader  # noqa: F401  imported (torch and all) before any peak mark is reset
     from unimodal_free.config import config_from_dict
-    from unimodal_free.data.loader import make_eval_loader
     from unimodal_free.data.tokenizer import SentencePieceTokenizer, train_tokenizer
 
     bombs = make_bombs(root)
@@ -125,6 +180,7 @@ def measure(root: Path, only: list[str]) -> None:
     tok = SentencePieceTokenizer(spm)
     data = {"tokenizer": str(spm), "image_size": 16, "patch_size": 8, "n_mels": 16, "max_text_tokens": 32,
             "num_workers": 0}
+    readers = {"eval": read_eval, "train": read_train, "tokenizer": read_tokenizer}
     current: dict = {}
 
     def watchdog():
@@ -136,23 +192,19 @@ def measure(root: Path, only: list[str]) -> None:
 
     threading.Thread(target=watchdog, daemon=True).start()
     for name, shard_dir in bombs.items():
-        if only and name not in only:
-            continue
-        cfg = config_from_dict({"data": {**data, "train": [str(shard_dir)], "heldout": [str(shard_dir)]}})
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        base = _status_kb("VmRSS")
-        current.update(name=name, base=base)
-        loader = make_eval_loader(cfg.data, cfg.data.heldout, tok, 4)
-        rows = {}
-        for b in loader:
-            for m, p in b.parts.items():
-                rows[m] = rows.get(m, 0) + p.rows
-                if m == "speech":
-                    rows["speech_elements"] = p.values.shape[1]
-        extra = (_status_kb("VmHWM") - base) // 1024
-        current.clear()
-        print(json.dumps({"name": name, "extra_mb": extra, "skipped": loader.skipped, "rows": rows,
-                          "base_mb": base // 1024}), flush=True)
+        cfg = config_from_dict({"data": {**data, "train": [str(shard_dir)], "heldout": [str(shard_dir)]},
+                                "train": {"micro_batch_size": 4}})
+        for reader in ("eval", *READERS.get(name, ())):
+            label = name if reader == "eval" else f"{name}@{reader}"
+            if only and label not in only:
+                continue
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            base = _status_kb("VmRSS")
+            current.update(name=label, base=base)
+            result = readers[reader](cfg, tok, shard_dir)
+            extra = (_status_kb("VmHWM") - base) // 1024
+            current.clear()
+            print(json.dumps({"name": label, "extra_mb": extra, **result, "base_mb": base // 1024}), flush=True)
 
 
 def run_measurement(root: Path) -> dict[str, dict]:
@@ -198,6 +250,29 @@ def test_bomb_costs_under_1GB_and_is_skipped_or_cut(measured, name, expect):
         assert r["skipped"] == 0 and r["rows"] == {"text": 16}, r  # data.max_caption_lines
     else:
         assert r["skipped"] == 0 and r["rows"] == {"text": 1}, r
+
+
+RECORD_BOMBS = ["gzip_2GB_gnu_long_name", "gzip_2GB_pax_header", "gzip_2GB_pax_global_header"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECORD_BOMBS)
+def test_tar_record_bomb_is_refused_by_eval_under_1GB(measured, name):
+    """A 2 MB shard whose long-name/pax header claims 2 GiB: refused from its header (tarfile reads it whole)."""
+    r = measured.get(name)
+    assert r is not None, measured["__stderr__"]
+    assert 0 <= r["extra_mb"] < LIMIT_MB and r["skipped"] == 1 and not r["rows"], r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gzip_2GB_txt_member"] + RECORD_BOMBS)
+def test_tar_header_bomb_is_refused_by_training_and_tokenizer_under_1GB(measured, name):
+    train, tok = measured.get(f"{name}@train"), measured.get(f"{name}@tokenizer")
+    assert train is not None and tok is not None, measured["__stderr__"]
+    cap = "data.max_member_bytes" if "member" in name else "the tar record cap"
+    assert 0 <= train["extra_mb"] < LIMIT_MB and cap in train.get("error", ""), train  # the run stops, naming it
+    assert 0 <= tok["extra_mb"] < LIMIT_MB and tok["lines"] == 0 and tok["skipped"] == 1, tok
+    assert cap in tok["warnings"][0] and "b-000000.tar.gz" in tok["warnings"][0], tok
 
 
 if __name__ == "__main__":

@@ -9,15 +9,14 @@ raises :class:`NoDecodableSample`.
 
 from __future__ import annotations
 
-import gzip
 import random
-import tarfile
 from typing import Any, Iterable, Iterator, Optional
 
 from unimodal_free.config import DataConfig
 from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, Row, sample_rows
 from unimodal_free.data.handlers import SkipCounter, describe
 from unimodal_free.data.streams import open_shard
+from unimodal_free.data.tar_reader import MemberTooLarge, TarMembers, uncompressed
 
 # A resampled source whose last this-many shards gave no sample is broken, not unlucky.
 MAX_EMPTY_SHARDS = 50
@@ -43,14 +42,15 @@ def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator
     incomplete) and reading moves to the next shard. Files in a sample are
     grouped by consecutive key, as WebDataset does.
 
-    Cost per sample is bounded from the tar headers, before any data is read:
+    Cost per sample is bounded from the tar headers (parsed by ``tar_reader``), before any data is read:
     members of extensions no modality uses are skipped unread; a member over
     ``data.max_member_bytes`` (of any extension) refuses its sample and ends
     the shard (stepping over it would still cost its size in reading and
     decompressing); a second file of the same extension and a key that an
     earlier sample of the shard already had refuse their sample. Refused
     samples are yielded with a ``SKIP`` reason (and no data) for ``decode_units``
-    to count.
+    to count. A long-name or pax record over ``tar_reader.MAX_RECORD_BYTES`` is refused
+    the same way (the sample being assembled is dropped).
     """
     stream = None
     current: Optional[dict[str, Any]] = None
@@ -58,22 +58,14 @@ def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator
     n = 0
     try:
         stream = open_shard(url, data_cfg.read_timeout_s)
-        fileobj, mode = _uncompressed(stream)
-        with tarfile.open(fileobj=fileobj, mode=mode, bufsize=_TAR_BUFSIZE) as tar:
+        tar = TarMembers(uncompressed(stream), data_cfg.max_member_bytes)
+        try:
             for info in tar:
-                if not info.isreg():
+                if not info.regular:
                     continue
                 key, ext = _split_name(info.name)
-                if info.size > data_cfg.max_member_bytes:
-                    if current is not None and current["__key__"] != key:
-                        yield current
-                    yield {"__key__": key or info.name, "__url__": url,
-                           SKIP: f"{info.name} has {info.size} bytes > data.max_member_bytes="
-                                 f"{data_cfg.max_member_bytes} (rest of the shard not read)"}
-                    current = None
-                    return
                 if key is None or key.rsplit("/", 1)[-1].startswith("__") or ext not in KNOWN_EXTS:
-                    continue  # tarfile steps over the data (at most max_member_bytes) in bounded blocks
+                    continue  # the reader steps over the data (at most max_member_bytes) in bounded blocks
                 if current is None or current["__key__"] != key:
                     if current is not None:
                         n += 1
@@ -87,11 +79,18 @@ def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator
                 if ext in current:
                     current = {"__key__": key, "__url__": url, SKIP: f"duplicate .{ext} file"}  # drops what was read
                 else:
-                    current[ext] = tar.extractfile(info).read()
-            if current is not None:
-                n += 1
-                yield current
-                current = None
+                    current[ext] = tar.read()
+        except MemberTooLarge as exc:
+            key = _split_name(exc.name)[0] if exc.name is not None else None
+            if current is not None and exc.name is not None and current["__key__"] != key:
+                yield current  # complete: the refused member starts another sample (a refused record: dropped)
+            current = None
+            yield {"__key__": key or exc.name or "(tar record)", "__url__": url, SKIP: str(exc)}
+            return
+        if current is not None:
+            n += 1
+            yield current
+            current = None
     except Exception as exc:  # GeneratorExit is a BaseException: closing the generator is not an error
         counter.skip(f"{url} (after {n} samples)", f"shard unreadable: {describe(exc)}")
     finally:
@@ -100,39 +99,6 @@ def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator
                 stream.close()
             except Exception:
                 pass  # a pipe's non-zero exit was already reported by the read that failed
-
-
-# Tar reads in 1 MiB blocks: stepping over a skipped member is a few calls per MiB, not thousands.
-_TAR_BUFSIZE = 1 << 20
-
-
-class _Prefixed:
-    """A stream with its first bytes (already read to sniff the format) put back in front."""
-
-    def __init__(self, head: bytes, stream):
-        self.head, self.stream = head, stream
-
-    def read(self, n: int = -1) -> bytes:
-        if self.head:
-            if n is None or n < 0:
-                out, self.head = self.head + self.stream.read(), b""
-            else:
-                out, self.head = self.head[:n], self.head[n:]
-            return out
-        return self.stream.read(n)
-
-
-def _uncompressed(stream) -> tuple[Any, str]:
-    """(readable, tarfile mode). Gzip goes through ``gzip.GzipFile``, which inflates in bounded
-    pieces; tarfile's own stream inflater keeps up to ~1000x its read size in one buffer and
-    copies it on every read (a highly compressed member took minutes to step over)."""
-    head = b""
-    while len(head) < 2 and (chunk := stream.read(2 - len(head))):
-        head += chunk
-    fileobj = _Prefixed(head, stream)
-    if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=fileobj, mode="rb"), "r|"
-    return fileobj, "r|*"  # plain tar (or bz2/xz, which tarfile detects itself)
 
 
 def shuffle_samples(samples: Iterable[Any], bufsize: int, rng: random.Random, initial: int = 100) -> Iterator[Any]:

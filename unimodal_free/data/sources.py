@@ -20,8 +20,8 @@ import braceexpand
 
 from unimodal_free.config import DataConfig, Source
 from unimodal_free.data.demo import ensure_demo_data
+from unimodal_free.data.tar_reader import SHARD_EXTS
 
-SHARD_EXTS = (".tar", ".tar.gz", ".tgz")
 DEMO_TOKENIZER = "tokenizer.model"  # inside the demo folder
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 

@@ -4,6 +4,9 @@
 
 writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
 (their ``.txt`` members, one sentence per line), text files, folders or globs.
+Shards are read through ``tar_reader`` with the training reader's member cap
+(``data.max_member_bytes``'s default): a shard with a member or tar record over
+it is skipped from there on, with one warning line naming it.
 
 Training is deterministic: one thread, every sentence used in input order
 (``num_threads=1``, ``input_sentence_size=0``, no shuffling), so the same corpus
@@ -30,13 +33,15 @@ import hashlib
 import io
 import os
 import sys
-import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator, Union
 
 import sentencepiece as spm
 
+from unimodal_free.config import DataConfig
+from unimodal_free.data.handlers import SkipCounter
 from unimodal_free.data.media import BadMedia, decode_text
+from unimodal_free.data.tar_reader import BROKEN_SHARD, SHARD_EXTS, MemberTooLarge, TarMembers, uncompressed
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 BYTES_VOCAB = 256
@@ -161,18 +166,13 @@ def _lines(text: str) -> Iterator[str]:
             yield line
 
 
-def iter_sentences(inputs: Iterable[str]) -> Iterator[str]:
+def iter_sentences(inputs: Iterable[str], counter: SkipCounter | None = None) -> Iterator[str]:
     """Non-empty lines of the .txt members of tar shards and of text files, in input order."""
+    counter = counter or SkipCounter("tokenizer")
     for spec in inputs:
         for path in _input_files(spec):
-            if path.suffix == ".tar" or path.name.endswith((".tar.gz", ".tgz")):
-                with tarfile.open(path) as tar:
-                    for member in tar:
-                        if member.isfile() and member.name.endswith(".txt"):
-                            try:
-                                yield from _lines(decode_text(tar.extractfile(member).read()))
-                            except BadMedia as e:
-                                raise ValueError(f"{path}:{member.name}: {e}") from None
+            if path.name.endswith(SHARD_EXTS):
+                yield from _shard_sentences(path, counter)
             elif path.name == "sizes.json":
                 continue
             else:
@@ -180,6 +180,23 @@ def iter_sentences(inputs: Iterable[str]) -> Iterator[str]:
                     yield from _lines(decode_text(path.read_bytes()))
                 except BadMedia as e:
                     raise ValueError(f"{path}: {e}") from None
+
+
+def _shard_sentences(path: Path, counter: SkipCounter) -> Iterator[str]:
+    """Lines of a shard's .txt members; a member or record over the cap skips the rest of the shard, counted."""
+    with open(path, "rb") as f:
+        tar = TarMembers(uncompressed(f), DataConfig().max_member_bytes)
+        try:
+            for member in tar:
+                if member.regular and member.name.endswith(".txt"):
+                    try:
+                        yield from _lines(decode_text(tar.read()))
+                    except BadMedia as e:
+                        raise ValueError(f"{path}:{member.name}: {e}") from None
+        except MemberTooLarge as e:
+            counter.skip(str(path), str(e))
+        except BROKEN_SHARD as e:
+            raise ValueError(f"{path}: not a readable tar shard ({e})") from None
 
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str, Path],
