@@ -20,8 +20,8 @@ import braceexpand
 
 from unimodal_free.config import DataConfig, Source
 from unimodal_free.data.demo import ensure_demo_data
+from unimodal_free.data.streams import LocalShard
 from unimodal_free.data.tar_reader import SHARD_EXTS
-
 DEMO_TOKENIZER = "tokenizer.model"  # inside the demo folder
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
@@ -31,7 +31,13 @@ def _is_url(path: str) -> bool:
 
 
 def expand_shards(source: Source | str) -> list[str]:
-    """A source (dir, glob, brace pattern, URL) -> its shard URLs; local ones must exist."""
+    """A source (dir, glob, brace pattern, URL) -> its shard URLs; local ones must exist.
+
+    Only the source string itself may be a URL (``pipe:``, ``http(s)://``): every local
+    name, and every name a glob or folder listing produced, comes back as a
+    :class:`LocalShard` (absolute path, opened as a file), so a file named
+    ``pipe:CMD.tar`` is never run.
+    """
     path = source.path if isinstance(source, Source) else source
     if not path:
         raise ValueError("data source: empty path")
@@ -40,11 +46,11 @@ def expand_shards(source: Source | str) -> list[str]:
     urls: list[str] = []
     for item in braceexpand.braceexpand(os.path.expanduser(path.removeprefix("file://"))):
         if os.path.isdir(item):
-            urls += sorted(str(p) for p in Path(item).iterdir() if p.name.endswith(SHARD_EXTS))
+            urls += sorted(LocalShard(str(p)) for p in Path(item).iterdir() if p.name.endswith(SHARD_EXTS))
         elif glob.has_magic(item):
-            urls += sorted(glob.glob(item))
+            urls += sorted(LocalShard(p) for p in glob.glob(item))
         elif os.path.isfile(item):
-            urls.append(item)
+            urls.append(LocalShard(item))
         else:
             raise ValueError(f"data source {path!r}: {item} does not exist")
     if not urls:

@@ -1,5 +1,9 @@
 """Open a shard URL for reading: local file, ``pipe:`` command or ``http(s)://`` (through curl).
 
+Only a source string the user wrote is parsed as a URL. A name found on disk
+(a glob match, a folder listing) is a :class:`LocalShard`, opened as a file
+whatever it spells: a file called ``pipe:rm -rf ~ #.tar`` is data, not a command.
+
 WebDataset's ``gopen`` reads a child's pipe with no timeout (a server that
 accepts and never answers hangs the loader for good) and leaves the child
 running when the reader is killed. Here a child's output is read with a
@@ -89,8 +93,17 @@ class ChildStream:
         self.close()
 
 
+class LocalShard(str):
+    """An absolute path to a shard file found on disk: :func:`open_shard` opens it as a file, never as a URL."""
+
+    def __new__(cls, path: str) -> "LocalShard":
+        return super().__new__(cls, os.path.abspath(path))
+
+
 def open_shard(url: str, timeout_s: float) -> BinaryIO | ChildStream:
-    """A readable binary stream of the shard at ``url``."""
+    """A readable binary stream of the shard at ``url`` (a :class:`LocalShard`, or a URL the user wrote)."""
+    if isinstance(url, LocalShard):
+        return open(url, "rb")
     if url.startswith("pipe:"):
         return ChildStream(["/bin/sh", "-c", url[len("pipe:"):]], url, timeout_s)
     if url.startswith(("http://", "https://")):
