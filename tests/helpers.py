@@ -81,6 +81,26 @@ def tiny_model(cfg, tokenizer, seed=0):
     return build_model(cfg.model, cfg.objective, modality_specs(cfg.data, tokenizer.vocab_size)).eval()
 
 
+def embedded_labels(shard_dirs, tokenizer="bytes", batch_size: int = 4) -> dict[str, dict[str, dict[str, str]]]:
+    """Shards read by the eval reader and embedded by a tiny model -> {modality: {sample key: labels}}
+    from the EmbeddingSet, checked parallel to its rows (every key has one label dict, one row)."""
+    from unimodal_free.config import Source
+    from unimodal_free.data.loader import make_eval_loader
+    from unimodal_free.eval.embed import embed_batches
+    from unimodal_free.model import pooled_embedding
+
+    cfg, tok = tiny_cfg(), load_tokenizer(str(tokenizer))
+    loader = make_eval_loader(cfg.data, [Source(path=str(d)) for d in shard_dirs], tok, batch_size)
+    emb = embed_batches(tiny_model(cfg, tok), loader, pooled_embedding, "cpu", cfg.data, max_thumbnails=0)
+    out = {}
+    for m in emb.modalities:
+        assert len(emb.labels[m]) == len(emb.keys[m]) == emb.rows(m), m
+        out[m] = {}
+        for key, labels in zip(emb.keys[m], emb.labels[m]):
+            assert out[m].setdefault(key, labels) == labels  # a sample's caption rows carry the same labels
+    return out
+
+
 def triple(setup, i):
     raw = setup["root"] / "raw"
     manifest = [json.loads(line) for line in (raw / "manifest.jsonl").read_text().splitlines()]

@@ -101,7 +101,7 @@ def make_labelled_batch(cfg, seed: int, pairs: int = 6, modalities=("image", "sp
 def part_rows(part: ModalityBatch, lo: int, hi: int) -> ModalityBatch:
     """Rows lo..hi-1 of one modality's sub-batch (padding columns kept: the model ignores them)."""
     return ModalityBatch(part.values[lo:hi], part.coords[lo:hi], part.padding[lo:hi], part.pair_index[lo:hi],
-                         part.keys[lo:hi])
+                         part.keys[lo:hi], part.labels[lo:hi])
 
 
 def view_rows(view: MaskedView, lo: int, hi: int) -> MaskedView:

@@ -34,6 +34,8 @@ CLIS = {
                                    False),
     "unimodal_free.data.demo": ([sys.executable, "-m", "unimodal_free.data.demo"], [NOWHERE], False),
     "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
+    "unimodal_free.data.corpora.digits": ([sys.executable, "-m", "unimodal_free.data.corpora.digits"], [NOWHERE],
+                                          False),
     "unimodal_free.bench.loader": ([sys.executable, "-m", "unimodal_free.bench.loader"], [], True),
     "unimodal_free.model.sizes": ([sys.executable, "-m", "unimodal_free.model.sizes"], [], False),
     "unimodal_free.config_reference": ([sys.executable, "-m", "unimodal_free.config_reference"], [], False),
@@ -51,6 +53,7 @@ CLIS = {
 # These parse their flags before torch loads: a bad flag costs well under a second (bench.loader also
 # checks its config keys first; the trainer loads torch before it reads the config).
 FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons",
+        "unimodal_free.data.corpora.digits",
         "unimodal_free.bench.loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
 FAST_SET = {"unimodal_free.bench.loader"}
 

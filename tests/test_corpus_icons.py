@@ -3,11 +3,13 @@ that the shard writer turns into shards with the stated modality mix."""
 
 import glob
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import webdataset as wds
 
+from helpers import embedded_labels
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data.corpora import icons
 from unimodal_free.data.media import open_image, read_audio
@@ -81,3 +83,24 @@ def test_bad_input_fails_in_one_line(tmp_path, capsys):
     assert err.startswith("error: --theme") and str(tmp_path / "no-theme") in err and "\n" not in err
     assert icons.main([str(tmp_path / "o"), "--speech", "1.5"]) == 2
     assert "--speech: must be a share in [0, 1)" in capsys.readouterr().err
+
+
+def test_icon_categories_are_labels_that_reach_the_embedding_set(corpus, tmp_path):
+    out, _ = corpus
+    rows = manifest(out / "train.jsonl") + manifest(out / "heldout.jsonl")
+    contexts = {p.name for p in (Path(icons.DEFAULT_THEME) / "48x48").iterdir() if p.is_dir()}
+    for r in rows:
+        assert set(r["label"]) == {"category"} and r["label"]["category"] in contexts, r
+        folder = r["source"].split("/")[-2] if "image" in r else None
+        if folder not in (None, icons.LEGACY):
+            assert r["label"]["category"] == folder  # a context folder is the category as it is
+    moved = [r for r in rows if "/legacy/" in r["source"] and r["label"]["category"] != icons.LEGACY]
+    assert moved  # legacy icons take the context of their symbolic twin
+    for split in ("train", "heldout"):
+        assert shard_cli.main(["manifest", str(out / f"{split}.jsonl"), str(tmp_path / split), "--split", split]) == 0
+    got = embedded_labels([tmp_path / "train", tmp_path / "heldout"])
+    want = {r["key"]: r["label"] for r in rows}
+    assert set(got) == {"image", "speech", "text"}
+    for m, labels in got.items():
+        assert labels == {key: want[key] for key in labels}, m
+    assert len(got["text"]) == len(rows)

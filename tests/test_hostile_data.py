@@ -113,7 +113,7 @@ def test_pair_null_is_unpaired_not_pair_none():
 
     sample = {"__key__": "k", "png": png(1), "txt": b"a caption", "json": json.dumps({"pair": None}).encode()}
     rows = sample_rows(sample, make_cfg(["x"]).data, TOK, train=False)
-    assert [pair for _, _, pair in rows] == [None, None]
+    assert [row.pair for row in rows] == [None, None]
 
 
 # ---------------------------------------------------------------- no decodable sample: stop, do not loop

@@ -125,7 +125,7 @@ def test_librispeech_layout_roundtrip(tmp_path, capsys):
     assert got["84-121123-0001"]["txt"] == b"BUT IN LESS THAN FIVE MINUTES"
     meta = json.loads(got["84-121123-0000"]["json"])
     assert meta == {"pair": "84-121123-0000", "split": "dev", "speaker": "84", "chapter": "121123",
-                    "source": "dev-clean/84/121123/84-121123-0000.flac",
+                    "source": "dev-clean/84/121123/84-121123-0000.flac", "labels": {"speaker": "84"},
                     "modalities": ["speech", "text"]}
     assert len([l for l in err if l.startswith("skip")]) == 1
     assert "84-121123-0002.flac: missing file" in err[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -62,6 +63,14 @@ class ModalityBatch(Rows):
 
     pair_index: torch.Tensor  # (B,) int64 -> Batch.pair_ids, -1 if the row has no partner
     keys: list[str] = field(default_factory=list)  # (B,) sample keys
+    # (B,) each row's sample labels {field: value} ({} for none): eval only, the model never sees them.
+    labels: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.labels:  # built without labels: an empty dict per key, so the two stay parallel
+            self.labels = [{} for _ in self.keys]
+        if len(self.labels) != len(self.keys):
+            raise ValueError(f"ModalityBatch: {len(self.labels)} label dicts for {len(self.keys)} keys")
 
     def to(self, device: torch.device | str) -> "ModalityBatch":
         return ModalityBatch(
@@ -70,6 +79,7 @@ class ModalityBatch(Rows):
             padding=self.padding.to(device, non_blocking=True),
             pair_index=self.pair_index.to(device, non_blocking=True),
             keys=list(self.keys),
+            labels=[dict(d) for d in self.labels],
         )
 
 
@@ -99,44 +109,54 @@ class Batch:
         return Batch({m: p.to(device) for m, p in self.parts.items()}, list(self.pair_ids), self.skipped)
 
 
-def collate_elements(samples: list[tuple[Elements, str, str | None]]) -> Batch:
-    """Pad a list of ``(elements, key, pair_id)`` into a :class:`Batch`.
+class Row(NamedTuple):
+    """One row before batching: a sample's elements of one modality, its key, pair id and labels."""
+
+    elements: Elements
+    key: str
+    pair: str | None
+    labels: Mapping[str, str] | None = None  # {field: value}; None: none
+
+
+def collate_elements(samples: list[Row | tuple[Elements, str, str | None]]) -> Batch:
+    """Pad a list of rows (:class:`Row`, or a bare ``(elements, key, pair_id)``) into a :class:`Batch`.
 
     Rows are grouped by modality (in MODALITIES order); each modality is padded
     to its own longest row, never across modalities.
     """
     pair_ids: list[str] = []
     pair_pos: dict[str, int] = {}
-    by_modality: dict[str, list[tuple[Elements, str, int]]] = {}
-    for elements, key, pair in samples:
+    by_modality: dict[str, list[tuple[Row, int]]] = {}
+    for row in (Row(*s) for s in samples):
         index = -1
-        if pair is not None:
-            if pair not in pair_pos:
-                pair_pos[pair] = len(pair_ids)
-                pair_ids.append(pair)
-            index = pair_pos[pair]
-        by_modality.setdefault(elements.modality, []).append((elements, key, index))
+        if row.pair is not None:
+            if row.pair not in pair_pos:
+                pair_pos[row.pair] = len(pair_ids)
+                pair_ids.append(row.pair)
+            index = pair_pos[row.pair]
+        by_modality.setdefault(row.elements.modality, []).append((row, index))
     parts = {}
     for modality in MODALITIES:
         rows = by_modality.get(modality)
         if not rows:
             continue
-        longest = max(e.num_elements for e, _, _ in rows)
-        first = rows[0][0]
+        longest = max(r.elements.num_elements for r, _ in rows)
+        first = rows[0][0].elements
         values = first.values.new_zeros((len(rows), longest) + tuple(first.values.shape[1:]))
         coords = first.coords.new_zeros((len(rows), longest, first.coords.shape[1]))
         padding = torch.ones(len(rows), longest, dtype=torch.bool)
-        for i, (e, _, _) in enumerate(rows):
-            m = e.num_elements
-            values[i, :m] = e.values
-            coords[i, :m] = e.coords
+        for i, (r, _) in enumerate(rows):
+            m = r.elements.num_elements
+            values[i, :m] = r.elements.values
+            coords[i, :m] = r.elements.coords
             padding[i, :m] = False
         parts[modality] = ModalityBatch(
             values=values,
             coords=coords,
             padding=padding,
-            pair_index=torch.tensor([i for _, _, i in rows], dtype=torch.long),
-            keys=[k for _, k, _ in rows],
+            pair_index=torch.tensor([i for _, i in rows], dtype=torch.long),
+            keys=[r.key for r, _ in rows],
+            labels=[dict(r.labels or {}) for r, _ in rows],
         )
     # Pairs with a single row in this batch cannot be aligned; keep ids anyway.
     return Batch(parts=parts, pair_ids=pair_ids)

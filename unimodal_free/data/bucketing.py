@@ -6,8 +6,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Iterator
 
-from unimodal_free.batch import Batch, collate_elements
-from unimodal_free.data.elements import Row
+from unimodal_free.batch import Batch, Row, collate_elements
 from unimodal_free.data.handlers import DeltaCounter, SkipCounter
 
 # The batching pool holds this many batches' worth of rows to pick bucketed batches from.
@@ -50,7 +49,7 @@ class Bucketer:
         return bisect.bisect_left(self.boundaries, n)
 
     def _put(self, age: int, unit: list[Row]) -> None:
-        sig = tuple((e.modality, self.bucket(e.num_elements)) for e, _, _ in unit)
+        sig = tuple((r.elements.modality, self.bucket(r.elements.num_elements)) for r in unit)
         bisect.insort(self.groups.setdefault(sig, []), (age, unit), key=lambda t: t[0])
         self.rows += len(unit)
 
@@ -60,7 +59,7 @@ class Bucketer:
 
     def _cost(self, unit: list[Row], subs: dict[str, _Sub]) -> tuple[int, float]:
         outside, added = 0, 0
-        for elements, _, _ in unit:
+        for elements, *_ in unit:
             sub = subs.get(elements.modality)
             if sub is None:
                 continue

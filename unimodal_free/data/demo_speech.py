@@ -1,11 +1,13 @@
 """The demo's spoken captions: espeak-ng with a varied voice, speed and pitch, 16 kHz mono
-FLAC (some OGG Vorbis and WAV), byte-reproducible."""
+FLAC (some OGG Vorbis and WAV), byte-reproducible. Other corpora speak their captions with the
+same helpers: anything with a caption, voice, speed and pitch (:class:`Spoken`) can be spoken."""
 
 from __future__ import annotations
 
 import io
 import subprocess
 import zlib
+from typing import Protocol
 from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
@@ -15,6 +17,15 @@ from unimodal_free.data.demo_scenes import DemoDataError, Scene
 from unimodal_free.data.media import resample
 
 SAMPLE_RATE = 16000
+
+
+class Spoken(Protocol):
+    """What speech synthesis reads of a demo scene, or of any other caption to speak."""
+
+    caption: str
+    voice: str  # an espeak-ng voice, e.g. "en+f3"
+    speed: int  # words per minute
+    pitch: int  # 0-99
 
 # The fixed Ogg stream serial number. libsndfile draws a random one per file,
 # the only non-deterministic bytes in an Ogg Vorbis file it writes.
@@ -50,7 +61,7 @@ _SILENT = 4  # a 10 ms frame with no |int16 sample| above this is silence (varia
 _MARGIN_S = 0.1  # silence kept around each trimmed caption
 
 
-def _espeak(scene: Scene, text: str, ssml: bool = False) -> tuple[np.ndarray, int]:
+def _espeak(scene: Spoken, text: str, ssml: bool = False) -> tuple[np.ndarray, int]:
     """Run espeak-ng with the scene's voice -> (int16 waveform (T,), sample rate)."""
     cmd = ["espeak-ng", "--stdout", "-v", scene.voice, "-s", str(scene.speed), "-p", str(scene.pitch)]
     try:
@@ -100,7 +111,7 @@ def _split(wav: np.ndarray, sr: int, count: int) -> list[np.ndarray] | None:
     return [_trim(wav[lo:hi], sr) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def synth_batch(scenes: list[Scene]) -> list[tuple[np.ndarray, int]]:
+def synth_batch(scenes: list[Spoken]) -> list[tuple[np.ndarray, int]]:
     """Captions of scenes sharing one voice/speed/pitch -> [(trimmed int16 waveform, espeak rate)].
 
     One espeak-ng call speaks them all, separated by SSML pauses, and is cut at the pauses;
@@ -135,7 +146,7 @@ def _speech_job(scenes: list[Scene]) -> list[bytes]:
     return [encode_speech(wav, sr, s.audio_format) for s, (wav, sr) in zip(scenes, synth_batch(scenes))]
 
 
-def speech_batches(scenes: list[Scene], size: int = SPEECH_BATCH) -> list[list[int]]:
+def speech_batches(scenes: list[Spoken], size: int = SPEECH_BATCH) -> list[list[int]]:
     """Scene indices grouped by voice/speed/pitch, in plan order, at most ``size`` per group."""
     groups: dict = {}
     for i, s in enumerate(scenes):

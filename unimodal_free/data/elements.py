@@ -27,8 +27,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from unimodal_free.batch import Elements
+from unimodal_free.batch import Elements, Row
 from unimodal_free.data import media
+from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.modalities import (
     CAPTION_MODALITY,
     HOP_SECONDS,
@@ -45,8 +46,6 @@ from unimodal_free.modalities import (
 KNOWN_EXTS = tuple(ext for m in TABLE for ext in m.extensions) + ("json",)
 # Metadata is a few fields; a larger .json is refused before json.loads expands it.
 MAX_META_BYTES = 1 << 20
-
-Row = tuple[Elements, str, Optional[str]]  # (elements, key, pair id) as collate_elements takes them
 
 
 class DecodeError(ValueError):
@@ -297,10 +296,24 @@ def _read_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
     return meta
 
 
+def sample_labels(meta: dict[str, Any], where: str, train: bool) -> dict[str, str]:
+    """The json's ``labels`` as {field: value} strings ({} without any).
+
+    Malformed labels make the sample a DecodeError for eval (a probe must not score it unlabelled);
+    training reads them as none, so labels never change which samples a run trains on.
+    """
+    try:
+        return label_fields(meta.get(LABELS_KEY))
+    except BadLabel as exc:
+        if train:
+            return {}
+        raise DecodeError(where, f"json: labels: {exc}") from None
+
+
 def sample_rows(
     sample: dict[str, Any], data_cfg, tokenizer, train: bool, rng: Optional[random.Random] = None
 ) -> list[Row]:
-    """One raw webdataset sample -> rows ``(Elements, key, pair_id)``, one per modality.
+    """One raw webdataset sample -> rows ``(Elements, key, pair_id, labels)``, one per modality.
 
     Training picks one caption per sample with ``rng`` (several lines in the
     .txt or json ``captions``); eval keeps every caption as its own row with the
@@ -324,6 +337,7 @@ def sample_rows(
             raise DecodeError(where, f"json declares {declared} but the sample has no {'/'.join(missing)} file")
     if not present:
         raise DecodeError(where, f"no {'/'.join(MODALITIES)} file in sample")
+    labels = sample_labels(meta, where, train)  # every row of the sample carries them (a probe reads any modality)
     if "pair" in meta:  # an explicit null is "no partner", not the pair id "None" shared by every such sample
         pair = None if meta["pair"] is None else str(meta["pair"])
     else:
@@ -339,5 +353,5 @@ def sample_rows(
     raw = RawSample(sample, meta, where, data_cfg, tokenizer, train, rng)
     rows: dict[str, list[Row]] = {}
     for modality in sorted(present, key=lambda m: MODALITY[m].decode_rank):
-        rows[modality] = [(e, key, pair) for e in DECODERS[modality](raw)]
+        rows[modality] = [Row(e, key, pair, labels) for e in DECODERS[modality](raw)]
     return [row for modality in present for row in rows[modality]]  # in MODALITIES order

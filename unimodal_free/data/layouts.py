@@ -1,7 +1,8 @@
 """Layouts: how real corpora ship, read as raw samples (or one :class:`Skip` per unusable input).
 
   images       folder tree of images, caption in ``name.txt`` beside ``name.png/.jpg/.webp``
-  librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text
+               (``folder_label``: each image's top-level subfolder is its label, as in class folders)
+  librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text, label "speaker"
   coco         captions JSON (``--images DIR``) -> image + all captions
   text         text file, folder or glob; one sample per non-empty line
   manifest     JSONL, one object per sample (see ``python -m unimodal_free.data.shards --help``)
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Union
 
+from unimodal_free.data.labels import LABELS_KEY
 from unimodal_free.data.media import BadMedia, decode_text
 from unimodal_free.data.raw_samples import MAX_INPUT_BYTES, MAX_TEXT_BYTES, RawSample, Skip, open_regular, read_file
 
@@ -43,12 +45,15 @@ def _decode_text_file(path: Path) -> str:
         raise Skip(path, str(e)) from None
 
 
-def iter_images(root: Path) -> Iterator[RawSample]:
+def iter_images(root: Path, folder_label: str | None = None) -> Iterator[RawSample]:
+    """Images under root; with ``folder_label`` an image in ``root/CLASS/...`` gets the label
+    {folder_label: CLASS} (class-per-subfolder corpora), one directly in ``root`` none."""
     for img in _sorted_files(root, IMAGE_SUFFIXES):
         rel = img.relative_to(root).with_suffix("")
         cap = img.with_suffix(".txt")
+        label = {folder_label: rel.parts[0]} if folder_label and len(rel.parts) > 1 else None
         yield RawSample(key=str(rel), image=img, text=cap if cap.exists() else None,
-                        meta={"source": str(img.relative_to(root))})
+                        meta={"source": str(img.relative_to(root))}, label=label)
 
 
 def iter_librispeech(root: Path) -> Iterator[Union[RawSample, Skip]]:
@@ -70,9 +75,11 @@ def iter_librispeech(root: Path) -> Iterator[Union[RawSample, Skip]]:
                           if (trans.parent / f"{utt}{s}").exists()), trans.parent / f"{utt}.flac")
             meta = {"source": str(audio.relative_to(root))}
             ids = utt.split("-")
+            label = None
             if len(ids) == 3:
                 meta.update(speaker=ids[0], chapter=ids[1])
-            yield RawSample(key=utt, speech=audio, text=text, meta=meta, where=f"{trans}:{lineno}")
+                label = {"speaker": ids[0]}
+            yield RawSample(key=utt, speech=audio, text=text, meta=meta, label=label, where=f"{trans}:{lineno}")
 
 
 class LayoutError(ValueError):
@@ -175,7 +182,7 @@ def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
             yield Skip(path, "text is empty")
 
 
-_MANIFEST_FIELDS = ("key", "image", "speech", "text", "pair", "split")
+_MANIFEST_FIELDS = ("key", "image", "speech", "text", "pair", "split", "label")
 
 
 def _confined(root: Path, value: str, where: str, field_name: str) -> Path:
@@ -219,8 +226,11 @@ def iter_manifest(path: Path, root: Path | None = None) -> Iterator[Union[RawSam
             if not isinstance(obj, dict):
                 yield Skip(where, "manifest line is not a JSON object")
                 continue
+            if LABELS_KEY in obj:  # the stored form: a manifest gives one "label" (a string or an object)
+                yield Skip(where, f'"{LABELS_KEY}" is reserved: give the sample\'s labels as "label"')
+                continue
             raw = RawSample(key=str(obj.get("key") or f"{path.stem}-{lineno:07d}"), where=where,
-                            pair=obj.get("pair"), split=obj.get("split"),
+                            pair=obj.get("pair"), split=obj.get("split"), label=obj.get("label"),
                             meta={k: v for k, v in obj.items() if k not in _MANIFEST_FIELDS})
             try:
                 for field_name in ("image", "speech"):
@@ -243,8 +253,9 @@ def iter_manifest(path: Path, root: Path | None = None) -> Iterator[Union[RawSam
 
 
 def iter_layout(layout: str, input_path: str, images_dir: str | None = None,
-                root: str | None = None) -> Iterator[Union[RawSample, Skip]]:
-    """The raw samples of INPUT read with a named layout (``root``: see iter_manifest)."""
+                root: str | None = None, folder_label: str | None = None) -> Iterator[Union[RawSample, Skip]]:
+    """The raw samples of INPUT read with a named layout (``root``: see iter_manifest, ``folder_label``:
+    see iter_images)."""
     p = Path(input_path)
     if layout == "text":
         return iter_text(input_path)
@@ -260,7 +271,7 @@ def iter_layout(layout: str, input_path: str, images_dir: str | None = None,
         return iter_manifest(p, Path(root) if root is not None else None)
     if not p.is_dir():
         raise LayoutError(f"{p}: {layout} layout needs a folder")
-    return iter_images(p) if layout == "images" else iter_librispeech(p)
+    return iter_images(p, folder_label) if layout == "images" else iter_librispeech(p)
 
 
 LAYOUTS = ("images", "librispeech", "coco", "text", "manifest")

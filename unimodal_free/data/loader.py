@@ -44,10 +44,9 @@ from typing import Any, Iterator, NamedTuple
 
 import torch
 
-from unimodal_free.batch import Batch, collate_elements
+from unimodal_free.batch import Batch, Row, collate_elements
 from unimodal_free.config import DataConfig, Source, TrainConfig
 from unimodal_free.data.bucketing import POOL_BATCHES, Bucketer, bucketed_batches
-from unimodal_free.data.elements import Row
 from unimodal_free.data.handlers import DeltaCounter, SkipCounter
 from unimodal_free.data.samples import (
     NoDecodableSample,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.data.media import (
     BadMedia,
     audio_to_flac,
@@ -58,6 +59,7 @@ class RawSample:
     pair: str | None = None
     split: str | None = None
     meta: dict = field(default_factory=dict)
+    label: object = None  # a string or {field: value} (see data/labels.py); stored as json "labels"
     where: str = ""  # what a skip names when no single file is at fault (manifest line)
 
 
@@ -166,6 +168,10 @@ def _text_entry(raw: RawSample) -> str | None:
 
 def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: int = MAX_INPUT_BYTES) -> dict:
     """Read and validate a raw sample -> a WebDataset sample dict (bytes values). Raises Skip."""
+    try:
+        labels = label_fields(raw.label)  # checked first: a bad label costs no media read
+    except BadLabel as e:
+        raise Skip(raw.where or raw.key, str(e)) from None
     sample: dict = {"__key__": key}
     if raw.image is not None:
         ext, data = _image_entry(raw.image, max_input_bytes)
@@ -179,6 +185,8 @@ def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: 
     if len(sample) == 1:
         raise Skip(raw.where or raw.key, "no image, speech or text")
     meta = dict(raw.meta)
+    if labels:
+        meta[LABELS_KEY] = labels
     meta["pair"] = str(raw.pair) if raw.pair is not None else key
     meta["split"] = str(raw.split) if raw.split is not None else default_split
     # Declared so the reader can tell a sample that lost a member from one that never had it.

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable, Iterator, Optional
 
+from unimodal_free.batch import Row
 from unimodal_free.config import DataConfig
-from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, Row, sample_rows
+from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, sample_rows
 from unimodal_free.data.handlers import SkipCounter, describe
 from unimodal_free.data.streams import open_shard
 from unimodal_free.data.tar_reader import MemberTooLarge, TarMembers, uncompressed

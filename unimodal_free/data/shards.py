@@ -4,17 +4,23 @@
 
 Layouts (what real corpora ship as):
   images       folder tree of images, caption in ``name.txt`` beside ``name.png/.jpg/.webp``
-               (an image without a caption file becomes an image-only sample)
-  librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text
+               (an image without a caption file becomes an image-only sample); with
+               ``--folder-label FIELD`` an image under ``INPUT/CLASS/`` gets the label {FIELD: CLASS}
+  librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text,
+               labelled {"speaker": ID}
   coco         captions JSON (``--images DIR``, default: the JSON's folder) -> image + all captions
   text         text file, folder or glob; one sample per non-empty line
   manifest     JSONL, one object per sample: {"key", "image", "speech", "text": str | {"path"},
-               "pair", "split", ...extra metadata}; relative paths resolve against the manifest
+               "pair", "split", "label", ...extra metadata}; relative paths resolve against the manifest
                (any path is followed: use ``--root DIR`` for a manifest you did not write, so
-               paths resolve against DIR and absolute paths, '..' and symlinks out are refused)
+               paths resolve against DIR and absolute paths, '..' and symlinks out are refused).
+               "label" is a string (stored as field "label") or an object of named fields
+               ({"shape": "circle", "colour": "red"}); values are strings of at most 200 characters
+               (integers and booleans are written as strings); any other label skips the line
 
 One sample = one ``__key__`` (``[A-Za-z0-9_-]``, unique) with ``.jpg/.png/.webp``,
-``.flac/.wav/.ogg``, ``.txt`` and ``.json`` ({"pair", "split", ...}). Media bytes are
+``.flac/.wav/.ogg``, ``.txt`` and ``.json`` ({"pair", "split", "labels": {field: value}, ...};
+"labels" only for a labelled sample: probes and zero-shot eval read it, training does not). Media bytes are
 kept as they are once a full decode succeeds; only formats that shards do not carry
 (BMP, GIF, MP3, AIFF, ...) are re-encoded losslessly (PNG / 16-bit FLAC). An input that
 cannot be used is skipped with one stderr line naming it, and counted in the summary.
@@ -35,6 +41,7 @@ import tempfile
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
+from unimodal_free.data.labels import BadLabel, label_fields
 from unimodal_free.data.layouts import LAYOUTS, LayoutError, iter_layout
 from unimodal_free.data.raw_samples import MAX_INPUT_BYTES
 from unimodal_free.data.shard_writer import RECORD, SIZES_FILE, parse_size, write_shards
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=None,
                     help="manifest: resolve its paths against ROOT and refuse any that leave it (absolute, '..', "
                          "symlinks out); use it for manifests you did not write")
+    ap.add_argument("--folder-label", default=None, metavar="FIELD",
+                    help="images: label each image with its top-level subfolder under INPUT (class folders), "
+                         "stored as {FIELD: subfolder}")
     ap.add_argument("--max-input-bytes", type=parse_size, default=MAX_INPUT_BYTES,
                     help=f"largest input file read into memory (default {MAX_INPUT_BYTES >> 20}MiB); "
                          "larger files, devices and other non-regular files are skipped")
@@ -85,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"output folder {out}: {problem}")
     if args.root is not None and args.layout != "manifest":
         raise UsageError("--root applies to the manifest layout only")
+    if args.folder_label is not None and args.layout != "images":
+        raise UsageError("--folder-label applies to the images layout only")
+    if args.folder_label is not None:
+        try:
+            label_fields({args.folder_label: "class"})
+        except BadLabel as e:
+            raise UsageError(f"--folder-label: {e}") from None
     try:
-        samples = iter_layout(args.layout, args.input, args.images, args.root)
+        samples = iter_layout(args.layout, args.input, args.images, args.root, args.folder_label)
         report = write_shards(samples, out, args.maxcount, args.maxsize, split=args.split,
                               max_input_bytes=args.max_input_bytes)
     except OSError as e:  # e.g. the disk filled up while writing: exit 1

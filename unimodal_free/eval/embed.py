@@ -19,6 +19,8 @@ class EmbeddingSet:
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (rows_m, D) float32, L2-normalised
     pair_ids: dict[str, torch.Tensor] = field(default_factory=dict)  # m -> (rows_m,) int64 into pair_names
     keys: dict[str, list[str]] = field(default_factory=dict)  # m -> (rows_m,) sample keys
+    # m -> (rows_m,) each row's sample labels {field: value} from the shard's json ({} for an unlabelled sample).
+    labels: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     pair_names: list[str] = field(default_factory=list)
     # m -> (n, 3, T, T) in [0, 1]: thumbnails of the first ``max_thumbnails`` rows of each modality that has
     # one (image: the picture, speech: its log-mel spectrogram).
@@ -58,6 +60,7 @@ def embed_batches(
     chunks: dict[str, list[torch.Tensor]] = {}
     ids: dict[str, list[torch.Tensor]] = {}
     keys: dict[str, list[str]] = {}
+    labels: dict[str, list[dict[str, str]]] = {}
     thumbs: dict[str, list[torch.Tensor]] = {}
     captions: list[str] = []
     for batch in batches:
@@ -76,8 +79,9 @@ def embed_batches(
                 continue
             chunks.setdefault(m, []).append(pooled[m].detach().float().cpu()[keep])
             ids.setdefault(m, []).append(global_ids[keep])
-            keys.setdefault(m, []).extend(k for k, kept in zip(part.keys, keep.tolist()) if kept)
-            rows = keep.nonzero().flatten().tolist()
+            rows = keep.nonzero().flatten().tolist()  # the kept rows, in order
+            keys.setdefault(m, []).extend(part.keys[row] for row in rows)
+            labels.setdefault(m, []).extend(dict(part.labels[row]) for row in rows)
             done = thumbs.setdefault(m, [])
             for row in rows[: max(0, max_thumbnails - len(done))]:
                 real = ~part.padding[row].cpu()
@@ -93,6 +97,7 @@ def embed_batches(
         out.embeddings[m] = torch.cat(chunks[m])
         out.pair_ids[m] = torch.cat(ids[m])
         out.keys[m] = keys[m]
+        out.labels[m] = labels[m]
     out.thumbnails = {m: torch.stack(t) for m, t in thumbs.items() if t}
     out.captions = captions
     return out

@@ -5,7 +5,10 @@
 
 Freedesktop icon names describe what the icon shows ("media-playback-start",
 "battery-full", "face-cool"), so every full-colour icon of the theme becomes a
-picture with the caption "media playback start". A ``--speech`` share of them
+picture with the caption "media playback start", labelled with its category
+{"category": "actions"}: the theme's context folder (actions, devices, status, ...;
+for an icon kept in the theme's "legacy" folder, the folder of its symbolic twin
+when there is one). A ``--speech`` share of them
 also gets the caption spoken by espeak-ng (a few voices), and names that the
 theme only has as monochrome "-symbolic" icons become text-only lines (as many
 as ``--text-only`` of all samples). A ``--heldout`` share of the pictures is
@@ -23,21 +26,17 @@ icons and 285 symbolic-only names in Debian 12's adwaita-icon-theme 43).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from unimodal_free.data.corpora.common import CorpusError, check_shares, draw
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 DEFAULT_THEME = "/usr/share/icons/Adwaita"
 VOICES = ("en", "en-us", "en-gb-scotland", "en+f3")  # espeak-ng voices shipped with espeak-ng-data
-
-
-class CorpusError(ValueError):
-    """Unusable input; the message is one line naming the path or option."""
 
 
 def caption_of(name: str) -> str:
@@ -45,22 +44,28 @@ def caption_of(name: str) -> str:
     return " ".join(name.replace("_", "-").split("-"))
 
 
-def draw(name: str, seed: int, what: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, what, name): the same choices whatever the listing order."""
-    digest = hashlib.sha256(f"{seed}:{what}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+LEGACY = "legacy"  # the theme's folder of old full-colour icons: a place, not a category
 
 
-def find_icons(theme: Path, size: str) -> tuple[dict[str, Path], list[str]]:
-    """(full-colour icon name -> PNG, sorted names that exist only as "-symbolic" icons)."""
+def find_icons(theme: Path, size: str) -> tuple[dict[str, Path], list[str], dict[str, str]]:
+    """(full-colour icon name -> PNG, sorted names that exist only as "-symbolic" icons,
+    every name -> its category: the context folder, that of the symbolic twin for a legacy icon)."""
     folder = theme / size
     if not folder.is_dir():
         raise CorpusError(f"--theme {theme}: no {size} folder (apt-get install adwaita-icon-theme, or pass --size)")
     colour = {p.stem: p for p in sorted(folder.rglob("*.png")) if "symbolic" not in p.name}
-    symbolic = {p.name.split("-symbolic")[0] for p in theme.rglob("*-symbolic*")}
     if not colour:
         raise CorpusError(f"--theme {theme}: no full-colour PNG icon under {folder}")
-    return colour, sorted(symbolic - set(colour))
+    symbolic: dict[str, str] = {}  # name -> context folder of its symbolic icons (legacy only if no other)
+    for p in sorted(theme.rglob("*-symbolic*")):
+        name = p.name.split("-symbolic")[0]
+        if symbolic.get(name, LEGACY) == LEGACY:
+            symbolic[name] = p.parent.name
+    category = dict(symbolic)
+    for name, path in colour.items():
+        if path.parent.name != LEGACY or symbolic.get(name, LEGACY) == LEGACY:
+            category[name] = path.parent.name
+    return colour, sorted(set(symbolic) - set(colour)), category
 
 
 def speak(text: str, voice: str, out: Path) -> None:
@@ -76,11 +81,9 @@ def speak(text: str, voice: str, out: Path) -> None:
 def build(out_dir, theme=DEFAULT_THEME, size: str = "48x48", speech: float = 0.08, text_only: float = 0.1,
           heldout: float = 0.15, seed: int = 0, limit: int | None = None) -> dict[str, dict[str, int]]:
     """Write the corpus folder; returns {split: {modality combination: samples}}."""
-    for flag, share in (("--speech", speech), ("--text-only", text_only), ("--heldout", heldout)):
-        if not 0.0 <= share < 1.0:
-            raise CorpusError(f"{flag}: must be a share in [0, 1), got {share}")
+    check_shares(speech=speech, text_only=text_only, heldout=heldout)
     out, theme = Path(out_dir), Path(theme)
-    icons, symbolic_only = find_icons(theme, size)
+    icons, symbolic_only, category = find_icons(theme, size)
     names = sorted(icons)[:limit]
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "speech").mkdir(parents=True, exist_ok=True)
@@ -93,7 +96,7 @@ def build(out_dir, theme=DEFAULT_THEME, size: str = "48x48", speech: float = 0.0
         split = "heldout" if name in held else "train"
         shutil.copyfile(icons[name], out / "images" / f"{name}.png")
         line = {"key": name, "image": f"images/{name}.png", "text": caption_of(name), "split": split,
-                "source": f"{theme.name} {icons[name].relative_to(theme)}"}
+                "label": {"category": category[name]}, "source": f"{theme.name} {icons[name].relative_to(theme)}"}
         if name in spoken:
             voice = VOICES[int(draw(name, seed, "voice") * len(VOICES))]
             speak(caption_of(name), voice, out / "speech" / f"{name}.wav")
@@ -103,7 +106,8 @@ def build(out_dir, theme=DEFAULT_THEME, size: str = "48x48", speech: float = 0.0
     wanted = round(len(names) * text_only / (1 - text_only))
     ranked = sorted(symbolic_only, key=lambda n: draw(n, seed, "text"))[:wanted]
     lines["train"] += [{"key": f"text-{name}", "text": caption_of(name), "split": "train",
-                        "source": f"{theme.name} symbolic icon name"} for name in sorted(ranked)]
+                        "label": {"category": category[name]}, "source": f"{theme.name} symbolic icon name"}
+                       for name in sorted(ranked)]
     counts = {}
     for split, rows in lines.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
