@@ -24,6 +24,8 @@ class EmbeddingSet:
     # one (image: the picture, speech: its log-mel spectrogram).
     thumbnails: dict[str, torch.Tensor] = field(default_factory=dict)
     captions: list[str] = field(default_factory=list)  # (rows_text,) each text row decoded from its tokens
+    # m -> (rows_m,) one label dict per row, parallel to keys[m] (e.g. {"shape": "circle"}; {} without labels)
+    labels: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     def rows(self, modality: str) -> int:
         return int(self.pair_ids[modality].numel()) if modality in self.pair_ids else 0
