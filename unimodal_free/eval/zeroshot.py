@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -129,14 +129,15 @@ def zeroshot_classify(x, labels: Sequence[str], spec: ClassSpec, classes: np.nda
     return out
 
 
-def zeroshot_embeddings(emb: EmbeddingSet, specs: Sequence[ClassSpec], embed_texts: EmbedTexts,
-                        modalities: Optional[Sequence[str]] = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """{modality: {field: metrics}} for each non-text modality (or ``modalities``) whose rows carry the field."""
+def zeroshot_embeddings(emb: EmbeddingSet, specs: Sequence[ClassSpec], embed_texts: EmbedTexts
+                        ) -> dict[str, dict[str, dict[str, Any]]]:
+    """{modality: {field: metrics}} for each non-text modality whose rows carry the field; class prompts
+    are embedded once per field."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     cache: dict[str, np.ndarray] = {}
-    for m in modalities or [m for m in emb.modalities if m != "text"]:
+    for m in [m for m in emb.modalities if m != "text"]:
         for spec in specs:
-            x, y = label_rows(emb, m, spec.field) if m in emb.embeddings else (None, [])
+            x, y = label_rows(emb, m, spec.field)
             if not y:
                 continue
             if spec.field not in cache:
