@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -165,8 +165,11 @@ class Embedder:
     """A trained model (teacher by default) with its config and tokenizer: inputs in, embeddings out."""
 
     def __init__(self, model: torch.nn.Module, cfg, tokenizer, device: torch.device | str = "cpu",
-                 step: int = 0, which: str = "teacher", source: str = ""):
+                 step: int = 0, which: str = "teacher", source: str = "", embed_fn: Optional[Callable] = None):
+        """``embed_fn(model, batch) -> {m: (rows, D)}``: which features ``embed`` returns (default: the
+        alignment head's, what retrieval compares; the probes pass theirs)."""
         self.model = model.to(device).eval()
+        self.embed_fn = embed_fn or pooled_embedding
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.device = torch.device(device)
@@ -268,7 +271,7 @@ class Embedder:
         positions, embeddings = [], []
         for start in range(0, len(rows), batch_size):
             batch = collate_elements(rows[start : start + batch_size])  # rows grouped by modality
-            pooled = pooled_embedding(self.model, batch.to(self.device), project=True)  # {m: (B_m, D)}
+            pooled = self.embed_fn(self.model, batch.to(self.device))  # {m: (B_m, D)}
             for m, part in batch.parts.items():
                 positions += [int(k) for k in part.keys]
                 embeddings.append(pooled[m].cpu())

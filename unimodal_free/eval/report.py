@@ -52,8 +52,14 @@ def clip_benchmark_result(results: dict[str, dict[str, Any]], dataset: str, mode
     if not metrics:
         raise ValueError(f"no image-text direction in these results ({', '.join(results) or 'none'}): "
                          "CLIP_benchmark's retrieval format holds image <-> text recall only")
-    return {"dataset": dataset, "model": model, "pretrained": pretrained, "task": "zeroshot_retrieval",
-            "metrics": metrics, "language": language}
+    return clip_benchmark_record(dataset, model, pretrained, "zeroshot_retrieval", metrics, language)
+
+
+def clip_benchmark_record(dataset: str, model: str, pretrained: str, task: str, metrics: dict[str, Any],
+                          language: str) -> dict[str, Any]:
+    """One result as ``clip_benchmark eval --output`` writes it (task: zeroshot_retrieval, linear_probe, ...)."""
+    return {"dataset": dataset, "model": model, "pretrained": pretrained, "task": task, "metrics": metrics,
+            "language": language}
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

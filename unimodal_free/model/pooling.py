@@ -11,18 +11,29 @@ from unimodal_free.model.joint import unwrap
 
 
 @torch.no_grad()
-def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True) -> dict[str, torch.Tensor]:
+def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True, block: int | None = None
+                     ) -> dict[str, torch.Tensor]:
     """Mean of the final latents over the N slots of the *unmasked* input, L2-normalised.
 
     ``model`` is a student or teacher (or a wrapper with ``.module``).
     ``project=True`` applies the alignment projection when the model has one
     (objective.align_weight > 0); without it the pooled latents are returned.
+    ``block=i`` pools latent block i's output instead (0-based, as ``encode`` lists them; no final norm,
+    no projection): what a probe of an intermediate depth reads.
     Returns {modality: (rows, D or align_dim)} in ``batch.parts`` order.
     """
     model = unwrap(model)
     if not batch.parts:
         return {}
-    pooled = split_rows(model.final(batch.parts).mean(1), batch.parts)  # (rows, D) -> {m: (B_m, D)}
+    if block is not None:
+        layers = model.encode(batch.parts)
+        if not 0 <= block < len(layers):
+            raise ValueError(f"block {block}: the encoder has latent blocks 0..{len(layers) - 1}")
+        latents = layers[block]  # (rows, N, D)
+        project = False
+    else:
+        latents = model.final(batch.parts)  # (rows, N, D)
+    pooled = split_rows(latents.mean(1), batch.parts)  # (rows, D) -> {m: (B_m, D)}
     if project and model.align is not None:
         pooled = {name: model.align.embed(name, z) for name, z in pooled.items()}  # (B_m, A)
     return {name: F.normalize(z.float(), dim=-1) for name, z in pooled.items()}
