@@ -77,7 +77,8 @@ def test_each_direction_over_the_samples_with_both(heldout):
     rows = format_table(res).splitlines()[2:]
     assert {r.split()[0] for r in rows if "too small to read (< 20 queries)" in r} == {
         d for d in res if "speech" in d}
-    assert set(flat_metrics(res)) == set(out) and "speech_to_text_R@1" in out
+    assert set(flat_metrics(res)) | set(out.labels) == set(out) and "speech_to_text_R@1" in out
+    assert out.labels and all(k.endswith(("_knn_top1", "_zeroshot_top1")) for k in out.labels)  # the demo mix is labelled
 
 
 def test_threshold_comes_from_the_config(heldout):

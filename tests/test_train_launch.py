@@ -175,7 +175,13 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
         for b in MODALITIES:
             if a != b:
                 required |= {f"val/{a}_to_{b}_R@{k}" for k in (1, 5, 10)}
+    # The demo's labels: k-NN for every modality, zero-shot for pictures and recordings (eval.label_metrics).
+    for field in ("shape", "colour", "size", "position"):
+        required |= {f"val/{m}_{field}_knn_top1" for m in MODALITIES}
+        required |= {f"val/{m}_{field}_zeroshot_top1" for m in ("image", "speech")}
+    required.add("val/label_seconds")
     assert not required - tags, f"missing tags: {sorted(required - tags)}"
+    assert all(0 <= v <= 1 for _, v in scalars(run_dir, "val/image_shape_knn_top1"))
     # x-axis = optimizer step, one point per step for per-step tags; eval every 4 steps.
     assert [s for s, _ in scalars(run_dir, "train/lr")] == list(range(1, MAX_STEPS + 1))
     assert [s for s, _ in scalars(run_dir, "val/image_to_text_R@1")] == [4, 8]

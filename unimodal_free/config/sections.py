@@ -271,6 +271,11 @@ class EvalConfig:
     pooling: str = option("mean", one_of("mean"), help="How the final latents become one embedding.")
     max_time_share: float = option(0.2, in_range(0, 1),
                                    help="Eval may take at most this share of wall time; skipped beyond it.")
+    label_metrics: str = option("knn+zeroshot", one_of("off", "knn", "knn+zeroshot"),
+                                help="Where held-out samples carry labels (a json \"labels\" object): k-NN top-1 per "
+                                     "modality and label field (5-fold cross-validated inside the held-out set, k=20, "
+                                     "T=0.07) and zero-shot top-1 (class prompts embedded as text; the demo's fields "
+                                     "only), logged as val/{m}_{field}_knn_top1 and val/{m}_{field}_zeroshot_top1.")
     min_queries: int = option(20, positive,
                               help="A retrieval direction with fewer queries (held-out pairs that have both "
                                    "modalities) is flagged too small to read: with 20 queries one hit moves R@k by 5 "

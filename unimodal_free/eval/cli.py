@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         "rows": {m: emb.rows(m) for m in emb.modalities},
         "skipped_samples": out.skipped,
         "seconds": round(out.seconds, 2),
+        # eval.label_metrics on labelled shards: k-NN (5-fold inside --data) and zero-shot top-1
+        "label_metrics": {k: round(v, 4) for k, v in out.labels.items()},
         "ties": "pessimistic: a wrong candidate scoring >= the best correct one ranks ahead of it",
         "package": "unimodal_free",
         **provenance(),  # version, git_commit, git_dirty, date
@@ -157,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
         f"rows {meta['rows']}, {out.skipped} skipped, {meta['seconds']} s"
     )
     print(format_table(out.results))
+    if out.labels:
+        print("held-out labels (top-1; k-NN 5-fold inside --data; for the full protocol: eval probe / zeroshot): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in out.labels.items()))
     if writer is not None:
         for key, value in out.items():
             writer.add_scalar(f"eval/{key}", value, step)

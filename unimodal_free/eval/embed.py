@@ -7,7 +7,8 @@ from typing import Iterable
 
 import torch
 
-from unimodal_free.batch import Batch
+from unimodal_free.batch import Batch, collate_elements
+from unimodal_free.data.elements import text_elements
 from unimodal_free.eval.thumbnails import element_thumbnail
 from unimodal_free.modalities import MODALITY
 
@@ -101,3 +102,17 @@ def embed_batches(
     out.thumbnails = {m: torch.stack(t) for m, t in thumbs.items() if t}
     out.captions = captions
     return out
+
+
+@torch.no_grad()
+def embed_captions(model: torch.nn.Module, captions: list[str], embed_fn, tokenizer, data_cfg,
+                   device: torch.device | str, batch_size: int = 256) -> torch.Tensor:
+    """(len(captions), D): short texts (zero-shot prompts) embedded like the held-out text rows, in order."""
+    out = []
+    for start in range(0, len(captions), batch_size):
+        rows = [(text_elements(" ".join(c.split()), tokenizer, data_cfg.max_text_tokens, f"prompt {start + i}",
+                               data_cfg.max_caption_chars), str(start + i), None)
+                for i, c in enumerate(captions[start : start + batch_size])]
+        batch = collate_elements(rows)  # one modality: rows stay in order
+        out.append(embed_fn(model, batch.to(device))["text"].detach().float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

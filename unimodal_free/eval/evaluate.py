@@ -10,11 +10,12 @@ import torch
 
 from unimodal_free.config import DataConfig, EvalConfig
 from unimodal_free.data.loader import EvalLoader
-from unimodal_free.eval.embed import EmbeddingSet, embed_batches
+from unimodal_free.eval.embed import EmbeddingSet, embed_batches, embed_captions
+from unimodal_free.eval.heldout_labels import heldout_label_metrics
 from unimodal_free.eval.report import flat_metrics
 from unimodal_free.eval.retrieval import cross_modal_retrieval
 from unimodal_free.eval.visuals import write_visuals
-from unimodal_free.model import pooled_embedding
+from unimodal_free.model import pooled_embedding, unwrap
 
 
 class EvalOutput(dict):
@@ -22,7 +23,8 @@ class EvalOutput(dict):
 
     Attributes: ``results`` the nested per-direction metrics (the JSON the CLI
     writes), ``embeddings`` the :class:`EmbeddingSet` behind them, ``skipped``
-    undecodable samples, ``seconds`` wall time, ``model_name``.
+    undecodable samples, ``seconds`` wall time, ``model_name``; ``labels`` the held-out label metrics
+    (``eval.label_metrics``; also in the flat dict) and ``label_seconds`` what they cost (part of ``seconds``).
     """
 
     results: dict[str, dict[str, Any]]
@@ -30,11 +32,23 @@ class EvalOutput(dict):
     skipped: int
     seconds: float
     model_name: str
+    labels: dict[str, float]
+    label_seconds: float
 
 
 def _embed(model: torch.nn.Module, batch) -> dict[str, torch.Tensor]:
     # Projected when the model has an alignment head (objective.align_weight > 0), else the pooled latents.
     return pooled_embedding(model, batch, project=True)
+
+
+def _label_metrics(model, emb: EmbeddingSet, which: str, tokenizer, data_cfg: DataConfig, device) -> dict[str, float]:
+    """``eval.label_metrics`` on the embedded held-out set: k-NN, and zero-shot through the model's text path."""
+    if which == "off" or not any(lab for rows in emb.labels.values() for lab in rows):
+        return {}
+    embed_texts = None
+    if which == "knn+zeroshot" and "text" in unwrap(model).modalities:
+        embed_texts = lambda prompts: embed_captions(model, prompts, _embed, tokenizer, data_cfg, device)  # noqa: E731
+    return heldout_label_metrics(emb, embed_texts)
 
 
 def evaluate(
@@ -67,11 +81,15 @@ def evaluate(
     model.eval()
     try:
         emb = embed_batches(model, loader, _embed, device, data_cfg, max_samples, tokenizer=tokenizer)
+        labels_start = time.perf_counter()
+        labels = _label_metrics(model, emb, eval_cfg.label_metrics, tokenizer, data_cfg, device)
+        label_seconds = time.perf_counter() - labels_start
     finally:
         model.train(was_training)
     results = cross_modal_retrieval(emb.embeddings, emb.pair_ids, min_queries=eval_cfg.min_queries)
-    out = EvalOutput(flat_metrics(results))
+    out = EvalOutput({**flat_metrics(results), **labels})
     out.results, out.embeddings, out.skipped, out.model_name = results, emb, loader.skipped, model_name
+    out.labels, out.label_seconds = labels, label_seconds
     if writer is not None:
         write_visuals(writer, emb, step, prefix, projector=projector)
     out.seconds = time.perf_counter() - start

@@ -112,6 +112,7 @@ class PeriodicEval:
             restore_rng(rng)
         scalars = {f"val/{k}": float(v) for k, v in out.items()}
         scalars["val/seconds"] = out.seconds
+        scalars["val/label_seconds"] = out.label_seconds
         self.logger.scalars(scalars, step)
         self.last_eval = (step, out.results)  # the model card's retrieval table
         r1 = {k: round(v, 3) for k, v in out.items() if k.endswith("R@1")}
