@@ -21,7 +21,7 @@ from helpers import good_sample, png, run_measured, write_tar
 from unimodal_free.data.tokenizer import MAX_LINE_BYTES, load_tokenizer
 from unimodal_free.embedder import MAX_CAPTION_FILE_BYTES, MAX_CAPTION_FILE_LINES
 from unimodal_free.store.checkpoints import MAX_METADATA_BYTES, MAX_POINTER_BYTES, CheckpointError, tag_for
-from unimodal_free.store.model_folder import MAX_CONFIG_BYTES
+from unimodal_free.store.model_folder import MAX_CONFIG_BYTES, MODEL_FORMAT
 from unimodal_free.store.weights import load_weights
 
 PEAK_MB = 1024
@@ -88,14 +88,17 @@ def test_train_refuses_a_config_file_that_is_a_fifo(tmp_path):
     one_error(m, f"{config}: not a regular file")
 
 
-def test_load_refuses_a_model_folder_whose_config_is_a_fifo(setup, tmp_path):
-    """``unimodal_free.load`` of a folder whose config.json is a FIFO: one line, no hang."""
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_load_refuses_a_model_folder_with_a_fifo(setup, tmp_path, name):
+    """``unimodal_free.load`` of a model folder whose config.json or weights are a FIFO: one line, no hang."""
     folder = run_dir_with_export(setup, tmp_path / "model")
-    fifo(folder / "config.json")
+    (folder / "config.json").write_text(json.dumps({"format": MODEL_FORMAT}))
+    (folder / name).unlink()
+    fifo(folder / name)
     code = ("import sys, unimodal_free\n"
             "try:\n    unimodal_free.load(sys.argv[1], device='cpu')\n"
             "except ValueError as exc:\n    print(f'error: {exc}', file=sys.stderr)\n    sys.exit(2)\n")
-    one_error(run_measured([PY, "-c", code, str(folder)], timeout=60), f"{folder / 'config.json'}: not a regular file")
+    one_error(run_measured([PY, "-c", code, str(folder)], timeout=60), f"{folder / name}: not a regular file")
 
 
 def write_checkpoint(setup, run: Path, step: int = 2) -> Path:
