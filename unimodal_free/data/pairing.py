@@ -139,8 +139,8 @@ def _buckets_first_pass(urls: list[str], tmp: Path, drop: list[frozenset[str]], 
     try:
         for url in urls:
             for sample in read_shard(url, counter, data_cfg):
-                bad_key = key_problem(sample["__key__"])
                 key = sample["__key__"]
+                bad_key = key_problem(key)
                 where = f"{url}:{key.encode('utf-8', 'surrogateescape') if bad_key else key}"  # bad bytes shown escaped
                 if SKIP in sample or bad_key:
                     counter.skip(where, sample.get(SKIP) or bad_key)

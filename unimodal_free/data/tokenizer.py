@@ -3,7 +3,10 @@
     python -m unimodal_free.data.tokenizer train --input SHARDS_OR_TEXT [...] --vocab-size N --output PREFIX
 
 writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
-(their ``.txt`` members, one sentence per line), text files, folders or globs.
+(their ``.txt`` members, one sentence per line, read by the training reader with its
+caps), text files (read line by line, at most MAX_LINE_BYTES a line), folders or globs;
+at most ``--max-text-bytes`` of sentences are used. A line, sample or shard that cannot
+be read (not UTF-8, a broken shard, a FIFO) is skipped with one line and counted.
 
 Training is deterministic: one thread, every sentence used in input order
 (``num_threads=1``, ``input_sentence_size=0``, no shuffling), so the same corpus
