@@ -17,9 +17,12 @@ import socket
 import struct
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +179,17 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A plain tar of (member name, bytes); name bytes that are not UTF-8 pass through as surrogates."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", encoding="utf-8", errors="surrogateescape") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def undecodable_shards(root: Path, n: int = 3) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for s in range(n):
@@ -183,6 +197,63 @@ def undecodable_shards(root: Path, n: int = 3) -> Path:
             for i in range(20):
                 w.write({"__key__": f"u{s}x{i}", "png": b"\x89PNG\r\n\x1a\nnot a png", "txt": b"a caption"})
     return root
+
+
+# ---------------------------------------------------------------- a command's peak memory (hostile inputs)
+
+WATCHDOG_MB = 1536  # a command past this is killed: a regression fails its test instead of taking the machine down
+
+
+@dataclass
+class Measured:
+    rc: int  # -9 when the watchdog or the timeout killed it
+    out: str
+    err: str
+    peak_mb: int  # the command's peak RSS (its VmHWM, polled every 20 ms while it runs)
+    killed: str = ""  # "" or why it was killed ("timeout after 60 s", "RSS over 1536 MB")
+
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def run_measured(cmd: list[str], timeout: float = 120, watchdog_mb: int = WATCHDOG_MB) -> Measured:
+    """Run ``cmd`` from the checkout (this checkout on PYTHONPATH, one thread) and measure its peak RSS.
+
+    The peak is the process's own high-water mark (/proc/PID/status VmHWM), read while it runs: wait4's
+    ru_maxrss would count the RSS of this (pytest) process too, which the child inherits until it execs.
+    A hang (a FIFO read without O_NONBLOCK) ends at ``timeout``, a memory bomb at ``watchdog_mb``; either way
+    the result says so and the caller's assertions fail, quickly."""
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", OMP_NUM_THREADS="1",
+               PYTHONUNBUFFERED="1")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline, killed, peak_kb = time.monotonic() + timeout, "", 0
+        while proc.poll() is None:
+            memory = _status_kb(proc.pid)
+            peak_kb = max(peak_kb, memory.get("VmHWM", 0))
+            if not killed and time.monotonic() > deadline:
+                killed = f"timeout after {timeout:g} s"
+            elif not killed and memory.get("VmRSS", 0) > watchdog_mb * 1024:
+                killed = f"RSS over {watchdog_mb} MB"
+            if killed:
+                proc.kill()
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        m = Measured(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                     peak_kb // 1024, killed)
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    print(f"measured {test}: exit {m.rc}, peak RSS {m.peak_mb} MB {killed}".rstrip())  # pytest -s shows it
+    return m
+
+
+def _status_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a running process in kB ({} once it has exited)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {line.split(":")[0]: int(line.split()[1]) for line in lines if line.startswith(("VmRSS:", "VmHWM:"))}
 
 
 # ---------------------------------------------------------------- trainings: DeepSpeed launches (2 CPU ranks over gloo) and their session cache

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from helpers import TOK, make_cfg, png, row_keys, undecodable_shards
+from helpers import TOK, make_cfg, png, row_keys, undecodable_shards, write_tar
 from unimodal_free.data.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
 from unimodal_free.data.loader import DataSourceError, make_eval_loader, make_train_loader
 
@@ -83,15 +82,6 @@ def test_captions_capped_in_lines_and_characters_before_tokenizing():
     assert e.values.numel() == 32 and Counting.seen == 1000
     rows = sample_rows({"__key__": "k", "txt": text}, make_cfg(["x"], max_caption_lines=5).data, TOK, train=False)
     assert len(rows) == 5
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def test_member_caps_unknown_extensions_and_duplicate_keys(tmp_path):

@@ -124,7 +124,7 @@ def test_claimed_record_size_is_refused_by_eval_training_and_tokenizer(setup, tm
         assert tokenizer.main(["train", "--input", str(data), "--vocab-size", "40",
                                "--output", str(tmp_path / "tok")]) == 0
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and lines[0].startswith(f"tokenizer: skipped {shard}: {RECORD_REFUSAL}"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"tokenizer: skipped {shard}:(tar record): {RECORD_REFUSAL}"), lines
 
 
 def test_pax_size_over_the_member_cap_is_refused_everywhere(setup, tmp_path, capsys, caplog):

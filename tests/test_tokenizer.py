@@ -78,11 +78,15 @@ def test_cli_trains_from_text_files_and_globs(tmp_path, capsys):
     assert uni.decode(uni.encode(lines[1])) == lines[1]
 
 
-def test_cli_names_bad_input(tmp_path, capsys):
+def test_cli_names_bad_input(tmp_path, capsys, caplog):
+    """A bad line is skipped with a line naming file:line; with nothing left, one error line says why."""
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9\n")
     assert main(["train", "--input", str(tmp_path / "bad.txt"), "--vocab-size", "32",
                  "--output", str(tmp_path / "x")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'bad.txt'}: text is not UTF-8 (byte 3: b'\\xe9')"
+    assert capsys.readouterr().err.strip() == (f"error: --input {tmp_path / 'bad.txt'}: no text to train the tokenizer "
+                                               "on; 1 skipped, skip reasons: 1 x text is not UTF-8 (byte N: b'\\xe9')")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"tokenizer: skipped {tmp_path / 'bad.txt'}:1: text is not UTF-8 (byte 3: b'\\xe9') [1 skipped so far]"]
     assert main(["train", "--input", str(tmp_path / "nothing*"), "--vocab-size", "32",
                  "--output", str(tmp_path / "x")]) == 2
     assert "no such file, folder or glob match" in capsys.readouterr().err

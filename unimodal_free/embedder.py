@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from unimodal_free.batch import Elements, collate_elements
+from unimodal_free.bounded_read import BoundedReadError, read_bounded
 from unimodal_free.data import media
 from unimodal_free.data.elements import (
     DecodeError,
@@ -47,6 +48,10 @@ from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
 from unimodal_free.store.weights import load_weights
 
 IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels -> PIL mode
+# A .txt file is one row per line, kept in memory with its embeddings (and, in the query CLI, an n x n table):
+# a caption file, not a corpus. A corpus goes in as strings, in batches of the caller's choosing.
+MAX_CAPTION_FILE_BYTES = 4 << 20
+MAX_CAPTION_FILE_LINES = 1024
 INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}  # PCM as soundfile reads it as float
 
 
@@ -71,6 +76,22 @@ def file_modality(path: str | os.PathLike) -> str:
     if suffix not in SUFFIX_MODALITY:
         raise EvalError(f"{path}: unknown suffix {suffix!r} (known: {sorted(SUFFIX_MODALITY)})")
     return SUFFIX_MODALITY[suffix]
+
+
+def read_caption_file(path: str | os.PathLike, label: str) -> list[str]:
+    """The non-empty lines of a .txt file, one caption each; EvalError (one line naming the file and the
+    limit) for a fifo, a device, a file over MAX_CAPTION_FILE_BYTES or one of more than MAX_CAPTION_FILE_LINES."""
+    try:
+        data = read_bounded(path, MAX_CAPTION_FILE_BYTES, "caption files")
+        captions = decode_captions(data, label, MAX_CAPTION_FILE_LINES + 1)  # lines found lazily: no more are made
+    except BoundedReadError as exc:
+        raise EvalError(str(exc)) from None
+    except DecodeError as exc:
+        raise EvalError(f"{label}: {exc.reason}") from None
+    if len(captions) > MAX_CAPTION_FILE_LINES:
+        raise EvalError(f"{label}: more than {MAX_CAPTION_FILE_LINES} captions, the limit of a caption file "
+                        "(embed a longer list as strings: embed_texts)")
+    return captions
 
 
 def _is_array(x: Any) -> bool:
@@ -239,15 +260,15 @@ class Embedder:
     def _file_rows(self, path: Path, label: str) -> list[Elements]:
         """Decode the file into the in-memory object of its kind, then take that object's route."""
         modality = file_modality(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise EvalError(f"{path}: {exc.strerror or exc}") from None
+        if modality == "text":
+            return [row for caption in read_caption_file(path, label) for row in self._rows(caption, label)]
+        try:  # the cap of a shard member: a file embeds here as the same member would in a shard
+            data = read_bounded(path, self.cfg.data.max_member_bytes, "data.max_member_bytes")
+        except BoundedReadError as exc:
+            raise EvalError(str(exc)) from None
         if modality == "image":
             return self._rows(open_image(data, label), label)
-        if modality == "speech":
-            return self._rows(read_speech(data, label, self.cfg.data.max_speech_seconds), label)
-        return [row for caption in decode_captions(data, label) for row in self._rows(caption, label)]
+        return self._rows(read_speech(data, label, self.cfg.data.max_speech_seconds), label)
 
     # ------------------------------------------------------------ embeddings
     @torch.no_grad()

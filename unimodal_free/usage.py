@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
+import re
 import sys
 from typing import Callable, NoReturn, Optional
 
@@ -57,3 +59,17 @@ def usage_errors(*kinds: type[BaseException]) -> Callable:
         return run
 
     return wrap
+
+
+def parse_size(s: str) -> int:
+    """argparse type of a size in bytes: 500000000, 5e8, 500MB (10**6) or 64MiB (2**20)."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMG]i?B?|B)?\s*", s, re.IGNORECASE)
+    try:
+        number = float(m.group(1)) if m else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 500000000, 5e8, 500MB)")
+    unit = (m.group(2) or "").upper().rstrip("B")
+    mult = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}[unit]
+    return int(number * mult)

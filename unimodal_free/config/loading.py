@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any, Union
 
+from unimodal_free.bounded_read import BoundedReadError, read_text_bounded
 from unimodal_free.config.rules import ConfigError
 from unimodal_free.config.sections import Config, Source
 from unimodal_free.config.validation import validate
@@ -16,6 +17,8 @@ from unimodal_free.config.validation import validate
 # The shipped configs (joint.json, joint-base.json, tiny.json): package data, so an installed wheel has
 # them; in a checkout the top-level configs/ is a symlink to this folder (one copy of each file).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# A config file is a few KB of JSON; a FIFO, a device or gigabytes named by --config are refused unread.
+MAX_CONFIG_FILE_BYTES = 4 << 20
 
 
 def _type_name(tp: Any) -> str:
@@ -115,11 +118,13 @@ def load_config(path: Union[str, Path, None], overrides: list[str] = ()) -> Conf
     if path is not None:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            data = json.loads(read_text_bounded(path, MAX_CONFIG_FILE_BYTES, "config files"))
+        except BoundedReadError as exc:
+            raise ConfigError(f"{path}: config file not found" if exc.reason == "missing file" else str(exc)) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a JSON object")
     try:

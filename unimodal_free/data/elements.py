@@ -281,7 +281,7 @@ def _text(s: RawSample) -> list[Elements]:
 DECODERS: dict[str, Callable[[RawSample], list[Elements]]] = {"image": _image, "speech": _speech, "text": _text}
 
 
-def _read_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
+def read_meta(sample: dict[str, Any], where: str) -> dict[str, Any]:
     """The sample's .json as a dict ({} without one); DecodeError when too large or not an object."""
     if "json" not in sample:
         return {}
@@ -324,7 +324,7 @@ def sample_rows(
     key = sample.get("__key__", "?")
     url = sample.get("__url__")
     where = f"{url}:{key}" if url else key
-    meta = _read_meta(sample, where)
+    meta = read_meta(sample, where)
     present = sample_modalities(sample)
     if "captions" in meta and CAPTION_MODALITY not in present:
         present.append(CAPTION_MODALITY)  # captions carried in the json (COCO-style) count as the text file

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Union
 
+from unimodal_free.bounded_read import bounded_lines
 from unimodal_free.data.labels import LABELS_KEY
 from unimodal_free.data.media import BadMedia, decode_text
 from unimodal_free.data.raw_samples import MAX_INPUT_BYTES, MAX_TEXT_BYTES, RawSample, Skip, open_regular, read_file
@@ -141,20 +142,6 @@ def _check_utf8(path: Path) -> None:
         raise Skip(path, f"cannot read: {e.strerror or e}") from None
 
 
-def _bounded_lines(f) -> Iterator[tuple[int, str | None]]:
-    """(line number, line) of a text-mode file; a line over MAX_TEXT_BYTES characters comes as None
-    (and is stepped over in bounded pieces: a 3 GB line never sits in memory)."""
-    lineno = 0
-    while line := f.readline(MAX_TEXT_BYTES + 1):
-        lineno += 1
-        if len(line) > MAX_TEXT_BYTES and not line.endswith("\n"):
-            while (rest := f.readline(MAX_TEXT_BYTES)) and not rest.endswith("\n"):
-                pass
-            yield lineno, None
-        else:
-            yield lineno, line
-
-
 def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
     files, root = _text_paths(spec)
     for path in files:
@@ -165,8 +152,13 @@ def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
             continue
         stem = str(path.relative_to(root).with_suffix("")) if root else path.stem
         n = 0
-        with open(path, encoding="utf-8-sig") as f:
-            for lineno, line in _bounded_lines(f):
+        try:
+            f = open_regular(path, None, "r", encoding="utf-8-sig")  # checked above; opened again without blocking
+        except Skip as s:
+            yield s
+            continue
+        with f:
+            for lineno, line in bounded_lines(f, MAX_TEXT_BYTES):
                 if line is None:
                     yield Skip(f"{path}:{lineno}", f"line longer than {MAX_TEXT_BYTES} characters")
                     continue
@@ -211,7 +203,7 @@ def iter_manifest(path: Path, root: Path | None = None) -> Iterator[Union[RawSam
     except Skip as e:
         raise LayoutError(f"{path}: cannot read manifest ({e.reason})") from None
     with f:
-        for lineno, line in _bounded_lines(f):
+        for lineno, line in bounded_lines(f, MAX_TEXT_BYTES):
             where = f"{path}:{lineno}"
             if line is None:
                 yield Skip(where, f"line longer than {MAX_TEXT_BYTES} characters")

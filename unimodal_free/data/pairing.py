@@ -40,7 +40,7 @@ from typing import Iterable, Optional
 
 from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.icons import draw
-from unimodal_free.data.elements import sample_modalities
+from unimodal_free.data.elements import DecodeError, read_meta, sample_modalities
 from unimodal_free.data.handlers import SkipCounter
 from unimodal_free.data.raw_samples import KeyMaker
 from unimodal_free.data.samples import SKIP, read_shard
@@ -82,14 +82,13 @@ def groups(present: list[str], drop: Iterable[frozenset[str]], paired: bool) -> 
     return [g for g in allowed if not any(set(g) < set(other) for other in allowed)]
 
 
-def _meta(sample: dict) -> dict:
-    """The sample's json metadata ({} when it has none); ValueError when unreadable."""
-    if "json" not in sample:
-        return {}
-    meta = json.loads(sample["json"].decode("utf-8"))
-    if not isinstance(meta, dict):
-        raise ValueError("json: top level is not an object")
-    return meta
+def key_problem(key: str) -> Optional[str]:
+    """Why a sample's key cannot be written into a shard (tarfile keeps undecodable name bytes as surrogates), or None."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "key is not UTF-8"
+    return None
 
 
 def regroup(sample: dict, meta: dict, group: tuple[str, ...], key: str) -> dict:
@@ -140,14 +139,16 @@ def _buckets_first_pass(urls: list[str], tmp: Path, drop: list[frozenset[str]], 
     try:
         for url in urls:
             for sample in read_shard(url, counter, data_cfg):
-                where = f"{url}:{sample['__key__']}"
-                if SKIP in sample:
-                    counter.skip(where, sample[SKIP])
+                key = sample["__key__"]
+                bad_key = key_problem(key)
+                where = f"{url}:{key.encode('utf-8', 'surrogateescape') if bad_key else key}"  # bad bytes shown escaped
+                if SKIP in sample or bad_key:
+                    counter.skip(where, sample.get(SKIP) or bad_key)
                     continue
                 try:
-                    meta = _meta(sample)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    counter.skip(where, f"json: unreadable ({exc})")
+                    meta = read_meta(sample, where)  # the reader's own check: size, JSON (any depth), an object
+                except DecodeError as exc:
+                    counter.skip(where, exc.reason)
                     continue
                 present = sample_modalities(sample)
                 if "captions" in meta and CAPTION_MODALITY not in present:
@@ -214,10 +215,12 @@ def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report.skipped = counter.count
+    out.mkdir(parents=True, exist_ok=True)  # also when nothing was written: pairing.json says why
     stamp = {"source": source, "drop": sorted("+".join(sorted(d)) for d in drops), "paired": paired,
              "seed": seed, "read": report.read, "read_kinds": dict(report.read_kinds), "kept": report.kept,
              "split": report.split, "written": report.written.written, "kinds": dict(report.written.kinds),
-             "paired_ids": report.paired_ids, "skipped": report.skipped}
+             "paired_ids": report.paired_ids, "skipped": report.skipped,
+             "skip_reasons": dict(counter.reasons.most_common())}
     (out / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     return report
 

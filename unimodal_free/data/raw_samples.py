@@ -9,14 +9,14 @@ are re-encoded losslessly (PNG / 16-bit FLAC). An unusable input raises :class:`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
+from unimodal_free.bounded_read import BoundedReadError, open_bounded, read_bounded
 from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.data.media import (
     BadMedia,
@@ -97,34 +97,20 @@ class KeyMaker:
 
 
 def open_regular(path: Path, limit: int | None, mode: str = "rb", limit_name: str = "--max-input-bytes", **kw):
-    """Open a regular file of at most ``limit`` bytes; anything else (device, fifo, folder, too big) is a Skip."""
+    """Open a regular file of at most ``limit`` bytes without blocking on a fifo (``bounded_read``);
+    anything else (device, fifo, folder, too big) is a Skip. ``mode`` "r" gives a text file (``kw``: its encoding)."""
     try:
-        f = open(path, mode, **kw)
-    except FileNotFoundError:
-        raise Skip(path, "missing file") from None
-    except OSError as e:
-        raise Skip(path, f"cannot read: {e.strerror or e}") from None
-    st = os.fstat(f.fileno())  # of what was opened, not of a name that may change under us
-    reason = None
-    if not stat.S_ISREG(st.st_mode):
-        reason = "not a regular file"
-    elif limit is not None and st.st_size > limit:
-        reason = f"{st.st_size} bytes > the {limit}-byte limit ({limit_name})"
-    if reason:
-        f.close()
-        raise Skip(path, reason)
-    return f
+        f = open_bounded(path, limit, limit_name)
+    except BoundedReadError as e:
+        raise Skip(path, e.reason) from None
+    return f if "b" in mode else io.TextIOWrapper(f, **kw)
 
 
 def read_file(path: Path, limit: int, limit_name: str = "--max-input-bytes") -> bytes:
-    with open_regular(path, limit, limit_name=limit_name) as f:
-        try:
-            data = f.read(limit + 1)  # a file that grew since the check still stops at the limit
-        except OSError as e:
-            raise Skip(path, f"cannot read: {e.strerror or e}") from None
-    if len(data) > limit:
-        raise Skip(path, f"more than the {limit}-byte limit ({limit_name})")
-    return data
+    try:
+        return read_bounded(path, limit, limit_name)
+    except BoundedReadError as e:
+        raise Skip(path, e.reason) from None
 
 
 def _image_entry(path: Path, limit: int) -> tuple[str, bytes]:

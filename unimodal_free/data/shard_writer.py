@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import os
-import re
 import sys
-from argparse import ArgumentTypeError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Union
@@ -22,6 +19,7 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from unimodal_free.data.raw_samples import MAX_INPUT_BYTES, KeyMaker, RawSample, Skip, build_sample, modalities_of
+from unimodal_free.usage import parse_size  # noqa: F401  (the shard CLIs take it from here)
 
 SHARD_PATTERN = "shard-%06d.tar"
 SIZES_FILE = "sizes.json"
@@ -141,17 +139,3 @@ def write_shards(samples: Iterable[Union[RawSample, Skip]], out_dir: Union[str, 
             report.kinds[modalities_of(sample)] += 1
     report.shards = dict(sink.sizes)
     return report
-
-
-
-def parse_size(s: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMG]i?B?|B)?\s*", s, re.IGNORECASE)
-    try:
-        number = float(m.group(1)) if m else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise ArgumentTypeError(f"not a size: {s!r} (e.g. 500000000, 5e8, 500MB)")
-    unit = (m.group(2) or "").upper().rstrip("B")
-    mult = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}[unit]
-    return int(number * mult)

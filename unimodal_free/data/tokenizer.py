@@ -3,10 +3,10 @@
     python -m unimodal_free.data.tokenizer train --input SHARDS_OR_TEXT [...] --vocab-size N --output PREFIX
 
 writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
-(their ``.txt`` members, one sentence per line), text files, folders or globs.
-Shards are read through ``tar_reader`` with the training reader's member cap
-(``data.max_member_bytes``'s default): a shard with a member or tar record over
-it is skipped from there on, with one warning line naming it.
+(their ``.txt`` members, one sentence per line, read by the training reader with its
+caps), text files (read line by line, at most MAX_LINE_BYTES a line), folders or globs;
+at most ``--max-text-bytes`` of sentences are used. A line, sample or shard that cannot
+be read (not UTF-8, a broken shard, a FIFO) is skipped with one line and counted.
 
 Training is deterministic: one thread, every sentence used in input order
 (``num_threads=1``, ``input_sentence_size=0``, no shuffling), so the same corpus
@@ -34,17 +34,19 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import sentencepiece as spm
 
-from unimodal_free.config import DataConfig
+from unimodal_free.bounded_read import BoundedReadError, bounded_lines, open_bounded, read_bounded
 from unimodal_free.data.handlers import SkipCounter
 from unimodal_free.data.media import BadMedia, decode_text
-from unimodal_free.data.tar_reader import BROKEN_SHARD, SHARD_EXTS, MemberTooLarge, TarMembers, uncompressed
-from unimodal_free.usage import ArgumentParser, usage_errors
+from unimodal_free.data.tar_reader import SHARD_EXTS
+from unimodal_free.usage import ArgumentParser, parse_size, usage_errors
 
 BYTES_VOCAB = 256
+# A sentencepiece model of 256k pieces takes about 5 MB; a file far larger is not one (read whole).
+MAX_MODEL_BYTES = 64 << 20
 
 
 class TokenizerMismatchError(ValueError):
@@ -97,9 +99,10 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, path: Union[str, Path]):
         self.path = Path(path).expanduser().resolve()
         try:
-            data = self.path.read_bytes()
-        except OSError as e:
-            raise FileNotFoundError(f"tokenizer model {self.path}: {e.strerror or e}") from None
+            data = read_bounded(self.path, MAX_MODEL_BYTES, "tokenizer models")
+        except BoundedReadError as e:
+            error = FileNotFoundError if e.reason == "missing file" else ValueError
+            raise error(f"tokenizer model {e}") from None
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.sp = spm.SentencePieceProcessor()
         try:
@@ -148,55 +151,96 @@ def check_tokenizer_compatible(expected_ref: dict, actual_ref: dict, what: str) 
 
 
 def _input_files(spec: str) -> list[Path]:
+    """Files named by an input; not only regular ones: a fifo or device among them is skipped, with its line."""
     p = Path(spec)
     if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-    if p.is_file():
+        return sorted(f for f in p.rglob("*") if not f.is_dir() and not f.name.startswith("."))
+    if p.exists():
         return [p]
-    matches = sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+    matches = sorted(Path(f) for f in glob.glob(spec, recursive=True) if not Path(f).is_dir())
     if not matches:
         raise FileNotFoundError(f"tokenizer input {spec}: no such file, folder or glob match")
     return matches
 
 
-def _lines(text: str) -> Iterator[str]:
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            yield line
+# A sentence longer than this is no sentence (sentencepiece drops those over 4192 bytes itself);
+# a longer line is stepped over in pieces, so a 2 GiB line of a sparse file never sits in memory.
+MAX_LINE_BYTES = 64 << 10
+# Text kept for training: sentencepiece holds every sentence several times over while it trains (the CLI
+# on 100 MiB of text, 64 MiB of it used, vocabulary 8000, peaked at 405 MB; see the README); the rest of
+# a larger input is left unread, with one line saying so. ``--max-text-bytes`` raises it.
+MAX_TEXT_BYTES = 64 << 20
 
 
-def iter_sentences(inputs: Iterable[str], counter: SkipCounter | None = None) -> Iterator[str]:
-    """Non-empty lines of the .txt members of tar shards and of text files, in input order."""
-    counter = counter or SkipCounter("tokenizer")
+class TextBudget:
+    """Bytes of sentences taken so far against ``limit``; ``full`` once the next one would cross it."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self.full = limit, 0, False
+
+    def take(self, sentence: str) -> bool:
+        size = len(sentence.encode("utf-8")) + 1
+        if self.used + size > self.limit:
+            self.full = True
+            return False
+        self.used += size
+        return True
+
+
+def _sentences(lines: Iterable[tuple[int, Optional[bytes]]], where: str, counter) -> Iterator[str]:
+    """Non-empty stripped lines; an undecodable or overlong line is skipped and counted as ``where:line``."""
+    for lineno, line in lines:
+        if line is None:
+            counter.skip(f"{where}:{lineno}", f"line longer than {MAX_LINE_BYTES} bytes")
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield decode_text(line)
+        except BadMedia as e:
+            counter.skip(f"{where}:{lineno}", str(e))
+
+
+def _file_sentences(path: Path, counter) -> Iterator[str]:
+    """A text file read line by line (a fifo, device or folder is skipped and counted, never opened for reading)."""
+    try:
+        f = open_bounded(path, None, "tokenizer input")
+    except BoundedReadError as e:
+        counter.skip(str(path), e.reason)
+        return
+    with f:
+        yield from _sentences(bounded_lines(f, MAX_LINE_BYTES), str(path), counter)
+
+
+def _shard_sentences(path: Path, counter) -> Iterator[str]:
+    """The .txt members of a tar shard, read by the training reader (its caps; bad samples skipped and counted)."""
+    from unimodal_free.config import DataConfig
+    from unimodal_free.data.samples import SKIP, read_shard
+
+    for sample in read_shard(str(path), counter, DataConfig()):
+        where = f"{path}:{sample['__key__']}"
+        if SKIP in sample:
+            counter.skip(where, sample[SKIP])
+        elif "txt" in sample:
+            yield from _sentences(bounded_lines(io.BytesIO(sample["txt"]), MAX_LINE_BYTES), where, counter)
+
+
+def iter_sentences(inputs: Iterable[str], counter: Optional[SkipCounter] = None, max_text_bytes: int = MAX_TEXT_BYTES) -> Iterator[str]:
+    """Non-empty lines of the .txt members of tar shards and of text files, in input order, up to
+    ``max_text_bytes`` in all. What cannot be read is skipped and counted on ``counter`` (a SkipCounter)."""
+    counter = counter if counter is not None else SkipCounter("tokenizer")
+    budget = TextBudget(max_text_bytes)
     for spec in inputs:
         for path in _input_files(spec):
-            if path.name.endswith(SHARD_EXTS):
-                yield from _shard_sentences(path, counter)
-            elif path.name == "sizes.json":
+            if path.name == "sizes.json":
                 continue
-            else:
-                try:
-                    yield from _lines(decode_text(path.read_bytes()))
-                except BadMedia as e:
-                    raise ValueError(f"{path}: {e}") from None
-
-
-def _shard_sentences(path: Path, counter: SkipCounter) -> Iterator[str]:
-    """Lines of a shard's .txt members; a member or record over the cap skips the rest of the shard, counted."""
-    with open(path, "rb") as f:
-        tar = TarMembers(uncompressed(f), DataConfig().max_member_bytes)
-        try:
-            for member in tar:
-                if member.regular and member.name.endswith(".txt"):
-                    try:
-                        yield from _lines(decode_text(tar.read()))
-                    except BadMedia as e:
-                        raise ValueError(f"{path}:{member.name}: {e}") from None
-        except MemberTooLarge as e:
-            counter.skip(str(path), str(e))
-        except BROKEN_SHARD as e:
-            raise ValueError(f"{path}: not a readable tar shard ({e})") from None
+            shard = path.name.endswith(SHARD_EXTS)
+            for sentence in (_shard_sentences if shard else _file_sentences)(path, counter):
+                if not budget.take(sentence):
+                    print(f"note: stopped in {path} after {budget.used} bytes of text (the --max-text-bytes limit "
+                          f"is {max_text_bytes}); the rest of the input is not used", file=sys.stderr)
+                    return
+                yield sentence
 
 
 def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str, Path],
@@ -240,16 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--vocab-size", type=int, required=True)
     tr.add_argument("--output", required=True, help="PREFIX: writes PREFIX.model and PREFIX.vocab")
     tr.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
+    tr.add_argument("--max-text-bytes", type=parse_size, default=MAX_TEXT_BYTES,
+                    help=f"train on the first this many bytes of text (default {MAX_TEXT_BYTES >> 20}MiB); "
+                         "sentencepiece's memory grows with it")
     args = ap.parse_args(argv)
+    counter = SkipCounter("tokenizer")
+    sentences = list(iter_sentences(args.input, counter, args.max_text_bytes))
+    if not sentences:
+        why = f"; {counter.count} skipped, {counter.reasons_line()}" if counter.count else ""
+        raise ValueError(f"--input {' '.join(args.input)}: no text to train the tokenizer on{why}")
     try:
-        out = train_tokenizer(iter_sentences(args.input), args.vocab_size, args.output, args.model_type)
+        out = train_tokenizer(sentences, args.vocab_size, args.output, args.model_type)
     except (FileNotFoundError, ValueError):
         raise
     except (OSError, RuntimeError) as e:  # writing the model failed, or sentencepiece did
         print(f"error: {e}", file=sys.stderr)
         return 1
     tok = SentencePieceTokenizer(out)
-    print(f"wrote {out} (vocab {tok.vocab_size}, sha256 {tok.sha256[:16]})", file=sys.stderr)
+    print(f"wrote {out} (vocab {tok.vocab_size}, sha256 {tok.sha256[:16]}) from {len(sentences)} sentences; "
+          f"skipped {counter.count} unreadable", file=sys.stderr)
     return 0
 
 

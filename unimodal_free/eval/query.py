@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from unimodal_free.data.elements import DecodeError, decode_captions
-from unimodal_free.embedder import Embedder, Item, modality_of
+from unimodal_free.embedder import Embedder, Item, modality_of, read_caption_file
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
 from unimodal_free.store.checkpoints import CheckpointError
@@ -48,14 +46,9 @@ def expand_items(items: list[Item]) -> list[Item]:
     for item in items:
         modality = modality_of(item)
         if item.is_file and not os.path.isfile(item.source):
-            raise EvalError(f"{item.source}: file not found")
+            raise EvalError(f"{item.source}: {'not a regular file' if os.path.exists(item.source) else 'file not found'}")
         if item.is_file and modality == "text":
-            try:
-                captions = decode_captions(Path(item.source).read_bytes(), item.source)
-            except DecodeError as exc:
-                raise EvalError(str(exc)) from None
-            if not captions:
-                raise EvalError(f"{item.source}: no caption (every line is empty)")
+            captions = read_caption_file(item.source, item.source)
             out.extend(Item(c, is_file=False, origin=f"{item.source}:{i + 1}") for i, c in enumerate(captions))
         elif not item.is_file and not item.source.split():
             raise EvalError("--text: empty caption")

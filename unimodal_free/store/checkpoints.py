@@ -18,11 +18,11 @@ checks the sha256 of every file (resume) or of the one file eval reads.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Optional
 
+from unimodal_free.bounded_read import BoundedReadError, open_bounded, read_json_bounded, read_text_bounded
 from unimodal_free.store.export import EXPORT_NAME
 
 LATEST = "latest"
@@ -30,6 +30,11 @@ COMPLETE = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
 CONSOLIDATED = EXPORT_NAME  # same format as the final export, one per checkpoint
 HASH_CHUNK = 8 << 20
+# COMPLETE and trainer_state.json are a few KB (a manifest takes ~150 bytes per file: 4 MiB lists ~25k files);
+# a larger one is not the trainer's and is refused before it is read. Both are written as regular files,
+# never links, so a link is refused too.
+MAX_METADATA_BYTES = 4 << 20
+MAX_POINTER_BYTES = 4096  # ``latest`` holds one tag name
 _TAG = re.compile(r"^step(\d{8,})$")
 
 
@@ -46,13 +51,46 @@ def step_of(tag: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-def read_manifest(tag_dir: Path) -> Optional[dict[str, Any]]:
-    """COMPLETE's content, or None if it is missing or unreadable."""
+def read_metadata(path: Path) -> Any:
+    """A JSON file of a checkpoint (COMPLETE, trainer_state.json), bounded; CheckpointError naming it and the cap."""
     try:
-        manifest = json.loads((Path(tag_dir) / COMPLETE).read_text())
-    except (OSError, ValueError):
+        return read_json_bounded(path, MAX_METADATA_BYTES, "checkpoint metadata", links=False)
+    except BoundedReadError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def read_trainer_state(tag_dir: Path) -> dict[str, Any]:
+    """trainer_state.json as a dict (resume, the model card); CheckpointError naming it when unusable."""
+    path = Path(tag_dir) / TRAINER_STATE
+    state = read_metadata(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a trainer state (no JSON object)")
+    return state
+
+
+def load_manifest(tag_dir: Path) -> dict[str, Any]:
+    """COMPLETE's content; CheckpointError saying why it is missing or unusable."""
+    path = Path(tag_dir) / COMPLETE
+    manifest = read_metadata(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint manifest (no \"files\" object)")
+    return manifest
+
+
+def read_manifest(tag_dir: Path) -> Optional[dict[str, Any]]:
+    """COMPLETE's content, or None if it is missing or unusable."""
+    try:
+        return load_manifest(tag_dir)
+    except CheckpointError:
         return None
-    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else None
+
+
+def read_pointer(root: Path) -> str:
+    """The tag ``root/latest`` names ("" when it is missing or unusable: the newest complete tag is found anyway)."""
+    try:
+        return read_text_bounded(Path(root) / LATEST, MAX_POINTER_BYTES, "checkpoint pointer", links=False).strip()
+    except BoundedReadError:
+        return ""
 
 
 def _entry(value: Any) -> tuple[Optional[int], Optional[str]]:
@@ -77,7 +115,7 @@ def is_complete(tag_dir: Path) -> bool:
 def file_sha256(path: Path) -> str:
     """Streamed: memory stays one chunk whatever the file's size."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_bounded(path, None, "checkpoint files") as f:  # a fifo or device is refused, not waited on
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -89,9 +127,10 @@ def verify(tag_dir: Path, only: Optional[list[str]] = None) -> dict[str, Any]:
     Raises CheckpointError naming the first file that is missing, resized or altered.
     """
     tag_dir = Path(tag_dir)
-    manifest = read_manifest(tag_dir)
-    if manifest is None:
-        raise CheckpointError(f"{tag_dir / COMPLETE}: missing or unreadable, the checkpoint is incomplete")
+    try:
+        manifest = load_manifest(tag_dir)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; the checkpoint is incomplete") from None
     files = manifest["files"]
     for rel in only if only is not None else sorted(files):
         path = tag_dir / rel
@@ -120,10 +159,8 @@ def complete_tags(root: Path) -> list[str]:
 
 def latest_tag(root: Path) -> Optional[str]:
     """The tag ``latest`` points at if it is complete, else the newest complete tag under ``root``."""
-    pointer = Path(root) / LATEST
-    if pointer.is_file():
-        tag = pointer.read_text().strip()
-        if step_of(tag) is not None and is_complete(Path(root) / tag):
-            return tag
+    tag = read_pointer(root)
+    if step_of(tag) is not None and is_complete(Path(root) / tag):
+        return tag
     tags = complete_tags(root)
     return tags[-1] if tags else None

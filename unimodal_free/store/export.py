@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from unimodal_free.bounded_read import open_bounded
 from unimodal_free.config import Config, config_from_dict
 
 EXPORT_NAME = "model.safetensors"
@@ -45,6 +46,7 @@ def _split(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
 def read_export(path: Path) -> LoadedWeights:
     """Weights, config and tokenizer reference of one safetensors file (no pickle anywhere)."""
     path = Path(path)
+    open_bounded(path, None, "weights").close()  # a FIFO would block safetensors' own open forever
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -19,7 +19,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from unimodal_free.bounded_read import BoundedReadError, read_text_bounded
+
 KEY_ENV = "UNIMODAL_FREE_CHECKPOINT_KEY"
+MAX_KEY_BYTES = 4096  # the key is 64 hex digits and a newline
 
 
 def key_path() -> Path:
@@ -47,8 +50,8 @@ def load_key(create: bool) -> bytes | None:
         finally:
             tmp.unlink()
     try:
-        text = path.read_text().strip()
-    except OSError:
+        text = read_text_bounded(path, MAX_KEY_BYTES, "checkpoint key").strip()
+    except BoundedReadError:  # none, or not a small regular file: no key
         return None
     return text.encode() if text else None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unimodal_free.store.checkpoints import CONSOLIDATED, is_complete, latest_tag, step_of, verify
+from unimodal_free.store.checkpoints import CONSOLIDATED, is_complete, latest_tag, load_manifest, step_of, verify
 from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, read_export
 from unimodal_free.store.model_folder import is_model_folder, read_model_folder
 
@@ -43,7 +43,8 @@ def load_weights(path: str | Path) -> LoadedWeights:
         return read_model_folder(path)
     if step_of(path.name) is not None:
         if not is_complete(path):
-            raise ValueError(f"{path}: checkpoint is incomplete (no valid COMPLETE marker)")
+            load_manifest(path)  # names COMPLETE and why, when COMPLETE is the problem
+            raise ValueError(f"{path}: checkpoint is incomplete (a file its COMPLETE lists is missing or resized)")
         return _read_checkpoint(path)
     run_dir = path.parent if path.name == "checkpoints" else path
     tag = latest_tag(run_dir / "checkpoints")

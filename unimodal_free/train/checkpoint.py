@@ -33,8 +33,8 @@ import torch
 
 from unimodal_free.store import signing
 from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, LATEST, TRAINER_STATE, CheckpointError,
-                                             complete_tags, file_sha256, is_complete, latest_tag, step_of, tag_for,
-                                             verify)
+                                             complete_tags, file_sha256, is_complete, latest_tag, read_pointer,
+                                             read_trainer_state, step_of, tag_for, verify)
 from unimodal_free.store.export import read_export
 from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, weights_only_engine
 from unimodal_free.train import dist
@@ -174,7 +174,7 @@ class CheckpointManager:
     # ---------------------------------------------------------------- loading
     @staticmethod
     def read_state(tag_dir: Path) -> TrainerState:
-        return TrainerState.from_dict(json.loads((Path(tag_dir) / TRAINER_STATE).read_text()))
+        return TrainerState.from_dict(read_trainer_state(tag_dir))
 
     def load(self, engine, tag_dir: Path, trust: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
         """Collective: restore the engine; return trainer state, teacher state_dict and this rank's state.
@@ -201,8 +201,7 @@ def _completed_tags(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    pointer = root / LATEST
-    named = pointer.read_text().strip() if pointer.is_file() else ""
+    named = read_pointer(root)
     dirs = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
     dirs = [p for p in dirs if (p / COMPLETE).exists() or p.name == named]
     return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)

@@ -29,7 +29,7 @@ from unimodal_free.batch import modality_specs
 from unimodal_free.config import Config, config_to_dict
 from unimodal_free.data.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
-from unimodal_free.store.checkpoints import CheckpointError
+from unimodal_free.store.checkpoints import TRAINER_STATE, CheckpointError, read_trainer_state
 from unimodal_free.store.export import EXPORT_NAME, LoadedWeights
 from unimodal_free.store.model_folder import BYTES_NAME, CARD_NAME, CONFIG_NAME, MODEL_FORMAT, SPM_NAME
 from unimodal_free.store.rebuild import resolve_tokenizer
@@ -126,10 +126,9 @@ def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor],
 
 def summary_of(weights: LoadedWeights) -> TrainingSummary:
     """What a checkpoint's trainer_state.json tells the card (samples, rows, ranks, time); little for a bare file."""
-    state_file = Path(weights.source) / "trainer_state.json"
-    if not state_file.is_file():
+    if not os.path.lexists(Path(weights.source) / TRAINER_STATE):
         return TrainingSummary()
-    state = json.loads(state_file.read_text())
+    state = read_trainer_state(weights.source)
     return TrainingSummary(samples_seen=state.get("samples_seen"), rows=state.get("rows_seen") or {},
                            skipped_samples=state.get("skipped_samples"), world_size=state.get("world_size"),
                            train_time_s=state.get("train_time_s"))
