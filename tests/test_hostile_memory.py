@@ -2,7 +2,8 @@
 
 One subprocess measures every bomb through the eval reader (the decode path
 training and query share): before each, the peak-RSS mark is reset
-(/proc/self/clear_refs = 5), then extra = VmHWM - VmRSS before. A watchdog ends
+(/proc/self/clear_refs = 5), then extra = VmHWM - that mark, in MB, rounded and never negative
+(helpers.peak_extra_mb). A watchdog ends
 a bomb that passes 2.5 GB so a regression cannot take the machine down.
 
     python tests/test_hostile_memory.py DIR [BOMB...]   # prints the figures the README quotes
@@ -116,6 +117,7 @@ def _status_kb(field: str) -> int:
 def measure(root: Path, only: list[str]) -> None:
     import threading
 
+    from helpers import peak_extra_mb
     from unimodal_free.config import config_from_dict
     from unimodal_free.data.loader import make_eval_loader
     from unimodal_free.data.tokenizer import SentencePieceTokenizer, train_tokenizer
@@ -140,7 +142,7 @@ def measure(root: Path, only: list[str]) -> None:
             continue
         cfg = config_from_dict({"data": {**data, "train": [str(shard_dir)], "heldout": [str(shard_dir)]}})
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        base = _status_kb("VmRSS")
+        base = _status_kb("VmHWM")  # the mark just set: the peak below is measured from it
         current.update(name=name, base=base)
         loader = make_eval_loader(cfg.data, cfg.data.heldout, tok, 4)
         rows = {}
@@ -149,7 +151,7 @@ def measure(root: Path, only: list[str]) -> None:
                 rows[m] = rows.get(m, 0) + p.rows
                 if m == "speech":
                     rows["speech_elements"] = p.values.shape[1]
-        extra = (_status_kb("VmHWM") - base) // 1024
+        extra = peak_extra_mb(base, _status_kb("VmHWM"))
         current.clear()
         print(json.dumps({"name": name, "extra_mb": extra, "skipped": loader.skipped, "rows": rows,
                           "base_mb": base // 1024}), flush=True)
