@@ -133,8 +133,7 @@ def test_names_and_values_from_a_checkpoint_reach_log_txt_as_data(finished_run, 
     fallback = [line for line in lines if line.startswith("falling back to")]
     assert len(fallback) == 1 and json.dumps(forged) in fallback[0], fallback
     changed = [line for line in lines if "config changed since the checkpoint: data.demo_dir" in line]
-    assert changed == [f"  config changed since the checkpoint: data.demo_dir: {json.dumps(hostile)} -> "
-                       f"{json.dumps(str(data.parent / 'demo'))}"] or len(changed) == 1 and json.dumps(hostile) in changed[0], changed
+    assert len(changed) == 1 and f"data.demo_dir: {json.dumps(hostile)} -> " in changed[0], changed
 
 
 # ---------------------------------------------------------------- broken state, unwritable dir, full disk
@@ -287,6 +286,7 @@ def test_load_refuses_a_hostile_model_folder_in_one_line_fast(keys, expect, fini
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (r["message"] or "").startswith(f"{folder / 'model.safetensors'}: stored config: {expect}"), r
     assert r["seconds"] < 1.0 and peak_extra_mb(r["base_kb"], r["peak_kb"]) < 100, r
+    print(f"{keys}: refused in {r['seconds'] * 1e3:.1f} ms, peak RSS +{r['peak_kb'] - r['base_kb']} KB")
     # The eval CLI: the same line, exit 2.
     cli = subprocess.run([sys.executable, "-m", "unimodal_free.eval", "--checkpoint", str(folder), "--data",
                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -17,7 +17,7 @@ from typing import Optional
 
 from unimodal_free.config import (Config, ConfigError, Source, as_data, check_budget, config_to_dict,
                                   fixed_on_resume, load_config)
-from unimodal_free.run_dir import RunDirError, preflight
+from unimodal_free.run_dir import preflight
 from unimodal_free.train import ds_noise
 from unimodal_free.usage import EXIT_USAGE, ArgumentParser
 
