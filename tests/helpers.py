@@ -123,6 +123,13 @@ def model_for(*overrides, seed=0):
     return cfg, Data2VecStudent(cfg.model, cfg.objective, cfg.masking, tiny_specs(cfg))
 
 
+def peak_extra_mb(base_kb: int, peak_kb: int) -> int:
+    """MB of a peak (VmHWM) above a base, rounded; never negative. Both are reads of the kernel's
+    approximate per-CPU RSS counters: when nothing was allocated in between, the peak can read a few KB
+    under the base, which is 0 MB (floor division made it -1)."""
+    return max(0, round((peak_kb - base_kb) / 1024))
+
+
 # ---------------------------------------------------------------- shards for the reader tests
 
 TOK = load_tokenizer("bytes")

@@ -125,9 +125,13 @@ def test_resume_refuses_a_complete_marker_linked_to_dev_zero(setup, tmp_path):
     complete = write_checkpoint(setup, run) / "COMPLETE"
     complete.unlink()
     dev_zero(complete)
+    # The trainer's pre-flight of its run directory (no link anywhere in it) refuses before anything is read;
+    # eval and query, which read a run without writing, meet the bounded reader's refusal (tests below).
     one_error(run_measured(resume_cmd(run)),
-              f"{complete}: a symbolic link, refused (checkpoint metadata is read only from a regular file); "
-              f"the checkpoint is incomplete (no intact checkpoint in {run / 'checkpoints'})")
+              f"{complete}: is a symbolic link; refusing to write through it (remove it, or write elsewhere)")
+    m = run_measured([PY, "-m", "unimodal_free.eval", "--checkpoint", str(complete.parent), "--data", setup["shards"][0]])
+    assert m.rc == 2 and len(m.err_lines()) == 1 and m.peak_mb < PEAK_MB, (m.rc, m.err[-2000:], m.peak_mb)
+    assert m.err_lines()[0].startswith(f"error: {complete}: a symbolic link, refused"), m.err_lines()
 
 
 def test_resume_refuses_a_sparse_gigabyte_trainer_state_that_complete_vouches_for(setup, tmp_path):

@@ -3,7 +3,8 @@
 One subprocess measures every bomb through the eval reader (the decode path
 training and query share), and the tar-header bombs also through the training
 reader and the tokenizer trainer (``READERS``): before each, the peak-RSS mark is reset
-(/proc/self/clear_refs = 5), then extra = VmHWM - VmRSS before. A watchdog ends
+(/proc/self/clear_refs = 5), then extra = VmHWM - that mark, in MB, rounded and never negative
+(helpers.peak_extra_mb). A watchdog ends
 a bomb that passes 2.5 GB so a regression cannot take the machine down.
 
     python tests/test_hostile_memory.py DIR [BOMB...]   # prints the figures the README quotes
@@ -172,6 +173,7 @@ def measure(root: Path, only: list[str]) -> None:
     import threading
 
     import unimodal_free.data.loader  # noqa: F401  imported (torch and all) before any peak mark is reset
+    from helpers import peak_extra_mb
     from unimodal_free.config import config_from_dict
     from unimodal_free.data.tokenizer import SentencePieceTokenizer, train_tokenizer
 
@@ -199,10 +201,10 @@ def measure(root: Path, only: list[str]) -> None:
             if only and label not in only:
                 continue
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            base = _status_kb("VmRSS")
+            base = _status_kb("VmHWM")  # the mark just set: the peak below is measured from it
             current.update(name=label, base=base)
             result = readers[reader](cfg, tok, shard_dir)
-            extra = (_status_kb("VmHWM") - base) // 1024
+            extra = peak_extra_mb(base, _status_kb("VmHWM"))
             current.clear()
             print(json.dumps({"name": label, "extra_mb": extra, **result, "base_mb": base // 1024}), flush=True)
 

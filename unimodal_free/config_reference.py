@@ -16,6 +16,7 @@ import typing
 from typing import Any, Iterator, Optional
 
 from unimodal_free.config import Config, Source
+from unimodal_free.config.budget import MAX_ACTIVATION_BYTES, MAX_PARAMETERS
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 COMMAND = "python -m unimodal_free.config_reference > docs/CONFIG.md"
@@ -74,6 +75,17 @@ def markdown() -> str:
         "with exit code 2 and one line naming the dotted key. *fixed on resume*: the key cannot change when "
         "a run resumes from a checkpoint (*partly*: see the description). The shipped configs are in "
         "`unimodal_free/configs/` (`configs/` in a checkout).",
+        "",
+        "**Bounds and budgets.** Every integer key has an upper bound (*accepts*), far above any real run, so "
+        "a config from anyone (a `--set`, a model folder's `config.json`, an export's metadata) is refused "
+        "before anything is built from it. Together the keys must also fit two budgets, computed from the "
+        f"numbers alone in `unimodal_free/config/budget.py`: at most {MAX_PARAMETERS:.0e} model parameters "
+        "(counted exactly, the text embedding with the tokenizer's vocabulary once it is known; a "
+        "1B-parameter model passes) and at most "
+        f"{MAX_ACTIVATION_BYTES >> 40} TiB of activations per micro-batch (an upper estimate: fp32, every row "
+        "in `objective.num_views` views plus the teacher pass, through the cross-attention over its most "
+        "elements and every latent block). Training checks them before any process starts; "
+        "`unimodal_free.load`, eval and query before any weight is read or tensor allocated.",
         "",
     ]
     for f in dataclasses.fields(Config):

@@ -14,6 +14,7 @@ so every other part may import it.
 from unimodal_free.config.loading import (
     CONFIG_DIR,
     config_from_dict,
+    config_json,
     config_to_dict,
     load_config,
     parse_override,
@@ -33,10 +34,10 @@ from unimodal_free.config.sections import (
     Source,
     TrainConfig,
 )
-from unimodal_free.config.validation import fixed_on_resume, validate
+from unimodal_free.config.validation import as_data, check_budget, fixed_on_resume, validate
 
 __all__ = [
-    "CONFIG_DIR", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "LogConfig",
+    "CONFIG_DIR", "as_data", "check_budget", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "LogConfig",
     "MaskingConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "Source", "TrainConfig", "config_from_dict",
-    "config_to_dict", "fixed_on_resume", "load_config", "option", "parse_override", "save_config", "validate",
+    "config_json", "config_to_dict", "fixed_on_resume", "load_config", "option", "parse_override", "save_config", "validate",
 ]

@@ -139,10 +139,15 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_json(cfg: Config) -> str:
+    """The resolved config as the JSON text of a run's ``config.json``."""
+    return json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n"
+
+
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     """Write the resolved config as JSON (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(config_json(cfg))
     tmp.replace(path)

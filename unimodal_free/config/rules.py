@@ -68,6 +68,19 @@ def positive(value: Any) -> Optional[str]:
     return _finite(value) or (None if value > 0 else f"must be > 0, got {value}")
 
 
+def count(low: int, high: int) -> Rule:
+    """An integer in [low, high]: every integer key has an upper bound, so a hostile value (``10**23`` rows per
+    micro-batch, ``10**4`` blocks) is refused here, before anything is built from it. Below ``low`` it says what
+    ``positive`` / ``at_least`` say."""
+    lower = positive if low == 1 else at_least(low)
+
+    @_described(f"in [{low}, {high:_}]")
+    def rule(value):
+        return lower(value) or (None if value <= high else f"must be <= {high:_}, got {value}")
+
+    return rule
+
+
 def one_of(*choices: Any) -> Rule:
     @_described("one of " + ", ".join(json.dumps(c) for c in choices))
     def rule(value):

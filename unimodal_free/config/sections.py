@@ -12,6 +12,7 @@ from typing import Any
 
 from unimodal_free.config.rules import (
     anything,
+    count,
     at_least,
     each,
     in_range,
@@ -23,28 +24,35 @@ from unimodal_free.config.rules import (
 )
 from unimodal_free.modalities import MODALITY
 
+# Upper bounds of integer keys (config/rules.count): far above any real run, far below what would exhaust a
+# machine before the budgets (config/budget.py) are even computed. docs/CONFIG.md shows each key's.
+WIDTH = 1 << 16  # widths, heads, latents, spans
+DEPTH = 512  # blocks of a stack
+ROWS = 1 << 16  # rows per micro-batch, micro-batches per step
+MANY = 10**12  # steps, samples and counters
+
 
 @dataclass
 class ModelConfig:
     """The network's shape. Every key but ``dropout`` and ``activation_checkpointing`` shapes the
     weights or what they mean, so it is fixed on resume."""
 
-    d_model: int = option(256, positive, fixed=True, help="Width of every latent and of the shared element projection.")
-    num_latents: int = option(64, positive, fixed=True,
+    d_model: int = option(256, count(1, WIDTH), fixed=True, help="Width of every latent and of the shared element projection.")
+    num_latents: int = option(64, count(1, WIDTH), fixed=True,
                               help="N: the fixed-size latent array every input is squeezed into.")
-    num_blocks: int = option(6, positive, fixed=True,
+    num_blocks: int = option(6, count(1, DEPTH), fixed=True,
                              help="L: shared latent self-attention blocks after the cross-attention.")
-    num_heads: int = option(4, positive, fixed=True,
+    num_heads: int = option(4, count(1, WIDTH), fixed=True,
                             help="Attention heads of the latent self-attention blocks (must divide model.d_model).")
-    cross_heads: int = option(1, positive, fixed=True,
+    cross_heads: int = option(1, count(1, WIDTH), fixed=True,
                               help="Attention heads of the element-to-latent cross-attention (must divide model.d_model).")
-    mlp_ratio: float = option(4.0, positive, fixed=True, help="Hidden width of every MLP as a multiple of model.d_model.")
-    fourier_bands: int = option(16, positive, fixed=True,
+    mlp_ratio: float = option(4.0, in_range(0, 64, low_open=True), fixed=True, help="Hidden width of every MLP as a multiple of model.d_model.")
+    fourier_bands: int = option(16, count(1, 4096), fixed=True,
                                 help="Fourier position features per coordinate axis (sin and cos of each band).")
     fourier_max_freq: float = option(64.0, at_least(2), fixed=True,
                                      help="The highest Fourier frequency is fourier_max_freq / 2: it resolves that "
                                           "many positions per axis.")
-    text_embed_dim: int = option(128, positive, fixed=True,
+    text_embed_dim: int = option(128, count(1, WIDTH), fixed=True,
                                  help="Width of the text token embedding before padding to the common element width.")
     dropout: float = option(0.0, in_range(0, 1, high_open=True), help="Dropout in the attention and MLP blocks.")
     standardize_values: bool = option(False, anything, fixed=True,
@@ -91,53 +99,53 @@ class DataConfig:
                             help="\"bytes\" (UTF-8, no tokenizer), a sentencepiece .model path, or \"demo\" (the "
                                  "tokenizer trained with the demo data). Resume compares the tokenizer itself "
                                  "(sha256), not its path.")
-    image_size: int = option(64, positive, help="Images are resized and centre-cropped to this many pixels a side.")
-    patch_size: int = option(8, positive, fixed=True,
+    image_size: int = option(64, count(1, 8192), help="Images are resized and centre-cropped to this many pixels a side.")
+    patch_size: int = option(8, count(1, 8192), fixed=True,
                              help="Image patch side in pixels: one image element per patch (must divide "
                                   "data.image_size).")
-    sample_rate: int = option(16000, at_least(100), fixed=True,
+    sample_rate: int = option(16000, count(100, 768_000), fixed=True,
                               help="Speech is resampled to this rate (Hz); at least 100 so the 10 ms hop is one "
                                    "sample or more.")
-    n_mels: int = option(64, positive, fixed=True, help="Log-mel bands per speech frame.")
-    frames_per_element: int = option(4, positive, fixed=True,
+    n_mels: int = option(64, count(1, 4096), fixed=True, help="Log-mel bands per speech frame.")
+    frames_per_element: int = option(4, count(1, 10**5), fixed=True,
                                      help="Log-mel frames (10 ms hop each) stacked into one speech element.")
-    max_speech_seconds: float = option(6.0, positive, fixed=True,
+    max_speech_seconds: float = option(6.0, in_range(0, 3600, low_open=True), fixed=True,
                                        help="Longer speech is cut to this; also the time that speech coordinate 1 "
                                             "means.")
-    max_text_tokens: int = option(64, positive, fixed=True,
+    max_text_tokens: int = option(64, count(1, 10**6), fixed=True,
                                   help="Longer captions are cut to this many tokens; also the index that text "
                                        "coordinate 1 means.")
     split_pairs: bool = option(True, anything,
                                help="Split multi-modality samples into unimodal rows (the pair id is kept for "
                                     "alignment).")
-    num_workers: int = option(1, at_least(0), fixed=True,
+    num_workers: int = option(1, count(0, 1024), fixed=True,
                               help="DataLoader worker processes per rank. Fixed on resume: the data position is "
                                    "counted per worker.")
-    shuffle_buffer: int = option(500, at_least(0), help="Samples in the shuffle buffer; 0 or 1: no shuffling.")
-    epoch_samples: int = option(100000, positive,
+    shuffle_buffer: int = option(500, count(0, 10**8), help="Samples in the shuffle buffer; 0 or 1: no shuffling.")
+    epoch_samples: int = option(100000, count(1, MANY),
                                 help="A nominal epoch in rows over all ranks: the training stream is infinite "
                                      "(resampled), so this only scales the logged train/epoch = samples seen / "
                                      "epoch_samples.")
-    bucket_boundaries: list[int] = option(rule=each(positive, increasing=True),
+    bucket_boundaries: list[int] = option(rule=each(count(1, 10**7), increasing=True),
                                           factory=lambda: [16, 32, 64, 128, 256, 512],
                                           help="Element-count bucket boundaries used when batching (per modality); "
                                                "[]: no bucketing.")
-    max_member_bytes: int = option(32 << 20, positive,
+    max_member_bytes: int = option(32 << 20, count(1, 1 << 36),
                                    help="Bounded cost per sample (hostile or broken files): a tar member larger than "
                                         "this is refused unread (counted). 32 MiB holds a 40-megapixel JPEG or 15 "
                                         "min of 16 kHz WAV, and the shuffle buffer keeps up to data.shuffle_buffer "
                                         "samples in memory at once.")
-    max_caption_lines: int = option(16, positive,
+    max_caption_lines: int = option(16, count(1, 10**6),
                                     help="Captions kept per text member (eval makes one row per caption; COCO has "
                                          "5-7).")
-    max_caption_chars: int = option(8192, positive,
+    max_caption_chars: int = option(8192, count(1, 10**9),
                                     help="Characters of a caption kept before tokenizing: far more than "
                                          "data.max_text_tokens pieces span (a sentencepiece piece is at most 16 "
                                          "characters), far less than a 50 MB line.")
     read_timeout_s: float = option(60.0, positive,
                                    help="A source (pipe:, http) that sends no byte for this long is a stalled shard: "
                                         "skipped, counted.")
-    max_skips_in_row: int = option(20000, positive,
+    max_skips_in_row: int = option(20000, count(1, MANY),
                                    help="This many skipped samples in a row with no decodable one between them stop "
                                         "the run (exit 2, naming sources and reasons): twice the shard writer's "
                                         "default shard, so one broken shard alone never trips it, while a source "
@@ -158,11 +166,11 @@ class MaskingConfig:
     image_inverse_block: bool = option(_IMAGE.inverse_default, anything,
                                        help="Inverse block masking (data2vec 2.0): blocks are kept, the rest "
                                             "masked.")
-    image_block: int = option(_IMAGE.block_default, positive, help="Side of an image mask block, in patches.")
+    image_block: int = option(_IMAGE.block_default, count(1, WIDTH), help="Side of an image mask block, in patches.")
     speech_ratio: float = option(_SPEECH.ratio_default, _RATIO, help="Share of speech elements masked per row.")
-    speech_span: int = option(_SPEECH.block_default, positive, help="Length of a masked speech span, in elements.")
+    speech_span: int = option(_SPEECH.block_default, count(1, WIDTH), help="Length of a masked speech span, in elements.")
     text_ratio: float = option(_TEXT.ratio_default, _RATIO, help="Share of text tokens masked per row.")
-    text_span: int = option(_TEXT.block_default, positive, help="Length of a masked text span, in tokens.")
+    text_span: int = option(_TEXT.block_default, count(1, WIDTH), help="Length of a masked text span, in tokens.")
 
 
 @dataclass
@@ -172,14 +180,14 @@ class ObjectiveConfig:
     target_space: str = option("latents", one_of("latents", "elements"), fixed=True,
                                help="\"latents\": regress the teacher's latent array slot by slot; \"elements\": "
                                     "regress per-element targets at the masked positions.")
-    top_k: int = option(4, positive,
+    top_k: int = option(4, count(1, DEPTH),
                         help="Teacher blocks whose outputs are averaged into the targets (at most "
                              "model.num_blocks).")
     instance_norm: bool = option(True, anything, help="Instance-normalise each of the top-K block outputs first.")
     final_layer_norm: bool = option(False, anything, help="Layer-normalise the averaged targets.")
     loss: str = option("mse", one_of("mse", "smooth_l1"), help="Regression loss, scaled by 1/sqrt(d_model).")
     smooth_l1_beta: float = option(0.25, at_least(0), help="Beta of the smooth L1 loss.")
-    num_views: int = option(4, positive, help="R masked views per sample sharing one teacher pass.")
+    num_views: int = option(4, count(1, 1024), help="R masked views per sample sharing one teacher pass.")
     modality_weights: dict[str, float] = option(rule=per_modality(at_least(0)), factory=dict,
                                                 help="Weight of each modality's data2vec loss (missing modalities: "
                                                      "1.0). Each modality's loss is the mean over its own rows on all "
@@ -187,17 +195,17 @@ class ObjectiveConfig:
                                                      "modalities present: a modality in 5% of the rows trains as "
                                                      "much as one in 90%. Lower a rare modality's weight if it "
                                                      "overfits.")
-    predictor_blocks: int = option(2, at_least(0), fixed=True,
+    predictor_blocks: int = option(2, count(0, DEPTH), fixed=True,
                                    help="Latent blocks of the student's predictor (target_space \"latents\").")
     ema_start: float = option(0.999, in_range(0, 1, low_open=True), help="Teacher EMA decay at step 0.")
     ema_end: float = option(0.9999, in_range(0, 1, low_open=True),
                             help="Teacher EMA decay after objective.ema_anneal_steps (linear in between).")
-    ema_anneal_steps: int = option(1000, at_least(0), help="Applied steps over which the EMA decay anneals.")
+    ema_anneal_steps: int = option(1000, count(0, MANY), help="Applied steps over which the EMA decay anneals.")
     align_weight: float = option(1.0, at_least(0), fixed=lambda weight: weight > 0,
                                  help="Weight of the symmetric InfoNCE loss between paired modalities; 0 turns it "
                                       "off and drops its head (on/off is fixed on resume, the weight itself may "
                                       "change).")
-    align_dim: int = option(128, positive, fixed=True, help="Width of the alignment projection.")
+    align_dim: int = option(128, count(1, WIDTH), fixed=True, help="Width of the alignment projection.")
     align_input: str = option("masked", one_of("masked", "full"),
                               help="Student latents pooled for alignment: \"masked\" = mean over the R masked views "
                                    "(no extra compute); \"full\" = one more student pass on the unmasked input.")
@@ -207,9 +215,9 @@ class ObjectiveConfig:
                                         "below this after the warm-up (fairseq: 0.1).")
     min_pred_std: float = option(0.01, at_least(0),
                                  help="Collapse guard: the same for the predictions (fairseq: 0.01).")
-    collapse_warmup_steps: int = option(5000, at_least(0),
+    collapse_warmup_steps: int = option(5000, count(0, MANY),
                                         help="Steps before the collapse guard judges (fairseq: 5k updates).")
-    collapse_min_rows: int = option(8, at_least(2),
+    collapse_min_rows: int = option(8, count(2, MANY),
                                     help="The guard judges a modality only when the log interval gave it at least "
                                          "this many rows over all ranks: the across-sample std of 1 row is 0 and of "
                                          "none undefined, which is no collapse; with >= 8 rows it is far from 0 "
@@ -226,7 +234,7 @@ class OptimConfig:
     betas: list[float] = option(rule=each(in_range(0, 1, high_open=True), length=2), factory=lambda: [0.9, 0.98],
                                 help="AdamW betas.")
     eps: float = option(1e-6, positive, help="AdamW epsilon.")
-    warmup_steps: int = option(50, at_least(0), help="Linear learning-rate warm-up steps.")
+    warmup_steps: int = option(50, count(0, MANY), help="Linear learning-rate warm-up steps.")
     grad_clip: float = option(1.0, at_least(0), help="Gradient norm clipping; 0: no clipping.")
 
 
@@ -234,21 +242,21 @@ class OptimConfig:
 class TrainConfig:
     """The run: length, batch, output, checkpoints and precision."""
 
-    max_steps: int = option(600, positive, help="Optimizer steps of the run.")
-    micro_batch_size: int = option(32, positive,
+    max_steps: int = option(600, count(1, MANY), help="Optimizer steps of the run.")
+    micro_batch_size: int = option(32, count(1, ROWS),
                                    help="Rows per rank per micro-batch (a row is one modality of a sample; "
                                         "train batch = micro x grad_accum x ranks).")
-    grad_accum: int = option(1, positive, help="Micro-batches accumulated per optimizer step.")
+    grad_accum: int = option(1, count(1, ROWS), help="Micro-batches accumulated per optimizer step.")
     seed: int = option(0, in_range(0, 2**32, high_open=True), help="Seed of weights, masks and the data order.")
     output_dir: str = option("runs/joint", not_empty,
                              help="The run directory: resolved config, checkpoints, TensorBoard events, export.")
     resume: str = option("", anything,
                          help="\"\": fresh run; \"auto\": the latest good checkpoint in train.output_dir if any; or "
                               "a checkpoint path.")
-    checkpoint_every: int = option(200, positive, help="Steps between checkpoints.")
-    keep_last: int = option(2, positive, help="Checkpoints kept; older ones are deleted.")
-    log_every: int = option(10, positive, help="Steps between logged (and rank-reduced) metrics.")
-    max_nonfinite_in_row: int = option(5, positive,
+    checkpoint_every: int = option(200, count(1, MANY), help="Steps between checkpoints.")
+    keep_last: int = option(2, count(1, 10**6), help="Checkpoints kept; older ones are deleted.")
+    log_every: int = option(10, count(1, MANY), help="Steps between logged (and rank-reduced) metrics.")
+    max_nonfinite_in_row: int = option(5, count(1, MANY),
                                        help="This many skipped non-finite steps in a row save a checkpoint and stop "
                                             "the run (exit 4).")
     precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True,
@@ -265,8 +273,8 @@ class TrainConfig:
 class EvalConfig:
     """The periodic retrieval eval on the held-out sources."""
 
-    every: int = option(200, at_least(0), help="Steps between retrieval evals; 0: no periodic eval.")
-    max_samples: int = option(1000, positive, help="Held-out samples read per eval.")
+    every: int = option(200, count(0, MANY), help="Steps between retrieval evals; 0: no periodic eval.")
+    max_samples: int = option(1000, count(1, 10**9), help="Held-out samples read per eval.")
     model: str = option("teacher", one_of("teacher", "student"), help="Which weights embed the held-out samples.")
     pooling: str = option("mean", one_of("mean"), help="How the final latents become one embedding.")
     max_time_share: float = option(0.2, in_range(0, 1),
@@ -276,7 +284,7 @@ class EvalConfig:
                                      "modality and label field (5-fold cross-validated inside the held-out set, k=20, "
                                      "T=0.07) and zero-shot top-1 (class prompts embedded as text; the demo's fields "
                                      "only), logged as val/{m}_{field}_knn_top1 and val/{m}_{field}_zeroshot_top1.")
-    min_queries: int = option(20, positive,
+    min_queries: int = option(20, count(1, 10**9),
                               help="A retrieval direction with fewer queries (held-out pairs that have both "
                                    "modalities) is flagged too small to read: with 20 queries one hit moves R@k by 5 "
                                    "points.")
@@ -299,7 +307,7 @@ class DeepSpeedConfig:
                              help="ZeRO stage. Fixed on resume but for 1 <-> 2: DeepSpeed writes other checkpoint "
                                   "files without ZeRO and under ZeRO-3 (ZeRO-1 and -2 share one optimizer and its "
                                   "files).")
-    ema_gather_numel: int = option(1 << 25, positive,
+    ema_gather_numel: int = option(1 << 25, count(1, 1 << 40),
                                    help="ZeRO-3: the EMA update gathers the partitioned student in chunks of at most "
                                         "this many elements (one chunk in memory at a time, not a second full copy of "
                                         "the model).")

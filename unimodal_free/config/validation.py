@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Iterator
 
+from unimodal_free.config.budget import over_budget
 from unimodal_free.config.rules import ConfigError, anything
 from unimodal_free.config.sections import Config
 from unimodal_free.modalities import HOP_SECONDS, N_FFT_SECONDS
@@ -51,13 +53,32 @@ def iter_options(obj: Any, path: str) -> Iterator[tuple[str, Any, dataclasses.Fi
 
 
 def validate(cfg: Config) -> None:
-    """Every field's rule, then the rules between fields; the first failure raises, naming its path."""
+    """Every field's rule, the rules between fields, then the parameter and activation budgets (config/budget.py,
+    vocabulary unknown); the first failure raises, naming its path."""
     for where, value, f in iter_options(cfg, ""):
         if (err := f.metadata.get("rule", anything)(value)) is not None:
             raise ConfigError(f"{where}: {err}")
     for where, holds, err in relations(cfg):
         if not holds:
             raise ConfigError(f"{where}: {err}")
+    check_budget(cfg)
+
+
+def check_budget(cfg: Config, vocab_size: int = 0) -> None:
+    """ConfigError naming the section when ``cfg`` builds too many parameters or activations (``vocab_size``:
+    the tokenizer's, once known)."""
+    for where, err in over_budget(cfg, vocab_size):
+        raise ConfigError(f"{where}: {err}")
+
+
+SHOWN_CHARS = 200  # a stored value longer than this as JSON is cut in messages
+
+
+def as_data(value: Any) -> str:
+    """A value for a message or log line as JSON: quoted, every control and non-ASCII character escaped, cut
+    at SHOWN_CHARS (a checkpoint's stored config may be anyone's; it must read as data, one line)."""
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
 
 def fixed_on_resume(before: dict[str, Any], cfg: Config) -> list[str]:
@@ -75,6 +96,6 @@ def fixed_on_resume(before: dict[str, Any], cfg: Config) -> list[str]:
             continue  # a key newer than the checkpoint: nothing to compare with
         same = node == value if fixed is True else fixed(node) == fixed(value)
         if not same:
-            out.append(f"{where}: {node!r} -> {value!r}")
+            out.append(f"{where}: {as_data(node)} -> {as_data(value)}")
     return out
 

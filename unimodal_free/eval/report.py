@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unimodal_free.eval.retrieval import KS
+from unimodal_free.run_dir import RunDir
 
 # Per-direction scalars worth a TensorBoard curve; named as open_clip's get_clip_metrics names them
 # ("image_to_text_R@1", fractions; "_mean_rank", "_median_rank", 1-based).
@@ -91,10 +92,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    """Write ``obj`` as indented JSON, atomically (a reader never sees half a file), never through a link
+    planted at its temporary name (``RunDir``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    RunDir(path.parent).write_atomic(path, json.dumps(obj, indent=2) + "\n")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from unimodal_free.bounded_read import BoundedReadError, open_bounded, read_json_bounded, read_text_bounded
+from unimodal_free.config import as_data
 from unimodal_free.store.export import EXPORT_NAME
 
 LATEST = "latest"
@@ -100,12 +101,26 @@ def _entry(value: Any) -> tuple[Optional[int], Optional[str]]:
     return (value if isinstance(value, int) else None), None
 
 
+def _inside(rel: str) -> bool:
+    """A manifest name that stays inside its checkpoint folder (no absolute path, no ``..``)."""
+    parts = Path(rel).parts
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts
+
+
+def _named(tag_dir: Path, rel: str) -> str:
+    """A manifest name in a message: as is when plain, else JSON-escaped (the manifest may be anyone's;
+    a newline in a name must not forge a line of log.txt)."""
+    return str(tag_dir / rel) if rel.isprintable() and rel.isascii() else f"{tag_dir}/{as_data(rel)}"
+
+
 def is_complete(tag_dir: Path) -> bool:
     """COMPLETE exists and every file it lists is there with its recorded size (no hashing: cheap)."""
     manifest = read_manifest(tag_dir)
     if manifest is None:
         return False
     for rel, value in manifest["files"].items():
+        if not _inside(rel):
+            return False
         f = Path(tag_dir) / rel
         if not f.is_file() or f.stat().st_size != _entry(value)[0]:
             return False
@@ -133,17 +148,19 @@ def verify(tag_dir: Path, only: Optional[list[str]] = None) -> dict[str, Any]:
         raise CheckpointError(f"{exc}; the checkpoint is incomplete") from None
     files = manifest["files"]
     for rel in only if only is not None else sorted(files):
-        path = tag_dir / rel
+        path = _named(tag_dir, rel)
+        if not _inside(rel):
+            raise CheckpointError(f"{path}: {COMPLETE} lists a file outside the checkpoint")
         if rel not in files:
             raise CheckpointError(f"{path}: not listed in {tag_dir / COMPLETE}")
         size, digest = _entry(files[rel])
-        if not path.is_file():
+        if not (tag_dir / rel).is_file():
             raise CheckpointError(f"{path}: missing (listed in {COMPLETE})")
-        if path.stat().st_size != size:
-            raise CheckpointError(f"{path}: {path.stat().st_size} bytes, {COMPLETE} lists {size}")
+        if (tag_dir / rel).stat().st_size != size:
+            raise CheckpointError(f"{path}: {(tag_dir / rel).stat().st_size} bytes, {COMPLETE} lists {size}")
         if digest is None:
             raise CheckpointError(f"{path}: {COMPLETE} lists no sha256 (written by an older unimodal_free)")
-        if file_sha256(path) != digest:
+        if file_sha256(tag_dir / rel) != digest:
             raise CheckpointError(f"{path}: sha256 differs from {COMPLETE} (the file is corrupt or was altered)")
     return manifest
 

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from unimodal_free.bounded_read import open_bounded
-from unimodal_free.config import Config, config_from_dict
+from unimodal_free.config import Config, ConfigError, config_from_dict
 
 EXPORT_NAME = "model.safetensors"
 FORMAT = "unimodal_free/1"
@@ -50,13 +50,19 @@ def read_export(path: Path) -> LoadedWeights:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
     if meta.get("format") != FORMAT or "config" not in meta:
         raise ValueError(f"{path}: not a unimodal_free export (metadata format={meta.get('format')!r})")
+    try:  # the stored config first: its bounds and budgets refuse a hostile one before a tensor is read
+        cfg = config_from_dict(json.loads(meta["config"]))
+    except (ConfigError, ValueError) as exc:
+        raise ValueError(f"{path}: stored config: {exc}") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from None
     student, teacher = _split(tensors)
-    cfg = config_from_dict(json.loads(meta["config"]))
     step = int(meta["step"]) if "step" in meta else None
     tokenizer_ref = json.loads(meta.get("tokenizer", "{}"))
     if tokenizer_ref.get("path") and not os.path.isabs(tokenizer_ref["path"]):

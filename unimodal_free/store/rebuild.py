@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 from unimodal_free.batch import modality_specs
+from unimodal_free.config import ConfigError, check_budget
 from unimodal_free.data.sources import tokenizer_spec
 from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
 from unimodal_free.model import build_model
@@ -45,6 +46,10 @@ def load_model(weights, which: str, vocab_size: int, checkpoint: str) -> torch.n
     state = getattr(weights, which)
     if not state:
         raise EvalError(f"checkpoint {checkpoint}: holds no {which} weights")
+    try:  # with the tokenizer's vocabulary now: the text embedding counts too
+        check_budget(weights.cfg, vocab_size)
+    except ConfigError as exc:
+        raise EvalError(f"{weights.source or checkpoint}: stored config: {exc}") from None
     model = build_model(weights.cfg.model, weights.cfg.objective, modality_specs(weights.cfg.data, vocab_size))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from unimodal_free.run_dir import RunDir
 from unimodal_free.store import signing
 from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, LATEST, TRAINER_STATE, CheckpointError,
                                              complete_tags, file_sha256, is_complete, latest_tag, read_pointer,
@@ -43,36 +44,14 @@ from unimodal_free.train.export import gathered_state_dict, save_export
 from unimodal_free.train.state import TrainerState
 
 
-def _fsync_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically and durably."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+class CheckpointSaveError(CheckpointError):
+    """Writing a checkpoint failed (a full disk, an I/O error); its partial folder is removed."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def mark_complete(tag_dir: Path, step: int, writer: Optional[RunDir] = None) -> None:
+    """Write COMPLETE listing every file of ``tag_dir`` with size and sha256, signed (call after all ranks wrote).
 
-
-def _torch_save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def mark_complete(tag_dir: Path, step: int) -> None:
-    """Write COMPLETE listing every file of ``tag_dir`` with size and sha256, signed (call after all ranks wrote)."""
+    ``writer``: the run directory's (default: one rooted at the checkpoints folder)."""
     files = {
         str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(tag_dir.rglob("*"))
@@ -85,12 +64,15 @@ def mark_complete(tag_dir: Path, step: int) -> None:
               file=sys.stderr, flush=True)
     else:
         manifest["signature"] = signature
-    _fsync_write(tag_dir / COMPLETE, json.dumps(manifest, indent=1) + "\n")
+    (writer or RunDir(tag_dir.parent)).write_atomic(tag_dir / COMPLETE, json.dumps(manifest, indent=1) + "\n")
 
 
-def point_latest(root: Path, tag: str) -> None:
+def point_latest(root: Path, tag: str, writer: Optional[RunDir] = None) -> None:
     """Swap the ``latest`` pointer atomically (tmp + fsync + os.replace)."""
-    _fsync_write(Path(root) / LATEST, tag + "\n")
+    (writer or RunDir(root)).write_atomic(Path(root) / LATEST, tag + "\n")
+
+
+FULL_DISK_BYTES = 64 << 20  # free space under this after a failed save: say the disk is full
 
 
 def rank_state_name(rank: int) -> str:
@@ -103,6 +85,7 @@ class CheckpointManager:
     def __init__(self, run_dir: str | Path, keep_last: int = 2, callbacks: Optional[TrainerCallback] = None):
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
+        self.files = RunDir(self.run_dir)  # every write below: never through a link in the run directory
         self.keep_last = keep_last
         self.callbacks = callbacks if callbacks is not None else TrainerCallback()
 
@@ -122,27 +105,46 @@ class CheckpointManager:
         tag_dir = self.root / tag
         r = dist.rank()
         if r == 0:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if tag_dir.exists():  # leftovers of a crashed save of the same step
-                shutil.rmtree(tag_dir)
+            self.files.fresh_dir(tag_dir)  # leftovers of a crashed save of the same step go first
         dist.barrier()
-        engine.save_checkpoint(str(self.root), tag=tag, client_state={"trainer": asdict(state)}, save_latest=False)
-        tag_dir.mkdir(parents=True, exist_ok=True)
-        _torch_save_atomic(rank_state, tag_dir / rank_state_name(r))
-        student = gathered_state_dict(engine.module, engine.zero_optimization_stage() == 3, r)  # collective (ZeRO-3)
+        try:
+            self.files.makedirs(tag_dir)  # every rank: a real folder (DeepSpeed writes into it by path)
+            engine.save_checkpoint(str(self.root), tag=tag, client_state={"trainer": asdict(state)}, save_latest=False)
+            self.files.save_atomic(tag_dir / rank_state_name(r), lambda f: torch.save(rank_state, f))
+            student = gathered_state_dict(engine.module, engine.zero_optimization_stage() == 3, r)  # collective (ZeRO-3)
+            if r == 0:
+                # The engine trains 0-dim parameters as (1,) (ds_compat): store the model's shapes, as the teacher has.
+                student = {k: (v.reshape(teacher_state[k].shape) if k in teacher_state else v)
+                           for k, v in student.items()}
+                save_export(tag_dir / CONSOLIDATED, student, teacher_state, state.config, state.tokenizer, state.step,
+                            root=self.run_dir)
+                self.files.write_atomic(tag_dir / TRAINER_STATE, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
+            self.callbacks.on_checkpoint_files_written(tag_dir, state.step, r)
+            dist.barrier()  # every rank's files are on disk
+            if r == 0:
+                mark_complete(tag_dir, state.step, self.files)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: torch's zip writer on a full disk ("unexpected pos")
+            raise self._save_failed(tag_dir, exc) from None
         if r == 0:
-            # The engine trains 0-dim parameters as (1,) (ds_compat): store the model's shapes, as the teacher has.
-            student = {k: (v.reshape(teacher_state[k].shape) if k in teacher_state else v) for k, v in student.items()}
-            save_export(tag_dir / CONSOLIDATED, student, teacher_state, state.config, state.tokenizer, state.step)
-            _fsync_write(tag_dir / TRAINER_STATE, json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
-        self.callbacks.on_checkpoint_files_written(tag_dir, state.step, r)
-        dist.barrier()  # every rank's files are on disk
-        if r == 0:
-            mark_complete(tag_dir, state.step)
-            point_latest(self.root, tag)
+            point_latest(self.root, tag, self.files)
             self.prune()
         dist.barrier()
         return tag_dir
+
+    def _save_failed(self, tag_dir: Path, exc: BaseException) -> CheckpointSaveError:
+        """Remove the partial ``tag_dir`` (``latest`` still names the last complete checkpoint) and say so."""
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        self.files.remove(tag_dir)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:200]
+        if free is not None and free < FULL_DISK_BYTES:  # torch's own words there: "unexpected pos 2627072 vs ..."
+            reason = f"the disk is full: {free} bytes free"
+        resume = self.latest_tag()
+        return CheckpointSaveError(
+            f"{tag_dir}: saving the checkpoint failed ({reason}); the partial folder is removed, "
+            f"{self.root / resume if resume else 'no checkpoint'} is the resume point")
 
     def prune(self) -> None:
         """Keep the newest ``keep_last`` complete checkpoints (and always ``latest``); drop stale partial ones."""
@@ -160,7 +162,7 @@ class CheckpointManager:
                 continue
             # Incomplete dirs newer than latest may be a save in progress elsewhere; leave those.
             if p.name in complete or s < newest:
-                shutil.rmtree(p, ignore_errors=True)
+                self.files.remove(p)
 
     def remove_incomplete_after(self, step: int) -> None:
         """On resume: partial checkpoints from the crashed run would otherwise linger."""
@@ -169,12 +171,18 @@ class CheckpointManager:
         for p in self.root.iterdir():
             s = step_of(p.name)
             if p.is_dir() and s is not None and s > step and not is_complete(p):
-                shutil.rmtree(p, ignore_errors=True)
+                self.files.remove(p)
 
     # ---------------------------------------------------------------- loading
     @staticmethod
     def read_state(tag_dir: Path) -> TrainerState:
-        return TrainerState.from_dict(read_trainer_state(tag_dir))
+        """The checkpoint's trainer_state.json; CheckpointError naming the file when it is not one we wrote."""
+        state = read_trainer_state(tag_dir)  # bounded read: missing, too large, not a JSON object
+        try:
+            return TrainerState.from_dict(state)
+        except ValueError as exc:  # a field of the wrong type or range
+            path = Path(tag_dir) / TRAINER_STATE
+            raise CheckpointError(f"{path}: not a trainer state ({' '.join(str(exc).split())[:200]})") from None
 
     def load(self, engine, tag_dir: Path, trust: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
         """Collective: restore the engine; return trainer state, teacher state_dict and this rank's state.

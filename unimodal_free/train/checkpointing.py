@@ -12,11 +12,13 @@ from typing import Optional
 
 import torch
 
-from unimodal_free.config import Config, config_to_dict, save_config
+from unimodal_free.config import Config, config_json, config_to_dict
+from unimodal_free.run_dir import RunDir
 from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.model_folder import CONFIG_NAME
 from unimodal_free.train.checkpoint import CheckpointManager
 from unimodal_free.train.cli import RunSetup, config_changes
 from unimodal_free.train.ds_compat import load_into, model_shapes
@@ -50,7 +52,7 @@ def restore_or_start(setup: RunSetup, manager: CheckpointManager, engine, teache
         if rank == 0:
             manager.remove_incomplete_after(state.step)
     if rank == 0:
-        save_config(cfg, setup.run_dir / "config.json")
+        RunDir(setup.run_dir).write_atomic(setup.run_dir / CONFIG_NAME, config_json(cfg))
     dist.barrier()
     return state, notes
 
@@ -93,9 +95,10 @@ class Checkpointing:
         if self.rank == 0:
             teacher = self.teacher_state()
             path = save_export(self.run_dir / EXPORT_NAME, student, teacher, state.config, self.tokenizer.reference,
-                               state.step)
+                               state.step, root=self.run_dir)
             self.logger.message(f"exported {path}")
-            folder = write_model_folder(self.run_dir / MODEL_DIR, teacher, cfg, self.tokenizer, state.step, summary)
+            folder = write_model_folder(self.run_dir / MODEL_DIR, teacher, cfg, self.tokenizer, state.step, summary,
+                                        root=self.run_dir)
             self.logger.message(f"model folder {folder} (unimodal_free.load({str(folder)!r}))")
         dist.barrier()
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from unimodal_free.config import Config, ConfigError, Source, config_to_dict, fixed_on_resume, load_config
+from unimodal_free.config import (Config, ConfigError, Source, as_data, check_budget, config_to_dict,
+                                  fixed_on_resume, load_config)
+from unimodal_free.run_dir import preflight
 from unimodal_free.train import ds_noise
 from unimodal_free.usage import EXIT_USAGE, ArgumentParser
 
@@ -23,6 +25,7 @@ EXIT_OK = 0
 # EXIT_USAGE (2): bad flag, config, data, tokenizer or resume target (unimodal_free/usage.py).
 EXIT_COLLAPSE = 3  # the collapse guard stopped the run
 EXIT_NONFINITE = 4  # too many non-finite steps in a row (a checkpoint was saved first)
+EXIT_SAVE_FAILED = 5  # a checkpoint could not be written (full disk); its partial folder was removed
 
 
 class SetupError(Exception):
@@ -107,6 +110,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         if not get_accelerator().is_bf16_supported():
             raise ConfigError(f"train.precision: bf16 is not supported on {get_accelerator().device_name()}; use fp32")
     run_dir = Path(cfg.train.output_dir).expanduser()
+    preflight(run_dir)  # writable, no link inside: every later write into it goes through RunDir
     notes: list[str] = []
 
     def say(message: str) -> None:
@@ -125,6 +129,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     except (ValueError, OSError, RuntimeError) as exc:
         raise SetupError(f"data.tokenizer: {cfg.data.tokenizer!r}: {exc}") from None
+    check_budget(cfg, tokenizer.vocab_size)  # the text embedding with the real vocabulary
     if state is not None:
         check_tokenizer_compatible(state.tokenizer, tokenizer.reference, f"resume from {resume_dir}")
         if state.world_size != world_size:
@@ -148,12 +153,15 @@ def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:
 
 
 def config_changes(old: dict, new: Config) -> list[str]:
-    """Dotted keys whose value differs between a checkpoint's config and this run's."""
+    """Dotted keys whose value differs between a checkpoint's config and this run's.
+
+    Values are written as JSON with every non-ASCII and control character escaped: the old ones come from a
+    checkpoint's file, which may be anyone's, and end up in log.txt and on the terminal."""
     out = []
     new_d = config_to_dict(new)
     for section, values in new_d.items():
         for key, value in values.items():
             before = (old.get(section) or {}).get(key, value)
             if before != value and f"{section}.{key}" != "train.resume":
-                out.append(f"{section}.{key}: {before!r} -> {value!r}")
+                out.append(f"{section}.{key}: {as_data(before)} -> {as_data(value)}")
     return out

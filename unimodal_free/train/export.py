@@ -9,12 +9,12 @@ safetensors alone: it never opens DeepSpeed's pickle files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
+from unimodal_free.run_dir import RunDir
 from unimodal_free.store.export import FORMAT
 
 
@@ -36,10 +36,14 @@ def save_export(
     config: dict[str, Any],
     tokenizer_ref: dict,
     step: int,
+    root: Optional[str | Path] = None,
 ) -> Path:
-    """Write the consolidated file atomically and durably (tmp + fsync + rename).
+    """Write the consolidated file atomically and durably, never through a link (``RunDir``).
 
     ``config``: the run's whole config as a dict (``config_to_dict``), stored as the file's metadata.
+    ``root``: the run directory ``path`` lies in (its folders are checked too); default ``path``'s folder.
+    The file is created by this process (mode 0o666 less the umask, as every other file of the run)
+    and safetensors fills it.
     """
     from safetensors.torch import save_file
 
@@ -52,33 +56,8 @@ def save_export(
         "tokenizer": json.dumps(tokenizer_ref, sort_keys=True),
         "step": str(step),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.chmod(tmp, file_mode())  # safetensors creates it 600, as a temp file
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    return path
-
-
-def file_mode() -> int:
-    """0o666 less the process umask: what ``open()`` gives any other file of the run (644 under umask 022)."""
-    return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """Read from /proc (Linux): setting it to read it back would let another thread (TensorBoard's writer)
-    create a file under the wrong umask in between."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    umask = os.umask(0o077)  # elsewhere: briefly the strictest value, never a looser one
-    os.umask(umask)
-    return umask
+    files = RunDir(path.parent if root is None else root)
+    return files.save_atomic_by_name(path, lambda name: save_file(tensors, name, metadata=metadata))
 
 
 def gathered_state_dict(module: torch.nn.Module, zero3: bool, rank: int) -> dict[str, Any]:

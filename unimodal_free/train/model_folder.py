@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +28,7 @@ from unimodal_free.batch import modality_specs
 from unimodal_free.config import Config, config_to_dict
 from unimodal_free.data.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
+from unimodal_free.run_dir import RunDir
 from unimodal_free.store.checkpoints import TRAINER_STATE, CheckpointError, read_trainer_state
 from unimodal_free.store.export import EXPORT_NAME, LoadedWeights
 from unimodal_free.store.model_folder import BYTES_NAME, CARD_NAME, CONFIG_NAME, MODEL_FORMAT, SPM_NAME
@@ -85,42 +85,32 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def write_model_folder(out: str | os.PathLike, teacher: dict[str, torch.Tensor], cfg: Config, tokenizer,
-                       step: int, summary: Optional[TrainingSummary] = None) -> Path:
-    """Build the folder beside ``out`` and rename it into place (an existing ``out`` is replaced)."""
+                       step: int, summary: Optional[TrainingSummary] = None,
+                       root: Optional[str | os.PathLike] = None) -> Path:
+    """Build the folder beside ``out`` and rename it into place (an existing ``out`` is replaced).
+
+    ``root``: the run directory ``out`` lies in (default ``out``'s parent); nothing is written through a link
+    found there (``RunDir``)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier attempt of this process id
-    tmp.mkdir()
+    files = RunDir(out.parent if root is None else root)
+    tmp = files.fresh_dir(out.with_name(f".{out.name}.tmp{os.getpid()}"))  # a crashed earlier attempt goes first
     ref = tokenizer.reference
     if ref["kind"] == "sentencepiece":
-        shutil.copyfile(ref["path"], tmp / SPM_NAME)  # copyfile: the bytes, not the source's mode
+        files.write_atomic(tmp / SPM_NAME, Path(ref["path"]).read_bytes())  # the bytes, not the source's mode
         local_ref = {**ref, "path": SPM_NAME}
     else:
-        _write_text(tmp / BYTES_NAME, json.dumps({"kind": ref["kind"], "vocab_size": tokenizer.vocab_size}) + "\n")
+        files.write_atomic(tmp / BYTES_NAME, json.dumps({"kind": ref["kind"], "vocab_size": tokenizer.vocab_size}) + "\n")
         local_ref = dict(ref)
     config = model_config(cfg, tokenizer, step)
-    _write_text(tmp / CONFIG_NAME, json.dumps(config, indent=2) + "\n")  # the facts first, the full config last
-    save_export(tmp / EXPORT_NAME, {}, teacher, config_to_dict(cfg), local_ref, step)
-    _write_text(tmp / CARD_NAME, model_card(config, cfg, summary or TrainingSummary(), str(out)))
+    files.write_atomic(tmp / CONFIG_NAME, json.dumps(config, indent=2) + "\n")  # the facts first, the full config last
+    save_export(tmp / EXPORT_NAME, {}, teacher, config_to_dict(cfg), local_ref, step, root=files.root)
+    files.write_atomic(tmp / CARD_NAME, model_card(config, cfg, summary or TrainingSummary(), str(out)))
     old = out.with_name(f".{out.name}.old{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if os.path.lexists(out):
+        files.replace(out, old)  # a rename moves the name (a link there is moved, never followed)
+    files.replace(tmp, out)
+    files.remove(old)
     return out
 
 

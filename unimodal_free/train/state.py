@@ -24,6 +24,25 @@ class TrainerState:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any) -> "TrainerState":
+        """The state a checkpoint stored; ValueError naming the first field that is not what the trainer writes
+        (a handed-over checkpoint's file is data: it must not end in a traceback deep in the resume)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        default = cls()
+        values = {}
+        for name in cls.__dataclass_fields__:
+            if name not in data:
+                continue
+            value, want = data[name], type(getattr(default, name))
+            ok = isinstance(value, want) and not isinstance(value, bool)
+            if want is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok:
+                raise ValueError(f"{name}: expected {want.__name__}, got {type(value).__name__}")
+            if name == "config" and not all(isinstance(s, dict) for s in value.values()):
+                raise ValueError("config: every section must be a JSON object")
+            if want is int and value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value}")
+            values[name] = value
+        return cls(**values)

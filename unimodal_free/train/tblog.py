@@ -21,7 +21,10 @@ from typing import Optional, TextIO
 
 from tqdm import tqdm
 
+from unimodal_free.run_dir import RunDir
+
 LOG_NAME = "log.txt"
+TB_DIR = "tb"
 
 
 def config_markdown(config: dict, provenance: dict) -> str:
@@ -48,12 +51,16 @@ class RunLogger:
         self.log_file: Optional[TextIO] = None
         if not self.enabled:
             return
-        self.log_file = open(Path(run_dir) / LOG_NAME, "a", encoding="utf-8", buffering=1)  # line-buffered
+        files = RunDir(run_dir)
+        self.log_file = files.open_append(files.root / LOG_NAME)  # line-buffered; never through a link
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
+            # The writer opens its own files: its folder must be a real one with no link inside.
+            log_dir = files.makedirs(files.root / TB_DIR)
+            files.check_no_links(log_dir)
             self.writer = SummaryWriter(
-                log_dir=str(Path(run_dir) / "tb"),
+                log_dir=str(log_dir),
                 purge_step=start_step + 1,
                 flush_secs=10,
             )

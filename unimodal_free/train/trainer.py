@@ -9,7 +9,8 @@ are made here, in the loop, and nowhere else.
 
 Exit codes (see cli.py): 0 done or stopped by SIGTERM/SIGINT after a
 checkpoint, 2 user error before start, 3 collapse guard, 4 too many
-non-finite steps in a row (after a checkpoint).
+non-finite steps in a row (after a checkpoint), 5 a checkpoint could not be
+written (its partial folder removed).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from unimodal_free.provenance import provenance
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import Callbacks, TrainerCallback
 from unimodal_free.store.checkpoints import CheckpointError
-from unimodal_free.train.checkpoint import CheckpointManager
+from unimodal_free.run_dir import RunDirError
+from unimodal_free.train.checkpoint import CheckpointManager, CheckpointSaveError
 from unimodal_free.train.checkpointing import Checkpointing, restore_or_start, training_summary
 from unimodal_free.train.cli import (
     EXIT_COLLAPSE,
     EXIT_NONFINITE,
     EXIT_OK,
+    EXIT_SAVE_FAILED,
     EXIT_USAGE,
     RunSetup,
     SetupError,
@@ -46,6 +49,7 @@ from unimodal_free.train.cli import (
 )
 from unimodal_free.train.ds_compat import lift_zero_dim_params
 from unimodal_free.train.ds_config import build_ds_config
+from unimodal_free.train.launcher_watch import follow_launcher
 from unimodal_free.train.metrics import IntervalMetrics, IntervalReport
 from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.optim import build_optimizer
@@ -200,6 +204,7 @@ class Trainer:
         self.started = time.monotonic()
         code = 1  # an exception's exit status
         with StopRequest() as stop:
+            follow_launcher()  # the launcher gone (its runner SIGTERMed alone, or itself killed): a clean stop
             self._init_distributed()
             try:
                 self._setup()
@@ -209,6 +214,12 @@ class Trainer:
             except DataSourceError as exc:  # this rank's exit ends the launch (the launcher stops the others)
                 self._say(f"error: rank {self.rank}: {exc}")
                 self.exit_reason, code = "data_error", EXIT_USAGE
+                return code
+            except (CheckpointSaveError, RunDirError) as exc:
+                self._say(f"error: rank {self.rank}: {exc}")
+                saving = isinstance(exc, CheckpointSaveError)
+                self.exit_reason = "checkpoint_save_failed" if saving else "run_dir_refused"
+                code = EXIT_SAVE_FAILED if saving else EXIT_USAGE
                 return code
             except StopWhileWaiting as exc:
                 self._say(f"rank {self.rank}: stopped while waiting for data ({exc}); nothing saved, the last "
@@ -328,6 +339,6 @@ def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] 
         if args.print_config:
             return print_config(args)
         setup = prepare(args)
-    except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError) as exc:
+    except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError, RunDirError) as exc:
         return report_usage_error(exc)
     return Trainer(setup, callbacks).run()
