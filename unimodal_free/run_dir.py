@@ -254,13 +254,17 @@ class RunDir:
 
 
 def preflight(run_dir: PathLike, key: str = "train.output_dir") -> Path:
-    """Before a run starts: the run directory exists (made if missing), can be written and holds no link.
+    """Before a run starts: the run directory can be written (or made) and holds no link.
 
+    A missing directory is not made here (a run that fails to start leaves nothing behind): its
+    nearest existing ancestor must be a writable folder on a writable file system.
     Raises RunDirError, one line naming ``key`` and the path.
     """
     folder = RunDir(run_dir)
+    if not os.path.lexists(folder.root):
+        _check_creatable(folder.root, key)
+        return folder.root
     try:
-        folder.root.mkdir(parents=True, exist_ok=True)
         probe = folder.write_atomic(folder.root / f".write-test-{os.getpid()}", b"")
         os.unlink(probe)
     except RunDirError:
@@ -269,3 +273,19 @@ def preflight(run_dir: PathLike, key: str = "train.output_dir") -> Path:
         raise RunDirError(f"{key}: {folder.root}: cannot write there ({exc.strerror or exc})") from None
     folder.check_no_links(folder.root)
     return folder.root
+
+
+def _check_creatable(root: Path, key: str) -> None:
+    """``root`` does not exist: could ``mkdir -p`` make it? Judged on its nearest existing ancestor."""
+    ancestor = root.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    why = None
+    if not ancestor.is_dir():
+        why = os.strerror(errno.ENOTDIR)
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        why = os.strerror(errno.EACCES)
+    elif os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        why = os.strerror(errno.EROFS)
+    if why is not None:
+        raise RunDirError(f"{key}: {root}: cannot write there ({why})")
