@@ -160,7 +160,11 @@ def test_block_features_pool_that_blocks_output():
     head, pooled = (parse_features(s, 3)(model, batch)["text"] for s in ("head", "pooled"))
     assert head.shape[1] == cfg.objective.align_dim and pooled.shape[1] == cfg.model.d_model
     assert torch.allclose(pooled, pooled_embedding(model, batch, project=False)["text"])
-    for bad, says in (("block:3", "blocks 0..2"), ("latents", "head, pooled or block:N"), ("block:x", "not one of")):
+    flat = parse_features("latents", 3)(model, batch)["text"]
+    final = model.final(batch.parts)  # (2, N, D)
+    assert flat.shape == (2, final.shape[1] * final.shape[2])
+    assert torch.allclose(flat, torch.nn.functional.normalize(final.flatten(1), dim=-1))
+    for bad, says in (("block:3", "blocks 0..2"), ("slots", "head, pooled, block:N or latents"), ("block:x", "not one of")):
         with pytest.raises(ValueError, match=says):
             parse_features(bad, 3)
 

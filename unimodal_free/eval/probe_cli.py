@@ -1,7 +1,7 @@
 """What a checkpoint's frozen features know about the labels of its data: linear probe, k-NN, zero-shot.
 
     python -m unimodal_free.eval probe --checkpoint RUN --train SHARDS --heldout SHARDS \\
-        [--model teacher|student] [--features head|pooled|block:N] [--k K] [--no-random-init] \\
+        [--model teacher|student] [--features head|pooled|block:N|latents] [--k K] [--no-random-init] \\
         [--json OUT] [--clip-benchmark-json OUT]
     python -m unimodal_free.eval zeroshot --checkpoint RUN --data SHARDS [--classes FILE] \\
         [--model ...] [--features ...] [--no-random-init] [--json OUT] [--clip-benchmark-json OUT]
@@ -56,7 +56,8 @@ def common_parser(command: str, summary: str) -> ArgumentParser:
     p.add_argument("--model", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
     p.add_argument("--features", default="head",
                    help=f"{CHOICES}: the alignment head's projection (default), the pooled final latents, "
-                        "or the mean of latent block N's output (0-based)")
+                        "the mean of latent block N's output (0-based), or the final latent array unpooled "
+                        "(its slots concatenated)")
     p.add_argument("--random-init", action=argparse.BooleanOptionalAction, default=True,
                    help=f"also score a randomly initialised model of the same config (seed {RANDOM_INIT_SEED}) "
                         "beside it (default: on)")
