@@ -12,6 +12,7 @@ from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.corpora import digits
 from unimodal_free.data.media import open_image, read_audio
 from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.eval.zeroshot import load_class_specs
 
 LIMIT, HELDOUT = 40, 0.25
 
@@ -48,6 +49,9 @@ def test_build_writes_labelled_pictures_words_and_captions(corpus):
         wav, sr, _ = read_audio((out / r["speech"]).read_bytes())
         assert sr == 16000 and 0.2 < len(wav) / sr < 2.5 and np.abs(wav).max() > 0.1  # one word, not silence
     assert len({r["voice"] for r in train + held}) > 3  # varied voices
+    (spec,) = load_class_specs(str(out / "classes.json"))  # what `eval zeroshot --classes` reads
+    assert spec.field == "digit" and spec.classnames == tuple(str(d) for d in range(10))
+    assert spec.prompts("7") == [t.format(word="seven") for t in digits.TEMPLATES]
 
 
 def test_shards_carry_digit_labels_to_the_embedding_set(corpus, tmp_path):
@@ -71,7 +75,7 @@ def test_build_is_reproducible(corpus, tmp_path):
     first, again = (digits.build(tmp_path / name, heldout=HELDOUT, limit=12) for name in ("first", "again"))
     assert first == again
     files = sorted(p.relative_to(tmp_path / "first") for p in (tmp_path / "first").rglob("*") if p.is_file())
-    assert len(files) == 2 + 2 * 12
+    assert len(files) == 3 + 2 * 12  # two manifests, classes.json, a picture and a recording per digit
     for f in files:  # byte-identical, recordings included (for the same arguments: batching depends on them)
         assert (tmp_path / "first" / f).read_bytes() == (tmp_path / "again" / f).read_bytes(), f
     for p in (tmp_path / "first" / "images").iterdir():  # a picture depends on nothing but its digit

@@ -181,6 +181,10 @@ def test_class_file_errors_name_file_and_key(tmp_path):
     good = tmp_path / "classes.json"
     good.write_text(json.dumps([{"field": "shape", "classnames": ["circle", "square"], "templates": ["a {c}"]}]))
     assert load_class_specs(str(good))[0].prompts("circle") == ["a circle"]
+    words = tmp_path / "words.json"  # label values mapped to the words the prompts use
+    words.write_text(json.dumps({"field": "digit", "classnames": {"7": "seven", "1": "one"}, "templates": ["a {c}"]}))
+    (spec,) = load_class_specs(str(words))
+    assert spec.classnames == ("7", "1") and spec.prompts("7") == ["a seven"] and spec.prompts("1") == ["a one"]
     cases = [({"field": "shape", "classnames": ["a"], "templates": ["no slot"]}, "has no {c}"),
              ({"field": "shape", "classnames": [], "templates": ["a {c}"]}, "classnames must be a non-empty list"),
              ({"field": "shape", "classnames": ["a", "a"], "templates": ["a {c}"]}, "duplicates"),

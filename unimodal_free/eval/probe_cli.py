@@ -216,7 +216,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         wanted = ", ".join(spec.field for spec in chosen)
         raise EvalError(f"--data {' '.join(args.data)}: no image or speech row carries a label field of the classes "
                         f"({wanted})")
-    classes = {spec.field: {"classnames": list(spec.classnames), "templates": list(spec.templates)} for spec in chosen}
+    classes = {spec.field: {"classnames": dict(zip(spec.classnames, spec.words)) if spec.words else list(spec.classnames),
+                            "templates": list(spec.templates)} for spec in chosen}
     data = {"data": list(args.data), "split": summary, "classes_file": args.classes, "classes": classes}
     s.write(nested, s.metadata(data, time.perf_counter() - start), ",".join(args.data))
     return 0

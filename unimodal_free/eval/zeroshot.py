@@ -7,7 +7,8 @@ scores are its cosine similarity to each class embedding. Text rows are not clas
 are words of their own caption).
 
 Class names and templates come from a JSON file, ``{"field": "shape", "classnames": [...],
-"templates": ["a {c}", "a picture of a {c}"]}`` (or a list of such objects), or, for the demo's label
+"templates": ["a {c}", "a picture of a {c}"]}`` (or a list of such objects; ``classnames`` may also map
+each label value to the word its prompts use, ``{"7": "seven", ...}``), or, for the demo's label
 fields (shape, colour, size, position), from :func:`demo_class_specs`: the demo caption grammar with the
 field's slot as ``{c}``, the other attributes left out, and, for a field that is not the shape, every
 shape in the noun's place (so "a {c} circle", "a {c} square", ...).
@@ -37,12 +38,14 @@ class ClassSpec:
     """One label field's class names and the prompt templates that turn each into text."""
 
     field: str
-    classnames: tuple[str, ...]
+    classnames: tuple[str, ...]  # the label values, as the shards' json has them
     templates: tuple[str, ...]
+    words: tuple[str, ...] = ()  # what each class is called in a prompt ("7" -> "seven"); () = its label value
 
     def prompts(self, classname: str) -> list[str]:
+        word = self.words[self.classnames.index(classname)] if self.words else classname
         # str.replace, not str.format: a template from a handed file is text, never a format program.
-        return [t.replace(SLOT, classname) for t in self.templates]
+        return [t.replace(SLOT, word) for t in self.templates]
 
 
 # The demo's label fields as its shards' json names them, with their values in grammar order.
@@ -103,14 +106,20 @@ def load_class_specs(path: str) -> list[ClassSpec]:
             raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: field, classnames, templates)")
         if not isinstance(entry.get("field"), str) or not entry["field"]:
             raise ValueError(f"{where}: field must be a label field name (e.g. \"shape\")")
-        names = _strings(entry.get("classnames"), "classnames", where)
+        raw = entry.get("classnames")
+        words: tuple[str, ...] = ()
+        if isinstance(raw, dict):  # {label value: the word a prompt uses}
+            names = _strings(list(raw), "classnames", where)
+            words = _strings(list(raw.values()), "classnames' words", where)
+        else:
+            names = _strings(raw, "classnames", where)
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: classnames has duplicates")
         templates = _strings(entry.get("templates"), "templates", where)
         missing = [t for t in templates if SLOT not in t]
         if missing:
             raise ValueError(f"{where}: template {missing[0]!r} has no {SLOT} for the class name")
-        specs.append(ClassSpec(entry["field"], names, templates))
+        specs.append(ClassSpec(entry["field"], names, templates, words))
     return specs
 
 

@@ -21,6 +21,7 @@ in one espeak-ng call, so on ``--limit``). Written:
 
     OUT/images/<key>.png, OUT/speech/<key>.flac
     OUT/train.jsonl, OUT/heldout.jsonl   manifests for ``python -m unimodal_free.data.shards manifest``
+    OUT/classes.json                     class names and caption templates for ``eval zeroshot --classes``
 
 Needs scikit-learn (a dependency) and espeak-ng (``apt-get install espeak-ng``).
 """
@@ -124,6 +125,10 @@ def build(out_dir, size: int = 64, heldout: float = 0.2, seed: int = 0, limit: i
             "key": key, "image": f"images/{key}.png", "speech": f"speech/{key}.flac", "split": split,
             "text": pick(TEMPLATES, key, seed, "caption").format(word=word), "label": {"digit": str(targets[i])},
             "voice": spoken[i].voice, "source": f"scikit-learn load_digits #{i}"})
+    # The class file of `python -m unimodal_free.eval zeroshot --classes`: label value -> the word captions use.
+    classes = {"field": "digit", "classnames": {str(d): w for d, w in enumerate(WORDS)},
+               "templates": [t.replace("{word}", "{c}") for t in TEMPLATES]}
+    (out / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
     counts = {}
     for split, rows in lines.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
