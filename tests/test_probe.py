@@ -52,6 +52,9 @@ def test_separable_features_are_classified_perfectly():
     assert probe["C"] in [float(c) for c in np.logspace(-6, 6, 13)] and probe["C_chosen_by"].startswith("validation")
     assert len(probe["val_top1"]) == 13
     assert knn_cross_validated(np.concatenate([x_train, x_test]), y_train + y_test)["top1"] == 1.0
+    two_train, two_labels, _ = clusters(30, list(SHAPES[:2]))  # two classes: sklearn's binary decision function
+    two_test, two_test_labels, _ = clusters(10, list(SHAPES[:2]), seed=1)
+    assert logistic_probe(two_train, two_labels, two_test, two_test_labels)["top1"] == 1.0
 
 
 def test_random_features_and_labels_give_chance():

@@ -98,7 +98,10 @@ def logistic_probe(x_train, y_train: Sequence[str], x_test, y_test: Sequence[str
         best_c = float(c_grid[int(tied[len(tied) // 2])])  # ties (a small, saturated validation part): the middle one
         chosen_by = f"validation ({len(val)} of {len(y_train)} train rows)"
     model = fit_logistic(x_train, y_train, best_c)
-    scores = model.predict_log_proba(x_test)  # (n_test, C), columns in model.classes_ (sorted)
+    # Logits rank the classes as the probabilities do, without log(0) = -inf where a probability underflows.
+    scores = model.decision_function(x_test)  # (n_test, C), columns in model.classes_ (sorted); (n_test,) for 2
+    if scores.ndim == 1:
+        scores = np.stack([-scores, scores], axis=1)  # (n_test, 2): the binary logit as two class scores
     out = label_metrics(scores, list(model.classes_), y_test, most_frequent(y_train))
     out.update({"train_rows": len(y_train), "C": best_c, "C_chosen_by": chosen_by, "val_top1": val_scores})
     return out
