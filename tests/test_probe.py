@@ -21,7 +21,7 @@ from unimodal_free.eval.classification import label_metrics
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.features import parse_features
 from unimodal_free.eval.heldout_labels import heldout_label_metrics
-from unimodal_free.eval.label_report import clip_benchmark_records, format_label_table, side_by_side
+from unimodal_free.eval.label_report import clip_benchmark_records, format_heldout_labels, format_label_table, side_by_side
 from unimodal_free.eval.probe import fewshot_subset, knn_classify, knn_cross_validated, logistic_probe, probe_embeddings
 from unimodal_free.eval.probe_cli import main
 from unimodal_free.eval.zeroshot import ClassSpec, demo_class_specs, load_class_specs, zeroshot_embeddings
@@ -293,3 +293,13 @@ def test_module_dispatches_subcommands_and_keeps_retrieval(tmp_path):
                        (["--checkpoint", str(tmp_path / "none"), "--data", "a"], "--checkpoint")):
         proc = subprocess.run(env_run + argv, capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+
+
+def test_heldout_label_lines_group_by_modality_and_field():
+    table = format_heldout_labels({"image_shape_knn_top1": 0.5, "image_shape_zeroshot_top1": 0.25,
+                                   "text_colour_name_knn_top1": 1.0})
+    lines = table.splitlines()
+    assert lines[0].split() == ["modality", "field", "k-NN", "zero-shot"] and len(lines) == 4
+    assert lines[2].split() == ["image", "shape", "50.0", "25.0"]
+    assert lines[3].split() == ["text", "colour_name", "100.0", "-"]  # a field name may hold underscores
+

@@ -39,6 +39,7 @@ from unimodal_free.config import Source
 from unimodal_free.data.loader import make_eval_loader
 from unimodal_free.data.sources import expand_shards
 from unimodal_free.eval.evaluate import evaluate
+from unimodal_free.eval.label_report import format_heldout_labels
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
 from unimodal_free.provenance import provenance
 from unimodal_free.store.checkpoints import CheckpointError
@@ -160,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(out.results))
     if out.labels:
-        print("held-out labels (top-1; k-NN 5-fold inside --data; for the full protocol: eval probe / zeroshot): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in out.labels.items()))
+        print("\nheld-out labels, top-1 % (k-NN: 5-fold inside --data; the full protocol: eval probe, eval zeroshot)")
+        print(format_heldout_labels(out.labels))
     if writer is not None:
         for key, value in out.items():
             writer.add_scalar(f"eval/{key}", value, step)

@@ -62,6 +62,24 @@ def format_label_table(nested: dict[str, Any]) -> str:
     return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
+HELDOUT_KINDS = {"_knn_top1": "k-NN", "_zeroshot_top1": "zero-shot"}
+
+
+def format_heldout_labels(flat: dict[str, float]) -> str:
+    """``heldout_label_metrics``' flat ``{m}_{field}_{knn|zeroshot}_top1`` as one line per (modality, field)."""
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in flat.items():
+        suffix = next(s for s in HELDOUT_KINDS if key.endswith(s))
+        modality, field = key[: -len(suffix)].split("_", 1)  # modality names hold no underscore
+        cells.setdefault((modality, field), {})[HELDOUT_KINDS[suffix]] = value
+    header = ["modality", "field", *HELDOUT_KINDS.values()]
+    rows = [[m, f, *(_pct(v.get(kind)) for kind in HELDOUT_KINDS.values())] for (m, f), v in cells.items()]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in [header] + rows]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
 # Our classifier -> CLIP_benchmark's task and its metric names (acc5 is null with 5 classes or fewer,
 # where CLIP_benchmark writes NaN, which is not JSON).
 CLIP_BENCHMARK_TASKS = {
