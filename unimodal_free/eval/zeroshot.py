@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from unimodal_free.bounded_read import BoundedReadError, read_bounded
 from unimodal_free.data.demo_scenes import COLOURS, POSITIONS, SHAPES, SIZES, TEMPLATES
 from unimodal_free.eval.classification import label_metrics, most_frequent
 from unimodal_free.eval.embed import EmbeddingSet
@@ -89,10 +90,12 @@ def load_class_specs(path: str) -> list[ClassSpec]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"--classes {path}: no such file")
-    if p.stat().st_size > MAX_CLASS_FILE_BYTES:
-        raise ValueError(f"--classes {path}: larger than {MAX_CLASS_FILE_BYTES} bytes")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        raw = read_bounded(p, MAX_CLASS_FILE_BYTES, "class file")
+    except BoundedReadError as exc:
+        raise ValueError(f"--classes {path}: {exc.reason}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"--classes {path}: not JSON ({exc})") from None
     entries = data if isinstance(data, list) else [data]
