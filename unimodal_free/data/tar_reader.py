@@ -45,10 +45,6 @@ class MemberTooLarge(ReadError):
         super().__init__(f"{what} {size} bytes > {cap_name}={cap} (rest of the shard not read)")
 
 
-# What reading a corrupt or truncated shard raises (tar framing, gzip/bzip2/xz data).
-BROKEN_SHARD = (ReadError, OSError, EOFError, lzma.LZMAError)
-
-
 @dataclass(frozen=True)
 class Member:
     name: str
