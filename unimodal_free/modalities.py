@@ -77,3 +77,24 @@ SUFFIX_MODALITY: dict[str, str] = {ext: m.name for m in TABLE for ext in m.exten
 # The one modality whose rows are captions (token ids): the eval labels points with them.
 CAPTION_MODALITY: str = next(m.name for m in TABLE if m.tokens)
 
+# Modalities a sample may hold several members of (five recordings of one picture's captions): they are
+# stored as "0.flac", "1.flac", ... (an index, a dot, the modality's extension), a single one as "flac".
+SEVERAL: tuple[str, ...] = ("speech",)
+MAX_MEMBERS = 100  # indexes 0..99: a sample is a picture's captions, not a corpus
+
+
+def member_modality(ext: str) -> Optional[str]:
+    """The modality of a tar member suffix ("flac", or "3.flac" for a modality in SEVERAL), or None."""
+    if ext in SUFFIX_MODALITY:
+        return SUFFIX_MODALITY[ext]
+    index, dot, base = ext.partition(".")
+    if dot and index.isdigit() and index.isascii() and str(int(index)) == index and int(index) < MAX_MEMBERS:
+        modality = SUFFIX_MODALITY.get(base)
+        return modality if modality in SEVERAL else None
+    return None
+
+
+def member_index(ext: str) -> int:
+    """The index of an indexed member ("3.flac" -> 3); 0 for a plain one ("flac")."""
+    index, dot, _ = ext.partition(".")
+    return int(index) if dot else 0

@@ -32,6 +32,8 @@ from unimodal_free.data import media
 from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.modalities import (
     CAPTION_MODALITY,
+    member_index,
+    member_modality,
     HOP_SECONDS,
     MODALITIES,
     MODALITY,
@@ -44,6 +46,11 @@ from unimodal_free.modalities import (
 # media.IMAGE_EXTS/SPEECH_EXTS, plus common aliases) and the metadata; the rest of a tar (e.g.
 # .cls/.npy extras) is skipped unread.
 KNOWN_EXTS = tuple(ext for m in TABLE for ext in m.extensions) + ("json",)
+
+
+def known_member(ext: str) -> bool:
+    """A member the reader reads: a modality's file (indexed ones too, "3.flac") or the metadata."""
+    return ext == "json" or member_modality(ext) is not None
 # Metadata is a few fields; a larger .json is refused before json.loads expands it.
 MAX_META_BYTES = 1 << 20
 
@@ -228,9 +235,19 @@ def _find(sample: dict[str, Any], exts: tuple[str, ...]) -> Optional[tuple[str, 
     return None
 
 
+def members(sample: dict[str, Any], modality: str) -> list[bytes]:
+    """Every file of ``modality`` in a raw sample: the plain one, else the indexed ones ("0.flac", ...) in order."""
+    plain = _find(sample, MODALITY[modality].extensions)
+    if plain is not None:
+        return [plain[1]]
+    indexed = [(member_index(ext), data) for ext, data in sample.items()
+               if not ext.startswith("__") and "." in ext and member_modality(ext) == modality]
+    return [data for _, data in sorted(indexed, key=lambda item: item[0])]
+
+
 def sample_modalities(sample: dict[str, Any]) -> list[str]:
     """Modalities a raw sample holds files for, in MODALITIES order."""
-    return [m.name for m in TABLE if _find(sample, m.extensions) is not None]
+    return [m.name for m in TABLE if members(sample, m.name)]
 
 
 @dataclass
@@ -244,9 +261,20 @@ class RawSample:
     tokenizer: Any
     train: bool
     rng: Optional[random.Random]
+    # (how many, which) of the caption drawn in training: a sample's recordings, when there are as many
+    # (the five captions of a picture and their five recordings), use the same draw, so the recording
+    # and the caption of a step are one utterance and its words.
+    drawn: Optional[tuple[int, int]] = None
 
     def member(self, modality: str) -> bytes:
-        return _find(self.files, MODALITY[modality].extensions)[1]
+        return members(self.files, modality)[0]
+
+    def draw(self, n: int) -> int:
+        """Index of the one item of ``n`` that training keeps (the caption's index again when counts match)."""
+        if self.drawn is not None and self.drawn[0] == n:
+            return self.drawn[1]
+        self.drawn = (n, self.rng.randrange(n))  # randrange(n) draws what rng.choice over n items draws
+        return self.drawn[1]
 
 
 def _image(s: RawSample) -> list[Elements]:
@@ -255,9 +283,13 @@ def _image(s: RawSample) -> list[Elements]:
 
 
 def _speech(s: RawSample) -> list[Elements]:
+    """One row per recording (several: "0.flac", "1.flac", ...); training keeps one (see ``RawSample.draw``)."""
     d = s.data_cfg
-    wave = decode_speech(s.member("speech"), d.sample_rate, s.where, d.max_speech_seconds)
-    return [speech_elements(wave, d.sample_rate, d.n_mels, d.frames_per_element, d.max_speech_seconds, s.where)]
+    recordings = members(s.files, "speech")
+    if s.train and len(recordings) > 1:
+        recordings = [recordings[s.draw(len(recordings))]]
+    return [speech_elements(decode_speech(data, d.sample_rate, s.where, d.max_speech_seconds), d.sample_rate,
+                            d.n_mels, d.frames_per_element, d.max_speech_seconds, s.where) for data in recordings]
 
 
 def _text(s: RawSample) -> list[Elements]:
@@ -273,7 +305,7 @@ def _text(s: RawSample) -> list[Elements]:
     else:
         captions = decode_captions(s.member("text"), s.where, d.max_caption_lines)
     if s.train:
-        captions = [captions[0] if len(captions) == 1 else s.rng.choice(captions)]
+        captions = [captions[0] if len(captions) == 1 else captions[s.draw(len(captions))]]
     return [text_elements(c, s.tokenizer, d.max_text_tokens, s.where, d.max_caption_chars) for c in captions]
 
 

@@ -177,16 +177,17 @@ def iter_text(spec: str) -> Iterator[Union[RawSample, Skip]]:
 _MANIFEST_FIELDS = ("key", "image", "speech", "text", "pair", "split", "label")
 
 
-def _confined(root: Path, value: str, where: str, field_name: str) -> Path:
-    """``root / value`` when it stays inside ``root`` (no absolute path, no '..', no symlink out); else Skip."""
+def confined(root: Path, value: str, where: str, field_name: str, root_name: str = "--root") -> Path:
+    """``root / value`` when it stays inside ``root`` (no absolute path, no '..', no symlink out); else Skip.
+    ``root_name`` is what messages call the root ("--root", "SRC", ...)."""
     rel = Path(value)
     if rel.is_absolute():
-        raise Skip(where, f'"{field_name}": absolute path {value!r} refused under --root')
+        raise Skip(where, f'"{field_name}": absolute path {value!r} refused under {root_name}')
     if ".." in rel.parts:
-        raise Skip(where, f'"{field_name}": ".." in {value!r} refused under --root')
+        raise Skip(where, f'"{field_name}": ".." in {value!r} refused under {root_name}')
     real = (root / rel).resolve()
     if not real.is_relative_to(root.resolve()):
-        raise Skip(where, f'"{field_name}": {value!r} leaves --root {root} through a symlink')
+        raise Skip(where, f'"{field_name}": {value!r} leaves {root_name} {root} through a symlink')
     return real
 
 
@@ -196,7 +197,7 @@ def iter_manifest(path: Path, root: Path | None = None) -> Iterator[Union[RawSam
     base = root or path.parent
 
     def resolve(value: str, where: str, field_name: str) -> Path:
-        return _confined(root, value, where, field_name) if root is not None else base / value
+        return confined(root, value, where, field_name) if root is not None else base / value
 
     try:
         f = open_regular(path, None, "r", encoding="utf-8")

@@ -28,7 +28,7 @@ from unimodal_free.data.media import (
     to_png_bytes,
     SPEECH_FORMATS,
 )
-from unimodal_free.modalities import TABLE
+from unimodal_free.modalities import MAX_MEMBERS, TABLE, member_modality
 
 # Keys stay well under the 100-byte ustar name field once an extension is appended.
 MAX_KEY_LEN = 80
@@ -56,6 +56,7 @@ class RawSample:
     speech: Path | None = None
     text: Union[str, Path, None] = None  # inline text or a text file
     captions: list[str] | None = None  # several captions (COCO): one per .txt line
+    recordings: list[Path] | None = None  # several recordings of one picture (SpokenCOCO): "0.flac", "1.flac", ...
     pair: str | None = None
     split: str | None = None
     meta: dict = field(default_factory=dict)
@@ -165,6 +166,12 @@ def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: 
     if raw.speech is not None:
         ext, data = _speech_entry(raw.speech, max_input_bytes)
         sample[ext] = data
+    if raw.recordings and len(raw.recordings) > MAX_MEMBERS:
+        raise Skip(raw.where or raw.key, f"{len(raw.recordings)} recordings, more than {MAX_MEMBERS} in one sample")
+    if raw.recordings:  # one recording is stored as any other ("flac"); several as "0.flac", "1.flac", ...
+        entries = [_speech_entry(path, max_input_bytes) for path in raw.recordings]
+        for i, (ext, data) in enumerate(entries):
+            sample[ext if len(entries) == 1 else f"{i}.{ext}"] = data
     text = _text_entry(raw)
     if text is not None:
         sample["txt"] = text.encode("utf-8")
@@ -183,5 +190,16 @@ def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: 
 
 def modalities_of(sample: dict) -> str:
     """'image+speech+text'-style label of a sample dict, for the summary."""
-    exts = set(sample)
-    return "+".join(m.name for m in TABLE if exts.intersection(m.extensions))
+    present = {member_modality(ext) for ext in sample if ext != "__key__"}
+    return "+".join(m.name for m in TABLE if m.name in present)
+
+
+def member_counts(sample: dict) -> dict[str, int]:
+    """{modality: items the reader takes from the sample}: pictures, recordings, captions (non-blank .txt lines)."""
+    counts: dict[str, int] = {}
+    for ext, data in sample.items():
+        modality = member_modality(ext) if ext != "__key__" else None
+        if modality is not None:
+            lines = sum(1 for line in data.split(b"\n") if line.strip()) if modality == "text" else 1
+            counts[modality] = counts.get(modality, 0) + lines
+    return counts

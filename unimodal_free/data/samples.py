@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from unimodal_free.batch import Row
 from unimodal_free.config import DataConfig
-from unimodal_free.data.elements import KNOWN_EXTS, DecodeError, sample_rows
+from unimodal_free.data.elements import DecodeError, known_member, sample_rows
 from unimodal_free.data.handlers import SkipCounter, describe
 from unimodal_free.data.streams import open_shard
 from unimodal_free.data.tar_reader import MemberTooLarge, TarMembers, uncompressed
@@ -65,7 +65,7 @@ def read_shard(url: str, counter: SkipCounter, data_cfg: DataConfig) -> Iterator
                 if not info.regular:
                     continue
                 key, ext = _split_name(info.name)
-                if key is None or key.rsplit("/", 1)[-1].startswith("__") or ext not in KNOWN_EXTS:
+                if key is None or key.rsplit("/", 1)[-1].startswith("__") or not known_member(ext):
                     continue  # the reader steps over the data (at most max_member_bytes) in bounded blocks
                 if current is None or current["__key__"] != key:
                     if current is not None:

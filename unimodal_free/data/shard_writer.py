@@ -18,7 +18,9 @@ from typing import Iterable, Union
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from unimodal_free.data.raw_samples import MAX_INPUT_BYTES, KeyMaker, RawSample, Skip, build_sample, modalities_of
+from unimodal_free.data.raw_samples import (
+    MAX_INPUT_BYTES, KeyMaker, RawSample, Skip, build_sample, member_counts, modalities_of,
+)
 from unimodal_free.usage import parse_size  # noqa: F401  (the shard CLIs take it from here)
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -108,6 +110,8 @@ class WriteReport:
     skipped: int = 0
     shards: dict[str, int] = field(default_factory=dict)
     kinds: collections.Counter = field(default_factory=collections.Counter)
+    items: collections.Counter = field(default_factory=collections.Counter)  # modality -> pictures/recordings/captions
+    skips: list[str] = field(default_factory=list)  # "WHERE: REASON" of each skipped input
 
     def summary(self, out_dir: Union[str, Path]) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items()))
@@ -132,10 +136,12 @@ def write_shards(samples: Iterable[Union[RawSample, Skip]], out_dir: Union[str, 
                 sample = build_sample(raw, make_key(raw.key), split, max_input_bytes)
             except Skip as s:
                 report.skipped += 1
+                report.skips.append(f"{s.where}: {s.reason}")
                 bar.write(f"skip {s.where}: {s.reason}", file=log)
                 continue
             sink.write(sample)
             report.written += 1
             report.kinds[modalities_of(sample)] += 1
+            report.items.update(member_counts(sample))
     report.shards = dict(sink.sizes)
     return report
