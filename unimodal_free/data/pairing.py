@@ -46,7 +46,7 @@ from unimodal_free.data.raw_samples import KeyMaker
 from unimodal_free.data.samples import SKIP, read_shard
 from unimodal_free.data.shard_writer import SIZES_FILE, ShardSink, WriteReport, parse_size
 from unimodal_free.data.sources import expand_shards
-from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, MODALITY
+from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, member_modality
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 STAMP = "pairing.json"
@@ -95,7 +95,8 @@ def regroup(sample: dict, meta: dict, group: tuple[str, ...], key: str) -> dict:
     """The output sample holding ``group``'s members of ``sample``, with its own key and pair id."""
     out = {"__key__": key}
     for modality in group:
-        out.update({ext: data for ext, data in sample.items() if ext in MODALITY[modality].extensions})
+        out.update({ext: data for ext, data in sample.items()
+                    if not ext.startswith("__") and member_modality(ext) == modality})
     meta = {k: v for k, v in meta.items() if k not in ("pair", "modalities")}
     if CAPTION_MODALITY not in group:
         meta.pop("captions", None)  # the reader takes json captions as the text member
