@@ -124,7 +124,7 @@ def flickr30k(root: Path) -> Written:
     dataset_flickr30k.json."""
     written = Written()
     tokens, split_of, caps = [], {}, {}
-    for i, split in enumerate(("train", "train", "train", "val", "test")):
+    for i, split in enumerate(("train", "train", "train", "val", "test", "test")):
         name = f"{36979 + i}.jpg"
         picture(root / "flickr30k-images" / name, i)
         caps[name] = [caption(i, k) for k in range(5)]

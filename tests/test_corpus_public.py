@@ -106,7 +106,7 @@ def test_flickr30k_token_file_and_karpathy(tmp_path):
     check_accounted(tmp_path / "karpathy", written, "image+text")
     assert main(["flickr30k", str(tmp_path / "f30k"), str(tmp_path / "tokens"), "--heldout", "0.5"]) == 0
     report = json.loads((tmp_path / "tokens" / "report.json").read_text())
-    assert sum(s["written"]["text"] for s in report["splits"].values()) == 25
+    assert sum(s["written"]["text"] for s in report["splits"].values()) == 30
     assert set(report["splits"]) == {"train", "heldout"}
 
 
