@@ -36,6 +36,10 @@ CLIS = {
     "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
     "unimodal_free.data.corpora.digits": ([sys.executable, "-m", "unimodal_free.data.corpora.digits"], [NOWHERE],
                                           False),
+    "unimodal_free.data.corpora": ([sys.executable, "-m", "unimodal_free.data.corpora"],
+                                   ["spokencoco", NOWHERE, f"{NOWHERE}-out", "--images", NOWHERE], False),
+    "unimodal_free.bench.caption_groups": ([sys.executable, "-m", "unimodal_free.bench.caption_groups"],
+                                           [NOWHERE, f"{NOWHERE}-out"], False),
     "unimodal_free.bench.loader": ([sys.executable, "-m", "unimodal_free.bench.loader"], [], True),
     "unimodal_free.model.sizes": ([sys.executable, "-m", "unimodal_free.model.sizes"], [], False),
     "unimodal_free.config_reference": ([sys.executable, "-m", "unimodal_free.config_reference"], [], False),
@@ -52,7 +56,7 @@ CLIS = {
 
 # These parse their flags before torch loads: a bad flag costs well under a second (bench.loader also
 # checks its config keys first; the trainer loads torch before it reads the config).
-FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons",
+FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons", "unimodal_free.data.corpora",
         "unimodal_free.data.corpora.digits",
         "unimodal_free.bench.loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
 FAST_SET = {"unimodal_free.bench.loader"}
@@ -69,6 +73,8 @@ MISSING_INPUTS = [
     ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
     ("unimodal_free.data.pairing", CLIS["unimodal_free.data.pairing"][1], NOWHERE),
     ("unimodal_free.train.model_folder", CLIS["unimodal_free.train.model_folder"][1], NOWHERE),
+    ("unimodal_free.data.corpora", CLIS["unimodal_free.data.corpora"][1], f"{NOWHERE}/SpokenCOCO_train.json"),
+    ("unimodal_free.bench.caption_groups", CLIS["unimodal_free.bench.caption_groups"][1], NOWHERE),
 ]
 
 

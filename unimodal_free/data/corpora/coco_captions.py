@@ -32,7 +32,7 @@ def groups(src: Path, args):
     split_of = karpathy_splits(args.karpathy, args) if args.karpathy else None
     for part, default_split in (("train", "train"), ("val", "heldout")):
         path = src / "annotations" / f"captions_{part}{args.year}.json"
-        doc = read_json(path, args, path.name)
+        doc = read_json(path, args)
         captions = collections.defaultdict(list)
         for i, ann in enumerate(entries(doc, "annotations", path)):
             if not isinstance(ann, dict) or "image_id" not in ann:

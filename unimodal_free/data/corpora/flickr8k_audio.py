@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
 def convert(src: Path, dst: Path, args):
     split_of = {}
     for split, name in SPLIT_FILES.items():
-        split_of.update((line.strip(), split) for line in read_lines(src / name, args, name) if line.strip())
+        split_of.update((line.strip(), split) for line in read_lines(src / name, args) if line.strip())
     groups = flickr_groups(src / "Flickr8k.token.txt", args.images or src / "Flicker8k_Dataset",
                            lambda picture: split_of.get(picture, "train"), args,
                            wavs=args.wavs or src / "flickr_audio" / "wavs")

@@ -57,20 +57,21 @@ def add_common_arguments(parser) -> None:
                         help=f"largest corpus file (JSON, token list) read (default {MAX_CORPUS_FILE_BYTES >> 20} MiB)")
 
 
-def read_json(path: Path, args, what: str) -> Any:
-    """A corpus JSON file, refused (one line naming it) when missing, larger than --max-file-bytes or not JSON."""
+def read_json(path: Path, args, option: str = "") -> Any:
+    """A corpus JSON file, refused (one line naming it, and the ``option`` that gave it) when missing,
+    larger than --max-file-bytes or not JSON."""
     try:
         return read_json_bounded(path, args.max_file_bytes, "--max-file-bytes")
     except BoundedReadError as e:
-        raise CorpusError(f"{what}: {e}") from None
+        raise CorpusError(f"{option} {e}".strip()) from None
 
 
-def read_lines(path: Path, args, what: str) -> list[str]:
+def read_lines(path: Path, args) -> list[str]:
     """A corpus text file's lines (token file, split list), bounded like :func:`read_json`."""
     try:
         return read_text_bounded(path, args.max_file_bytes, "--max-file-bytes").splitlines()
     except BoundedReadError as e:
-        raise CorpusError(f"{what}: {e}") from None
+        raise CorpusError(str(e)) from None
 
 
 def inside(root: Path, value: Any, where: str, root_name: str) -> Path:
@@ -217,7 +218,7 @@ def flickr_groups(token_path: Path, images: Path, split_of, args, wavs: Path | N
     recording ``wavs/<picture stem>_<k>.wav`` of each caption (Flickr Audio Captions). ``split_of(name)``
     gives a picture's split."""
     by_picture: dict[str, dict[int, str]] = {}
-    for picture, k, caption in pictures_with_captions(read_lines(token_path, args, token_path.name), token_path):
+    for picture, k, caption in pictures_with_captions(read_lines(token_path, args), token_path):
         by_picture.setdefault(picture, {})[k] = caption
     for picture, captions in by_picture.items():
         where = f"{token_path}: {picture}"

@@ -32,7 +32,7 @@ def groups(src: Path, args):
         raise CorpusError(f"{src / 'metadata' / 'train_2020.json'}: missing file (not the published layout)")
     for name in found:
         path = src / "metadata" / name
-        for i, entry in enumerate(entries(read_json(path, args, name), "data", path)):
+        for i, entry in enumerate(entries(read_json(path, args), "data", path)):
             where = f"{path}: data[{i}]"
             if not isinstance(entry, dict):
                 raise CorpusError(f"{where}: not an object")

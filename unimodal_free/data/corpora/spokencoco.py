@@ -33,7 +33,7 @@ def groups(src: Path, args):
     split_of = karpathy_splits(args.karpathy, args) if args.karpathy else None
     for default_split, name in FILES.items():
         path = src / name
-        for i, entry in enumerate(entries(read_json(path, args, name), "data", path)):
+        for i, entry in enumerate(entries(read_json(path, args), "data", path)):
             where = f"{path}: data[{i}]"
             if not isinstance(entry, dict) or not isinstance(entry.get("captions"), list):
                 raise CorpusError(f"{where}: needs 'image' and a list 'captions'")
