@@ -19,7 +19,7 @@ Layouts (what real corpora ship as):
                (integers and booleans are written as strings); any other label skips the line
 
 One sample = one ``__key__`` (``[A-Za-z0-9_-]``, unique) with ``.jpg/.png/.webp``,
-``.flac/.wav/.ogg``, ``.txt`` and ``.json`` ({"pair", "split", "labels": {field: value}, ...};
+``.flac/.wav/.ogg`` (several recordings: ``.0.flac``, ``.1.flac``, ...), ``.txt`` and ``.json`` ({"pair", "split", "labels": {field: value}, ...};
 "labels" only for a labelled sample: probes and zero-shot eval read it, training does not). Media bytes are
 kept as they are once a full decode succeeds; only formats that shards do not carry
 (BMP, GIF, MP3, AIFF, ...) are re-encoded losslessly (PNG / 16-bit FLAC). An input that
