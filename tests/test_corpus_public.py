@@ -93,6 +93,19 @@ def test_flickr8k_audio_missing_recording_is_counted(tmp_path):
     assert len(report["dropped"]) == 1 and "1000268201_693b08cb0e_2.wav missing" in report["dropped"][0]
 
 
+def test_flickr8k_audio_undecodable_recording_costs_only_itself(tmp_path):
+    """A recording that does not decode is dropped and named; the picture and its five captions stay."""
+    fx.flickr8k_audio(tmp_path / "flickr8k")
+    bad = tmp_path / "flickr8k" / "flickr_audio" / "wavs" / "1000268202_693b08cb0e_4.wav"
+    bad.write_bytes(b"RIFF" + bytes(40))
+    assert main(["flickr8k-audio", str(tmp_path / "flickr8k"), str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    train = report["splits"]["train"]
+    assert train["samples"] == 3 and train["written"] == {"image": 3, "speech": 14, "text": 15}
+    assert len(report["dropped"]) == 1 and report["dropped"][0].startswith(f"{bad}: ")
+    assert rows_read(tmp_path / "out" / "train") == {"image": 3, "speech": 14, "text": 15}
+
+
 def test_coco_captions(tmp_path):
     written = fx.coco_captions(tmp_path / "coco")
     assert main(["coco-captions", str(tmp_path / "coco"), str(tmp_path / "out")]) == 0

@@ -57,6 +57,8 @@ class RawSample:
     text: Union[str, Path, None] = None  # inline text or a text file
     captions: list[str] | None = None  # several captions (COCO): one per .txt line
     recordings: list[Path] | None = None  # several recordings of one picture (SpokenCOCO): "0.flac", "1.flac", ...
+    # Recordings left out of the written sample because they did not read or decode (the rest is kept).
+    dropped: list[Skip] = field(default_factory=list)
     pair: str | None = None
     split: str | None = None
     meta: dict = field(default_factory=dict)
@@ -169,7 +171,12 @@ def build_sample(raw: RawSample, key: str, default_split: str, max_input_bytes: 
     if raw.recordings and len(raw.recordings) > MAX_MEMBERS:
         raise Skip(raw.where or raw.key, f"{len(raw.recordings)} recordings, more than {MAX_MEMBERS} in one sample")
     if raw.recordings:  # one recording is stored as any other ("flac"); several as "0.flac", "1.flac", ...
-        entries = [_speech_entry(path, max_input_bytes) for path in raw.recordings]
+        entries = []
+        for path in raw.recordings:  # a bad recording costs itself, not the picture and the other captions
+            try:
+                entries.append(_speech_entry(path, max_input_bytes))
+            except Skip as s:
+                raw.dropped.append(s)
         for i, (ext, data) in enumerate(entries):
             sample[ext if len(entries) == 1 else f"{i}.{ext}"] = data
     text = _text_entry(raw)

@@ -139,6 +139,9 @@ def write_shards(samples: Iterable[Union[RawSample, Skip]], out_dir: Union[str, 
                 report.skips.append(f"{s.where}: {s.reason}")
                 bar.write(f"skip {s.where}: {s.reason}", file=log)
                 continue
+            for part in raw.dropped:  # parts of a written sample left out (a recording that does not decode)
+                report.skips.append(f"{part.where}: {part.reason}")
+                bar.write(f"skip {part.where}: {part.reason}", file=log)
             sink.write(sample)
             report.written += 1
             report.kinds[modalities_of(sample)] += 1
