@@ -88,7 +88,7 @@ def _modalities(sample: dict, meta: dict) -> list[str]:
     return present + [CAPTION_MODALITY] if "captions" in meta and CAPTION_MODALITY not in present else present
 
 
-def split_shards(source: str, out_dir, share: float = 0.1, seed: int = 0, maxcount: int = 10000,
+def split_corpus(source: str, out_dir, share: float = 0.1, seed: int = 0, maxcount: int = 10000,
                  maxsize: int = 10**9, data_cfg: Optional[DataConfig] = None) -> dict:
     """Write ``out_dir/{train,heldout}``; returns what split.json records. Reads the source twice
     (group ids and modalities first, then the samples), so memory does not grow with the corpus."""
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--maxsize", type=parse_size, default=10**9, help="bytes per output shard (default 1GB)")
     args = ap.parse_args(argv)
     try:
-        stamp = split_shards(args.source, args.output_dir, args.heldout, args.seed, args.maxcount, args.maxsize)
+        stamp = split_corpus(args.source, args.output_dir, args.heldout, args.seed, args.maxcount, args.maxsize)
     except OSError as exc:
         print(f"error: {exc.filename or args.output_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1
