@@ -32,6 +32,10 @@ CLIS = {
     "unimodal_free.data.shards": ([sys.executable, "-m", "unimodal_free.data.shards"], ["text", NOWHERE, NOWHERE], False),
     "unimodal_free.data.pairing": ([sys.executable, "-m", "unimodal_free.data.pairing"], [NOWHERE, f"{NOWHERE}-out"],
                                    False),
+    "unimodal_free.data.split": ([sys.executable, "-m", "unimodal_free.data.split"], [NOWHERE, f"{NOWHERE}-out"],
+                                 False),
+    "unimodal_free.data.corpora": ([sys.executable, "-m", "unimodal_free.data.corpora"],
+                                   ["librispeech", NOWHERE, f"{NOWHERE}-out"], False),
     "unimodal_free.data.demo": ([sys.executable, "-m", "unimodal_free.data.demo"], [NOWHERE], False),
     "unimodal_free.data.corpora.icons": ([sys.executable, "-m", "unimodal_free.data.corpora.icons"], [NOWHERE], False),
     "unimodal_free.data.corpora.digits": ([sys.executable, "-m", "unimodal_free.data.corpora.digits"], [NOWHERE],
@@ -68,6 +72,8 @@ MISSING_INPUTS = [
     ("unimodal_free.eval.query", CLIS["unimodal_free.eval.query"][1], NOWHERE),
     ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
     ("unimodal_free.data.pairing", CLIS["unimodal_free.data.pairing"][1], NOWHERE),
+    ("unimodal_free.data.split", CLIS["unimodal_free.data.split"][1], NOWHERE),
+    ("unimodal_free.data.corpora", CLIS["unimodal_free.data.corpora"][1], NOWHERE),
     ("unimodal_free.train.model_folder", CLIS["unimodal_free.train.model_folder"][1], NOWHERE),
 ]
 
