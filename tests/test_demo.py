@@ -250,6 +250,23 @@ def test_training_without_espeak_ng_ends_with_one_line_naming_it(tmp_path, monke
     assert not (tmp_path / "demo").exists() and not (tmp_path / "run").exists()
 
 
+def test_own_training_data_without_heldout_warns_at_start(demo_dir, tmp_path, capsys):
+    """data.train set, data.heldout unset: the run says at start that its eval reads the demo's held-out split
+    (and records the line for log.txt); with both unset (the demo run) it says nothing."""
+    from unimodal_free.train.cli import build_parser, prepare
+
+    root = Path(__file__).resolve().parent.parent
+    base = ["--config", str(root / "configs" / "tiny.json"), "--set", f"data.demo_dir={demo_dir}",
+            "--set", f"train.output_dir={tmp_path / 'run'}"]
+    setup = prepare(build_parser().parse_args(base + ["--set", f"data.train={demo_dir / 'train'}"]))
+    warning = (f"warning: data.heldout is unset: the periodic eval and the model card measure retrieval on the demo's "
+               f"held-out split ({demo_dir / 'heldout'}), not on your data; set data.heldout to your held-out shards "
+               f"(python -m unimodal_free.data.split makes them)")
+    assert warning in capsys.readouterr().err.splitlines() and warning in setup.notes
+    prepare(build_parser().parse_args(base))
+    assert "data.heldout is unset" not in capsys.readouterr().err
+
+
 def test_a_run_checks_the_demo_folder_once(demo_dir, tmp_path, monkeypatch):
     """Empty data.train / data.heldout and data.tokenizer=demo all point at data.demo_dir: setting up a run
     checks it once and hands the result on (was: once for the sources, again for the tokenizer, and a third

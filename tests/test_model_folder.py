@@ -291,3 +291,23 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     shutil.rmtree(tmp_path / "tok")
     assert torch.equal(unimodal_free.load(copy, device="cpu").embed(items), reference)
     assert torch.equal(unimodal_free.load(tmp_path / "converted", device="cpu").embed(items), reference)
+
+
+def test_the_card_opens_with_the_demo_heldout_when_own_data_had_none():
+    """Own training shards with data.heldout unset: the card's first lines say its retrieval is on the demo's
+    held-out split; with a held-out set of its own, or the demo for both, it does not."""
+    from unimodal_free.config import config_from_dict
+    from unimodal_free.train.model_card import model_card
+
+    config = {"step": 20, "projected": True, "embedding_dim": 32, "library_version": "0", "preprocessing": {},
+              "tokenizer": {"file": "tokenizer.model", "kind": "sentencepiece", "vocab_size": 64, "sha256": ""}}
+
+    def first_lines(data: dict) -> str:
+        cfg = config_from_dict({"data": {"demo_dir": "/demo", **data}})
+        return "\n".join(model_card(config, cfg, TrainingSummary(), "m").splitlines()[:9])
+
+    warning = ("**Held-out data: the retrieval figures below are on the demo corpus's held-out split "
+               "(`/demo/heldout`), not on held-out data of this model's training corpus: `data.heldout` was unset.**")
+    assert warning in first_lines({"train": [{"path": "shards/mine"}]})
+    assert "Held-out data" not in first_lines({"train": [{"path": "shards/mine"}], "heldout": [{"path": "shards/ho"}]})
+    assert "Held-out data" not in first_lines({})

@@ -436,3 +436,23 @@ def test_manifest_root_confines_inputs(tmp_path, capsys):
     # Without --root the same manifest copies the private file into a shard (documented).
     rc, _ = run(capsys, "manifest", man, tmp_path / "out2")
     assert rc == 0 and read_shards(tmp_path / "out2")["abs"]["txt"] == b"private words"
+
+
+def test_images_layout_takes_same_named_recordings(tmp_path, capsys):
+    """A recording beside a picture is that sample's speech; one with no picture is skipped, named and counted."""
+    src = tmp_path / "in"
+    write(src / "a.png", image_bytes("PNG", seed=1))
+    write(src / "a.txt", "a red square")
+    write(src / "a.wav", audio_bytes("WAV"))
+    write(src / "sub/b.jpg", image_bytes("JPEG", seed=2))
+    write(src / "sub/b.flac", audio_bytes("FLAC"))
+    write(src / "lonely.wav", audio_bytes("WAV"))
+    rc, err = run(capsys, "images", src, tmp_path / "out")
+    assert rc == 0, err
+    got = read_shards(tmp_path / "out")
+    assert set(got) == {"a", "sub_b"}
+    assert got["a"]["wav"] == (src / "a.wav").read_bytes() and got["a"]["txt"] == b"a red square"
+    assert got["sub_b"]["flac"] == (src / "sub/b.flac").read_bytes()
+    assert any(line.startswith(f"skip {src / 'lonely.wav'}: recording with no same-named picture") and "manifest" in line
+               for line in err), err
+    assert "image+speech 1, image+speech+text 1" in err[-1] and "skipped 1" in err[-1]

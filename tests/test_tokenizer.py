@@ -130,3 +130,15 @@ def test_load_errors_name_the_file(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.model: not a sentencepiece model"):
         load_tokenizer(str(junk))
+
+
+def test_cli_says_when_the_vocabulary_came_out_smaller(tmp_path, capsys):
+    """A small corpus cannot fill --vocab-size 8000: the command says so in one line, with both sizes."""
+    (tmp_path / "few.txt").write_text("\n".join(corpus(40, seed=2)))
+    assert main(["train", "--input", str(tmp_path / "few.txt"), "--vocab-size", "8000",
+                 "--output", str(tmp_path / "spm")]) == 0
+    got = load_tokenizer(str(tmp_path / "spm.model")).vocab_size
+    assert got < 8000
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: the vocabulary is {got}, not the --vocab-size 8000 asked for: the text holds no more "
+                     "distinct pieces to learn (give more text for a larger vocabulary)"]

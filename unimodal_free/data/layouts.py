@@ -1,6 +1,7 @@
 """Layouts: how real corpora ship, read as raw samples (or one :class:`Skip` per unusable input).
 
-  images       folder tree of images, caption in ``name.txt`` beside ``name.png/.jpg/.webp``
+  images       folder tree of images, caption in ``name.txt`` and recording in ``name.flac/.wav/.ogg``
+               beside ``name.png/.jpg/.webp``
                (``folder_label``: each image's top-level subfolder is its label, as in class folders)
   librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text, label "speaker"
   coco         captions JSON (``--images DIR``) -> image + all captions
@@ -46,15 +47,29 @@ def _decode_text_file(path: Path) -> str:
         raise Skip(path, str(e)) from None
 
 
-def iter_images(root: Path, folder_label: str | None = None) -> Iterator[RawSample]:
-    """Images under root; with ``folder_label`` an image in ``root/CLASS/...`` gets the label
-    {folder_label: CLASS} (class-per-subfolder corpora), one directly in ``root`` none."""
+def _same_named(path: Path, suffixes: tuple[str, ...]) -> Path | None:
+    """The first existing ``path`` with one of ``suffixes`` in place of its own, or None."""
+    return next((c for c in (path.with_suffix(s) for s in suffixes) if c.is_file()), None)
+
+
+def iter_images(root: Path, folder_label: str | None = None) -> Iterator[Union[RawSample, Skip]]:
+    """Images under root, each with the same-named ``.txt`` caption and ``.flac/.wav/.ogg`` recording
+    beside it; with ``folder_label`` an image in ``root/CLASS/...`` gets the label {folder_label: CLASS}
+    (class-per-subfolder corpora), one directly in ``root`` none. A recording with no same-named
+    picture is one Skip naming it (the manifest layout takes recordings on their own)."""
+    taken: set[Path] = set()
     for img in _sorted_files(root, IMAGE_SUFFIXES):
         rel = img.relative_to(root).with_suffix("")
         cap = img.with_suffix(".txt")
+        speech = _same_named(img, SPEECH_SUFFIXES)
+        taken.add(speech)
         label = {folder_label: rel.parts[0]} if folder_label and len(rel.parts) > 1 else None
-        yield RawSample(key=str(rel), image=img, text=cap if cap.exists() else None,
+        yield RawSample(key=str(rel), image=img, speech=speech, text=cap if cap.exists() else None,
                         meta={"source": str(img.relative_to(root))}, label=label)
+    for audio in _sorted_files(root, SPEECH_SUFFIXES):
+        if audio not in taken:
+            yield Skip(audio, "recording with no same-named picture (the images layout pairs name.wav with "
+                              "name.png; write a manifest to use recordings on their own)")
 
 
 def iter_librispeech(root: Path) -> Iterator[Union[RawSample, Skip]]:
@@ -72,8 +87,7 @@ def iter_librispeech(root: Path) -> Iterator[Union[RawSample, Skip]]:
                 yield Skip(f"{trans}:{lineno}", "transcript line has an utterance id but no text")
                 continue
             utt, text = parts
-            audio = next((trans.parent / f"{utt}{s}" for s in SPEECH_SUFFIXES
-                          if (trans.parent / f"{utt}{s}").exists()), trans.parent / f"{utt}.flac")
+            audio = _same_named(trans.parent / f"{utt}.flac", SPEECH_SUFFIXES) or trans.parent / f"{utt}.flac"
             meta = {"source": str(audio.relative_to(root))}
             ids = utt.split("-")
             label = None

@@ -3,8 +3,9 @@
     python -m unimodal_free.data.shards LAYOUT INPUT OUTPUT_DIR [--maxcount N] [--maxsize BYTES]
 
 Layouts (what real corpora ship as):
-  images       folder tree of images, caption in ``name.txt`` beside ``name.png/.jpg/.webp``
-               (an image without a caption file becomes an image-only sample); with
+  images       folder tree of images, caption in ``name.txt`` and recording in ``name.flac/.wav/.ogg``
+               beside ``name.png/.jpg/.webp`` (an image without them becomes an image-only sample; a
+               recording without a same-named image is skipped and counted: use manifest); with
                ``--folder-label FIELD`` an image under ``INPUT/CLASS/`` gets the label {FIELD: CLASS}
   librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text,
                labelled {"speaker": ID}

@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     tok = SentencePieceTokenizer(out)
     print(f"wrote {out} (vocab {tok.vocab_size}, sha256 {tok.sha256[:16]}) from {len(sentences)} sentences; "
           f"skipped {counter.count} unreadable", file=sys.stderr)
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: the vocabulary is {tok.vocab_size}, not the --vocab-size {args.vocab_size} asked for: the text "
+              f"holds no more distinct pieces to learn (give more text for a larger vocabulary)", file=sys.stderr)
     return 0
 
 

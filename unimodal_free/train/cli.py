@@ -99,6 +99,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
     from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
     from unimodal_free.train.ds_config import build_ds_config
+    from unimodal_free.train.model_card import demo_heldout_for_own_data
 
     cfg = load_run_config(args)
     ds_noise.configure(cfg.log.deepspeed_verbose)  # before anything imports deepspeed
@@ -125,6 +126,10 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         sources = resolve_sources(cfg.data)
     except (ValueError, OSError, DemoDataError) as exc:
         raise SetupError(f"data: {exc}") from None
+    if demo_heldout_for_own_data(cfg):
+        say(f"warning: data.heldout is unset: the periodic eval and the model card measure retrieval on the demo's "
+            f"held-out split ({sources.heldout[0].path}), not on your data; set data.heldout to your held-out shards "
+            f"(python -m unimodal_free.data.split makes them)")
     try:
         tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     except (ValueError, OSError, RuntimeError) as exc:

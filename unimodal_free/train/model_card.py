@@ -29,6 +29,11 @@ def _sources(sources, cfg: Config, split: str) -> str:
     return "; ".join(f"`{s.path}`" + (f" (weight {s.weight:g})" if len(sources) > 1 else "") for s in sources)
 
 
+def demo_heldout_for_own_data(cfg: Config) -> bool:
+    """True when the run trains on its own shards but evaluates on the demo's held-out split (data.heldout unset)."""
+    return bool(cfg.data.train) and not cfg.data.heldout
+
+
 def _training_rows(config: dict[str, Any], cfg: Config, summary) -> list[tuple[str, str]]:
     rows = [
         ("steps", f"{config['step']:,} of `train.max_steps` = {cfg.train.max_steps:,}"),
@@ -83,6 +88,9 @@ def model_card(config: dict[str, Any], cfg: Config, summary, folder: str) -> str
         "",
         f"# unimodal_free joint model, step {config['step']:,}",
         "",
+        *([f"**Held-out data: the retrieval figures below are on the demo corpus's held-out split "
+           f"(`{cfg.data.demo_dir}/heldout`), not on held-out data of this model's training corpus: "
+           "`data.heldout` was unset.**", ""] if demo_heldout_for_own_data(cfg) else []),
         "One Perceiver-style encoder for image, speech and text, trained with a data2vec-style objective "
         "(a student on masked input regresses the EMA teacher's latents)"
         + (" plus InfoNCE alignment across modalities" if config["projected"] else "")

@@ -16,6 +16,9 @@ CORPORA: dict[str, str] = {
     "places-audio": "unimodal_free.data.corpora.places_audio",
     "coco-captions": "unimodal_free.data.corpora.coco_captions",
     "flickr30k": "unimodal_free.data.corpora.flickr30k",
+    "librispeech": "unimodal_free.data.corpora.librispeech",
+    "wav2vec-manifest": "unimodal_free.data.corpora.wav2vec_manifest",
+    "img2dataset": "unimodal_free.data.corpora.img2dataset",
 }
 
 
