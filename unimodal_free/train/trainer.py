@@ -55,7 +55,7 @@ from unimodal_free.train.metrics import IntervalMetrics, IntervalReport
 from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.optim import build_optimizer
 from unimodal_free.train.periodic_eval import PeriodicEval
-from unimodal_free.train.rng import seed_everything
+from unimodal_free.train.rng import rank_seeds, seed_everything
 from unimodal_free.train.schedule import lambda_lr, lr_schedule
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.state import TrainerState
@@ -178,14 +178,15 @@ class Trainer:
             student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
         )
         scheduler = lambda_lr(optimizer, lr_schedule(cfg.optim, cfg.train.max_steps))
-        ds_config = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, self.world)
+        ds_config = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, self.world, self.setup.universal)
         self.engine, _, _, _ = deepspeed.initialize(
             model=student, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
         # Per-rank streams from here on (data order is seeded by the reader itself).
-        seed_everything(cfg.train.seed + 1_000_003 * (self.rank + 1))
+        everything_seed, mask_seed = rank_seeds(cfg.train.seed, self.rank)
+        seed_everything(everything_seed)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(cfg.train.seed * 7919 + self.rank)
+        self.generator.manual_seed(mask_seed)
 
     def _build_step(self) -> TrainStep:
         """The step with the objective bound to this run: the one place the loss and its FLOPs are called."""
