@@ -45,15 +45,15 @@ def restore_or_start(setup: RunSetup, manager: CheckpointManager, engine, teache
                                                      setup.universal, setup.resharded)
         load_into(teacher.module, teacher_sd)
         if setup.resharded:  # README "Resume on another number of ranks": per-rank streams restart, reseeded
+            start = resharded_start_batch(state.micro_batches, cfg.data.num_workers)
             notes.append(f"the checkpoint was written by {state.world_size} ranks, this run has {world}: "
                          f"weights, optimizer, teacher and step carried over; RNG reseeded from (seed, rank, step), "
-                         f"data streams restart at batch {resharded_start_batch(state.micro_batches, cfg.data.num_workers)} "
-                         f"(the next fresh segment) instead of {state.micro_batches}")
+                         f"data streams restart at batch {start} (the next fresh segment) instead of "
+                         f"{state.micro_batches}")
             everything_seed, mask_seed = rank_seeds(cfg.train.seed, rank, state.step)
             seed_everything(everything_seed)
             generator.manual_seed(mask_seed)
-            state.micro_batches = resharded_start_batch(state.micro_batches, cfg.data.num_workers)
-            state.world_size = world
+            state.micro_batches, state.world_size = start, world
         else:
             restore_rng(rank_state["rng"], generator)
             if rank_state["micro_batches"] != state.micro_batches:

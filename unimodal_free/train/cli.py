@@ -140,7 +140,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
         raise SetupError(
             f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size}; "
             f"bf16 without ZeRO keeps DeepSpeed's bf16 optimizer state per rank (untested across rank counts): "
-            f"resume with {state.world_size} ranks, or with deepspeed.zero_stage >= 1 for both runs"
+            f"resume with {state.world_size} ranks"
         )
     return RunSetup(cfg, run_dir, world_size, tokenizer, sources.train, sources.heldout, resume_dir,
                     args.trust_checkpoint, notes, args.config, resharded,
