@@ -361,6 +361,17 @@ def train_cmd(data: Path, run_dir: Path, stage: int, *extra: str, launcher: bool
     return [DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port())] + args
 
 
+def node_cmds(cmd: list[str], hostfile: Path, nodes: int = 2) -> list[list[str]]:
+    """A one-node launch (:func:`train_cmd`) as ``nodes`` launchers of one rank each on this machine: DeepSpeed's
+    launcher with a hostfile of ``nodes`` one-slot hosts and ``--no_ssh --node_rank i`` (no ssh: each launcher
+    starts its own node's rank, as one launcher per node under a scheduler would)."""
+    hostfile.write_text("".join(f"node{i} slots=1\n" for i in range(nodes)))
+    i = cmd.index("launch/train.py")
+    port = cmd[cmd.index("--master_port") + 1]
+    return [[DEEPSPEED, "--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(r), "--master_addr", "127.0.0.1",
+             "--master_port", port] + cmd[i:] for r in range(nodes)]
+
+
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a training in its own session (so a test can kill the whole process group)."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))

@@ -133,12 +133,16 @@ def test_resume_with_another_tokenizer_is_refused_before_start(tmp_path, capsys,
     assert not dist.is_initialized()
 
 
-def test_resume_with_another_world_size_is_refused_before_start(tmp_path, capsys, monkeypatch):
+def test_resume_with_another_world_size_is_refused_before_start_where_it_must(tmp_path, capsys, monkeypatch):
+    """Another number of ranks resumes (test_resume_world.py) except bf16 without ZeRO (its optimizer state is
+    per rank, untested across rank counts): refused in one line, before any process group."""
+    import torch.distributed as dist
+
     from unimodal_free.data.tokenizer import load_tokenizer
     from unimodal_free.train import main
 
     monkeypatch.chdir(__import__("test_train_launch").ROOT)
-    sets = _demo_sets(tmp_path)
+    sets = _demo_sets(tmp_path) + ["--set", "train.precision=bf16", "--set", "deepspeed.zero_stage=0"]
     tok = load_tokenizer(sets[sets.index("--set") + 5].split("=", 1)[1])
     write_tag(tmp_path / "run", 2, tokenizer=tok.reference, world_size=2)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -146,6 +150,8 @@ def test_resume_with_another_world_size_is_refused_before_start(tmp_path, capsys
     assert main(sets) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by 2 ranks, this run has 1" in err[0], err
+    assert "bf16 without ZeRO" in err[0] and "resume with 2 ranks" in err[0], err
+    assert not dist.is_initialized()
 
 
 def test_verify_catches_same_size_changes_and_names_the_file(tmp_path):

@@ -63,6 +63,15 @@ def _collectives_check(rank: int) -> None:
     means = tdist.mean_metrics(sums, counts)
     assert means == {"loss": 1.5, "loss/image": 1.0, "loss/text": 2.0}, means
     assert tdist.any_flags([rank == 1, False]) == [True, False]
+
+    from unimodal_free.config import ObjectiveConfig
+    from unimodal_free.train.metrics import IntervalReport
+    from unimodal_free.train.trainer import agreed_checks
+
+    # A timed checkpoint is due on every rank as soon as one rank's clock says so (same step everywhere).
+    quiet = IntervalReport(scalars={}, stds={}, target_rows={})
+    assert agreed_checks(quiet, ObjectiveConfig(), 10**6, checkpoint_due=rank == 1) == (None, True)
+    assert agreed_checks(quiet, ObjectiveConfig(), 10**6, checkpoint_due=False) == (None, False)
     assert tdist.sum_vector([1.0, rank]) == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
 
 

@@ -146,3 +146,14 @@ def test_matmul_peak_probe_is_short_and_positive():
     assert torch.equal(after, torch.rand(3))  # timing-dependent work must not shift the training RNG
     assert 1e8 < peak < 1e14  # FLOP/s of a CPU
     assert mfu(peak * 0.5, 1.0, peak) == pytest.approx(0.5) and mfu(1.0, 0.0, peak) == 0.0
+
+
+def test_resharded_data_position_starts_a_fresh_segment_and_fresh_seeds_are_unchanged():
+    from unimodal_free.train.reshard import resharded_start_batch
+    from unimodal_free.train.rng import rank_seeds
+
+    assert resharded_start_batch(0, 0) == 0  # nothing read yet: nothing to skip
+    assert resharded_start_batch(4, 0) == resharded_start_batch(200, 1) == 200
+    assert resharded_start_batch(201, 2, segment_batches=100) == 400  # every worker at its segment's start
+    assert rank_seeds(3, 1) == (3 + 2 * 1_000_003, 3 * 7919 + 1)  # a fresh run's seeds (step 0)
+    assert len({rank_seeds(3, r, s) for r in range(4) for s in range(3)}) == 12

@@ -65,3 +65,16 @@ class NanLoss(TrainerCallback):
 
     def on_loss(self, loss: torch.Tensor, step: int, rank: int) -> torch.Tensor:
         return loss * float("nan") if rank == self.rank and step in self.steps else loss
+
+
+class DumpAtSetup(TrainerCallback):
+    """``DIR``: once the run is set up (a resume: loaded), rank 0 writes the step and the EMA teacher to DIR."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+
+    def on_setup_end(self, trainer) -> None:
+        if trainer.rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            teacher = {k: v.detach().cpu().clone() for k, v in trainer.teacher.module.state_dict().items()}
+            torch.save({"step": trainer.state.step, "teacher": teacher}, self.folder / "setup.pt")

@@ -254,6 +254,11 @@ class TrainConfig:
                          help="\"\": fresh run; \"auto\": the latest good checkpoint in train.output_dir if any; or "
                               "a checkpoint path.")
     checkpoint_every: int = option(200, count(1, MANY), help="Steps between checkpoints.")
+    checkpoint_every_minutes: float = option(
+        0.0, in_range(0, 10**6),
+        help="Also checkpoint when this many minutes of wall clock passed since the last checkpoint (or the "
+             "session's start); 0: off. Checked at each train.log_every step, agreed by every rank through that "
+             "step's existing all-reduce (no extra host sync), so a save comes at most one log interval late.")
     keep_last: int = option(2, count(1, 10**6), help="Checkpoints kept; older ones are deleted.")
     log_every: int = option(10, count(1, MANY), help="Steps between logged (and rank-reduced) metrics.")
     max_nonfinite_in_row: int = option(5, count(1, MANY),

@@ -41,6 +41,7 @@ from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, 
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import TrainerCallback
 from unimodal_free.train.export import gathered_state_dict, save_export
+from unimodal_free.train.reshard import UNIVERSAL_DIR, to_universal
 from unimodal_free.train.state import TrainerState
 
 
@@ -184,23 +185,41 @@ class CheckpointManager:
             path = Path(tag_dir) / TRAINER_STATE
             raise CheckpointError(f"{path}: not a trainer state ({' '.join(str(exc).split())[:200]})") from None
 
-    def load(self, engine, tag_dir: Path, trust: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor], dict[str, Any]]:
+    def load(self, engine, tag_dir: Path, trust: bool = False, universal: bool = False,
+             resharded: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor], Optional[dict[str, Any]]]:
         """Collective: restore the engine; return trainer state, teacher state_dict and this rank's state.
 
+        ``universal``: the engine was built to load DeepSpeed's universal checkpoint; rank 0 converts
+        ``tag_dir`` into this run's ``universal/`` folder first (reshard.py). ``resharded``: written by
+        another number of ranks, so there is no state of this rank (None).
         Nothing is unpickled in full unless :func:`files_to_unpickle` allows it (signed by this user, or ``trust``).
         """
         tag_dir = Path(tag_dir)
         if not is_complete(tag_dir):
             raise CheckpointError(f"{tag_dir}: checkpoint is incomplete (no valid {COMPLETE} marker)")
         state = self.read_state(tag_dir)
-        with weights_only_engine(engine, files_to_unpickle(tag_dir, trust)):
+        unpickle = files_to_unpickle(tag_dir, trust)  # refuses the source before anything reads it in full
+        load_dir = tag_dir
+        if universal:
+            out_root = self.run_dir / UNIVERSAL_DIR
+            if dist.rank() == 0:
+                self.files.makedirs(out_root)
+                to_universal(tag_dir, out_root)
+            dist.barrier()
+            load_dir = out_root / tag_dir.name
+            unpickle = sorted(load_dir.rglob("*.pt"))  # written just now, by this run, from the verified source
+        with weights_only_engine(engine, unpickle):
             load_path, _ = engine.load_checkpoint(
-                str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True
+                str(load_dir.parent), tag=load_dir.name, load_optimizer_states=True, load_lr_scheduler_states=True
             )
         if load_path is None:
             raise CheckpointError(f"{tag_dir}: DeepSpeed could not load the engine state")
+        if universal:
+            dist.barrier()  # every rank has read it
+            if dist.rank() == 0:
+                self.files.remove(self.run_dir / UNIVERSAL_DIR)
         teacher_sd = read_export(tag_dir / CONSOLIDATED).teacher
-        rank_state = load_weights_only(tag_dir / rank_state_name(dist.rank()), map_location="cpu")
+        rank_state = None if resharded else load_weights_only(tag_dir / rank_state_name(dist.rank()), map_location="cpu")
         return state, teacher_sd, rank_state
 
 

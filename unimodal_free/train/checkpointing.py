@@ -25,7 +25,8 @@ from unimodal_free.train.ds_compat import load_into, model_shapes
 from unimodal_free.train.export import gathered_state_dict, save_export
 from unimodal_free.train.metrics import IntervalStats
 from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
-from unimodal_free.train.rng import capture_rng, restore_rng
+from unimodal_free.train.reshard import resharded_start_batch
+from unimodal_free.train.rng import capture_rng, rank_seeds, restore_rng, seed_everything
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.tblog import RunLogger
 
@@ -40,14 +41,26 @@ def restore_or_start(setup: RunSetup, manager: CheckpointManager, engine, teache
     state = TrainerState(world_size=world, tokenizer=setup.tokenizer.reference, config=config_to_dict(cfg))
     notes: list[str] = []
     if setup.resume_dir is not None:
-        state, teacher_sd, rank_state = manager.load(engine, setup.resume_dir, setup.trust_checkpoint)
+        state, teacher_sd, rank_state = manager.load(engine, setup.resume_dir, setup.trust_checkpoint,
+                                                     setup.universal, setup.resharded)
         load_into(teacher.module, teacher_sd)
-        restore_rng(rank_state["rng"], generator)
-        if rank_state["micro_batches"] != state.micro_batches:
-            raise CheckpointError(f"{setup.resume_dir}: rank {rank} data position disagrees with rank 0")
+        if setup.resharded:  # README "Resume on another number of ranks": per-rank streams restart, reseeded
+            start = resharded_start_batch(state.micro_batches, cfg.data.num_workers)
+            notes.append(f"the checkpoint was written by {state.world_size} ranks, this run has {world}: "
+                         f"weights, optimizer, teacher and step carried over; RNG reseeded from (seed, rank, step), "
+                         f"data streams restart at batch {start} (the next fresh segment) instead of "
+                         f"{state.micro_batches}")
+            everything_seed, mask_seed = rank_seeds(cfg.train.seed, rank, state.step)
+            seed_everything(everything_seed)
+            generator.manual_seed(mask_seed)
+            state.micro_batches, state.world_size = start, world
+        else:
+            restore_rng(rank_state["rng"], generator)
+            if rank_state["micro_batches"] != state.micro_batches:
+                raise CheckpointError(f"{setup.resume_dir}: rank {rank} data position disagrees with rank 0")
         changes = config_changes(state.config, cfg)
         state.config = config_to_dict(cfg)
-        notes.append(f"resuming from {setup.resume_dir} at step {state.step}")
+        notes.insert(0, f"resuming from {setup.resume_dir} at step {state.step}")
         notes += [f"  config changed since the checkpoint: {line}" for line in changes]
         if rank == 0:
             manager.remove_incomplete_after(state.step)

@@ -76,6 +76,8 @@ class RunSetup:
     trust_checkpoint: bool = False
     notes: list[str] = field(default_factory=list)  # lines already printed here, for log.txt once it opens
     config_path: Optional[str] = None  # --config
+    resharded: bool = False  # resuming a checkpoint written by another number of ranks (train/reshard.py)
+    universal: bool = False  # ... and ZeRO's partitioned state goes through DeepSpeed's universal checkpoint
 
 
 def load_run_config(args: argparse.Namespace) -> Config:
@@ -100,6 +102,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
     from unimodal_free.train.ds_config import build_ds_config
     from unimodal_free.train.model_card import demo_heldout_for_own_data
+    from unimodal_free.train.reshard import needs_universal
 
     cfg = load_run_config(args)
     ds_noise.configure(cfg.log.deepspeed_verbose)  # before anything imports deepspeed
@@ -137,13 +140,16 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     check_budget(cfg, tokenizer.vocab_size)  # the text embedding with the real vocabulary
     if state is not None:
         check_tokenizer_compatible(state.tokenizer, tokenizer.reference, f"resume from {resume_dir}")
-        if state.world_size != world_size:
-            raise SetupError(
-                f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size} "
-                f"(the data position and per-rank RNG are per rank; resume with the same number of ranks)"
-            )
+    resharded = state is not None and state.world_size != world_size
+    if resharded and cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "bf16":
+        raise SetupError(
+            f"resume from {resume_dir}: it was written by {state.world_size} ranks, this run has {world_size}; "
+            f"bf16 without ZeRO keeps DeepSpeed's bf16 optimizer state per rank (untested across rank counts): "
+            f"resume with {state.world_size} ranks"
+        )
     return RunSetup(cfg, run_dir, world_size, tokenizer, sources.train, sources.heldout, resume_dir,
-                    args.trust_checkpoint, notes, args.config)
+                    args.trust_checkpoint, notes, args.config, resharded,
+                    universal=resharded and needs_universal(cfg.deepspeed.zero_stage))
 
 
 def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:

@@ -45,8 +45,11 @@ def check_extra(extra: dict[str, Any]) -> None:
             raise ConfigError(f"deepspeed.extra.{key}.enabled: set train.precision instead")
 
 
-def build_ds_config(t: TrainConfig, optim: OptimConfig, deepspeed: DeepSpeedConfig, world_size: int) -> dict[str, Any]:
-    """DeepSpeed's dict for these config sections on ``world_size`` data-parallel ranks."""
+def build_ds_config(t: TrainConfig, optim: OptimConfig, deepspeed: DeepSpeedConfig, world_size: int,
+                    load_universal: bool = False) -> dict[str, Any]:
+    """DeepSpeed's dict for these config sections on ``world_size`` data-parallel ranks.
+
+    ``load_universal``: the engine will load a universal checkpoint (a resume on another number of ranks, reshard.py)."""
     check_extra(deepspeed.extra)
     ds = {
         "train_batch_size": t.micro_batch_size * t.grad_accum * world_size,
@@ -62,4 +65,6 @@ def build_ds_config(t: TrainConfig, optim: OptimConfig, deepspeed: DeepSpeedConf
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    if load_universal:
+        ds["checkpoint"] = {"load_universal": True}
     return _merge(ds, deepspeed.extra)

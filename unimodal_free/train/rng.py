@@ -44,6 +44,13 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
         generator.set_state(state["mask_generator"])
 
 
+def rank_seeds(seed: int, rank: int, step: int = 0) -> tuple[int, int]:
+    """(seed_everything's seed, the masking generator's seed) of ``rank``. ``step`` > 0: the reseed of a resume on
+    another number of ranks (step 0 gives a fresh run's seeds)."""
+    offset = 2_654_435_761 * step
+    return seed + 1_000_003 * (rank + 1) + offset, seed * 7919 + rank + offset
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

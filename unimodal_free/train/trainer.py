@@ -34,6 +34,7 @@ from unimodal_free.train.callbacks import Callbacks, TrainerCallback
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.run_dir import RunDirError
 from unimodal_free.train.checkpoint import CheckpointManager, CheckpointSaveError
+from unimodal_free.train.checkpoint_timer import CheckpointTimer
 from unimodal_free.train.checkpointing import Checkpointing, restore_or_start, training_summary
 from unimodal_free.train.cli import (
     EXIT_COLLAPSE,
@@ -54,7 +55,7 @@ from unimodal_free.train.metrics import IntervalMetrics, IntervalReport
 from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.optim import build_optimizer
 from unimodal_free.train.periodic_eval import PeriodicEval
-from unimodal_free.train.rng import seed_everything
+from unimodal_free.train.rng import rank_seeds, seed_everything
 from unimodal_free.train.schedule import lambda_lr, lr_schedule
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.state import TrainerState
@@ -177,14 +178,15 @@ class Trainer:
             student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
         )
         scheduler = lambda_lr(optimizer, lr_schedule(cfg.optim, cfg.train.max_steps))
-        ds_config = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, self.world)
+        ds_config = build_ds_config(cfg.train, cfg.optim, cfg.deepspeed, self.world, self.setup.universal)
         self.engine, _, _, _ = deepspeed.initialize(
             model=student, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
         # Per-rank streams from here on (data order is seeded by the reader itself).
-        seed_everything(cfg.train.seed + 1_000_003 * (self.rank + 1))
+        everything_seed, mask_seed = rank_seeds(cfg.train.seed, self.rank)
+        seed_everything(everything_seed)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(cfg.train.seed * 7919 + self.rank)
+        self.generator.manual_seed(mask_seed)
 
     def _build_step(self) -> TrainStep:
         """The step with the objective bound to this run: the one place the loss and its FLOPs are called."""
@@ -236,16 +238,17 @@ class Trainer:
         """Steps until ``train.max_steps``, a stop request, the collapse guard or too many non-finite steps."""
         cfg, state = self.cfg, self.state
         clock = StepClock(state.step, cfg.train.max_steps, self.started)
+        timer = CheckpointTimer(cfg.train.checkpoint_every_minutes)
         while state.step < cfg.train.max_steps:
             result = self.train_step.run(state, self.metrics.stats, stop)
             step = state.step
             last = step == cfg.train.max_steps
-            collapse = None
+            collapse, timed = None, False
             if step % cfg.train.log_every == 0 or last or result.stop:
                 report = self.metrics.log_interval(state, result.lr)
                 self.logger.line(format_fields(progress_fields(
                     step, cfg.train.max_steps, self.metrics.last_log, self.modalities, *clock.tick(step))))
-                collapse = agreed_collapse(report, cfg.objective, step)
+                collapse, timed = agreed_checks(report, cfg.objective, step, timer.due())
             self._progress(step)
             if collapse is not None:
                 self.logger.message(f"stopping: {collapse}")
@@ -260,8 +263,9 @@ class Trainer:
                 self.exit_reason = "nonfinite"
                 return EXIT_NONFINITE
             self.evaluation.maybe_run(state)
-            if step % cfg.train.checkpoint_every == 0 or last or result.stop:
+            if step % cfg.train.checkpoint_every == 0 or last or result.stop or timed:
                 self.checkpoints.save(state)
+                timer.restart()
             self.callbacks.on_step_end(self, step)
             if result.stop:
                 self.logger.message(f"stopping at step {step} on request (signal); checkpoint saved")
@@ -323,13 +327,15 @@ class Trainer:
         ]))
 
 
-def agreed_collapse(report: IntervalReport, objective_cfg: ObjectiveConfig, step: int) -> Optional[str]:
-    """The collapse guard's message if any rank's interval statistics trip it (collective), else None."""
+def agreed_checks(report: IntervalReport, objective_cfg: ObjectiveConfig, step: int,
+                  checkpoint_due: bool) -> tuple[Optional[str], bool]:
+    """What every rank decides at a log step, in one collective: the collapse guard's message if any
+    rank's interval statistics trip it (else None), and whether any rank's checkpoint timer is due."""
     message = check_collapse(report.stds, objective_cfg, step, report.target_rows)
-    (collapsed,) = dist.any_flags([message is not None])
+    collapsed, due = dist.any_flags([message is not None, checkpoint_due])
     if collapsed and message is None:
         message = f"representation collapse at step {step} detected on another rank"
-    return message
+    return message, due
 
 
 def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] = ()) -> int:
