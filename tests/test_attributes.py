@@ -1,12 +1,14 @@
 """eval attributes: precision at k of text queries by label value, and the command that prints the targets."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import LABELLED_COLOURS, LABELLED_SHAPES, error_line
+from helpers import LABELLED_COLOURS, LABELLED_SHAPES, ROOT, error_line
 from unimodal_free.eval.attributes import attribute_precision, precision_at_k, template_queries
 from unimodal_free.eval.attributes_cli import check_targets
 from unimodal_free.eval.attributes_cli import main as attributes_main
@@ -142,3 +144,9 @@ def test_attributes_usage_errors_are_one_line_exit_2(labelled, capsys, args, say
         rc = exc.code
     assert rc == 2
     assert says in error_line(capsys)
+
+
+def test_module_dispatches_attributes(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "unimodal_free.eval", "attributes", "--checkpoint", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--checkpoint" in proc.stderr, proc.stderr
