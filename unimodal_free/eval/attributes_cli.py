@@ -45,14 +45,15 @@ class Target(NamedTuple):
     section: str  # results key
     path: tuple[str, ...]  # keys under it; "*" takes every key at that level
     value: str  # the metric's key
+    shown: str = "{:.3f}"  # how the table prints the value and the bound
 
 
 TARGETS = (
-    Target("image probe shape, gain over random init", 0.30, "probe", ("image", "shape"), "gain"),
-    Target("image probe position, gain over random init", 0.10, "probe", ("image", "position"), "gain"),
+    Target("image probe shape, gain over random init", 0.30, "probe", ("image", "shape"), "gain", "{:+.3f}"),
+    Target("image probe position, gain over random init", 0.10, "probe", ("image", "position"), "gain", "{:+.3f}"),
     Target("template queries -> image, shape P@10", 0.6, "template_queries", ("text_to_image", "shape"), "precision"),
     Target("own captions -> image, P@10", 0.6, "caption_queries", ("text_to_image", "*"), "precision"),
-    Target("held-out R@1, multiple of chance", 10.0, "retrieval", ("*",), "R@1_x_chance"),
+    Target("held-out R@1, multiple of chance", 10.0, "retrieval", ("*",), "R@1_x_chance", "{:.1f}x"),
 )
 
 
@@ -125,7 +126,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             value = metrics.get(t.value)
             if value is not None:
                 lines.append({"target": t.name, "figure": "/".join(names), "value": value, "at_least": t.at_least,
-                              "passed": value >= t.at_least})
+                              "passed": value >= t.at_least, "shown": t.shown})
     return lines
 
 
@@ -151,7 +152,8 @@ def report(results: dict[str, Any], template: str) -> str:
             f"{r['R@1_x_chance']:.1f}x" + (" (too few queries)" if r["too_small"] else "")]
            for d, r in results["retrieval"].items()]
     parts.append("held-out retrieval\n" + aligned(["direction", "queries", "R@1 %", "chance %", "R@1 / chance"], ret, left=1))
-    checks = [[c["target"], c["figure"], f"{c['value']:.3g}", f">= {c['at_least']:g}", "PASS" if c["passed"] else "FAIL"]
+    checks = [[c["target"], c["figure"], c["shown"].format(c["value"]), ">= " + c["shown"].format(c["at_least"]),
+               "PASS" if c["passed"] else "FAIL"]
               for c in results["targets"]]
     if checks:
         parts.append("targets\n" + aligned(["target", "figure", "value", "needs", ""], checks, left=2))
