@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from helpers import tiny_cfg, tiny_model, write_raw_corpus
+from helpers import tiny_cfg, tiny_model, write_labelled_shards, write_raw_corpus
 from unimodal_free.config import config_to_dict
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
@@ -57,3 +57,11 @@ def setup(tmp_path_factory):
             p.add_(0.01 * torch.randn_like(p))
     export = save_export(root / "model.safetensors", student.state_dict(), teacher.state_dict(), config_to_dict(cfg), tok.reference, 7)
     return {"root": root, "shards": shards, "export": export, "tok": root / "tok.model"}
+
+
+@pytest.fixture(scope="module")
+def labelled(setup, tmp_path_factory):
+    """Labelled train (24) and held-out (12) image + caption shards beside ``setup``'s export and tokenizer."""
+    root = tmp_path_factory.mktemp("labelled")
+    return {"train": write_labelled_shards(root / "train", 24, 0), "heldout": write_labelled_shards(root / "heldout", 12, 1),
+            "unlabelled": setup["shards"][0], "export": str(setup["export"]), "tok": str(setup["tok"])}

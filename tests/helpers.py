@@ -502,3 +502,24 @@ def tmp_path_base(tmp_path: Path) -> Path:
     base = tmp_path.parent.parent / "train_runs"  # the session's shared demo data (see tiny_data)
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+LABELLED_COLOURS = {"red": (220, 30, 30), "blue": (35, 70, 225)}
+LABELLED_SHAPES = ("circle", "square", "triangle")
+
+
+def write_labelled_shards(root: Path, n: int, seed: int) -> str:
+    """Image + caption samples with json labels (colour by fill, shape by name only: 2 colours x 3 shapes)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(root / "shard-000000.tar")) as w:
+        for i in range(n):
+            colour, shape = list(LABELLED_COLOURS)[i % 2], LABELLED_SHAPES[(i // 2) % 3]
+            img = np.full((32, 32, 3), 90, np.uint8) + rng.integers(0, 20, (32, 32, 3), dtype=np.uint8)
+            img[8:24, 8:24] = LABELLED_COLOURS[colour]
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="PNG")
+            key = f"s{seed}-{i:04d}"
+            w.write({"__key__": key, "png": buf.getvalue(), "txt": f"a {colour} {shape}".encode(),
+                     "json": json.dumps({"pair": key, "labels": {"colour": colour, "shape": shape}}).encode()})
+    return str(root)

@@ -1,7 +1,6 @@
 """Label classifiers on frozen features: linear probe, k-NN, zero-shot, the trainer's cheap variant and
 ``python -m unimodal_free.eval probe|zeroshot`` on tiny labelled shards."""
 
-import io
 import json
 import math
 import subprocess
@@ -10,8 +9,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import webdataset as wds
-from PIL import Image
 
 from helpers import ROOT, error_line, tiny_cfg, tiny_model
 from unimodal_free.batch import collate_elements
@@ -201,33 +198,6 @@ def test_class_file_errors_name_file_and_key(tmp_path):
 
 
 # ---------------------------------------------------------------- the CLI on tiny labelled shards
-
-COLOURS = {"red": (220, 30, 30), "blue": (35, 70, 225)}
-
-
-def write_labelled_shards(root, n: int, seed: int) -> str:
-    """Image + caption samples with json labels (shape by brightness pattern, colour by fill)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    with wds.TarWriter(str(root / "shard-000000.tar")) as w:
-        for i in range(n):
-            colour, shape = list(COLOURS)[i % 2], SHAPES[(i // 2) % 3]
-            img = np.full((32, 32, 3), 90, np.uint8) + rng.integers(0, 20, (32, 32, 3), dtype=np.uint8)
-            img[8:24, 8:24] = COLOURS[colour]
-            buf = io.BytesIO()
-            Image.fromarray(img).save(buf, format="PNG")
-            key = f"s{seed}-{i:04d}"
-            w.write({"__key__": key, "png": buf.getvalue(), "txt": f"a {colour} {shape}".encode(),
-                     "json": json.dumps({"pair": key, "labels": {"colour": colour, "shape": shape}}).encode()})
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def labelled(setup, tmp_path_factory):
-    root = tmp_path_factory.mktemp("labelled")
-    return {"train": write_labelled_shards(root / "train", 24, 0), "heldout": write_labelled_shards(root / "heldout", 12, 1),
-            "unlabelled": setup["shards"][0], "export": str(setup["export"]), "tok": str(setup["tok"])}
-
 
 def test_probe_cli_writes_both_jsons(labelled, tmp_path, capsys):
     out, cb = tmp_path / "probe.json", tmp_path / "cb.json"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from unimodal_free.eval.report import clip_benchmark_record
+from unimodal_free.eval.table import aligned
 
 # {modality: {field: {classifier: metrics}}}, one per model ("trained", "random_init").
 Results = dict[str, dict[str, dict[str, dict[str, Any]]]]
@@ -54,12 +55,7 @@ def format_label_table(nested: dict[str, Any]) -> str:
                              _pct(t["majority"])])
     if not rows:
         return "no labelled (modality, field) to classify"
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+    return aligned(header, rows, left=3)
 
 
 HELDOUT_KINDS = {"_knn_top1": "k-NN", "_zeroshot_top1": "zero-shot"}
@@ -74,10 +70,7 @@ def format_heldout_labels(flat: dict[str, float]) -> str:
         cells.setdefault((modality, field), {})[HELDOUT_KINDS[suffix]] = value
     header = ["modality", "field", *HELDOUT_KINDS.values()]
     rows = [[m, f, *(_pct(v.get(kind)) for kind in HELDOUT_KINDS.values())] for (m, f), v in cells.items()]
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in [header] + rows]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+    return aligned(header, rows, left=2)
 
 
 # Our classifier -> CLIP_benchmark's task and its metric names (acc5 is null with 5 classes or fewer,

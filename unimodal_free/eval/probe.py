@@ -166,10 +166,13 @@ def label_fields(emb: EmbeddingSet, modality: str) -> list[str]:
 
 
 def probe_embeddings(train: EmbeddingSet, heldout: EmbeddingSet, fewshot_k: Optional[int] = None, seed: int = 0,
-                     knn_k: int = KNN_K) -> dict[str, dict[str, dict[str, Any]]]:
-    """{modality: {field: {"logistic": metrics, "knn": metrics}}} for every (modality, field) labelled in both splits."""
+                     knn_k: int = KNN_K, modalities: Optional[Sequence[str]] = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """{modality: {field: {"logistic": metrics, "knn": metrics}}} for every (modality, field) labelled in both
+    splits (of ``modalities`` only, when given)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for m in heldout.modalities:
+        if modalities is not None and m not in modalities:
+            continue
         for field in label_fields(heldout, m):
             if field not in label_fields(train, m):
                 continue

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
@@ -49,7 +49,7 @@ from unimodal_free.usage import ArgumentParser, report_usage_error
 RANDOM_INIT_SEED = 0  # the floor is the same model every time
 
 
-def common_parser(command: str, summary: str) -> ArgumentParser:
+def common_parser(command: str, summary: str, clip_benchmark: bool = True) -> ArgumentParser:
     p = ArgumentParser(prog=f"python -m unimodal_free.eval {command}", description=summary)
     p.add_argument("--checkpoint", required=True,
                    help="model folder, run directory, checkpoint directory or model.safetensors")
@@ -63,9 +63,10 @@ def common_parser(command: str, summary: str) -> ArgumentParser:
                         "beside it (default: on)")
     p.add_argument("--tokenizer", default=None, help="default: the tokenizer recorded in the checkpoint")
     p.add_argument("--json", default=None, help="write the nested results and metadata here")
-    p.add_argument("--clip-benchmark-json", default=None, metavar="PATH",
-                   help="also write a list of CLIP_benchmark result objects here")
-    p.add_argument("--language", default="en", help="'language' field of the CLIP_benchmark objects (default: en)")
+    if clip_benchmark:
+        p.add_argument("--clip-benchmark-json", default=None, metavar="PATH",
+                       help="also write a list of CLIP_benchmark result objects here")
+        p.add_argument("--language", default="en", help="'language' field of the CLIP_benchmark objects (default: en)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: train.micro_batch_size)")
     p.add_argument("--max-samples", type=int, default=None, help="first N samples of each split (default: all)")
     p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
@@ -175,23 +176,38 @@ def split_summary(emb: EmbeddingSet, skipped: int) -> dict[str, Any]:
             "skipped_samples": skipped}
 
 
-def run_probe(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    s = Setup(args)
-    per_model, summary = {}, {}
+class ProbeRun(NamedTuple):
+    nested: dict[str, Any]  # {modality: {field: {classifier: {model: metrics}}}}
+    data: dict[str, Any]  # what was probed, how: the metadata's data part
+    heldout: dict[str, EmbeddingSet]  # model name -> its held-out embeddings
+
+
+def probe_models(s: Setup, train_paths: list[str], heldout_paths: list[str], fewshot_k: Optional[int] = None,
+                 seed: int = 0, knn_k: int = KNN_K, modalities: Optional[list[str]] = None) -> ProbeRun:
+    """The probes of every model of ``s`` (trained, random init) fitted on ``train_paths``, scored on
+    ``heldout_paths``; EvalError when no (modality, field) is labelled in both."""
+    per_model, summary, heldout_sets = {}, {}, {}
     for name, model in s.models.items():
-        train = s.embed(model, args.train, "--train")
-        heldout = s.embed(model, args.heldout, "--heldout")
-        per_model[name] = probe_embeddings(train, heldout, args.k, args.seed, args.knn_k)
+        train = s.embed(model, train_paths, "--train")
+        heldout = s.embed(model, heldout_paths, "--heldout")
+        per_model[name] = probe_embeddings(train, heldout, fewshot_k, seed, knn_k, modalities)
         summary = {"train": split_summary(train, s.skipped["--train"]),
                    "heldout": split_summary(heldout, s.skipped["--heldout"])}
+        heldout_sets[name] = heldout
     nested = side_by_side(per_model)
     if not nested:
         raise EvalError("--train/--heldout: no (modality, label field) is labelled in both splits")
     protocol = {"logistic": "sklearn LogisticRegression (L-BFGS), C from a validation sweep, refit on all of --train",
-                "knn": f"cosine, k={args.knn_k}, votes exp(sim/0.07) (DINO eval_knn)"}
-    data = {"train": list(args.train), "heldout": list(args.heldout), "splits": summary, "fewshot_k": args.k,
-            "seed": args.seed, "protocol": protocol}
+                "knn": f"cosine, k={knn_k}, votes exp(sim/0.07) (DINO eval_knn)"}
+    data = {"train": list(train_paths), "heldout": list(heldout_paths), "splits": summary, "fewshot_k": fewshot_k,
+            "seed": seed, "protocol": protocol}
+    return ProbeRun(nested, data, heldout_sets)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    s = Setup(args)
+    nested, data, _ = probe_models(s, args.train, args.heldout, args.k, args.seed, args.knn_k)
     s.write(nested, s.metadata(data, time.perf_counter() - start), ",".join(args.heldout),
             {"seed": args.seed, "fewshot_k": -1 if args.k is None else args.k})
     return 0
@@ -227,7 +243,11 @@ COMMANDS = {"probe": (parse_probe_args, run_probe), "zeroshot": (parse_zeroshot_
 
 
 def main(command: str, argv: Optional[list[str]] = None) -> int:
-    parse, run = COMMANDS[command]
+    return run_command(*COMMANDS[command], argv)
+
+
+def run_command(parse, run, argv: Optional[list[str]] = None) -> int:
+    """``run(parse(argv))``, a bad input reported as one ``error:`` line with exit code 2."""
     args = parse(argv)
     try:
         return run(args)
