@@ -117,10 +117,12 @@ def test_flickr30k_token_file_and_karpathy(tmp_path):
     assert main(["flickr30k", str(tmp_path / "f30k"), str(tmp_path / "karpathy"),
                  "--karpathy", str(tmp_path / "f30k" / "dataset_flickr30k.json")]) == 0
     check_accounted(tmp_path / "karpathy", written, "image+text")
-    assert main(["flickr30k", str(tmp_path / "f30k"), str(tmp_path / "tokens"), "--heldout", "0.5"]) == 0
+    assert main(["flickr30k", str(tmp_path / "f30k"), str(tmp_path / "tokens"), "--heldout", "0.5",
+                 "--seed", "2"]) == 0
     report = json.loads((tmp_path / "tokens" / "report.json").read_text())
     assert sum(s["written"]["text"] for s in report["splits"].values()) == 30
     assert set(report["splits"]) == {"train", "heldout"}
+    assert report["splits"]["heldout"]["samples"] == 3  # round(0.5 * 6 pictures), whatever the seed: data.split's choice
 
 
 def test_places_audio(tmp_path):

@@ -21,6 +21,7 @@ import webdataset as wds
 
 from unimodal_free.data.corpora import img2dataset, librispeech, wav2vec_manifest
 from unimodal_free.data.corpora.common import CorpusError
+from unimodal_free.data.corpora.conversion import MAX_CORPUS_FILE_BYTES
 from unimodal_free.data.corpora.digits import Utterance
 from unimodal_free.data.demo_speech import encode_speech, synth_batch
 
@@ -41,7 +42,7 @@ def recordings() -> list[bytes]:
 
 
 def args(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"maxcount": 4, **kw})
+    return argparse.Namespace(**{"maxcount": 4, "max_file_bytes": MAX_CORPUS_FILE_BYTES, **kw})
 
 
 def read_split(folder: Path) -> dict:
@@ -85,6 +86,8 @@ def test_librispeech_subsets_become_train_and_heldout(tmp_path, recordings):
     # nothing lost: 9 transcript lines + 1 unnamed recording = 8 written + 2 dropped, each named
     assert len(report.dropped) == 2 and {Path(d.split(":")[0]).name for d in report.dropped} == want["dropped"]
     assert report.splits["train"]["read"] == {"image": 0, "speech": 7, "text": 7}
+    assert report.splits["train"]["written"] == {"speech": 6, "text": 6}  # report.json as every converter writes it
+    assert "speech read 7, written 6, dropped 1" in report.table()
     s = held["84-121-0000"]
     assert s["txt"].decode() == SENTENCES[6].upper()
     assert s["flac"] == (src / "dev-clean/84/121/84-121-0000.flac").read_bytes()
@@ -113,8 +116,8 @@ def test_librispeech_refuses_links_and_ids_that_leave_the_root(tmp_path, recordi
         f.write("84-121-0005 A LINK OUT\n")
     with pytest.raises(CorpusError) as e:
         librispeech.convert(src, tmp_path / "out", args(heldout_subsets=None, heldout=0.0, seed=0))
-    assert str(e.value) == (f"{src}/dev-clean/84/121/84-121.trans.txt:3: entry 'dev-clean/84/121/84-121-0005.flac' "
-                            f"refused: a symbolic link leads out of {src}")
+    assert str(e.value) == (f"{src}/dev-clean/84/121/84-121.trans.txt:3: \"path\": 'dev-clean/84/121/84-121-0005.flac' "
+                            f"leaves SRC {src} through a symlink")
     os.unlink(src / "dev-clean/84/121/84-121-0005.flac")
     (src / "dev-clean/84/121/84-121.trans.txt").write_text("../../../../secret/x A WAY OUT\n")
     with pytest.raises(CorpusError, match=r"84-121\.trans\.txt:1: entry '\.\./\.\./\.\./\.\./secret/x' refused"):
@@ -166,11 +169,12 @@ def test_wav2vec_manifest_refuses_paths_out_of_the_root(tmp_path, recordings):
     (manifests / "valid.wrd").write_text("A\nB\n")
     with pytest.raises(CorpusError) as e:
         wav2vec_manifest.convert(manifests, tmp_path / "out", args(audio_root=None))
-    assert str(e.value) == (f"{tsv}:3: entry '../../etc/passwd' refused: paths must be relative and stay inside "
-                            f"{tmp_path / 'src/audio'}")
+    assert str(e.value) == f"{tsv}:3: \"path\": \"..\" in '../../etc/passwd' refused under the audio root"
     (manifests / "valid.wrd").write_text("A\n")
     with pytest.raises(CorpusError, match=r"valid\.wrd: 1 lines for the 2 recordings of .*valid\.tsv"):
         wav2vec_manifest.convert(manifests, tmp_path / "out", args(audio_root=None))
+    with pytest.raises(CorpusError, match=r"train\.tsv: \d+ bytes > the 10-byte limit \(--max-file-bytes\)"):
+        wav2vec_manifest.convert(manifests, tmp_path / "out", args(audio_root=None, max_file_bytes=10))
 
 
 # ------------------------------------------------------------------------------------------------ img2dataset
@@ -263,8 +267,7 @@ def test_img2dataset_caption_path_table(tmp_path):
     (folder / "bad.tsv").write_text("a cat\t000000001.jpg\nthe passwords\t../../../etc/passwd\n")
     with pytest.raises(CorpusError) as e:
         img2dataset.convert(folder / "bad.tsv", tmp_path / "o2", args(heldout_shards=1, heldout=0.0, seed=0, root=None))
-    assert str(e.value) == (f"{folder / 'bad.tsv'}:2: entry '../../../etc/passwd' refused: paths must be relative "
-                            f"and stay inside {folder}")
+    assert str(e.value) == f"{folder / 'bad.tsv'}:2: \"path\": \"..\" in '../../../etc/passwd' refused under --root"
     (folder / "t.parquet").write_bytes(b"PAR1")
     with pytest.raises(CorpusError, match="needs pyarrow"):
         img2dataset.convert(folder / "t.parquet", tmp_path / "o3", args(heldout_shards=1, heldout=0.0, seed=0, root=None))

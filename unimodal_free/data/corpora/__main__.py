@@ -14,6 +14,7 @@ from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
 from unimodal_free.data.corpora.common import CorpusError
+from unimodal_free.data.corpora.conversion import add_common_arguments
 from unimodal_free.data.corpora.registry import CORPORA, corpus_module
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -28,7 +29,7 @@ def build_parser() -> ArgumentParser:
                            formatter_class=RawDescriptionHelpFormatter)
         p.add_argument("src", type=Path, help="the corpus folder as published")
         p.add_argument("dst", type=Path, help="output folder (train/, heldout/, report.json)")
-        p.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default 10000)")
+        add_common_arguments(p)
         module.add_arguments(p)
     return ap
 

@@ -15,15 +15,13 @@ import collections
 from pathlib import Path
 
 from unimodal_free.data.corpora.common import CorpusError
-from unimodal_free.data.corpora.groups import (
-    Group, add_common_arguments, entries, inside, karpathy_splits, read_json, text_of, write_groups,
-)
+from unimodal_free.data.corpora.conversion import inside, read_json
+from unimodal_free.data.corpora.groups import Group, entries, karpathy_splits, text_of, write_groups
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--year", choices=("2014", "2017"), default="2014")
     parser.add_argument("--karpathy", type=Path, default=None, help="Karpathy's dataset_coco.json: its split")
-    add_common_arguments(parser)
 
 
 def groups(src: Path, args):
@@ -32,7 +30,7 @@ def groups(src: Path, args):
     split_of = karpathy_splits(args.karpathy, args) if args.karpathy else None
     for part, default_split in (("train", "train"), ("val", "heldout")):
         path = src / "annotations" / f"captions_{part}{args.year}.json"
-        doc = read_json(path, args)
+        doc = read_json(path, args.max_file_bytes)
         captions = collections.defaultdict(list)
         for i, ann in enumerate(entries(doc, "annotations", path)):
             if not isinstance(ann, dict) or "image_id" not in ann:

@@ -7,16 +7,15 @@ FLICKR30K_DIR as published (Young et al. 2014, https://shannon.cs.illinois.edu/D
 ``results_20130124.token`` (``<picture>.jpg#k<TAB>caption``) and the pictures in ``flickr30k-images/``.
 With ``--karpathy`` (Karpathy's ``dataset_flickr30k.json``, the split open_clip and CLIP_benchmark
 score on) its captions and split are used (train -> train, val -> val, test -> heldout) and no token file
-is needed; without it a seeded-hash ``--heldout`` share of the pictures is held out.
+is needed; without it a seeded ``--heldout`` share of the pictures is held out (``data.split``'s choice).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from unimodal_free.data.corpora.groups import (
-    Group, add_common_arguments, flickr_groups, hashed_split, inside, karpathy_splits, write_groups,
-)
+from unimodal_free.data.corpora.conversion import inside, seeded_heldout
+from unimodal_free.data.corpora.groups import Group, flickr_groups, karpathy_splits, write_groups
 
 
 def add_arguments(parser) -> None:
@@ -24,7 +23,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--karpathy", type=Path, default=None, help="Karpathy's dataset_flickr30k.json")
     parser.add_argument("--heldout", type=float, default=0.03, help="held-out share without --karpathy (0.03)")
     parser.add_argument("--seed", type=int, default=0)
-    add_common_arguments(parser)
 
 
 def karpathy_groups(images: Path, args):
@@ -38,6 +36,8 @@ def convert(src: Path, dst: Path, args):
     if args.karpathy:
         groups = karpathy_groups(images, args)
     else:
-        groups = flickr_groups(src / "results_20130124.token", images,
-                               lambda picture: hashed_split(picture, args.heldout, args.seed), args)
+        groups = list(flickr_groups(src / "results_20130124.token", images, lambda picture: "train", args))
+        held = seeded_heldout([g.meta["image_file"] for g in groups], args.heldout, args.seed)
+        for group in groups:
+            group.split = "heldout" if group.meta["image_file"] in held else "train"
     return write_groups("flickr30k", groups, dst, args.maxcount)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unimodal_free.data.corpora.groups import add_common_arguments, flickr_groups, read_lines, write_groups
+from unimodal_free.data.corpora.conversion import read_lines
+from unimodal_free.data.corpora.groups import flickr_groups, write_groups
 
 SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
                "heldout": "Flickr_8k.testImages.txt"}
@@ -23,13 +24,12 @@ SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=Path, default=None, help="pictures (default SRC/Flicker8k_Dataset)")
     parser.add_argument("--wavs", type=Path, default=None, help="recordings (default SRC/flickr_audio/wavs)")
-    add_common_arguments(parser)
 
 
 def convert(src: Path, dst: Path, args):
     split_of = {}
     for split, name in SPLIT_FILES.items():
-        split_of.update((line.strip(), split) for line in read_lines(src / name, args) if line.strip())
+        split_of.update((line.strip(), split) for line in read_lines(src / name, args.max_file_bytes) if line.strip())
     groups = flickr_groups(src / "Flickr8k.token.txt", args.images or src / "Flicker8k_Dataset",
                            lambda picture: split_of.get(picture, "train"), args,
                            wavs=args.wavs or src / "flickr_audio" / "wavs")

@@ -49,12 +49,12 @@ def _checked(src: Path, folder: Path) -> Iterator[Union[RawSample, Skip]]:
             where = raw.where
             if "/" in raw.key or "\\" in raw.key or ".." in raw.key:
                 raise CorpusError(f"{where}: entry {raw.key!r} refused: an utterance id names no other folder")
-            raw.speech = inside(src, str(raw.speech.relative_to(src)), where)
+            raw.speech = inside(src, str(raw.speech.relative_to(src)), where, "SRC")
             named.add(raw.speech)
         yield raw
     for audio in _sorted_files(folder, SPEECH_SUFFIXES):
-        inside(src, str(audio.relative_to(src)), str(audio))  # a linked folder out of SRC is refused, not read
-        if audio not in named:
+        # a linked folder out of SRC is refused, not read
+        if inside(src, str(audio.relative_to(src)), str(audio), "SRC") not in named:
             yield Skip(audio, "recording that no transcript line names")
 
 

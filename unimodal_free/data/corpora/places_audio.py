@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from unimodal_free.data.corpora.common import CorpusError
-from unimodal_free.data.corpora.groups import Group, add_common_arguments, entries, inside, read_json, write_groups
+from unimodal_free.data.corpora.conversion import inside, read_json
+from unimodal_free.data.corpora.groups import Group, entries, write_groups
 
 SPLITS = {"train_2020.json": "train", "dev_seen_2020.json": "heldout", "dev_unseen_2020.json": "dev_unseen",
           "test_seen_2020.json": "test_seen", "test_unseen_2020.json": "test_unseen"}
@@ -23,7 +24,6 @@ SPLITS = {"train_2020.json": "train", "dev_seen_2020.json": "heldout", "dev_unse
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="Places205 pictures folder")
-    add_common_arguments(parser)
 
 
 def groups(src: Path, args):
@@ -32,7 +32,7 @@ def groups(src: Path, args):
         raise CorpusError(f"{src / 'metadata' / 'train_2020.json'}: missing file (not the published layout)")
     for name in found:
         path = src / "metadata" / name
-        for i, entry in enumerate(entries(read_json(path, args), "data", path)):
+        for i, entry in enumerate(entries(read_json(path, args.max_file_bytes), "data", path)):
             where = f"{path}: data[{i}]"
             if not isinstance(entry, dict):
                 raise CorpusError(f"{where}: not an object")

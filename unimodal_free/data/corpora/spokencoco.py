@@ -16,9 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from unimodal_free.data.corpora.common import CorpusError
-from unimodal_free.data.corpora.groups import (
-    Group, add_common_arguments, entries, inside, karpathy_splits, read_json, text_of, write_groups,
-)
+from unimodal_free.data.corpora.conversion import inside, read_json
+from unimodal_free.data.corpora.groups import Group, entries, karpathy_splits, text_of, write_groups
 
 FILES = {"train": "SpokenCOCO_train.json", "heldout": "SpokenCOCO_val.json"}
 
@@ -26,14 +25,13 @@ FILES = {"train": "SpokenCOCO_train.json", "heldout": "SpokenCOCO_val.json"}
 def add_arguments(parser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="COCO 2014 folder (train2014/, val2014/)")
     parser.add_argument("--karpathy", type=Path, default=None, help="Karpathy's dataset_coco.json: its split")
-    add_common_arguments(parser)
 
 
 def groups(src: Path, args):
     split_of = karpathy_splits(args.karpathy, args) if args.karpathy else None
     for default_split, name in FILES.items():
         path = src / name
-        for i, entry in enumerate(entries(read_json(path, args), "data", path)):
+        for i, entry in enumerate(entries(read_json(path, args.max_file_bytes), "data", path)):
             where = f"{path}: data[{i}]"
             if not isinstance(entry, dict) or not isinstance(entry.get("captions"), list):
                 raise CorpusError(f"{where}: needs 'image' and a list 'captions'")

@@ -17,12 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Union
 
-from unimodal_free.bounded_read import BoundedReadError, read_text_bounded
 from unimodal_free.data.corpora.common import CorpusError
-from unimodal_free.data.corpora.conversion import ConversionReport, inside, write_conversion
+from unimodal_free.data.corpora.conversion import ConversionReport, inside, read_lines, write_conversion
 from unimodal_free.data.raw_samples import RawSample, Skip
-
-MAX_MANIFEST_BYTES = 1 << 30  # a manifest of every LibriLight file is ~200 MB
 
 
 def add_arguments(parser) -> None:
@@ -30,39 +27,32 @@ def add_arguments(parser) -> None:
                         help="folder the manifest paths are relative to (default: each .tsv's first line)")
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return read_text_bounded(path, MAX_MANIFEST_BYTES, "manifest size limit").splitlines()
-    except BoundedReadError as e:
-        raise CorpusError(str(e)) from None
-
-
 def letters_to_words(line: str) -> str:
     """fairseq's letter labels -> the words: "H E Y | Y O U |" -> "HEY YOU"."""
     return " ".join("".join(line.split()).replace("|", " ").split())
 
 
-def transcripts(tsv: Path, n: int) -> list[str] | None:
+def transcripts(tsv: Path, n: int, max_bytes: int) -> list[str] | None:
     """The ``n`` transcripts beside ``tsv`` (.wrd, else .ltr), or None when it has neither."""
     for suffix, clean in ((".wrd", lambda s: " ".join(s.split())), (".ltr", letters_to_words)):
         labels = tsv.with_suffix(suffix)
         if labels.exists():
-            lines = _lines(labels)
+            lines = read_lines(labels, max_bytes)
             if len(lines) != n:
                 raise CorpusError(f"{labels}: {len(lines)} lines for the {n} recordings of {tsv}")
             return [clean(line) for line in lines]
     return None
 
 
-def manifest_samples(tsv: Path, audio_root: Path | None) -> Iterator[Union[RawSample, Skip]]:
-    lines = _lines(tsv)
+def manifest_samples(tsv: Path, audio_root: Path | None, max_bytes: int) -> Iterator[Union[RawSample, Skip]]:
+    lines = read_lines(tsv, max_bytes)
     if not lines:
         raise CorpusError(f"{tsv}: empty manifest (its first line is the audio root)")
     root = audio_root or Path(lines[0].strip())
     if not root.is_dir():
         raise CorpusError(f"{tsv}:1: audio root {str(root)!r} is not a folder (pass --audio-root)")
     entries = lines[1:]
-    texts = transcripts(tsv, len(entries))
+    texts = transcripts(tsv, len(entries), max_bytes)
     split = "train" if tsv.stem.startswith("train") else "heldout"
     for i, line in enumerate(entries):
         where = f"{tsv}:{i + 2}"
@@ -70,7 +60,7 @@ def manifest_samples(tsv: Path, audio_root: Path | None) -> Iterator[Union[RawSa
         if not rel.strip():
             yield Skip(where, "empty manifest line")
             continue
-        audio = inside(root, rel, where)
+        audio = inside(root, rel, where, "the audio root")
         text = texts[i] if texts is not None else None
         if texts is not None and not text:
             text = None  # an empty transcript: the recording alone
@@ -85,6 +75,6 @@ def convert(src: Path, dst: Path, args) -> ConversionReport:
 
     def samples() -> Iterator[Union[RawSample, Skip]]:
         for tsv in tsvs:
-            yield from manifest_samples(tsv, args.audio_root)
+            yield from manifest_samples(tsv, args.audio_root, args.max_file_bytes)
 
     return write_conversion("wav2vec-manifest", samples(), dst, args.maxcount)
