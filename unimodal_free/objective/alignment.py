@@ -29,17 +29,25 @@ and the loss.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
 from unimodal_free.model.heads import AlignmentProjection
 
 
-def paired_rows(pair_a: torch.Tensor, pair_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0)."""
-    same = (pair_a[:, None] == pair_b[None, :]) & (pair_a[:, None] >= 0)  # (B_a, B_b)
-    ia, ib = same.nonzero(as_tuple=True)
-    return ia, ib
+def paired_rows(pair_a: Sequence[int], pair_b: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0), ordered by (ia, ib).
+
+    On the host pair ids (``ModalityBatch.pairs``): the number of pairs decides shapes, and reading it
+    from the device would make the step wait there.
+    """
+    rows_b: dict[int, list[int]] = {}
+    for j, pair in enumerate(pair_b):
+        rows_b.setdefault(pair, []).append(j)
+    found = [(i, j) for i, pair in enumerate(pair_a) if pair >= 0 for j in rows_b.get(pair, ())]
+    return [i for i, _ in found], [j for _, j in found]
 
 
 def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
@@ -125,9 +133,9 @@ def batch_moments(head: AlignmentProjection, pooled: dict[str, torch.Tensor], mo
     return moments
 
 
-def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], pair_index: dict[str, torch.Tensor],
+def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], pairs: dict[str, Sequence[int]],
                    modalities: list[str], gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """pooled[m] (B_m, D), pair_index[m] (B_m,) -> (loss, logit scale), summed over every modality pair.
+    """pooled[m] (B_m, D), pairs[m] (B_m,) host pair ids -> (loss, logit scale), summed over every modality pair.
 
     ``modalities`` is the model's full, fixed modality list: every pair of
     it is visited in the same order on every rank (with empty tensors where
@@ -139,14 +147,14 @@ def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], p
     # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
     ref = next(iter(pooled.values()))
     pooled = {m: pooled[m] if m in pooled else ref.new_zeros(0, ref.shape[1]) for m in modalities}
-    pair_index = {m: pair_index[m] if m in pair_index else torch.zeros(0, dtype=torch.long, device=ref.device)
-                  for m in modalities}
+    pairs = {m: pairs.get(m, ()) for m in modalities}
     z, scale = head(pooled, moments)  # {m: (B_m, A)}, ()
     total, count = scale * 0.0, 0
     for i, a in enumerate(modalities):
         for b in modalities[i + 1:]:
-            ia, ib = paired_rows(pair_index[a], pair_index[b])
-            za, zb = z[a][ia], z[b][ib]  # (P, A)
+            ia, ib = paired_rows(pairs[a], pairs[b])
+            za = z[a][torch.tensor(ia, dtype=torch.long, device=ref.device)]  # (P, A)
+            zb = z[b][torch.tensor(ib, dtype=torch.long, device=ref.device)]
             loss = info_nce(za, zb, scale, gather_fn)
             if loss is not None:
                 total = total + loss * za.shape[0]
