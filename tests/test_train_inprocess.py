@@ -2,7 +2,7 @@
 
 * precision: what dtype the student weights, master weights, activations, teacher and targets have (bf16 run);
 * host synchronisations per training step, counted by call site (a CPU stand-in for CUDA's sync debug mode);
-* ``train.compile``: the encoder compiled in place, a few real steps.
+* ``train.compile``: the whole student step compiled in place (ZeRO 0 and 2), a few real steps.
 """
 
 from __future__ import annotations
@@ -152,21 +152,26 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys, target_space):
 
 
 @pytest.mark.slow
-def test_compiled_encoder_trains(tmp_path, monkeypatch):
-    """train.compile=true: the student's encoder is compiled in place, trains, and its checkpoint keys
-    are the eager model's."""
+@pytest.mark.parametrize("stage", [0, 2])
+def test_compiled_step_trains(tmp_path, monkeypatch, stage):
+    """train.compile=true under ZeRO 0 and 2: the whole student step (teacher targets, student, alignment,
+    loss and their backward) is compiled in place, gives the eager run's first loss, trains, and its
+    checkpoint keys are the eager model's."""
     from unimodal_free.model.joint import unwrap
     from unimodal_free.store.weights import load_weights
 
     compiled = {}
 
     def observe(trainer):
-        encoder = unwrap(trainer.engine.module).encoder
-        compiled["encoder"] = getattr(encoder, "_compiled_call_impl", None) is not None
+        compiled["step"] = getattr(unwrap(trainer.engine.module), "_compiled_call_impl", None) is not None
 
-    rc = run_trainer(tmp_path, monkeypatch, "train.compile=true", "train.max_steps=2", "train.log_every=1",
-                     observe=observe)
-    assert rc == 0 and compiled["encoder"]
+    sets = ("train.max_steps=2", "train.log_every=1", f"deepspeed.zero_stage={stage}")
+    assert run_trainer(tmp_path / "eager", monkeypatch, *sets) == 0
+    rc = run_trainer(tmp_path, monkeypatch, "train.compile=true", *sets, observe=observe)
+    assert rc == 0 and compiled["step"]
+    eager, fused = scalars(tmp_path / "eager" / "run", "train/loss"), scalars(tmp_path / "run", "train/loss")
+    assert eager[0][0] == fused[0][0] == 1
+    assert fused[0][1] == pytest.approx(eager[0][1], rel=1e-4)  # same weights, same masks: only the kernels differ
     weights = load_weights(tmp_path / "run")
     assert weights.step == 2 and all(torch.isfinite(v.float()).all() for v in weights.student.values())
     assert not [k for k in weights.student if "_orig_mod" in k]

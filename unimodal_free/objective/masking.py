@@ -178,6 +178,7 @@ def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: t
     )
 
 
+@torch.compiler.disable  # host-sized and drawn from a generator: eager inside a compiled step
 def make_all_views(batch: Batch, masking_cfg, num_views: int, generator: torch.Generator) -> dict[str, MaskedView]:
     """``num_views`` masked views of every modality sub-batch, in ``batch.parts`` order."""
     return {name: make_views(part, mask_spec(masking_cfg, name), num_views, generator)
