@@ -92,7 +92,7 @@ def test_chunked_update_gathers_each_parameter_once_and_equals_one_pass():
 def view_slice(v: MaskedView, r: int) -> MaskedView:
     """The r-th of R views as its own single-view MaskedView."""
     fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
-    out = {k: (x[r:: v.num_views] if isinstance(x, torch.Tensor) else x) for k, x in fields.items()}
+    out = {k: (x[r:: v.num_views] if isinstance(x, (torch.Tensor, tuple)) else x) for k, x in fields.items()}
     out["num_views"] = 1
     return MaskedView(**out)
 

@@ -2,7 +2,7 @@
 
 * precision: what dtype the student weights, master weights, activations, teacher and targets have (bf16 run);
 * host synchronisations per training step, counted by call site (a CPU stand-in for CUDA's sync debug mode);
-* ``train.compile``: the encoder compiled in place, a few real steps.
+* ``train.compile``: the whole student step compiled in place (ZeRO 0 and 2), a few real steps.
 """
 
 from __future__ import annotations
@@ -112,10 +112,12 @@ def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
-    """Inside a training step the host waits only where the step is decided (DeepSpeed's / the optimizer's
-    non-finite check, the stop flag), plus shape-deciding reads outside the trainer (alignment pairs,
-    the masking); nothing from the trainer's metrics, counts or the alignment's normalisation statistics."""
+@pytest.mark.parametrize("target_space", ["latents", "elements"])
+def test_host_syncs_per_step(tmp_path, monkeypatch, capsys, target_space):
+    """Inside a training step the host reads a tensor only where the step is decided: the optimizer's
+    non-finite check and the stop flag, 2 per step. Nothing else: the masking, the compact views, the
+    alignment pairs and the FLOPs take their sizes from the batch's host-side counts, and the metrics,
+    row counts and normalisation statistics stay on the device."""
     from unimodal_free.train.step import TrainStep
 
     counter = SyncCounter()
@@ -131,36 +133,45 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(TrainStep, "run", counted_step)
     with counter:
-        rc = run_trainer(tmp_path, monkeypatch, f"train.max_steps={steps}", f"train.log_every={steps}")
+        rc = run_trainer(tmp_path, monkeypatch, f"train.max_steps={steps}", f"train.log_every={steps}",
+                         f"objective.target_space={target_space}")
     assert rc == 0
     per_step = {site: n / steps for site, n in sorted(counter.sites.items())}
     with capsys.disabled():
-        print(f"\nhost syncs per step (tiny config, 1 rank, fp32 ZeRO-0): {sum(per_step.values()):.1f} {per_step}",
-              file=sys.stderr)
+        print(f"\nhost syncs per step (tiny config, {target_space}, 1 rank, fp32 ZeRO-0): "
+              f"{sum(per_step.values()):.1f} {per_step}", file=sys.stderr)
     # The trainer's own step code: the loop, the step, its interval metrics and the callbacks' dispatch.
     trainer_files = ("train/trainer.py", "train/step.py", "train/metrics.py", "train/callbacks.py")
     assert not [s for s in per_step if s.startswith(trainer_files)], per_step
     assert not [s for s in per_step if s.endswith(":batch_moments")], per_step
     dist_sites = {s: n for s, n in per_step.items() if s.startswith("train/dist.py")}
     assert dist_sites.get("train/dist.py:any_flags", 0) <= 1, dist_sites  # the stop flag, once per step
+    # What is left: the optimizer's non-finite check (DeepSpeed's under ZeRO / bf16) and the stop flag.
+    assert set(per_step) <= {"train/optim.py:step", "train/dist.py:any_flags"}, per_step
+    assert sum(per_step.values()) <= 2, per_step
 
 
 @pytest.mark.slow
-def test_compiled_encoder_trains(tmp_path, monkeypatch):
-    """train.compile=true: the student's encoder is compiled in place, trains, and its checkpoint keys
-    are the eager model's."""
+@pytest.mark.parametrize("stage", [0, 2])
+def test_compiled_step_trains(tmp_path, monkeypatch, stage):
+    """train.compile=true under ZeRO 0 and 2: the whole student step (teacher targets, student, alignment,
+    loss and their backward) is compiled in place, gives the eager run's first loss, trains, and its
+    checkpoint keys are the eager model's."""
     from unimodal_free.model.joint import unwrap
     from unimodal_free.store.weights import load_weights
 
     compiled = {}
 
     def observe(trainer):
-        encoder = unwrap(trainer.engine.module).encoder
-        compiled["encoder"] = getattr(encoder, "_compiled_call_impl", None) is not None
+        compiled["step"] = getattr(unwrap(trainer.engine.module), "_compiled_call_impl", None) is not None
 
-    rc = run_trainer(tmp_path, monkeypatch, "train.compile=true", "train.max_steps=2", "train.log_every=1",
-                     observe=observe)
-    assert rc == 0 and compiled["encoder"]
+    sets = ("train.max_steps=2", "train.log_every=1", f"deepspeed.zero_stage={stage}")
+    assert run_trainer(tmp_path / "eager", monkeypatch, *sets) == 0
+    rc = run_trainer(tmp_path, monkeypatch, "train.compile=true", *sets, observe=observe)
+    assert rc == 0 and compiled["step"]
+    eager, fused = scalars(tmp_path / "eager" / "run", "train/loss"), scalars(tmp_path / "run", "train/loss")
+    assert eager[0][0] == fused[0][0] == 1
+    assert fused[0][1] == pytest.approx(eager[0][1], rel=1e-4)  # same weights, same masks: only the kernels differ
     weights = load_weights(tmp_path / "run")
     assert weights.step == 2 and all(torch.isfinite(v.float()).all() for v in weights.student.values())
     assert not [k for k in weights.student if "_orig_mod" in k]

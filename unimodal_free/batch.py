@@ -65,12 +65,25 @@ class ModalityBatch(Rows):
     keys: list[str] = field(default_factory=list)  # (B,) sample keys
     # (B,) each row's sample labels {field: value} ({} for none): eval only, the model never sees them.
     labels: list[dict[str, str]] = field(default_factory=list)
+    # Host-side copies, as Python ints, of what decides shapes in a step: (B,) real elements per row and
+    # (B,) pair_index. The masking and the alignment read these, never the device tensors, so a step on a
+    # GPU does not wait for the device to learn a size. The collate sets them from the rows it pads;
+    # built without them, they are read once from ``padding`` and ``pair_index`` here.
+    lengths: tuple[int, ...] = ()
+    pairs: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.labels:  # built without labels: an empty dict per key, so the two stay parallel
             self.labels = [{} for _ in self.keys]
         if len(self.labels) != len(self.keys):
             raise ValueError(f"ModalityBatch: {len(self.labels)} label dicts for {len(self.keys)} keys")
+        if not self.lengths and self.rows:
+            self.lengths = tuple((~self.padding).sum(1).tolist())
+        if not self.pairs and self.rows:
+            self.pairs = tuple(self.pair_index.tolist())
+        if len(self.lengths) != self.rows or len(self.pairs) != self.rows:
+            raise ValueError(f"ModalityBatch: {len(self.lengths)} lengths and {len(self.pairs)} pair ids "
+                             f"for {self.rows} rows")
 
     def to(self, device: torch.device | str) -> "ModalityBatch":
         return ModalityBatch(
@@ -80,6 +93,8 @@ class ModalityBatch(Rows):
             pair_index=self.pair_index.to(device, non_blocking=True),
             keys=list(self.keys),
             labels=[dict(d) for d in self.labels],
+            lengths=self.lengths,
+            pairs=self.pairs,
         )
 
 
@@ -98,7 +113,7 @@ class Batch:
 
     def num_elements(self) -> int:
         """Real (non-padding) elements in the batch."""
-        return sum(int((~p.padding).sum()) for p in self.parts.values())
+        return sum(sum(p.lengths) for p in self.parts.values())
 
     def padding_waste(self) -> float:
         """Share of element slots that are padding."""
@@ -150,13 +165,16 @@ def collate_elements(samples: list[Row | tuple[Elements, str, str | None]]) -> B
             values[i, :m] = r.elements.values
             coords[i, :m] = r.elements.coords
             padding[i, :m] = False
+        pairs = tuple(i for _, i in rows)
         parts[modality] = ModalityBatch(
             values=values,
             coords=coords,
             padding=padding,
-            pair_index=torch.tensor([i for _, i in rows], dtype=torch.long),
+            pair_index=torch.tensor(pairs, dtype=torch.long),
             keys=[r.key for r, _ in rows],
             labels=[dict(r.labels or {}) for r, _ in rows],
+            lengths=tuple(r.elements.num_elements for r, _ in rows),
+            pairs=pairs,
         )
     # Pairs with a single row in this batch cannot be aligned; keep ids anyway.
     return Batch(parts=parts, pair_ids=pair_ids)

@@ -269,9 +269,10 @@ class TrainConfig:
                                  "master weights; the EMA teacher and the targets stay fp32; README \"Precision\"). "
                                  "Fixed on resume: DeepSpeed's optimizer state differs.")
     compile: bool = option(False, anything,
-                           help="torch.compile the student's encoder (cross-attention + latent stack) in place (same "
-                                "parameter names, so checkpoints are unchanged). Opt-in: compiling takes minutes "
-                                "before the first step.")
+                           help="torch.compile the whole student step in place: teacher targets, student, alignment and "
+                                "loss, forward and backward, with dynamic batch shapes; the masking runs eagerly "
+                                "(same parameter names, so checkpoints are unchanged). Tested under ZeRO 0 and 2. "
+                                "Opt-in: compiling takes minutes before the first step.")
 
 
 @dataclass

@@ -29,17 +29,41 @@ and the loss.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 
+from unimodal_free.batch import ModalityBatch
 from unimodal_free.model.heads import AlignmentProjection
 
 
-def paired_rows(pair_a: torch.Tensor, pair_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0)."""
-    same = (pair_a[:, None] == pair_b[None, :]) & (pair_a[:, None] >= 0)  # (B_a, B_b)
-    ia, ib = same.nonzero(as_tuple=True)
-    return ia, ib
+def paired_rows(pair_a: Sequence[int], pair_b: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Row indices (ia, ib) of rows of two modalities that share a pair id (>= 0), ordered by (ia, ib).
+
+    On the host pair ids (``ModalityBatch.pairs``): the number of pairs decides shapes, and reading it
+    from the device would make the step wait there.
+    """
+    rows_b: dict[int, list[int]] = {}
+    for j, pair in enumerate(pair_b):
+        rows_b.setdefault(pair, []).append(j)
+    found = [(i, j) for i, pair in enumerate(pair_a) if pair >= 0 for j in rows_b.get(pair, ())]
+    return [i for i, _ in found], [j for _, j in found]
+
+
+@torch.compiler.disable  # host lists: traced, every batch's pair ids would be a new graph under compile
+def pair_index_tensors(parts: Mapping[str, ModalityBatch], modalities: list[str],
+                       device) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`paired_rows` of every modality pair (a, b), a before b in ``modalities``, from the rows'
+    host pair ids (``ModalityBatch.pairs``), as (P,) long tensors on ``device`` (a host -> device copy, no
+    read back); a modality absent from ``parts`` has no rows."""
+    out = {}
+    for i, a in enumerate(modalities):
+        for b in modalities[i + 1:]:
+            ia, ib = paired_rows(parts[a].pairs if a in parts else (), parts[b].pairs if b in parts else ())
+            out[a, b] = (torch.tensor(ia, dtype=torch.long, device=device),
+                         torch.tensor(ib, dtype=torch.long, device=device))
+    return out
 
 
 def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
@@ -125,9 +149,11 @@ def batch_moments(head: AlignmentProjection, pooled: dict[str, torch.Tensor], mo
     return moments
 
 
-def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], pair_index: dict[str, torch.Tensor],
-                   modalities: list[str], gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """pooled[m] (B_m, D), pair_index[m] (B_m,) -> (loss, logit scale), summed over every modality pair.
+def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
+                   pair_rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], modalities: list[str],
+                   gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """pooled[m] (B_m, D), pair_rows[a, b] (:func:`pair_index_tensors`) -> (loss, logit scale), summed
+    over every modality pair.
 
     ``modalities`` is the model's full, fixed modality list: every pair of
     it is visited in the same order on every rank (with empty tensors where
@@ -139,13 +165,11 @@ def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor], p
     # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
     ref = next(iter(pooled.values()))
     pooled = {m: pooled[m] if m in pooled else ref.new_zeros(0, ref.shape[1]) for m in modalities}
-    pair_index = {m: pair_index[m] if m in pair_index else torch.zeros(0, dtype=torch.long, device=ref.device)
-                  for m in modalities}
     z, scale = head(pooled, moments)  # {m: (B_m, A)}, ()
     total, count = scale * 0.0, 0
     for i, a in enumerate(modalities):
         for b in modalities[i + 1:]:
-            ia, ib = paired_rows(pair_index[a], pair_index[b])
+            ia, ib = pair_rows[a, b]
             za, zb = z[a][ia], z[b][ib]  # (P, A)
             loss = info_nce(za, zb, scale, gather_fn)
             if loss is not None:

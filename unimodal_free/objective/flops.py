@@ -9,7 +9,7 @@ one forward over the full input (plus its readout of each view in the
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.model.embedding import MIN_PADDING
@@ -21,7 +21,7 @@ def _self_block(T: float, D: int, H: int) -> float:
     return 2 * (T * (4 * D * D + 2 * D * H) + 2 * T * T * D)
 
 
-def _cross_block(Tq: torch.Tensor | float, Tk: torch.Tensor | float, D: int, H: int) -> torch.Tensor | float:
+def _cross_block(Tq: np.ndarray | float, Tk: np.ndarray | float, D: int, H: int) -> np.ndarray | float:
     # q and out projections + MLP on queries, k/v projections on keys, QK^T and AV.
     return 2 * (Tq * (2 * D * D + 2 * D * H) + Tk * 2 * D * D + 2 * Tq * Tk * D)
 
@@ -40,6 +40,7 @@ def step_flops(model_cfg, objective_cfg, masking_cfg, data_cfg, batch: Batch) ->
     """{"student": fwd+bwd FLOPs over R views, "teacher": forward FLOPs} of one step on ``batch``.
 
     Takes the config sections it reads: ``model``, ``objective``, ``masking``, ``data`` (element widths).
+    Computed on the host from the batch's row lengths.
     """
     m, obj = model_cfg, objective_cfg
     D, N, L, R = m.d_model, m.num_latents, m.num_blocks, obj.num_views
@@ -48,16 +49,16 @@ def step_flops(model_cfg, objective_cfg, masking_cfg, data_cfg, batch: Batch) ->
     latent_stack = L * _self_block(N, D, H)  # per row, independent of the input length
     query_width = 2 * (2 * m.fourier_bands + 1)  # readout queries: widest coordinate features (2-D)
 
-    def encoder(M: torch.Tensor) -> torch.Tensor:  # per row with M elements
+    def encoder(M: np.ndarray) -> np.ndarray:  # per row with M elements
         return 2 * M * width * D + _cross_block(N, M, D, H) + latent_stack
 
-    def readout(T: torch.Tensor) -> torch.Tensor:
+    def readout(T: np.ndarray) -> np.ndarray:
         return 2 * T * query_width * D + _cross_block(T, N, D, H)
 
     student = teacher = 0.0
     for name, part in batch.parts.items():
-        real = (~part.padding).sum(1).double()  # (B,)
-        masked = num_masked((~part.padding).sum(1), mask_spec(masking_cfg, name).ratio).double()
+        real = np.asarray(part.lengths, dtype=np.float64)  # (B,) host-side counts: no device read
+        masked = np.asarray(num_masked(part.lengths, mask_spec(masking_cfg, name).ratio), dtype=np.float64)
         visible = real - masked
         teacher += float(encoder(real).sum())
         fwd = encoder(visible)

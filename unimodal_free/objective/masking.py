@@ -14,12 +14,15 @@ gets exactly ``round(ratio * M)`` masked elements, at most ``M - 1``. With
 The student then receives only the visible elements, gathered into a
 compact ``(rows, V, ...)`` tensor with its own padding mask, so it pays only
 for what it sees. Everything is vectorised over rows and seeded by a
-``torch.Generator``.
+``torch.Generator``. Every size (blocks drawn, grid, V and T) comes from the
+rows' lengths on the host (``ModalityBatch.lengths``), so drawing a mask on a
+GPU reads nothing back from it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,21 +50,32 @@ def mask_spec(masking_cfg, modality: str) -> MaskSpec:
     return MaskSpec(float(ratio), int(block), bool(inverse))
 
 
-def num_masked(num_real: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Masked elements per row: round(ratio * M), leaving at least one visible (rows with M >= 1)."""
-    n = torch.round(num_real.to(torch.float64) * ratio).long()
-    return torch.minimum(n, (num_real - 1).clamp(min=0))
+def num_masked(num_real: Sequence[int], ratio: float) -> list[int]:
+    """Masked elements per row: round(ratio * M) (half to even), leaving at least one visible (rows with M >= 1).
+
+    On host integers: the counts decide the views' shapes, known before the batch reaches the device.
+    """
+    return [min(round(int(m) * ratio), max(int(m) - 1, 0)) for m in num_real]
 
 
-def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, generator: torch.Generator) -> torch.Tensor:
-    """coords (B, M, Dc), padding (B, M) -> mask (B, M) bool, True = masked (never on padding)."""
+def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, generator: torch.Generator,
+               lengths: Sequence[int] | None = None) -> torch.Tensor:
+    """coords (B, M, Dc), padding (B, M) -> mask (B, M) bool, True = masked (never on padding).
+
+    ``lengths``: the rows' real element counts on the host (``ModalityBatch.lengths``); every size here
+    comes from them, so the draw reads nothing back from the device. None: read from ``padding``.
+    """
     B, M, Dc = coords.shape
     real = ~padding
-    num_real = real.sum(1)  # (B,)
-    if bool((num_real == 0).any()):
+    if lengths is None:
+        lengths = real.sum(1).tolist()
+    if len(lengths) != B:
+        raise ValueError(f"masking: {len(lengths)} row lengths for {B} rows")
+    if B and min(lengths) == 0:
         raise ValueError("masking: a row has no elements (empty sample reached the model)")
-    n_mask = num_masked(num_real, spec.ratio)
-    n_select = num_real - n_mask if spec.inverse else n_mask  # elements the blocks should cover
+    n_mask = num_masked(lengths, spec.ratio)
+    n_select = [m - n for m, n in zip(lengths, n_mask)] if spec.inverse else n_mask  # elements blocks cover
+    num_real = torch.tensor(lengths, device=coords.device)  # (B,) host -> device, no read back
     # Grid spacing per row and axis: range / (side - 1), side = M^(1/Dc).
     big = torch.finfo(coords.dtype).max
     lo = coords.masked_fill(padding[..., None], big).amin(1)  # (B, Dc)
@@ -71,10 +85,13 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     spacing = torch.where(spacing > 0, spacing, torch.ones_like(spacing))
     # Grid cell of every element per axis (padding: cell 0, never looked up).
     cell = torch.round((coords - lo[:, None, :]) / spacing[:, None, :]).long().masked_fill(padding[..., None], 0)
-    extent = cell.amax(1).amax(0) + 1  # (Dc,) grid size covering every row
-    stride = torch.cumprod(torch.cat([extent.new_ones(1), extent[:-1]]), 0)  # (Dc,) row-major cell strides
+    # A row's cells lie in [0, max(side - 1, 1)] per axis (range / spacing = side - 1), so a grid of
+    # ``extent`` cells per axis, from the host lengths, covers every row (a cell beyond a row's own grid
+    # holds no element: the mask is the one a tight grid gives).
+    extent = max(2, math.ceil(max(lengths, default=1) ** (1.0 / Dc)) + 1)
+    stride = extent ** torch.arange(Dc, device=coords.device)  # (Dc,) row-major cell strides
     area = spec.block ** Dc
-    K = max(1, math.ceil(2 * int(n_select.max()) / area) + 1)  # enough blocks to usually cover the target
+    K = max(1, math.ceil(2 * max(n_select, default=0) / area) + 1)  # enough blocks to usually cover the target
     # Random draws happen on the generator's device (a CPU generator may drive a GPU batch).
     gen_device = generator.device
     centre_idx = torch.multinomial(real.to(gen_device, torch.float32), K, replacement=True, generator=generator)
@@ -89,7 +106,7 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     block_id = torch.arange(K, device=coords.device).view(1, K, 1).expand(B, K, area)
     block_id = torch.where(inside, block_id, K)  # an outside cell leaves the table as it is
     # first block covering each grid cell: one scatter, linear in the number of covered cells.
-    table = torch.full((B, int(extent.prod())), K, dtype=torch.long, device=coords.device)
+    table = torch.full((B, extent ** Dc), K, dtype=torch.long, device=coords.device)
     table.scatter_reduce_(1, flat.reshape(B, -1), block_id.reshape(B, -1), reduce="amin")
     first = table.gather(1, (cell * stride).sum(-1)).to(coords.dtype)  # (B, M)
     # Key = index of the first block covering the element (+ noise to split a partial block);
@@ -98,7 +115,7 @@ def block_mask(coords: torch.Tensor, padding: torch.Tensor, spec: MaskSpec, gene
     key = (first + noise).masked_fill(padding, 2.0 * K + 2.0)
     order = key.argsort(dim=1)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(M, device=coords.device).expand(B, M))
-    selected = rank < n_select[:, None]  # (B, M)
+    selected = rank < torch.tensor(n_select, device=coords.device)[:, None]  # (B, M)
     return (real & ~selected) if spec.inverse else selected
 
 
@@ -108,10 +125,13 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
-def compact(select: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """select (B, M) bool -> (index (B, K), padding (B, K)) of selected positions, in order, K = max count."""
-    count = select.sum(1)  # (B,)
-    K = int(count.max()) if select.numel() else 0
+def compact(select: torch.Tensor, counts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """select (B, M) bool -> (index (B, K), padding (B, K)) of selected positions, in order, K = max count.
+
+    ``counts``: each row's number of selected positions, on the host (the masking knows them exactly).
+    """
+    count = torch.tensor(counts, dtype=torch.long, device=select.device)  # (B,)
+    K = max(counts, default=0)
     index = (~select).to(torch.uint8).argsort(dim=1, stable=True)[:, :K]  # selected first, original order
     padding = torch.arange(K, device=select.device)[None, :] >= count[:, None]  # (B, K)
     return index, padding
@@ -132,15 +152,18 @@ class MaskedView(Rows):
     target_coords: torch.Tensor  # (B*R, T, Dc)
     target_padding: torch.Tensor  # (B*R, T)
     num_views: int
+    num_targets: tuple[int, ...]  # (B*R,) masked elements per view row, on the host
 
 
 def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: torch.Generator) -> MaskedView:
     """Repeat every row ``num_views`` times, mask each copy independently, keep only what is visible."""
     coords = part.coords.repeat_interleave(num_views, dim=0)  # (B*R, M, Dc)
     padding = part.padding.repeat_interleave(num_views, dim=0)  # (B*R, M)
-    mask = block_mask(coords, padding, spec, generator)  # (B*R, M)
-    vis_index, vis_padding = compact(~mask & ~padding)  # (B*R, V)
-    tgt_index, tgt_padding = compact(mask)  # (B*R, T)
+    lengths = [m for m in part.lengths for _ in range(num_views)]  # (B*R,) host, as repeat_interleave
+    mask = block_mask(coords, padding, spec, generator, lengths)  # (B*R, M)
+    masked = num_masked(lengths, spec.ratio)  # exactly what every view row has masked
+    vis_index, vis_padding = compact(~mask & ~padding, [m - n for m, n in zip(lengths, masked)])  # (B*R, V)
+    tgt_index, tgt_padding = compact(mask, masked)  # (B*R, T)
     source = torch.arange(coords.shape[0], device=coords.device) // num_views  # (B*R,) original row
     return MaskedView(
         values=part.values[source[:, None], vis_index],  # (B*R, V, C): no (B*R, M, C) copy
@@ -151,9 +174,11 @@ def make_views(part: ModalityBatch, spec: MaskSpec, num_views: int, generator: t
         target_coords=_take(coords, tgt_index),
         target_padding=tgt_padding,
         num_views=num_views,
+        num_targets=tuple(masked),
     )
 
 
+@torch.compiler.disable  # host-sized and drawn from a generator: eager inside a compiled step
 def make_all_views(batch: Batch, masking_cfg, num_views: int, generator: torch.Generator) -> dict[str, MaskedView]:
     """``num_views`` masked views of every modality sub-batch, in ``batch.parts`` order."""
     return {name: make_views(part, mask_spec(masking_cfg, name), num_views, generator)

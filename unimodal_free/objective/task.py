@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from unimodal_free.batch import Batch, ModalitySpec, Rows, split_rows
 from unimodal_free.model.joint import JointModel, unwrap
-from unimodal_free.objective.alignment import alignment_loss
+from unimodal_free.objective.alignment import alignment_loss, pair_index_tensors
 from unimodal_free.objective.collapse import row_moments, std_from_moments
 from unimodal_free.objective.loss import modality_balanced_loss, regression_error
 from unimodal_free.objective.masking import MaskedView, make_all_views
@@ -147,8 +147,8 @@ class Data2VecStudent(JointModel):
         else:
             R = next(iter(views.values())).num_views
             pooled = {name: zm.view(-1, R, *zm.shape[1:]).mean((1, 2)) for name, zm in latents.items()}  # (B_m, D)
-        pair_index = {name: p.pair_index for name, p in batch.parts.items()}
-        return alignment_loss(self.align, pooled, pair_index, self.modalities, gather_fn, sum_fn)
+        pair_rows = pair_index_tensors(batch.parts, self.modalities, next(iter(pooled.values())).device)
+        return alignment_loss(self.align, pooled, pair_rows, self.modalities, gather_fn, sum_fn)
 
     def forward_loss(self, batch: Batch, views: dict[str, MaskedView], targets: dict[str, torch.Tensor],
                      student: StudentOutput, align_loss: torch.Tensor | None, scale: torch.Tensor | None,
@@ -171,7 +171,7 @@ class Data2VecStudent(JointModel):
             first_view = target[:: v.num_views] if valid is None else target  # latents targets repeat per view
             moments[f"target/{name}"] = row_moments(first_view, valid)
             moments[f"pred/{name}"] = row_moments(pred.detach(), valid)
-            rows = first_view.shape[0] if valid is None else int(valid.any(1).sum())  # rows behind the target std
+            rows = first_view.shape[0] if valid is None else sum(n > 0 for n in v.num_targets)  # behind the std
             if rows >= 2:
                 metrics[f"target_std/{name}"] = std_from_moments(moments[f"target/{name}"]).float()
                 metrics[f"pred_std/{name}"] = std_from_moments(moments[f"pred/{name}"]).float()

@@ -26,7 +26,7 @@ from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.config import ConfigError, ObjectiveConfig, config_to_dict
 from unimodal_free.data.loader import DataSourceError, make_train_loader
 from unimodal_free.data.tokenizer import TokenizerMismatchError
-from unimodal_free.model import EMATeacher, unwrap
+from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent, check_collapse, step_flops
 from unimodal_free.provenance import provenance
 from unimodal_free.train import dist
@@ -172,7 +172,14 @@ class Trainer:
         self.teacher = EMATeacher(student, cfg.objective)
         self.teacher.module.to(self.device)
         if cfg.train.compile:  # in place: parameter names (and checkpoints) unchanged; after the teacher's copy
-            unwrap(student).encoder.compile()
+            # The whole step's forward (teacher targets, student, alignment, loss) and its backward; the
+            # masking and the pair indices run eagerly (host-sized), so batch sizes are dynamic shapes.
+            # Sizes that happen to be equal in one batch (rows of two modalities) are not tied together,
+            # else the next batch recompiles.
+            import torch.fx.experimental._config as fx_config
+
+            fx_config.use_duck_shape = False
+            student.compile(dynamic=True)
         # Without ZeRO (fp32) nothing in DeepSpeed refuses an inf/NaN step, so the optimizer does.
         optimizer = build_optimizer(
             student, cfg.optim, check_finite=cfg.deepspeed.zero_stage == 0 and cfg.train.precision == "fp32"
