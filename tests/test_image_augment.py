@@ -163,3 +163,15 @@ def test_bad_values_are_refused_naming_the_key(value, key):
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"data": {"image_augment": value}})
     assert str(exc.value).startswith(key) and "\n" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_training_run_with_augmentation_steps(tmp_path, monkeypatch):
+    """The trainer's own loader (DataLoader worker, DeepSpeed engine) trains with augmented pictures."""
+    from helpers import run_trainer
+
+    seen = {}
+    rc = run_trainer(tmp_path, monkeypatch, "data.image_augment.enabled=true", "data.num_workers=1",
+                     "train.max_steps=3", "train.log_every=1",
+                     observe=lambda trainer: seen.update(on=trainer.cfg.data.image_augment.enabled))
+    assert rc == 0 and seen == {"on": True}
