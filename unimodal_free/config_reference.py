@@ -49,16 +49,24 @@ def cell(text: str) -> str:
 
 def section(cls: type, prefix: str) -> Iterator[str]:
     """One table: a row per option of dataclass ``cls``, dotted under ``prefix``."""
-    hints = typing.get_type_hints(cls)
     yield " ".join((cls.__doc__ or "").split())
     yield ""
     yield "| key | default | type | accepts | fixed on resume | description |"
     yield "|---|---|---|---|---|---|"
+    yield from rows(cls, prefix)
+    yield ""
+
+
+def rows(cls: type, prefix: str) -> Iterator[str]:
+    """A row per option of ``cls``; a nested section's options follow as rows of their own (``data.image_augment.*``)."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from rows(hints[f.name], f"{prefix}{f.name}.")
+            continue
         yield (f"| `{prefix}{f.name}` | `{cell(default_text(f))}` | {type_text(hints[f.name])} | "
                f"{cell(meta['rule'].text)} | {fixed_text(meta['fixed'])} | {cell(meta['help'])} |")
-    yield ""
 
 
 def markdown() -> str:

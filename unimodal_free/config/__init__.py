@@ -26,6 +26,7 @@ from unimodal_free.config.sections import (
     DataConfig,
     DeepSpeedConfig,
     EvalConfig,
+    ImageAugmentConfig,
     LogConfig,
     MaskingConfig,
     ModelConfig,
@@ -37,7 +38,8 @@ from unimodal_free.config.sections import (
 from unimodal_free.config.validation import as_data, check_budget, fixed_on_resume, validate
 
 __all__ = [
-    "CONFIG_DIR", "as_data", "check_budget", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "LogConfig",
+    "CONFIG_DIR", "as_data", "check_budget", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "ImageAugmentConfig",
+    "LogConfig",
     "MaskingConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "Source", "TrainConfig", "config_from_dict",
     "config_json", "config_to_dict", "fixed_on_resume", "load_config", "option", "parse_override", "save_config", "validate",
 ]

@@ -84,6 +84,37 @@ class Source:
 
 
 @dataclass
+class ImageAugmentConfig:
+    """Training pictures only: transforms bounded so that a caption's position, size and colour words stay true
+    (data/image_augment.py). Eval, probes and embedding never augment."""
+
+    enabled: bool = option(False, anything, help="Augment each training picture, after the resize and crop, before "
+                                                   "it is cut into patches.")
+    translate: float = option(0.04, in_range(0, 0.25),
+                              help="Largest shift per axis, as a fraction of the side. 0.04 with data.image_augment."
+                                   "scale and rotate at their defaults keeps a demo shape's centre in its cell of "
+                                   "the 3x3 position grid (the demo already jitters centres by 0.04).")
+    scale: float = option(0.1, in_range(0, 0.5, high_open=True),
+                          help="Largest size change (factor 1 +- scale, about the centre): the demo's size classes "
+                               "are 1.4-1.6x apart in radius.")
+    rotate: float = option(5.0, in_range(0, 180),
+                           help="Largest rotation in degrees, about the picture's centre, which moves a corner shape: "
+                                "at 10 some demo corner shapes leave their cell.")
+    brightness: float = option(0.1, in_range(0, 1, high_open=True),
+                               help="Largest brightness change (factor 1 +- brightness on every channel alike: hue "
+                                    "stays). At 0.2 a darkened yellow is nearer the demo's orange than its yellow.")
+    contrast: float = option(0.1, in_range(0, 1, high_open=True),
+                             help="Largest contrast change (factor 1 +- contrast on each pixel's distance from the "
+                                  "picture's mean grey).")
+    noise: float = option(0.02, in_range(0, 1),
+                          help="Largest std of the Gaussian pixel noise, as a fraction of the intensity range "
+                               "(each picture draws its std in [0, noise]).")
+    hflip: bool = option(False, anything,
+                         help="Mirror half the pictures left-right. Off: captions that say left or right would "
+                              "become false.")
+
+
+@dataclass
 class DataConfig:
     """Where samples come from and how they become elements. The keys from ``patch_size`` to
     ``max_text_tokens`` are fixed on resume: element widths and what a coordinate means."""
@@ -115,6 +146,9 @@ class DataConfig:
     max_text_tokens: int = option(64, count(1, 10**6), fixed=True,
                                   help="Longer captions are cut to this many tokens; also the index that text "
                                        "coordinate 1 means.")
+    image_augment: ImageAugmentConfig = option(rule=anything, factory=ImageAugmentConfig,  # each key checks itself
+                                               help="Caption-safe augmentation of training pictures (the "
+                                                    "data.image_augment.* keys).")
     split_pairs: bool = option(True, anything,
                                help="Split multi-modality samples into unimodal rows (the pair id is kept for "
                                     "alignment).")

@@ -29,6 +29,7 @@ import torch
 
 from unimodal_free.batch import Elements, Row
 from unimodal_free.data import media
+from unimodal_free.data.image_augment import AugmentDraw, augment_pixels, draw_augment
 from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.modalities import (
     CAPTION_MODALITY,
@@ -92,8 +93,8 @@ def decode_image(data: bytes, key: str = "?"):
     return upright_rgb(open_image(data, key))
 
 
-def image_elements(im, image_size: int, patch_size: int) -> Elements:
-    """RGB image -> resize shorter side, centre crop, scale to [-1, 1], cut into p x p patches."""
+def image_pixels(im, image_size: int) -> torch.Tensor:
+    """RGB image -> resize shorter side, centre crop: float pixels (H, W, 3) in [0, 255]."""
     from PIL import Image
 
     w, h = im.size
@@ -102,7 +103,15 @@ def image_elements(im, image_size: int, patch_size: int) -> Elements:
     im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
     left, top = (nw - image_size) // 2, (nh - image_size) // 2
     im = im.crop((left, top, left + image_size, top + image_size))
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W, 3) in [0, 255]
+    return torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W, 3) in [0, 255]
+
+
+def image_elements(im, image_size: int, patch_size: int, augment: Optional[AugmentDraw] = None) -> Elements:
+    """RGB image -> resize shorter side, centre crop, (augment: training only), scale to [-1, 1], cut into p x p
+    patches."""
+    x = image_pixels(im, image_size)  # (H, W, 3) in [0, 255]
+    if augment is not None:
+        x = augment_pixels(x, augment)
     x = x / 127.5 - 1.0
     p, g = patch_size, image_size // patch_size
     x = x.reshape(g, p, g, p, 3).permute(0, 2, 1, 3, 4)  # (gh, gw, p, p, 3)
@@ -261,6 +270,9 @@ class RawSample:
     tokenizer: Any
     train: bool
     rng: Optional[random.Random]
+    # Draws the training pictures' augmentation (data.image_augment), apart from ``rng`` so that turning it on
+    # changes the pixels only, never which caption or recording a step gets.
+    augment_rng: Optional[random.Random] = None
     # (how many, which) of the caption drawn in training: a sample's recordings, when there are as many
     # (the five captions of a picture and their five recordings), use the same draw, so the recording
     # and the caption of a step are one utterance and its words.
@@ -279,7 +291,9 @@ class RawSample:
 
 def _image(s: RawSample) -> list[Elements]:
     im = decode_image(s.member("image"), s.where)
-    return [image_elements(im, s.data_cfg.image_size, s.data_cfg.patch_size)]
+    augment = s.data_cfg.image_augment
+    draw = draw_augment(augment, s.augment_rng) if s.train and augment.enabled else None
+    return [image_elements(im, s.data_cfg.image_size, s.data_cfg.patch_size, draw)]
 
 
 def _speech(s: RawSample) -> list[Elements]:
@@ -343,7 +357,8 @@ def sample_labels(meta: dict[str, Any], where: str, train: bool) -> dict[str, st
 
 
 def sample_rows(
-    sample: dict[str, Any], data_cfg, tokenizer, train: bool, rng: Optional[random.Random] = None
+    sample: dict[str, Any], data_cfg, tokenizer, train: bool, rng: Optional[random.Random] = None,
+    augment_rng: Optional[random.Random] = None,
 ) -> list[Row]:
     """One raw webdataset sample -> rows ``(Elements, key, pair_id, labels)``, one per modality.
 
@@ -351,6 +366,8 @@ def sample_rows(
     .txt or json ``captions``); eval keeps every caption as its own row with the
     same pair id (COCO protocol). With ``data_cfg.split_pairs`` off, training
     keeps one modality of a paired sample (chosen by ``rng``) and no pair id.
+    Training with ``data_cfg.image_augment.enabled`` augments the picture with
+    ``augment_rng``; eval never does.
     Raises :class:`DecodeError` on anything undecodable.
     """
     key = sample.get("__key__", "?")
@@ -377,12 +394,14 @@ def sample_rows(
 
     if train and rng is None:
         raise ValueError("sample_rows: training needs an rng (caption choice, split_pairs=False)")
+    if train and data_cfg.image_augment.enabled and augment_rng is None:
+        raise ValueError("sample_rows: data.image_augment.enabled needs an augment_rng in training")
     if train and not data_cfg.split_pairs and len(present) > 1:
         present, pair = [rng.choice(present)], None
 
     # Cheapest first (the table's decode_rank: text, image, speech): a sample that fails on its text
     # fails before the costly decodes, so a source that decodes nothing reaches data.max_skips_in_row quickly.
-    raw = RawSample(sample, meta, where, data_cfg, tokenizer, train, rng)
+    raw = RawSample(sample, meta, where, data_cfg, tokenizer, train, rng, augment_rng if train else None)
     rows: dict[str, list[Row]] = {}
     for modality in sorted(present, key=lambda m: MODALITY[m].decode_rank):
         rows[modality] = [Row(e, key, pair, labels) for e in DECODERS[modality](raw)]

@@ -7,7 +7,8 @@ decoding; bad samples skipped and counted), ``bucketing.py`` (rows -> batches).
 Training stream, per (rank, worker)::
 
     for each source: resampled shard URLs (seeded) -> tar samples -> shuffle buffer
-    -> weighted mix of sources -> decode + featurize (skip and count bad samples)
+    -> weighted mix of sources -> decode + featurize (skip and count bad samples; training pictures
+       augmented when data.image_augment.enabled, from the segment's own "augment" generator)
     -> split pairs into rows -> pool -> bucketed batches of exactly B rows
 
 Determinism and exact resume. The stream of one (rank, logical worker) is cut
@@ -103,7 +104,7 @@ class _TrainStream(torch.utils.data.IterableDataset):
         shuffled = [shuffle_samples(s, data_cfg.shuffle_buffer, rng_for("shuffle", i)) for i, s in enumerate(streams)]
         mixed = mix_sources(shuffled, weights, rng_for("mix"))
         units = decode_units(mixed, data_cfg, self.tokenizer, train=True, rng=rng_for("decode"), counter=counter,
-                             max_in_row=data_cfg.max_skips_in_row)
+                             max_in_row=data_cfg.max_skips_in_row, augment_rng=rng_for("augment"))
         bucketer = Bucketer(data_cfg.bucket_boundaries, batch_rows)
         return bucketed_batches(units, bucketer, POOL_BATCHES * batch_rows, counter)
 

@@ -163,19 +163,21 @@ def mix_sources(streams: list[Iterator[dict]], weights: list[float], rng: random
 
 def decode_units(samples: Iterable[dict], data_cfg: DataConfig, tokenizer, train: bool,
                  rng: Optional[random.Random], counter: SkipCounter,
-                 max_in_row: Optional[int] = None) -> Iterator[list[Row]]:
+                 max_in_row: Optional[int] = None,
+                 augment_rng: Optional[random.Random] = None) -> Iterator[list[Row]]:
     """Raw samples -> list of rows per sample (a *unit*: a pair's rows stay together); bad ones counted.
 
     ``max_in_row``: that many skips without a decodable sample between them raise
     :class:`NoDecodableSample` (training: the stream is endless, so a source that
-    decodes nothing would otherwise loop forever).
+    decodes nothing would otherwise loop forever). ``augment_rng``: the training pictures' augmentation
+    (``data.image_augment``; see :func:`sample_rows`).
     """
     for sample in samples:
         if SKIP in sample:
             counter.skip(f"{sample['__url__']}:{sample['__key__']}", sample[SKIP])
         else:
             try:
-                rows = sample_rows(sample, data_cfg, tokenizer, train=train, rng=rng)
+                rows = sample_rows(sample, data_cfg, tokenizer, train=train, rng=rng, augment_rng=augment_rng)
             except DecodeError as exc:
                 counter.skip(exc.key, exc.reason)
             else:
