@@ -43,15 +43,16 @@ def specific_to(name: str) -> str | None:
 SUBSETS = [subset for k in (1, 2, 3) for subset in itertools.combinations(MODALITIES, k)]
 
 
+@pytest.mark.parametrize("summary", ["none", "max"])
 @pytest.mark.parametrize("align", ["off", "masked", "full"])
 @pytest.mark.parametrize("space", ["latents", "elements"])
 @pytest.mark.parametrize("modalities", SUBSETS, ids="+".join)
-def test_every_parameter_gets_a_gradient_whatever_modalities_the_batch_holds(space, modalities, align):
+def test_every_parameter_gets_a_gradient_whatever_modalities_the_batch_holds(space, modalities, align, summary):
     """Same parameter set every step (data-parallel ranks reduce the same gradients): those of absent
     modalities are exactly zero, every other one is non-zero; the loss is what it is without them."""
     sets = [f"objective.target_space={space}"]
     sets += ["objective.align_weight=0"] if align == "off" else [f"objective.align_input={align}"]
-    cfg, model = model_for(*sets)
+    cfg, model = model_for(*sets, f"model.element_summary={summary}")
     teacher = EMATeacher(model, cfg.objective)
     batch = make_batch(cfg, seed=3, pairs=4, modalities=modalities)
     out = model(batch, teacher.module, torch.Generator().manual_seed(0))
@@ -70,8 +71,9 @@ def test_every_parameter_gets_a_gradient_whatever_modalities_the_batch_holds(spa
     assert {specific_to(n) for n, _ in model.named_parameters()} == {None, *MODALITIES}  # each one is checked
 
 
-def test_latents_invariant_to_padding_content():
-    cfg, model = model_for()
+@pytest.mark.parametrize("summary", ["none", "max"])
+def test_latents_invariant_to_padding_content(summary):
+    cfg, model = model_for(f"model.element_summary={summary}")
     model.eval()
     batch = make_batch(cfg, seed=4, pairs=6)
     assert all(p.padding.any() for m, p in batch.parts.items() if m != "image")
@@ -83,9 +85,11 @@ def test_latents_invariant_to_padding_content():
     assert all(torch.equal(e1[m], e2[m]) for m in e1)
 
 
+@pytest.mark.parametrize("summary", ["none", "max"])
 @pytest.mark.parametrize("space", ["latents", "elements"])
-def test_student_invariant_to_masked_and_padded_content(space):
-    cfg, model = model_for(f"objective.target_space={space}", "objective.num_views=1", "objective.align_weight=0")
+def test_student_invariant_to_masked_and_padded_content(space, summary):
+    cfg, model = model_for(f"objective.target_space={space}", "objective.num_views=1", "objective.align_weight=0",
+                           f"model.element_summary={summary}")
     model.eval()
     batch = make_batch(cfg, seed=5, pairs=5)
     views = make_all_views(batch, cfg.masking, cfg.objective.num_views, torch.Generator().manual_seed(0))
@@ -154,12 +158,13 @@ def test_modality_specific_share_is_small():
     assert 0 < specific / total < 0.1
 
 
-def test_step_flops_matches_flop_counter():
+@pytest.mark.parametrize("summary", ["none", "max"])
+def test_step_flops_matches_flop_counter(summary):
     """Analytic teacher FLOPs == torch's FlopCounter on a padding-free batch.
 
     The math SDPA backend is used so attention's matmuls are visible to the counter.
     """
-    cfg, model = model_for("objective.num_views=1")
+    cfg, model = model_for("objective.num_views=1", f"model.element_summary={summary}")
     batch = make_batch(cfg, seed=8, pairs=1, modalities=("image",))
     assert not batch.parts["image"].padding.any()
     counter = FlopCounterMode(display=False)
@@ -167,7 +172,7 @@ def test_step_flops_matches_flop_counter():
         model.encode(batch.parts)
     analytic = step_flops(cfg.model, cfg.objective, cfg.masking, cfg.data, batch)
     assert analytic["teacher"] == counter.get_total_flops()
-    cfg4 = tiny_config("objective.num_views=4")
+    cfg4 = tiny_config("objective.num_views=4", f"model.element_summary={summary}")
     ratio = step_flops(cfg4.model, cfg4.objective, cfg4.masking, cfg4.data, batch)["student"] / analytic["student"]
     assert ratio == pytest.approx(4.0)
     assert analytic["student"] > analytic["teacher"]
@@ -321,3 +326,19 @@ def test_split_rows_undoes_the_concatenation_of_every_modality():
     assert list(split) == list(batch.parts)
     for m, p in batch.parts.items():
         assert torch.equal(split[m], p.coords[:, :1, 0])
+
+
+def test_element_summary_is_the_max_over_real_elements_of_each_row():
+    """A row's summary depends on its real elements only, is the max of their per-element features
+    (so it does not change when an element is repeated, unlike a mean), and a row without elements gets 0."""
+    from unimodal_free.model.summary import ElementSummary
+    torch.manual_seed(0)
+    summary = ElementSummary(8)
+    x = torch.randn(2, 5, 8)
+    padding = torch.tensor([[False, False, False, True, True], [True] * 5])
+    out = summary(x, padding)
+    features = summary.proj(torch.nn.functional.gelu(summary.fc(summary.norm(x[0, :3]))))  # (3, 8)
+    torch.testing.assert_close(out[0], features.amax(0))
+    assert torch.equal(out[1], torch.zeros(8))
+    repeated = torch.cat([x[:1, :3], x[:1, :1]], dim=1)  # the first element twice
+    torch.testing.assert_close(summary(repeated, torch.zeros(1, 4, dtype=torch.bool))[0], out[0])

@@ -66,6 +66,13 @@ class ModelConfig:
                                                  "views x rows of latents dominate a large step's memory (README "
                                                  "\"Memory\"); costs one more student forward. Same weights either "
                                                  "way, so it may change on resume.")
+    element_summary: str = option("none", one_of("none", "max"), fixed=True,
+                                  help="\"max\": every latent also receives a max over the input's elements of a "
+                                       "small per-element MLP (model/summary.py), beside the cross-attention's "
+                                       "weighted average. An average over elements dilutes a small object among "
+                                       "background patches; a max keeps what any element shows (bag-of-features "
+                                       "pooling), which lets pictures' shape be learned (docs/DESIGN.md, Findings). "
+                                       "\"none\": the plain Perceiver cross-attention.")
     latent_stacks: str = option("shared", one_of("shared", "per_modality"), fixed=True,
                                 help="\"shared\": one latent stack for every modality (the project's model). "
                                      "\"per_modality\": each modality gets its own model.num_blocks latent blocks, "

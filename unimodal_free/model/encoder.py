@@ -17,11 +17,12 @@ import torch
 import torch.nn as nn
 
 from unimodal_free.model.layers import CrossBlock, LatentBlock
+from unimodal_free.model.summary import ElementSummary
 
 
 class PerceiverEncoder(nn.Module):
     def __init__(self, d_model: int, num_latents: int, num_blocks: int, num_heads: int, cross_heads: int,
-                 mlp_ratio: float, dropout: float = 0.0, num_stacks: int = 1):
+                 mlp_ratio: float, dropout: float = 0.0, num_stacks: int = 1, element_summary: str = "none"):
         super().__init__()
         for name, value in (("model.num_latents", num_latents), ("model.num_blocks", num_blocks)):
             if value <= 0:
@@ -30,6 +31,10 @@ class PerceiverEncoder(nn.Module):
             raise ValueError(f"encoder: num_stacks must be > 0, got {num_stacks}")
         self.latents = nn.Parameter(torch.randn(num_latents, d_model) * 0.02)
         self.cross = CrossBlock(d_model, cross_heads, mlp_ratio, dropout)
+        if element_summary not in ("none", "max"):
+            raise ValueError(f"encoder: model.element_summary must be 'none' or 'max', got {element_summary!r}")
+        # Created only when used, so a plain Perceiver's checkpoint keys stay as they are.
+        self.summary = ElementSummary(d_model) if element_summary == "max" else None
 
         def stack() -> nn.ModuleList:
             return nn.ModuleList(LatentBlock(d_model, num_heads, mlp_ratio, dropout) for _ in range(num_blocks))
@@ -62,7 +67,10 @@ class PerceiverEncoder(nn.Module):
         latents = []
         for x, padding in inputs:
             q = self.latents.expand(x.shape[0], -1, -1)  # (B_m, N, D)
-            latents.append(self.cross(q, x, padding))
+            z = self.cross(q, x, padding)  # (B_m, N, D)
+            if self.summary is not None:
+                z = z + self.summary(x, padding).unsqueeze(1)  # (B_m, 1, D): the same summary for every latent
+            latents.append(z)
         if len(stacks) == 1:
             z = torch.cat(latents, dim=0) if len(latents) > 1 else latents[0]  # (B, N, D)
             return run_stack(stacks[0], z)

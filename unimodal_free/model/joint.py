@@ -46,7 +46,8 @@ class JointModel(nn.Module):
                                       m.standardize_values)
         self.encoder = PerceiverEncoder(m.d_model, m.num_latents, m.num_blocks, m.num_heads, m.cross_heads,
                                         m.mlp_ratio, m.dropout,
-                                        num_stacks=len(self.modalities) if m.latent_stacks == "per_modality" else 1)
+                                        num_stacks=len(self.modalities) if m.latent_stacks == "per_modality" else 1,
+                                        element_summary=m.element_summary)
         self.norm = nn.LayerNorm(m.d_model)
         # Only the heads the config uses exist, so no parameter is left without a gradient.
         self.predictor = self.readout = self.head = self.align = None

@@ -13,6 +13,7 @@ import numpy as np
 
 from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.model.embedding import MIN_PADDING
+from unimodal_free.model.summary import HIDDEN_RATIO as SUMMARY_RATIO
 from unimodal_free.objective.masking import mask_spec, num_masked
 
 
@@ -49,8 +50,10 @@ def step_flops(model_cfg, objective_cfg, masking_cfg, data_cfg, batch: Batch) ->
     latent_stack = L * _self_block(N, D, H)  # per row, independent of the input length
     query_width = 2 * (2 * m.fourier_bands + 1)  # readout queries: widest coordinate features (2-D)
 
+    summary = 2 * 2 * D * (SUMMARY_RATIO * D) if m.element_summary == "max" else 0  # per element: D -> 2D -> D (model/summary.py)
+
     def encoder(M: np.ndarray) -> np.ndarray:  # per row with M elements
-        return 2 * M * width * D + _cross_block(N, M, D, H) + latent_stack
+        return 2 * M * width * D + M * summary + _cross_block(N, M, D, H) + latent_stack
 
     def readout(T: np.ndarray) -> np.ndarray:
         return 2 * T * query_width * D + _cross_block(T, N, D, H)
