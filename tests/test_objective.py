@@ -340,3 +340,33 @@ def test_guard_on_pooled_interval_statistics(zeroed):
     else:
         for m in ("image", "speech", "text"):
             assert f"target_std of modality '{m}' is " in message
+
+
+def test_hard_negative_infonce_weights_each_negative_by_exp_beta_similarity():
+    """Robinson et al.'s estimate, counted by hand: -log(e^{t s+} / (e^{t s+} + (N-1) sum_j w_j e^{t s_j})),
+    w = softmax(beta s_j) over the negatives; beta = 0 is plain InfoNCE to the bit."""
+    import math
+
+    import torch.nn.functional as F
+
+    from unimodal_free.objective.alignment import info_nce
+
+    g = torch.Generator().manual_seed(0)
+    za = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    zb = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    scale, beta = torch.tensor(3.0), 4.0
+
+    def by_hand(a, b):
+        total = 0.0
+        for i in range(a.shape[0]):
+            s = (a[i] @ b.T).tolist()
+            negatives = [s[j] for j in range(len(s)) if j != i]
+            w = torch.softmax(beta * torch.tensor(negatives), 0).tolist()
+            denominator = math.exp(scale * s[i]) + (len(s) - 1) * sum(wj * math.exp(scale * sj) for wj, sj in zip(w, negatives))
+            total += -math.log(math.exp(scale * s[i]) / denominator)
+        return total
+
+    expected = (by_hand(za, zb) + by_hand(zb, za)) / (2 * za.shape[0])
+    assert info_nce(za, zb, scale, hard_negatives=beta).item() == pytest.approx(expected, rel=1e-5)
+    assert torch.equal(info_nce(za, zb, scale, hard_negatives=0.0), info_nce(za, zb, scale))
+    assert info_nce(za, zb, scale, hard_negatives=beta).item() != pytest.approx(info_nce(za, zb, scale).item(), rel=1e-3)

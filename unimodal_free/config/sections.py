@@ -251,6 +251,12 @@ class ObjectiveConfig:
                               help="Student latents pooled for alignment: \"masked\" = mean over the R masked views "
                                    "(no extra compute); \"full\" = one more student pass on the unmasked input.")
     init_temperature: float = option(0.07, positive, help="Initial InfoNCE temperature (learned).")
+    hard_negatives: float = option(0.0, in_range(0, 100),
+                                   help="beta of hard-negative weighting in the InfoNCE loss (Robinson et al. 2021, "
+                                        "\"Contrastive learning with hard negative samples\"): each negative's "
+                                        "weight is proportional to exp(beta x its cosine similarity), so the "
+                                        "negatives that share most with the positive (a caption naming the same "
+                                        "colour and place but another shape) count most. 0: plain InfoNCE.")
     min_target_std: float = option(0.1, at_least(0),
                                    help="Collapse guard: stop when the across-sample target std of a modality falls "
                                         "below this after the warm-up (fairseq: 0.1).")

@@ -29,6 +29,8 @@ and the loss.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -85,11 +87,29 @@ def _gather(t: torch.Tensor, gather_fn) -> tuple[torch.Tensor, int]:
     return gathered, int(offset)
 
 
-def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=None) -> torch.Tensor | None:
+def hard_negative_bias(similarity: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """Additive logit bias (P, P_total) that reweights the negatives of each row by softmax(beta * similarity).
+
+    Robinson et al.'s hard-negative InfoNCE: the negatives' sum becomes
+    (P_total - 1) x their exp(beta s)-weighted mean, so beta = 0 gives a bias
+    of exactly 0 (plain InfoNCE). The weights are constants (no gradient through
+    them), as in the paper's importance-sampling estimate. The positive keeps bias 0.
+    """
+    positive = torch.zeros_like(similarity, dtype=torch.bool)
+    positive[torch.arange(similarity.shape[0], device=similarity.device), labels] = True
+    if beta == 0 or similarity.shape[1] < 2:
+        return torch.zeros_like(similarity)
+    weights = (beta * similarity.detach()).masked_fill(positive, float("-inf")).log_softmax(dim=1)  # (P, P_total)
+    return (weights + math.log(similarity.shape[1] - 1)).masked_fill(positive, 0.0)
+
+
+def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=None,
+             hard_negatives: float = 0.0) -> torch.Tensor | None:
     """Symmetric InfoNCE of L2-normalised paired rows za[i] <-> zb[i] (P, A).
 
     Returns None when no rank has a pair (nothing to learn), else the mean of
     both directions' cross-entropy over the local pairs (0-row locals give 0).
+    ``hard_negatives``: beta of :func:`hard_negative_bias` (0: plain InfoNCE).
     """
     both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
     if both.shape[0] == 0:
@@ -98,8 +118,11 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=
     labels = torch.arange(za.shape[0], device=za.device) + offset  # (P,)
     # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
     # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
-    loss_ab = F.cross_entropy(scale * za @ zb_all.T, labels, reduction="sum")  # logits (P, P_total)
-    loss_ba = F.cross_entropy(scale * zb @ za_all.T, labels, reduction="sum")
+    sim_ab, sim_ba = za @ zb_all.T, zb @ za_all.T  # cosine similarities (P, P_total)
+    logits_ab = scale * sim_ab + hard_negative_bias(sim_ab, labels, hard_negatives)
+    logits_ba = scale * sim_ba + hard_negative_bias(sim_ba, labels, hard_negatives)
+    loss_ab = F.cross_entropy(logits_ab, labels, reduction="sum")
+    loss_ba = F.cross_entropy(logits_ba, labels, reduction="sum")
     return (loss_ab + loss_ba) / (2 * max(za.shape[0], 1))
 
 
@@ -151,7 +174,7 @@ def batch_moments(head: AlignmentProjection, pooled: dict[str, torch.Tensor], mo
 
 def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
                    pair_rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], modalities: list[str],
-                   gather_fn=None, sum_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+                   gather_fn=None, sum_fn=None, hard_negatives: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """pooled[m] (B_m, D), pair_rows[a, b] (:func:`pair_index_tensors`) -> (loss, logit scale), summed
     over every modality pair.
 
@@ -171,7 +194,7 @@ def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
         for b in modalities[i + 1:]:
             ia, ib = pair_rows[a, b]
             za, zb = z[a][ia], z[b][ib]  # (P, A)
-            loss = info_nce(za, zb, scale, gather_fn)
+            loss = info_nce(za, zb, scale, gather_fn, hard_negatives)
             if loss is not None:
                 total = total + loss * za.shape[0]
                 count += za.shape[0]

@@ -148,7 +148,8 @@ class Data2VecStudent(JointModel):
             R = next(iter(views.values())).num_views
             pooled = {name: zm.view(-1, R, *zm.shape[1:]).mean((1, 2)) for name, zm in latents.items()}  # (B_m, D)
         pair_rows = pair_index_tensors(batch.parts, self.modalities, next(iter(pooled.values())).device)
-        return alignment_loss(self.align, pooled, pair_rows, self.modalities, gather_fn, sum_fn)
+        return alignment_loss(self.align, pooled, pair_rows, self.modalities, gather_fn, sum_fn,
+                              self.objective_cfg.hard_negatives)
 
     def forward_loss(self, batch: Batch, views: dict[str, MaskedView], targets: dict[str, torch.Tensor],
                      student: StudentOutput, align_loss: torch.Tensor | None, scale: torch.Tensor | None,
