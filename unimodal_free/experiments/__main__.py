@@ -2,7 +2,10 @@
 
 Every module of this package with a ``run(ctx)`` function and a one-line
 ``ABOUT`` is an experiment; ``run`` returns the experiment's table (markdown),
-written to ``<root>/<NAME>.md`` and printed.
+written to ``<root>/<NAME>.md`` and printed. An experiment with options of its
+own defines ``add_options(group)`` (argparse arguments); their values reach it
+as ``ctx.options`` (a dict by dest), and giving one to another experiment is a
+usage error.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Context:
     ranks: int  # DeepSpeed ranks per training (GPUs; gloo CPU ranks here)
     common: tuple[str, ...] = ()  # --set overrides for every arm (e.g. train.max_steps=100 for a smoke run)
     heldout: Optional[list[str]] = None  # held-out shards (default: each run's own held-out split)
+    options: dict = field(default_factory=dict)  # the experiment's own options (add_options), by dest
     log: Callable[[str], None] = field(default=print)
 
 
@@ -57,10 +61,26 @@ def parse_args(argv: Optional[list[str]], names: list[str]) -> argparse.Namespac
     p.add_argument("--set", dest="common", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every arm (e.g. train.max_steps=100)")
     p.add_argument("--heldout", nargs="+", default=None, help="held-out shards (default: each run's own split)")
+    owned = {name: experiment_options(p, name) for name in names}
     args = p.parse_args(argv)
     if args.ranks < 1:
         p.error(f"--ranks: must be >= 1, got {args.ranks}")
+    for name, actions in owned.items():
+        given = [a for a in actions if getattr(args, a.dest) != a.default]
+        if name != args.name and given:
+            p.error(f"{given[0].option_strings[0]}: an option of the {name} experiment, not of {args.name}")
+    args.options = {a.dest: getattr(args, a.dest) for a in owned.get(args.name, [])}
     return args
+
+
+def experiment_options(p: argparse.ArgumentParser, name: str) -> list[argparse.Action]:
+    """The arguments an experiment's ``add_options`` adds to ``p`` (in a help group of their own)."""
+    add = getattr(experiments()[name], "add_options", None)
+    if add is None:
+        return []
+    group = p.add_argument_group(f"options of {name}")
+    add(group)
+    return list(group._group_actions)
 
 
 @usage_errors(ExperimentError)
@@ -69,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv, sorted(found))
     load_config(args.config, args.common)  # a bad --config or --set fails here, before any arm trains
     ctx = Context(root=Path(args.root), config=args.config, ranks=args.ranks, common=tuple(args.common),
-                  heldout=args.heldout)
+                  heldout=args.heldout, options=args.options)
     table = found[args.name].run(ctx)
     ctx.root.mkdir(parents=True, exist_ok=True)
     out = ctx.root / f"{args.name}.md"
