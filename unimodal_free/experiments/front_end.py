@@ -6,7 +6,8 @@ with cross-entropy on one label of the labelled pictures (the demo's ``shape``
 by default; a linear head over the classes), and reports train and held-out
 top-1 every ``--eval-every`` steps.
 
-    perceiver          the base config as it is: pooled mean of the final latents -> linear head
+    perceiver          the plain Perceiver (``model.element_summary=none``): pooled mean of the final
+                       latents -> linear head
     perceiver+summary  the same with ``model.element_summary=max`` (every latent also gets a max over
                        the elements of a per-element MLP)
     bag                no Perceiver: the element embedding, a per-element MLP and a max over the
@@ -61,7 +62,7 @@ class FrontEnd:
 
 
 ARMS = [
-    FrontEnd("perceiver"),
+    FrontEnd("perceiver", ("model.element_summary=none",)),
     FrontEnd("perceiver+summary", ("model.element_summary=max",)),
     FrontEnd("bag", pool="elements"),
 ]
