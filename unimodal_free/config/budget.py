@@ -21,6 +21,7 @@ from unimodal_free.modalities import HOP_SECONDS, N_FFT_SECONDS, TABLE
 MAX_PARAMETERS = 10**10  # 10 B: 40 GB of fp32 weights; a 1 B-parameter model passes with room to spare
 MAX_ACTIVATION_BYTES = 4 << 40  # 4 TiB: more than any single machine holds
 MIN_PADDING = 4  # model/embedding.py's padding channels (the config package cannot import the model)
+SUMMARY_RATIO = 2  # model/summary.py's HIDDEN_RATIO: the element summary's hidden width over d_model
 
 
 def _linear(n_in: int, n_out: int, bias: bool = True) -> int:
@@ -54,6 +55,8 @@ def parameter_count(cfg, vocab_size: int = 0) -> int:
     total = sum(embed + width - w for w, embed in widths) + _linear(width, D)  # embedding: tokens, pads, projection
     stacks = len(TABLE) if m.latent_stacks == "per_modality" else 1
     total += m.num_latents * D + cross + stacks * m.num_blocks * latent  # encoder
+    if m.element_summary == "max":  # norm, D -> ratio x D -> D
+        total += 2 * D + _linear(D, SUMMARY_RATIO * D) + _linear(SUMMARY_RATIO * D, D)
     total += 2 * D  # final norm
     if o.target_space == "latents":
         total += o.predictor_blocks * latent + 2 * D + _linear(D, D)
