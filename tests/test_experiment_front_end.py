@@ -69,7 +69,7 @@ def test_two_arms_write_table_and_json(shards, tmp_path, one_torch_thread):
     assert (out["train_pictures"], out["heldout_pictures"]) == (24, 12)
     assert out["settings"]["label"] == "shape" and out["settings"]["lr"] == 1e-3
     assert list(out["arms"]) == ["perceiver", "bag"]
-    assert out["arms"]["bag"]["pool"] == "elements" and out["arms"]["perceiver"]["overrides"] == []
+    assert out["arms"]["bag"]["pool"] == "elements" and out["arms"]["perceiver"]["overrides"] == ["model.element_summary=none"]
     for arm in out["arms"].values():
         assert [p["step"] for p in arm["curve"]] == [2, 3]
         for p in arm["curve"]:
