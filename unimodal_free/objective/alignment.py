@@ -95,10 +95,10 @@ def hard_negative_bias(similarity: torch.Tensor, labels: torch.Tensor, beta: flo
     of exactly 0 (plain InfoNCE). The weights are constants (no gradient through
     them), as in the paper's importance-sampling estimate. The positive keeps bias 0.
     """
-    positive = torch.zeros_like(similarity, dtype=torch.bool)
-    positive[torch.arange(similarity.shape[0], device=similarity.device), labels] = True
     if beta == 0 or similarity.shape[1] < 2:
         return torch.zeros_like(similarity)
+    positive = torch.zeros_like(similarity, dtype=torch.bool)
+    positive[torch.arange(similarity.shape[0], device=similarity.device), labels] = True
     weights = (beta * similarity.detach()).masked_fill(positive, float("-inf")).log_softmax(dim=1)  # (P, P_total)
     return (weights + math.log(similarity.shape[1] - 1)).masked_fill(positive, 0.0)
 
@@ -119,8 +119,10 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=
     # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
     # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
     sim_ab, sim_ba = za @ zb_all.T, zb @ za_all.T  # cosine similarities (P, P_total)
-    logits_ab = scale * sim_ab + hard_negative_bias(sim_ab, labels, hard_negatives)
-    logits_ba = scale * sim_ba + hard_negative_bias(sim_ba, labels, hard_negatives)
+    logits_ab, logits_ba = scale * sim_ab, scale * sim_ba
+    if hard_negatives:  # plain InfoNCE adds nothing: no bias tensor on the step's path
+        logits_ab = logits_ab + hard_negative_bias(sim_ab, labels, hard_negatives)
+        logits_ba = logits_ba + hard_negative_bias(sim_ba, labels, hard_negatives)
     loss_ab = F.cross_entropy(logits_ab, labels, reduction="sum")
     loss_ba = F.cross_entropy(logits_ba, labels, reduction="sum")
     return (loss_ab + loss_ba) / (2 * max(za.shape[0], 1))
