@@ -250,7 +250,7 @@ class Embedder:
         if isinstance(item, os.PathLike):
             return self._file_rows(Path(item), label)
         if isinstance(item, Image.Image):
-            return [image_elements(upright_rgb(item), d.image_size, d.patch_size)]
+            return [image_elements(upright_rgb(item), d.image_size, d.patch_size, stride=d.image_stride)]
         if _is_array(item):
             return self._rows(image_from_array(item, label), label)
         wave, sr = mono_waveform(*item, label)

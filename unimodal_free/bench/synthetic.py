@@ -20,7 +20,7 @@ SYNTHETIC_VOCAB = 1000
 def element_count_range(modality: str, data: DataConfig) -> tuple[int, int]:
     """(min, max) elements one sample of ``modality`` has under ``data``."""
     if modality == "image":
-        n = (data.image_size // data.patch_size) ** 2
+        n = (data.image_size // data.image_stride) ** 2
         return n, n
     if modality == "speech":
         n = max(1, int(data.max_speech_seconds * 100) // data.frames_per_element)

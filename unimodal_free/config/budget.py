@@ -65,13 +65,15 @@ def parameter_count(cfg, vocab_size: int = 0) -> int:
         total += _linear(query, D) + len(TABLE) * D + cross + 2 * D + _linear(D, D)
     if o.align_weight > 0:
         total += _linear(D, o.align_dim, bias=False) + 1  # projection and logit scale
+    if o.cross_weight > 0:  # one D -> D head per ordered pair of modalities
+        total += len(TABLE) * (len(TABLE) - 1) * _linear(D, D)
     return total
 
 
 def max_elements(data) -> int:
     """The most elements one row of any modality can have under ``data``."""
     speech_frames = max(0, math.floor((data.max_speech_seconds - N_FFT_SECONDS) / HOP_SECONDS) + 1)
-    return max((data.image_size // data.patch_size) ** 2, speech_frames // data.frames_per_element,
+    return max((data.image_size // data.image_stride) ** 2, speech_frames // data.frames_per_element,
                data.max_text_tokens)
 
 

@@ -140,7 +140,12 @@ class DataConfig:
     image_size: int = option(64, count(1, 8192), help="Images are resized and centre-cropped to this many pixels a side.")
     patch_size: int = option(8, count(1, 8192), fixed=True,
                              help="Image patch side in pixels: one image element per patch (must divide "
-                                  "data.image_size).")
+                                  "data.image_size when patches do not overlap).")
+    patch_stride: int = option(0, count(0, 8192), fixed=True,
+                               help="Pixels between neighbouring image elements; 0: data.patch_size (non-overlapping "
+                                    "patches). Smaller: overlapping patches, each the patch_size window centred on "
+                                    "its cell of an image_size/patch_stride grid, mid-grey beyond the picture's "
+                                    "edge (must divide data.image_size; patch_size - patch_stride even).")
     sample_rate: int = option(16000, count(100, 768_000), fixed=True,
                               help="Speech is resampled to this rate (Hz); at least 100 so the 10 ms hop is one "
                                    "sample or more.")
@@ -191,6 +196,11 @@ class DataConfig:
                                         "the run (exit 2, naming sources and reasons): twice the shard writer's "
                                         "default shard, so one broken shard alone never trips it, while a source "
                                         "that cannot decode anything ends in seconds.")
+
+    @property
+    def image_stride(self) -> int:
+        """Pixels between neighbouring image elements (``patch_stride``, or ``patch_size`` when 0)."""
+        return self.patch_stride or self.patch_size
 
 
 _IMAGE, _SPEECH, _TEXT = (MODALITY[name].masking for name in ("image", "speech", "text"))
@@ -257,6 +267,14 @@ class ObjectiveConfig:
                                         "weight is proportional to exp(beta x its cosine similarity), so the "
                                         "negatives that share most with the positive (a caption naming the same "
                                         "colour and place but another shape) count most. 0: plain InfoNCE.")
+    cross_weight: float = option(0.0, at_least(0), fixed=lambda weight: weight > 0,
+                                 help="Weight of the cross-modal target loss: each modality's pooled student "
+                                      "latents (its masked views) predict, through a linear head per direction, the "
+                                      "pooled teacher latents (final layer, mean over the slots, layer-normalised) "
+                                      "of the same sample's other modalities. A regression per sample: a picture "
+                                      "must carry whatever its caption's representation holds that it shows, where "
+                                      "InfoNCE asks only for what tells it from the batch's negatives. 0 turns it "
+                                      "off and drops its heads (on/off is fixed on resume).")
     min_target_std: float = option(0.1, at_least(0),
                                    help="Collapse guard: stop when the across-sample target std of a modality falls "
                                         "below this after the warm-up (fairseq: 0.1).")

@@ -24,7 +24,13 @@ def relations(cfg: Config) -> Iterator[tuple[str, bool, str]]:
            f"{m.cross_heads} does not divide model.d_model={m.d_model}")
     yield ("model.mlp_ratio", int(m.d_model * m.mlp_ratio) >= 1,
            f"{m.mlp_ratio} x model.d_model={m.d_model} leaves an MLP without hidden units")
-    yield "data.patch_size", d.image_size % d.patch_size == 0, f"{d.patch_size} does not divide data.image_size={d.image_size}"
+    yield ("data.patch_size", d.patch_stride or d.image_size % d.patch_size == 0,
+           f"{d.patch_size} does not divide data.image_size={d.image_size}")
+    yield ("data.patch_stride", d.image_size % d.image_stride == 0,
+           f"{d.patch_stride} does not divide data.image_size={d.image_size}")
+    yield ("data.patch_stride", d.image_stride <= d.patch_size and (d.patch_size - d.image_stride) % 2 == 0,
+           f"{d.patch_stride}: needs at most data.patch_size={d.patch_size} and an even difference (the window is "
+           f"centred on its cell)")
     fft_bins = round(N_FFT_SECONDS * d.sample_rate) // 2 + 1
     yield ("data.n_mels", d.n_mels <= fft_bins,
            f"{d.n_mels} mel bands exceed the {fft_bins} FFT bins at data.sample_rate={d.sample_rate}")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from unimodal_free.batch import Elements, Row
 from unimodal_free.data import media
@@ -106,15 +107,26 @@ def image_pixels(im, image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W, 3) in [0, 255]
 
 
-def image_elements(im, image_size: int, patch_size: int, augment: Optional[AugmentDraw] = None) -> Elements:
-    """RGB image -> resize shorter side, centre crop, (augment: training only), scale to [-1, 1], cut into p x p
-    patches."""
+def image_elements(im, image_size: int, patch_size: int, augment: Optional[AugmentDraw] = None,
+                   stride: Optional[int] = None) -> Elements:
+    """RGB image -> resize shorter side, centre crop, (augment: training only), scale to [-1, 1], cut into
+    p x p patches, one per cell of an (image_size / stride)^2 grid, centred on it.
+
+    ``stride`` (``data.patch_stride``) None or p: non-overlapping patches. Smaller: overlapping windows, so
+    an outline cut by one patch's edge is whole in a neighbour's (mid-grey, 0, beyond the picture's edge).
+    """
     x = image_pixels(im, image_size)  # (H, W, 3) in [0, 255]
     if augment is not None:
         x = augment_pixels(x, augment)
     x = x / 127.5 - 1.0
-    p, g = patch_size, image_size // patch_size
-    x = x.reshape(g, p, g, p, 3).permute(0, 2, 1, 3, 4)  # (gh, gw, p, p, 3)
+    p, s = patch_size, stride or patch_size
+    g = image_size // s
+    if s == p:
+        x = x.reshape(g, p, g, p, 3).permute(0, 2, 1, 3, 4)  # (gh, gw, p, p, 3)
+    else:
+        margin = (p - s) // 2
+        x = F.pad(x.permute(2, 0, 1), (margin,) * 4)  # (3, H + 2 margin, W + 2 margin)
+        x = x.unfold(1, p, s).unfold(2, p, s).permute(1, 2, 3, 4, 0)  # (gh, gw, p, p, 3)
     values = x.reshape(g * g, p * p * 3)  # (M, p*p*3), patches in row-major order
     c = _centres(g, g)
     yy, xx = torch.meshgrid(c, c, indexing="ij")  # (gh, gw) each
@@ -227,7 +239,8 @@ def preprocessing(data_cfg) -> dict[str, Any]:
     """The ``data.*`` settings that decide what the model sees of an input (a model folder records them)."""
     d = data_cfg
     return {
-        "image_size": d.image_size, "patch_size": d.patch_size, "image_resize": "shorter side, bicubic, centre crop",
+        "image_size": d.image_size, "patch_size": d.patch_size, "patch_stride": d.image_stride,
+        "image_resize": "shorter side, bicubic, centre crop",
         "image_scale": "[0, 255] -> [-1, 1]", "sample_rate": d.sample_rate, "n_mels": d.n_mels,
         "frames_per_element": d.frames_per_element, "max_speech_seconds": d.max_speech_seconds,
         "max_text_tokens": d.max_text_tokens, "max_caption_chars": d.max_caption_chars,
@@ -293,7 +306,7 @@ def _image(s: RawSample) -> list[Elements]:
     im = decode_image(s.member("image"), s.where)
     augment = s.data_cfg.image_augment
     draw = draw_augment(augment, s.augment_rng) if s.train and augment.enabled else None
-    return [image_elements(im, s.data_cfg.image_size, s.data_cfg.patch_size, draw)]
+    return [image_elements(im, s.data_cfg.image_size, s.data_cfg.patch_size, draw, s.data_cfg.image_stride)]
 
 
 def _speech(s: RawSample) -> list[Elements]:

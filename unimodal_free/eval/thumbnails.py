@@ -12,22 +12,28 @@ from unimodal_free.modalities import MODALITY
 THUMB_SIZE = 32
 
 
-def unpatchify_thumbnail(values: torch.Tensor, coords: torch.Tensor, patch_size: int, size: int = THUMB_SIZE) -> torch.Tensor:
+def unpatchify_thumbnail(values: torch.Tensor, coords: torch.Tensor, patch_size: int, size: int = THUMB_SIZE,
+                         stride: int | None = None) -> torch.Tensor:
     """Image elements back to a picture, (3, size, size) in [0, 1].
 
     values: (M, p*p*3) patches, each row-major (p, p, 3), pixels scaled to
     [-1, 1] (data.elements.image_elements); coords: (M, 2) patch centres as
     (y, x). Patches are placed by their coords, so row order does not matter.
+    ``stride`` (``data.patch_stride``) below p: overlapping patches, each
+    contributes its centre ``stride x stride`` square (its own cell).
     """
     p = patch_size
+    s = stride or p
     if values.ndim != 2 or values.shape[1] != p * p * 3 or coords.shape != (values.shape[0], 2):
         raise ValueError(f"image elements {tuple(values.shape)}/{tuple(coords.shape)} do not match patch_size={p}")
     ys, xs = coords[:, 0].unique(), coords[:, 1].unique()  # sorted grid centres
     row = torch.searchsorted(ys, coords[:, 0].contiguous())  # (M,)
     col = torch.searchsorted(xs, coords[:, 1].contiguous())  # (M,)
-    grid = values.new_zeros(len(ys), len(xs), p, p, 3)  # (gh, gw, p, p, 3)
-    grid[row, col] = values.float().reshape(-1, p, p, 3)
-    img = grid.permute(4, 0, 2, 1, 3).reshape(3, len(ys) * p, len(xs) * p)  # (3, gh*p, gw*p)
+    margin = (p - s) // 2
+    cells = values.float().reshape(-1, p, p, 3)[:, margin:margin + s, margin:margin + s]  # (M, s, s, 3)
+    grid = values.new_zeros(len(ys), len(xs), s, s, 3, dtype=torch.float32)  # (gh, gw, s, s, 3)
+    grid[row, col] = cells
+    img = grid.permute(4, 0, 2, 1, 3).reshape(3, len(ys) * s, len(xs) * s)  # (3, gh*s, gw*s)
     img = ((img + 1.0) / 2.0).clamp(0.0, 1.0)
     return F.interpolate(img[None], size=(size, size), mode="area")[0]  # (3, size, size)
 
@@ -61,7 +67,7 @@ def element_thumbnail(modality: str, values: torch.Tensor, coords: torch.Tensor,
     token rows (text: its caption is the projector's label)."""
     kind = MODALITY[modality].values
     if kind == "patches":
-        return unpatchify_thumbnail(values, coords, data_cfg.patch_size)
+        return unpatchify_thumbnail(values, coords, data_cfg.patch_size, stride=data_cfg.image_stride)
     if kind == "log_mel":
         return spectrogram_thumbnail(values, data_cfg.n_mels)
     return None

@@ -112,7 +112,7 @@ def blockwise(run_dir: Path, which: str, heldout: Optional[list[str]] = None,
         return {name: torch.cat(zs, dim=1) for name, zs in levels.items()}  # (rows, sum of widths)
 
     loader = make_eval_loader(cfg.data, heldout_sources(cfg.data, heldout), tokenizer, cfg.train.micro_batch_size)
-    emb = embed_batches(model, loader, embed_fn, device, cfg.data.patch_size, cfg.eval.max_samples, max_thumbnails=0)
+    emb = embed_batches(model, loader, embed_fn, device, cfg.data, cfg.eval.max_samples, max_thumbnails=0)
     split = {m: z.split(widths, dim=1) for m, z in emb.embeddings.items()}
     out = []
     for i, name in enumerate(names):

@@ -1,4 +1,5 @@
-"""Heads on top of the latent array: latent predictor, element readout, alignment projection.
+"""Heads on top of the latent array: latent predictor, element readout, alignment projection,
+cross-modal predictor.
 
 Every parameter is owned by the module whose ``forward`` uses it, so ZeRO-3's
 per-module gathering covers the whole student.
@@ -124,3 +125,25 @@ class AlignmentProjection(nn.Module):
         """
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         return {m: F.normalize(self.embed(m, p, moments.get(m)), dim=-1) for m, p in pooled.items()}, scale
+
+
+class CrossPredictor(nn.Module):
+    """Pooled student latents of one modality -> the pooled teacher latents of another (B, D) -> (B, D).
+
+    One linear head per ordered pair of modalities (``<source>_to_<target>``):
+    what a picture's latents say about its caption is not what a caption's say
+    about its picture.
+    """
+
+    def __init__(self, d_model: int, modalities: list[str]):
+        super().__init__()
+        self.heads = nn.ModuleDict({direction(a, b): nn.Linear(d_model, d_model)
+                                    for a in modalities for b in modalities if a != b})
+
+    def forward(self, source: str, target: str, pooled: torch.Tensor) -> torch.Tensor:
+        return self.heads[direction(source, target)](pooled)
+
+
+def direction(source: str, target: str) -> str:
+    """The key of the ``source`` -> ``target`` head."""
+    return f"{source}_to_{target}"

@@ -21,7 +21,7 @@ from unimodal_free.batch import ModalitySpec, Rows
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.model.embedding import ElementEmbedding
 from unimodal_free.model.encoder import PerceiverEncoder
-from unimodal_free.model.heads import AlignmentProjection, Predictor, Readout
+from unimodal_free.model.heads import AlignmentProjection, CrossPredictor, Predictor, Readout
 from unimodal_free.model.layers import CheckpointableBlock, init_weights
 
 
@@ -50,7 +50,7 @@ class JointModel(nn.Module):
                                         element_summary=m.element_summary)
         self.norm = nn.LayerNorm(m.d_model)
         # Only the heads the config uses exist, so no parameter is left without a gradient.
-        self.predictor = self.readout = self.head = self.align = None
+        self.predictor = self.readout = self.head = self.align = self.cross_predictor = None
         if obj.target_space == "latents":
             self.predictor = Predictor(m.d_model, obj.predictor_blocks, m.num_heads, m.mlp_ratio)
         elif obj.target_space == "elements":
@@ -60,6 +60,8 @@ class JointModel(nn.Module):
             raise ValueError(f"objective.target_space: {obj.target_space!r} is not one of ['latents', 'elements']")
         if obj.align_weight > 0:
             self.align = AlignmentProjection(m.d_model, obj.align_dim, obj.init_temperature, self.modalities)
+        if obj.cross_weight > 0:
+            self.cross_predictor = CrossPredictor(m.d_model, self.modalities)
         self.apply(init_weights)
         for module in self.modules():  # every latent, cross and predictor block of the student
             if isinstance(module, CheckpointableBlock):

@@ -31,15 +31,23 @@ def average_top_k(layers: list[torch.Tensor], top_k: int, instance_norm: bool, f
 
 
 @torch.no_grad()
-def teacher_targets(teacher: JointModel, batch: Batch, views: dict[str, MaskedView], objective_cfg) -> dict[str, torch.Tensor]:
+def teacher_layers(teacher: JointModel, batch: Batch) -> list[torch.Tensor]:
+    """The teacher's one pass over the full input: every latent block's output, each (sum B_m, N, D)."""
+    return teacher.encode(batch.parts)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: JointModel, batch: Batch, views: dict[str, MaskedView], objective_cfg,
+                    layers: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """One teacher pass on the full input -> per-modality targets for all R views.
 
     latents: (B_m*R, N, D), the averaged target latents repeated for each view
     (data2vec 2.0 ``clone_batch``: ``repeat_interleave``). elements: the
     teacher's readout of those latents at each view's masked positions,
-    (B_m*R, T, D).
+    (B_m*R, T, D). ``layers``: :func:`teacher_layers` when the caller already ran it.
     """
-    layers = teacher.encode(batch.parts)
+    if layers is None:
+        layers = teacher_layers(teacher, batch)
     y = average_top_k(layers, objective_cfg.top_k, objective_cfg.instance_norm, objective_cfg.final_layer_norm)
     y_parts = split_rows(y, batch.parts)  # (sum B_m, N, D) -> {m: (B_m, N, D)}
     targets = {}
@@ -53,3 +61,16 @@ def teacher_targets(teacher: JointModel, batch: Batch, views: dict[str, MaskedVi
                 t = F.layer_norm(t, t.shape[-1:])
             targets[name] = t
     return targets
+
+
+@torch.no_grad()
+def pooled_targets(teacher: JointModel, layers: list[torch.Tensor], batch: Batch, modalities: list[str]
+                   ) -> dict[str, torch.Tensor]:
+    """The cross-modal targets: per modality (B_m, D), the teacher's normalised final latents averaged over
+    the slots (what ``pooled_embedding`` pools), layer-normalised; a modality absent from ``batch``: 0 rows.
+
+    Not the data2vec targets averaged: those are instance-normalised over the slots, so their slot mean is 0.
+    """
+    final = teacher.norm(layers[-1]).float().mean(1)  # (sum B_m, D)
+    pooled = split_rows(F.layer_norm(final, final.shape[-1:]), batch.parts)  # {m: (B_m, D)}
+    return {m: pooled[m] if m in pooled else final.new_zeros(0, final.shape[-1]) for m in modalities}

@@ -7,6 +7,8 @@ forward_loss`` and dinov2's ``SSLMetaArch``), all inside ``forward``:
     targets    one teacher pass over the full input          objective/targets.py
     student    the views through encoder + predictor/readout :meth:`Data2VecStudent.forward_student`
     alignment  InfoNCE between pooled student latents        :meth:`Data2VecStudent.forward_alignment`
+    cross      pooled student latents -> the paired
+               modalities' pooled teacher latents            :meth:`Data2VecStudent.forward_cross`
     loss       regression, balanced over modalities and
                ranks, plus the collapse statistics           :meth:`Data2VecStudent.forward_loss`
 
@@ -32,7 +34,7 @@ from unimodal_free.objective.alignment import alignment_loss, pair_index_tensors
 from unimodal_free.objective.collapse import row_moments, std_from_moments
 from unimodal_free.objective.loss import modality_balanced_loss, regression_error
 from unimodal_free.objective.masking import MaskedView, make_all_views
-from unimodal_free.objective.targets import teacher_targets
+from unimodal_free.objective.targets import pooled_targets, teacher_layers, teacher_targets
 
 
 @dataclass
@@ -85,10 +87,16 @@ class Data2VecStudent(JointModel):
             raise ValueError("student forward: the batch has no rows")
         if views is None:
             views = make_all_views(batch, self.masking_cfg, self.objective_cfg.num_views, generator)
-        targets = teacher_targets(unwrap(teacher), batch, views, self.objective_cfg)
+        teacher = unwrap(teacher)
+        layers = teacher_layers(teacher, batch)
+        targets = teacher_targets(teacher, batch, views, self.objective_cfg, layers)
         student = self.forward_student(views)
         align_loss, scale = self.forward_alignment(batch, views, student.latents, gather_fn, sum_fn)
-        return self.forward_loss(batch, views, targets, student, align_loss, scale, sum_fn)
+        cross_loss = None
+        if self.cross_predictor is not None:
+            cross_loss = self.forward_cross(batch, views, student.latents,
+                                            pooled_targets(teacher, layers, batch, self.modalities))
+        return self.forward_loss(batch, views, targets, student, align_loss, scale, sum_fn, cross_loss)
 
     def every_modality(self, parts: dict[str, Rows]) -> dict[str, Rows]:
         """``parts`` in the model's modality order, a zero-row input for each modality it lacks.
@@ -145,15 +153,32 @@ class Data2VecStudent(JointModel):
             full = self.every_modality(batch.parts)
             pooled = split_rows(self.final(full).mean(1), full)  # (sum B_m, D) -> {m: (B_m, D)}
         else:
-            R = next(iter(views.values())).num_views
-            pooled = {name: zm.view(-1, R, *zm.shape[1:]).mean((1, 2)) for name, zm in latents.items()}  # (B_m, D)
+            pooled = pool_views(views, latents)
         pair_rows = pair_index_tensors(batch.parts, self.modalities, next(iter(pooled.values())).device)
         return alignment_loss(self.align, pooled, pair_rows, self.modalities, gather_fn, sum_fn,
                               self.objective_cfg.hard_negatives)
 
+    def forward_cross(self, batch: Batch, views: dict[str, MaskedView], latents: dict[str, torch.Tensor],
+                      targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Regression error of every paired (source, target) modality: the source's pooled student latents
+        (its masked views), through the source -> target head, against the target's :func:`pooled_targets`;
+        the mean over this rank's (pair, direction)s.
+
+        Every head runs every step (zero rows where a pair is absent), so every rank builds the same graph.
+        """
+        pooled = pool_views(views, latents)  # {m: (B_m, D)}, every modality
+        pair_rows = pair_index_tensors(batch.parts, self.modalities, next(iter(pooled.values())).device)
+        total, count = next(iter(pooled.values())).new_zeros((), dtype=torch.float32), 0
+        for (a, b), (ia, ib) in pair_rows.items():
+            for src, rows_src, dst, rows_dst in ((a, ia, b, ib), (b, ib, a, ia)):
+                pred = self.cross_predictor(src, dst, pooled[src][rows_src]).float()  # (P, D)
+                total = total + regression_error(pred, targets[dst][rows_dst], self.objective_cfg).sum()
+                count += rows_src.shape[0]  # host-known shape: no read back
+        return total / max(count, 1)
+
     def forward_loss(self, batch: Batch, views: dict[str, MaskedView], targets: dict[str, torch.Tensor],
                      student: StudentOutput, align_loss: torch.Tensor | None, scale: torch.Tensor | None,
-                     sum_fn=None) -> LossOutput:
+                     sum_fn=None, cross_loss: torch.Tensor | None = None) -> LossOutput:
         """Regression of the predictions on the targets, the collapse statistics and the metrics."""
         obj = self.objective_cfg
         metrics: dict[str, torch.Tensor] = {}
@@ -189,4 +214,13 @@ class Data2VecStudent(JointModel):
             metrics["temperature"] = 1.0 / scale
         else:
             metrics["align_loss"] = torch.zeros((), device=loss.device)
+        if cross_loss is not None:
+            loss = loss + obj.cross_weight * cross_loss
+            metrics["cross_loss"] = cross_loss.detach()
         return LossOutput(loss, metrics, moments)
+
+
+def pool_views(views: dict[str, MaskedView], latents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Student latents (B_m*R, N, D) of the R masked views -> (B_m, D): the mean over views and slots."""
+    R = next(iter(views.values())).num_views
+    return {name: zm.view(-1, R, *zm.shape[1:]).mean((1, 2)) for name, zm in latents.items()}  # (B_m, D)

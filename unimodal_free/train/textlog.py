@@ -85,6 +85,8 @@ def progress_fields(step: int, max_steps: int, scalars: dict[str, float], modali
             fields.append((f"loss/{name}", f"{scalars[f'train/loss/{name}']:.4f}"))
     if "train/align_loss" in scalars:
         fields.append(("align_loss", f"{scalars['train/align_loss']:.4f}"))
+    if "train/cross_loss" in scalars:
+        fields.append(("cross_loss", f"{scalars['train/cross_loss']:.4f}"))
     fields.append(("lr", f"{scalars['train/lr']:.2e}"))
     if "train/grad_norm" in scalars:
         fields.append(("grad_norm", f"{scalars['train/grad_norm']:.3f}"))
