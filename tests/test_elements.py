@@ -67,6 +67,48 @@ def test_image_patches_shapes_coords_and_layout():
     assert torch.allclose(e.coords[1], torch.tensor([-0.75, -0.25]))
 
 
+def scaled_pixels(arr: np.ndarray) -> torch.Tensor:
+    """The picture as image_elements scales it (lossless, no resize at its own size): (H, W, 3) in [-1, 1]."""
+    return torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0)
+
+
+@pytest.mark.parametrize("stride", [None, 8])
+def test_stride_equal_to_patch_size_is_the_non_overlapping_cut(stride):
+    arr = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    plain = image_elements(Image.fromarray(arr), image_size=32, patch_size=8)
+    e = image_elements(Image.fromarray(arr), image_size=32, patch_size=8, stride=stride)
+    assert torch.equal(e.values, plain.values) and torch.equal(e.coords, plain.coords)
+    # ... and that cut is p x p blocks of the picture, row-major (so the comparison above is not vacuous).
+    blocks = scaled_pixels(arr).reshape(4, 8, 4, 8, 3).permute(0, 2, 1, 3, 4).reshape(16, -1)  # (M, p*p*3)
+    assert torch.equal(plain.values, blocks)
+
+
+@pytest.mark.parametrize("size, patch, stride", [(32, 8, 4), (32, 8, 2), (64, 12, 4)])
+def test_overlapping_patches_are_windows_centred_on_their_cells(size, patch, stride):
+    """(size/stride)^2 elements at the cells' centres; each element's centre stride x stride square is its cell's
+    pixels, the rest the window around it; beyond the picture's edge, mid-grey (0)."""
+    arr = np.random.default_rng(3).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    e = image_elements(Image.fromarray(arr), image_size=size, patch_size=patch, stride=stride)
+    g, margin = size // stride, (patch - stride) // 2
+    assert e.values.shape == (g * g, patch * patch * 3) and e.coords.shape == (g * g, 2)
+    centres = (torch.arange(g, dtype=torch.float32) + 0.5) * stride / size * 2 - 1  # cell centres in [-1, 1]
+    want = torch.stack(torch.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)  # (M, 2) as (y, x)
+    torch.testing.assert_close(e.coords, want, rtol=0, atol=1e-6)
+    x = scaled_pixels(arr)  # (H, W, 3)
+    padded = torch.zeros(size + 2 * margin, size + 2 * margin, 3)  # the picture on a mid-grey border
+    padded[margin:margin + size, margin:margin + size] = x
+    windows = e.values.reshape(g, g, patch, patch, 3)  # (gh, gw, p, p, 3)
+    for r in range(g):
+        for c in range(g):
+            y0, x0 = r * stride, c * stride
+            cell = windows[r, c, margin:margin + stride, margin:margin + stride]
+            assert torch.equal(cell, x[y0:y0 + stride, x0:x0 + stride]), (r, c)
+            assert torch.equal(windows[r, c], padded[y0:y0 + patch, x0:x0 + patch]), (r, c)
+    assert torch.all(windows[0, :, :margin] == 0) and torch.all(windows[:, 0, :, :margin] == 0)  # top, left edge
+    assert torch.all(windows[-1, :, patch - margin:] == 0) and torch.all(windows[:, -1, :, patch - margin:] == 0)
+    assert not torch.any(x == 0)  # no 8-bit level scales to 0: the zeros above are the margin's alone
+
+
 def test_image_resize_shorter_side_and_centre_crop():
     # 40 x 80 (h x w): left quarter red, middle half green, right quarter blue -> crop keeps green only.
     arr = np.zeros((40, 80, 3), dtype=np.uint8)
@@ -220,6 +262,15 @@ def test_pair_rows_share_pair_id():
     rows = sample_rows(s, cfg, TOK, train=True, rng=random.Random(0))
     assert [r[0].modality for r in rows] == ["image", "speech", "text"]
     assert {r[1] for r in rows} == {"k7"} and {r[2] for r in rows} == {"p7"}
+
+
+def test_reader_cuts_overlapping_patches_at_the_configured_stride():
+    arr = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    s = raw_sample("k8", png=encode_image(arr))
+    (image, *_), = sample_rows(s, data_cfg(image_size=16, patch_size=8, patch_stride=4), TOK, train=False)
+    want = image_elements(Image.fromarray(arr), image_size=16, patch_size=8, stride=4)
+    assert image.values.shape == (16, 8 * 8 * 3)
+    assert torch.equal(image.values, want.values) and torch.equal(image.coords, want.coords)
 
 
 def test_multi_caption_train_picks_one_eval_keeps_all():
