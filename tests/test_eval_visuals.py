@@ -6,12 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from unimodal_free.config import config_from_dict
 from unimodal_free.data.elements import image_elements, speech_elements
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.figures import similarity_figure
 from unimodal_free.eval.report import clip_benchmark_result, flat_metrics, format_table, results_json
 from unimodal_free.eval.retrieval import cross_modal_retrieval
-from unimodal_free.eval.thumbnails import spectrogram_thumbnail, unpatchify_thumbnail
+from unimodal_free.eval.thumbnails import element_thumbnail, spectrogram_thumbnail, unpatchify_thumbnail
 from unimodal_free.eval.visuals import METADATA_HEADER, projector_entry, similarity_matrices, write_visuals
 
 
@@ -27,6 +28,29 @@ def test_thumbnail_inverts_patchify_in_any_row_order():
     # Downsampled thumbnails average 2x2 blocks.
     small = unpatchify_thumbnail(e.values, e.coords, patch_size=8, size=16)
     assert torch.allclose(small, torch.nn.functional.avg_pool2d(want[None], 2)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("size, patch, stride", [(32, 8, 4), (32, 8, 2), (64, 12, 4)])
+def test_thumbnail_of_overlapping_patches_is_the_non_overlapping_ones(size, patch, stride):
+    """Each overlapping element gives its own cell (its centre stride x stride square): the same picture, bit
+    for bit, as the plain cut of it, whatever the row order."""
+    pixels = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    plain = image_elements(Image.fromarray(pixels), image_size=size, patch_size=stride)  # cells as patches
+    e = image_elements(Image.fromarray(pixels), image_size=size, patch_size=patch, stride=stride)
+    perm = torch.randperm(e.values.shape[0], generator=torch.Generator().manual_seed(0))
+    want = unpatchify_thumbnail(plain.values, plain.coords, patch_size=stride, size=size)  # (3, size, size)
+    assert torch.allclose(want, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0, atol=1e-5)
+    for order in (torch.arange(len(perm)), perm):
+        thumb = unpatchify_thumbnail(e.values[order], e.coords[order], patch_size=patch, size=size, stride=stride)
+        assert torch.equal(thumb, want)
+    if size % patch == 0:  # the plain cut at the same patch size, where there is one
+        same = image_elements(Image.fromarray(pixels), image_size=size, patch_size=patch)
+        assert torch.equal(unpatchify_thumbnail(same.values, same.coords, patch_size=patch, size=size), want)
+    small = unpatchify_thumbnail(e.values[perm], e.coords[perm], patch_size=patch, stride=stride)
+    assert torch.equal(small, unpatchify_thumbnail(plain.values, plain.coords, patch_size=stride))
+    # The eval's route (embed_batches): the stride comes from the data config.
+    cfg = config_from_dict({"data": {"image_size": size, "patch_size": patch, "patch_stride": stride}}).data
+    assert torch.equal(element_thumbnail("image", e.values[perm], e.coords[perm], cfg), small)
 
 
 def test_thumbnail_refuses_wrong_patch_size():
