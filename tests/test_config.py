@@ -116,6 +116,11 @@ BAD_VALUES = [
     ("train.output_dir=", "train.output_dir: must not be empty"),
     ("eval.max_samples=0", "eval.max_samples: must be > 0"),
     ("deepspeed.ema_gather_numel=0", "deepspeed.ema_gather_numel: must be > 0"),
+    ("data.patch_size=12", "data.patch_size: 12 does not divide data.image_size=64"),
+    ("data.patch_stride=-1", "data.patch_stride: must be >= 0"),
+    ("data.patch_stride=5", "data.patch_stride: 5 does not divide data.image_size=64"),
+    ("data.patch_stride=16", "data.patch_stride: 16: needs at most data.patch_size=8"),
+    ("data.patch_stride=1", "data.patch_stride: 1: needs at most data.patch_size=8 and an even difference"),
 ]
 
 
@@ -126,6 +131,28 @@ def test_every_bad_value_is_one_line_naming_its_path(override, needle):
     message = str(info.value)
     assert message.startswith(needle), message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["data.patch_size=12", "data.patch_stride=0"], "data.patch_size: 12 does not divide data.image_size=64"),
+    (["data.patch_size=12", "data.patch_stride=12"], "data.patch_stride: 12 does not divide data.image_size=64"),
+    (["data.patch_size=9", "data.patch_stride=4"], "data.patch_stride: 4: needs at most data.patch_size=9 and an even"),
+    (["data.image_size=48", "data.patch_size=8", "data.patch_stride=32"], "data.patch_stride: 32 does not divide"),
+])
+def test_bad_patch_stride_combinations_are_one_line(overrides, needle):
+    """Patch size and stride that only fail together: one line naming the key, before anything cuts a picture."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert message.startswith(needle), message
+    assert "\n" not in message
+
+
+def test_overlapping_patches_need_not_divide_the_image():
+    """With a stride set, only the stride divides image_size: 12 px windows every 4 px of a 64 px picture."""
+    d = load_config(None, ["data.image_size=64", "data.patch_size=12", "data.patch_stride=4"]).data
+    assert (d.patch_size, d.patch_stride, d.image_stride) == (12, 4, 4)
+    assert load_config(None).data.image_stride == 8  # 0: the patch size
 
 
 @pytest.mark.parametrize("override, needle", BAD_VALUES)
