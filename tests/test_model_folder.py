@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import unimodal_free
-from helpers import run_trainer, tiny_data, tmp_path_base, triple
+from helpers import run_trainer, tiny_cfg, tiny_data, tiny_model, tmp_path_base, triple
 from unimodal_free.config import config_to_dict
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.store.rebuild import EvalError
@@ -191,6 +191,32 @@ def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="config.json: its config differs from the one stored in"):
         unimodal_free.load(copy)
+
+
+def test_a_model_folder_with_overlapping_patches_embeds_them(setup, tmp_path):
+    """A model trained with data.patch_stride: its folder records the stride, and a PIL image reaches the model
+    as (image_size / stride)^2 elements of p x p pixels, the windows the reader cut in training."""
+    from unimodal_free.config import config_from_dict
+    from unimodal_free.data.elements import image_elements
+    from unimodal_free.model.joint import unwrap
+
+    d = config_to_dict(tiny_cfg())
+    d["data"]["patch_stride"] = 4  # image_size 32, patch_size 8: 64 overlapping elements, not 16
+    cfg = config_from_dict(d)
+    tok = load_tokenizer(str(setup["tok"]))
+    folder = write_model_folder(tmp_path / "model", tiny_model(cfg, tok).state_dict(), cfg, tok, 3)
+    embedder = unimodal_free.load(folder, device="cpu")
+    assert embedder.preprocessing["patch_stride"] == 4
+    seen = []
+    adapter = unwrap(embedder.model).embed.adapters["image"]
+    adapter.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))  # values (B, M, C)
+    picture = Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    z = embedder.embed([picture])
+    assert seen == [(1, (32 // 4) ** 2, 8 * 8 * 3)]
+    assert z.shape == (1, embedder.embedding_dim) and torch.isfinite(z).all()
+    rows = embedder.preprocess(picture)
+    want = image_elements(picture, 32, 8, stride=4)  # resized and cropped as the reader does
+    assert torch.equal(rows[0].values, want.values) and torch.equal(rows[0].coords, want.coords)
 
 
 def test_the_query_and_eval_clis_read_a_model_folder(setup, tmp_path, capsys):
