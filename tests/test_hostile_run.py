@@ -225,7 +225,8 @@ def test_parameter_count_from_the_config_is_exact():
     for cfg, _ in size_configs().values():
         for over in [{}, {"model": {"latent_stacks": "per_modality"}}, {"objective": {"target_space": "elements"}},
                      {"objective": {"align_weight": 0}}, {"model": {"element_summary": "max"}},
-                     {"model": {"element_summary": "none"}}]:
+                     {"model": {"element_summary": "none"}}, {"data": {"patch_size": 16, "patch_stride": 4}},
+                     {"objective": {"cross_weight": 1.0}}]:
             d = config_to_dict(cfg)
             for section, values in over.items():
                 d[section].update(values)
