@@ -43,6 +43,16 @@ def test_progress_fields():
     assert parse_fields(format_fields(progress_fields(3, 9, skipped, ["image"], 1, 2)))["skipped_steps"] == "3"
 
 
+def test_cross_loss_field_only_when_logged():
+    """objective.cross_weight > 0 logs train/cross_loss: the step line shows it after align_loss; otherwise no field."""
+    scalars = {"train/loss": 1.0, "train/align_loss": 0.5, "train/lr": 1e-3, "train/samples_per_s": 10.0}
+    without = [name for name, _ in progress_fields(1, 9, scalars, ["image"], 1, 2)]
+    assert "cross_loss" not in without
+    fields = progress_fields(1, 9, scalars | {"train/cross_loss": 0.123456}, ["image"], 1, 2)
+    assert [name for name, _ in fields] == without[:3] + ["cross_loss"] + without[3:]
+    assert parse_fields(format_fields(fields))["cross_loss"] == "0.1235"
+
+
 def test_run_logger_sends_lines_where_they_belong(tmp_path, capsys):
     """Not a terminal (captured): no bar; step lines to stdout and log.txt, messages to stderr and log.txt,
     log.txt appended to by a second session; other ranks write nothing."""
