@@ -311,3 +311,14 @@ def test_progress_bar_on_a_terminal_without_plain_lines(tmp_path, monkeypatch):
     assert not step_lines(shown.replace("\r", "\n")), shown[-2000:]
     assert "end " in shown  # messages still reach the terminal, through the bar
     assert len(step_lines((tmp_path / "run" / "log.txt").read_text())) == 2
+
+
+def test_cross_weight_run_logs_cross_loss(tmp_path, monkeypatch, capsys):
+    """objective.cross_weight > 0 through the real trainer: every step's cross_loss reaches TensorBoard
+    (train/cross_loss) and the step lines."""
+    rc = run_trainer(tmp_path, monkeypatch, "objective.cross_weight=1.0", "train.max_steps=2", "train.log_every=1")
+    assert rc == 0
+    logged = scalars(tmp_path / "run", "train/cross_loss")
+    assert [step for step, _ in logged] == [1, 2] and all(value > 0 for _, value in logged)
+    lines = step_lines(capsys.readouterr().out)
+    assert len(lines) == 2 and all("  cross_loss " in line for line in lines), lines
