@@ -121,12 +121,9 @@ def image_elements(im, image_size: int, patch_size: int, augment: Optional[Augme
     x = x / 127.5 - 1.0
     p, s = patch_size, stride or patch_size
     g = image_size // s
-    if s == p:
-        x = x.reshape(g, p, g, p, 3).permute(0, 2, 1, 3, 4)  # (gh, gw, p, p, 3)
-    else:
-        margin = (p - s) // 2
-        x = F.pad(x.permute(2, 0, 1), (margin,) * 4)  # (3, H + 2 margin, W + 2 margin)
-        x = x.unfold(1, p, s).unfold(2, p, s).permute(1, 2, 3, 4, 0)  # (gh, gw, p, p, 3)
+    margin = (p - s) // 2  # 0 for non-overlapping patches
+    x = F.pad(x.permute(2, 0, 1), (margin,) * 4)  # (3, H + 2 margin, W + 2 margin)
+    x = x.unfold(1, p, s).unfold(2, p, s).permute(1, 2, 3, 4, 0)  # (gh, gw, p, p, 3)
     values = x.reshape(g * g, p * p * 3)  # (M, p*p*3), patches in row-major order
     c = _centres(g, g)
     yy, xx = torch.meshgrid(c, c, indexing="ij")  # (gh, gw) each
