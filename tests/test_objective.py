@@ -370,3 +370,89 @@ def test_hard_negative_infonce_weights_each_negative_by_exp_beta_similarity():
     assert info_nce(za, zb, scale, hard_negatives=beta).item() == pytest.approx(expected, rel=1e-5)
     assert torch.equal(info_nce(za, zb, scale, hard_negatives=0.0), info_nce(za, zb, scale))
     assert info_nce(za, zb, scale, hard_negatives=beta).item() != pytest.approx(info_nce(za, zb, scale).item(), rel=1e-3)
+
+
+def test_negative_queue_keeps_the_last_rows_of_each_modality():
+    from unimodal_free.objective.negative_queue import NegativeQueue
+
+    queue = NegativeQueue(5)
+    assert queue.negatives("text") is None
+    rows = torch.arange(16, dtype=torch.float32).view(8, 2)  # row i = (2i, 2i+1)
+    queue.push("text", rows[:3])
+    assert torch.equal(queue.negatives("text"), rows[:3])
+    queue.push("text", rows[3:7])  # 7 pushed, room for 5: rows 2..6 stay
+    assert sorted(queue.negatives("text")[:, 0].tolist()) == [4.0, 6.0, 8.0, 10.0, 12.0]
+    queue.push("text", rows)  # more than fit at once: the last 5
+    assert sorted(queue.negatives("text")[:, 0].tolist()) == [6.0, 8.0, 10.0, 12.0, 14.0]
+    queue.push("image", rows[:0])
+    assert queue.negatives("image") is None
+    with pytest.raises(ValueError, match="objective.negative_queue"):
+        NegativeQueue(0)
+
+
+def test_info_nce_extra_negatives_are_more_columns_of_each_direction():
+    g = torch.Generator().manual_seed(0)
+    za, zb, qa, qb = (F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (4, 4, 3, 6))
+    scale = torch.tensor(5.0)
+    labels = torch.arange(4)
+    expected = (F.cross_entropy(scale * za @ torch.cat([zb, qb]).T, labels)
+                + F.cross_entropy(scale * zb @ torch.cat([za, qa]).T, labels)) / 2
+    torch.testing.assert_close(info_nce(za, zb, scale, extra_a=qa, extra_b=qb), expected)
+    assert info_nce(za, zb, scale, extra_a=qa, extra_b=qb) > info_nce(za, zb, scale)
+
+
+def test_negative_queue_fills_from_every_rank_and_adds_negatives_in_training_only():
+    cfg, student, teacher = setup("objective.negative_queue=64")
+    remote = F.normalize(torch.randn(5, 2 * cfg.objective.align_dim), dim=-1)
+    calls = []
+
+    def gather_fn(t):
+        calls.append(t.shape)
+        return torch.cat([remote[:, : t.shape[1]], t]), 5
+
+    batch = make_batch(cfg, seed=1, pairs=4)
+    first = student(batch, teacher.module, torch.Generator().manual_seed(0), gather_fn)
+    # Three pairs gather (P, 2A); then every modality's rows of all ranks go into the queue.
+    assert [s[1] for s in calls] == [2 * cfg.objective.align_dim] * 3 + [cfg.objective.align_dim] * 3
+    queue = student.negative_queue
+    for m in ("image", "speech", "text"):
+        assert queue.negatives(m).shape == (5 + batch.parts[m].values.shape[0], cfg.objective.align_dim)
+    second = student(batch, teacher.module, torch.Generator().manual_seed(0), gather_fn)
+    second.loss.backward()  # the rows it read stay as they were when it read them
+    assert float(second.metrics["align_loss"]) > float(first.metrics["align_loss"])  # same rows, more negatives
+    assert not any("queue" in key for key in student.state_dict())
+    _, fresh, _ = setup("objective.negative_queue=64")
+    fresh.load_state_dict(student.state_dict())
+    student.eval(), fresh.eval()
+    filled = queue.negatives("text").shape[0]
+    evaluated = student(batch, teacher.module, torch.Generator().manual_seed(0), gather_fn)
+    assert queue.negatives("text").shape[0] == filled  # eval neither pushes nor reads the queue
+    empty = fresh(batch, teacher.module, torch.Generator().manual_seed(0), gather_fn)
+    torch.testing.assert_close(evaluated.metrics["align_loss"], empty.metrics["align_loss"])
+    assert fresh.negative_queue.negatives("text") is None
+
+
+def test_info_nce_scores_rows_against_momentum_keys():
+    g = torch.Generator().manual_seed(1)
+    za, zb, ka, kb = (F.normalize(torch.randn(4, 8, generator=g), dim=-1) for _ in range(4))
+    za.requires_grad_(True)
+    scale, labels = torch.tensor(5.0), torch.arange(4)
+    expected = (F.cross_entropy(scale * za @ kb.T, labels) + F.cross_entropy(scale * zb @ ka.T, labels)) / 2
+    loss = info_nce(za, zb, scale, keys=(ka, kb))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert za.grad is not None and ka.grad is None
+
+
+def test_momentum_keys_are_the_teachers_retrieval_embeddings():
+    from unimodal_free.model.pooling import pooled_embedding
+    from unimodal_free.objective.alignment import momentum_keys
+    from unimodal_free.objective.targets import teacher_layers
+
+    cfg, student, teacher = setup("objective.negative_queue=64")
+    batch = make_batch(cfg, seed=4, pairs=5, modalities=("image", "text"))
+    keys = momentum_keys(teacher.module, teacher_layers(teacher.module, batch)[-1], batch.parts, student.modalities)
+    expected = pooled_embedding(teacher.module, batch)
+    for m in ("image", "text"):
+        torch.testing.assert_close(keys[m], expected[m])
+    assert keys["speech"].shape == (0, cfg.objective.align_dim)

@@ -267,6 +267,13 @@ class ObjectiveConfig:
                                         "weight is proportional to exp(beta x its cosine similarity), so the "
                                         "negatives that share most with the positive (a caption naming the same "
                                         "colour and place but another shape) count most. 0: plain InfoNCE.")
+    negative_queue: int = option(0, count(0, WIDTH),
+                                 help="MoCo-style alignment: when > 0, each student row is scored against the EMA "
+                                      "teacher's embeddings (keys) of the paired rows, and the last this many keys "
+                                      "per modality (of all ranks) are kept as extra negatives of every pair: a "
+                                      "small batch's negatives rarely differ from a row in one attribute only, the "
+                                      "queue's do. Not saved in checkpoints (a resumed run refills it). 0: rows are "
+                                      "scored against each other, negatives from the batch only.")
     cross_weight: float = option(0.0, at_least(0), fixed=lambda weight: weight > 0,
                                  help="Weight of the cross-modal target loss: each modality's pooled student "
                                       "latents (its masked views) predict, through a linear head per direction, the "

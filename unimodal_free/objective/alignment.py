@@ -36,8 +36,9 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from unimodal_free.batch import ModalityBatch
+from unimodal_free.batch import ModalityBatch, split_rows
 from unimodal_free.model.heads import AlignmentProjection
+from unimodal_free.objective.negative_queue import NegativeQueue
 
 
 def paired_rows(pair_a: Sequence[int], pair_b: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -104,14 +105,19 @@ def hard_negative_bias(similarity: torch.Tensor, labels: torch.Tensor, beta: flo
 
 
 def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=None,
-             hard_negatives: float = 0.0) -> torch.Tensor | None:
+             hard_negatives: float = 0.0, keys: tuple[torch.Tensor, torch.Tensor] | None = None,
+             extra_a: torch.Tensor | None = None, extra_b: torch.Tensor | None = None) -> torch.Tensor | None:
     """Symmetric InfoNCE of L2-normalised paired rows za[i] <-> zb[i] (P, A).
 
     Returns None when no rank has a pair (nothing to learn), else the mean of
     both directions' cross-entropy over the local pairs (0-row locals give 0).
     ``hard_negatives``: beta of :func:`hard_negative_bias` (0: plain InfoNCE).
+    ``keys`` (ka, kb) (P, A): what za / zb are scored against instead of each other (MoCo's
+    momentum keys: constants); ``extra_a`` / ``extra_b`` (Q, A): more keys of a / b, negatives of
+    zb's / za's rows (a :class:`~unimodal_free.objective.negative_queue.NegativeQueue`'s).
     """
-    both, offset = _gather(torch.cat([za, zb], dim=1), gather_fn)  # (P_total, 2A)
+    ka, kb = keys if keys is not None else (za, zb)
+    both, offset = _gather(torch.cat([ka, kb], dim=1).to(za.dtype), gather_fn)  # (P_total, 2A)
     if both.shape[0] == 0:
         return None
     za_all, zb_all = both.split(za.shape[1], dim=1)  # 2 x (P_total, A)
@@ -119,6 +125,10 @@ def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, gather_fn=
     # Summed over max(P, 1): a rank without local pairs runs the same ops (giving 0.0), so every rank
     # builds the same graph and meets ZeRO-3's and the statistics' backward collectives in the same order.
     sim_ab, sim_ba = za @ zb_all.T, zb @ za_all.T  # cosine similarities (P, P_total)
+    if extra_b is not None:
+        sim_ab = torch.cat([sim_ab, za @ extra_b.to(za.dtype).T], dim=1)  # (P, P_total + Q)
+    if extra_a is not None:
+        sim_ba = torch.cat([sim_ba, zb @ extra_a.to(zb.dtype).T], dim=1)  # (P, P_total + Q)
     logits_ab, logits_ba = scale * sim_ab, scale * sim_ba
     if hard_negatives:  # plain InfoNCE adds nothing: no bias tensor on the step's path
         logits_ab = logits_ab + hard_negative_bias(sim_ab, labels, hard_negatives)
@@ -176,7 +186,9 @@ def batch_moments(head: AlignmentProjection, pooled: dict[str, torch.Tensor], mo
 
 def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
                    pair_rows: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]], modalities: list[str],
-                   gather_fn=None, sum_fn=None, hard_negatives: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                   gather_fn=None, sum_fn=None, hard_negatives: float = 0.0,
+                   queue: NegativeQueue | None = None, keys: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """pooled[m] (B_m, D), pair_rows[a, b] (:func:`pair_index_tensors`) -> (loss, logit scale), summed
     over every modality pair.
 
@@ -185,7 +197,12 @@ def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
     a modality or its pairs are absent), so ``gather_fn`` collectives match.
     ``sum_fn``: see :func:`batch_moments` (training mode only; in eval mode
     the head normalises with its running statistics).
+    ``keys`` {m: (B_m, A)} (:func:`momentum_keys`): every row is scored against the paired rows'
+    keys instead of their student projections. ``queue`` (with ``keys``, training mode only): its
+    rows are more keys, negatives of every pair; every modality's keys of all ranks are pushed
+    into it after the loss (a row is never its own negative).
     """
+    memory = queue if head.training and keys is not None else None
     moments = batch_moments(head, pooled, modalities, sum_fn) if head.training else {}
     # Every modality is projected, zero rows where absent: proj runs as often on every rank (ZeRO-3).
     ref = next(iter(pooled.values()))
@@ -196,10 +213,30 @@ def alignment_loss(head: AlignmentProjection, pooled: dict[str, torch.Tensor],
         for b in modalities[i + 1:]:
             ia, ib = pair_rows[a, b]
             za, zb = z[a][ia], z[b][ib]  # (P, A)
-            loss = info_nce(za, zb, scale, gather_fn, hard_negatives)
+            pair_keys = (keys[a][ia], keys[b][ib]) if keys is not None else None  # (P, A) each
+            extra_a, extra_b = (memory.negatives(a), memory.negatives(b)) if memory is not None else (None, None)
+            loss = info_nce(za, zb, scale, gather_fn, hard_negatives, pair_keys, extra_a, extra_b)
             if loss is not None:
                 total = total + loss * za.shape[0]
                 count += za.shape[0]
     # Exactly 0.0 through the projection: it gets a gradient even on a rank without pairs (see Data2VecStudent).
     total = total + sum(zm[:0].sum() for zm in z.values())
+    if memory is not None:  # every rank gathers every modality in the same order (zero rows where absent)
+        for m in modalities:
+            memory.push(m, _gather(keys[m], gather_fn)[0])
     return total / max(count, 1), scale.detach()
+
+
+@torch.no_grad()
+def momentum_keys(teacher, final_latents: torch.Tensor, parts: Mapping[str, ModalityBatch], modalities: list[str]
+                  ) -> dict[str, torch.Tensor]:
+    """The EMA teacher's retrieval embeddings of the full input (MoCo's keys): per modality (B_m, A),
+    L2-normalised; 0 rows for a modality absent from ``parts``.
+
+    ``final_latents`` (sum B_m, N, D): the teacher's last latent block of its one pass. Normalised
+    with the teacher head's running statistics (the student's, copied at every EMA update).
+    """
+    pooled = split_rows(teacher.norm(final_latents).mean(1), parts)  # (sum B_m, D) -> {m: (B_m, D)}
+    dim = teacher.align.proj.out_features
+    return {m: F.normalize(teacher.align.embed(m, pooled[m]).float(), dim=-1) if m in pooled
+            else final_latents.new_zeros(0, dim, dtype=torch.float32) for m in modalities}

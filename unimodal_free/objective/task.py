@@ -30,10 +30,11 @@ import torch.nn as nn
 
 from unimodal_free.batch import Batch, ModalitySpec, Rows, split_rows
 from unimodal_free.model.joint import JointModel, unwrap
-from unimodal_free.objective.alignment import alignment_loss, pair_index_tensors
+from unimodal_free.objective.alignment import alignment_loss, momentum_keys, pair_index_tensors
 from unimodal_free.objective.collapse import row_moments, std_from_moments
 from unimodal_free.objective.loss import modality_balanced_loss, regression_error
 from unimodal_free.objective.masking import MaskedView, make_all_views
+from unimodal_free.objective.negative_queue import NegativeQueue
 from unimodal_free.objective.targets import pooled_targets, teacher_layers, teacher_targets
 
 
@@ -65,6 +66,8 @@ class Data2VecStudent(JointModel):
         super().__init__(model_cfg, objective_cfg, specs)
         self.objective_cfg = objective_cfg
         self.masking_cfg = masking_cfg
+        # Training state outside the module tree: no parameter, buffer or state-dict key (see negative_queue).
+        self.negative_queue = NegativeQueue(objective_cfg.negative_queue) if objective_cfg.negative_queue else None
 
     def forward(self, batch: Batch, teacher: nn.Module, generator: torch.Generator | None, gather_fn=None,
                 sum_fn=None, views: dict[str, MaskedView] | None = None) -> LossOutput:
@@ -91,7 +94,8 @@ class Data2VecStudent(JointModel):
         layers = teacher_layers(teacher, batch)
         targets = teacher_targets(teacher, batch, views, self.objective_cfg, layers)
         student = self.forward_student(views)
-        align_loss, scale = self.forward_alignment(batch, views, student.latents, gather_fn, sum_fn)
+        keys = momentum_keys(teacher, layers[-1], batch.parts, self.modalities) if self.negative_queue else None
+        align_loss, scale = self.forward_alignment(batch, views, student.latents, gather_fn, sum_fn, keys)
         cross_loss = None
         if self.cross_predictor is not None:
             cross_loss = self.forward_cross(batch, views, student.latents,
@@ -140,12 +144,15 @@ class Data2VecStudent(JointModel):
         return StudentOutput(predictions, latents, absent_term)
 
     def forward_alignment(self, batch: Batch, views: dict[str, MaskedView], latents: dict[str, torch.Tensor],
-                          gather_fn=None, sum_fn=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                          gather_fn=None, sum_fn=None, keys: dict[str, torch.Tensor] | None = None
+                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(InfoNCE loss, logit scale) of the pooled student latents; (None, None) with alignment off.
 
         ``objective.align_input``: "masked" pools the views' final
         ``latents`` (no extra compute), "full" runs the student once more on
-        the unmasked rows (see :mod:`unimodal_free.objective.alignment`).
+        the unmasked rows (see :mod:`unimodal_free.objective.alignment`). ``keys``
+        (``objective.negative_queue``): the teacher's :func:`momentum_keys`, scored against
+        instead of the paired student rows, with the queue's as more negatives.
         """
         if self.align is None:
             return None, None
@@ -156,7 +163,7 @@ class Data2VecStudent(JointModel):
             pooled = pool_views(views, latents)
         pair_rows = pair_index_tensors(batch.parts, self.modalities, next(iter(pooled.values())).device)
         return alignment_loss(self.align, pooled, pair_rows, self.modalities, gather_fn, sum_fn,
-                              self.objective_cfg.hard_negatives)
+                              self.objective_cfg.hard_negatives, self.negative_queue, keys)
 
     def forward_cross(self, batch: Batch, views: dict[str, MaskedView], latents: dict[str, torch.Tensor],
                       targets: dict[str, torch.Tensor]) -> torch.Tensor:
