@@ -112,12 +112,13 @@ def test_bf16_dtypes_of_weights_activations_teacher_and_targets(tmp_path, monkey
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target_space", ["latents", "elements"])
-def test_host_syncs_per_step(tmp_path, monkeypatch, capsys, target_space):
+@pytest.mark.parametrize("setting", ["objective.target_space=latents", "objective.target_space=elements",
+                                     "objective.negative_queue=64"])
+def test_host_syncs_per_step(tmp_path, monkeypatch, capsys, setting):
     """Inside a training step the host reads a tensor only where the step is decided: the optimizer's
     non-finite check and the stop flag, 2 per step. Nothing else: the masking, the compact views, the
-    alignment pairs and the FLOPs take their sizes from the batch's host-side counts, and the metrics,
-    row counts and normalisation statistics stay on the device."""
+    alignment pairs, the negative queue's ring and the FLOPs take their sizes from the batch's host-side
+    counts, and the metrics, row counts and normalisation statistics stay on the device."""
     from unimodal_free.train.step import TrainStep
 
     counter = SyncCounter()
@@ -132,13 +133,19 @@ def test_host_syncs_per_step(tmp_path, monkeypatch, capsys, target_space):
             counter.active = False
 
     monkeypatch.setattr(TrainStep, "run", counted_step)
+    from unimodal_free.model.joint import unwrap
+
+    students = []
     with counter:
         rc = run_trainer(tmp_path, monkeypatch, f"train.max_steps={steps}", f"train.log_every={steps}",
-                         f"objective.target_space={target_space}")
+                         setting, observe=lambda trainer: students.append(unwrap(trainer.engine.module)))
     assert rc == 0
+    if "negative_queue" in setting:  # the queue really took part: it holds the run's teacher keys
+        queue = students[0].negative_queue
+        assert all(queue.negatives(m) is not None for m in ("image", "speech", "text"))
     per_step = {site: n / steps for site, n in sorted(counter.sites.items())}
     with capsys.disabled():
-        print(f"\nhost syncs per step (tiny config, {target_space}, 1 rank, fp32 ZeRO-0): "
+        print(f"\nhost syncs per step (tiny config, {setting}, 1 rank, fp32 ZeRO-0): "
               f"{sum(per_step.values()):.1f} {per_step}", file=sys.stderr)
     # The trainer's own step code: the loop, the step, its interval metrics and the callbacks' dispatch.
     trainer_files = ("train/trainer.py", "train/step.py", "train/metrics.py", "train/callbacks.py")
