@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import LABELLED_COLOURS, LABELLED_SHAPES, ROOT, error_line
-from unimodal_free.eval.attributes import attribute_precision, precision_at_k, template_queries
-from unimodal_free.eval.attributes_cli import check_targets
+from unimodal_free.eval.attributes import attribute_precision, label_ranker_precision, precision_at_k, template_queries
+from unimodal_free.eval.attributes_cli import check_targets, report
 from unimodal_free.eval.attributes_cli import main as attributes_main
 from unimodal_free.eval.probe_cli import main as probe_main
 
@@ -70,6 +70,46 @@ def test_attribute_precision_matches_a_brute_force_count():
         brute_precision(queries, query_labels, gallery, gallery_labels, "colour", 10)[0])
 
 
+def test_label_ranker_takes_the_best_matching_rows_and_shares_the_places_of_a_tie():
+    gallery = [{"colour": "red", "shape": "star"}, {"colour": "red", "shape": "ring"},
+               {"colour": "blue", "shape": "star"}, {"colour": "blue", "shape": "ring"}, {"colour": "red"}]
+    queries = [{"colour": "red", "shape": "star"}, {"colour": "blue"}]
+    got = label_ranker_precision(queries, gallery, ["colour", "shape"], k=2)
+    # query 0: row 0 matches both (in); rows 1, 2 and 4 match one each and share the last place: 1/3 each
+    assert got["colour"][0].item() == pytest.approx((1 + 2 / 3) / 2)  # rows 0, 1 and 4 are red
+    assert got["shape"][0].item() == pytest.approx((1 + 1 / 3) / 2)  # rows 0 and 2 are stars
+    # query 1 names no shape: rows 2 and 3 (blue) are its two best, and its shape precision is NaN
+    assert got["colour"][1].item() == pytest.approx(1.0) and torch.isnan(got["shape"][1])
+    # its own sample excluded, query 0 keeps the three single matches for two places
+    own = torch.tensor([[True, False, False, False, False], [False] * 5])
+    got = label_ranker_precision(queries, gallery, ["colour", "shape"], k=2, exclude=own)
+    assert got["colour"][0].item() == pytest.approx(2 / 3) and got["shape"][0].item() == pytest.approx(1 / 3)
+
+
+def test_no_ranking_puts_more_matches_in_its_top_k_than_the_label_ranker():
+    gen = torch.Generator().manual_seed(3)
+    fields = ("colour", "shape", "size")
+    values = {"colour": ("red", "blue", "green"), "shape": ("ring", "star"), "size": ("small", "big")}
+    gallery_labels = [{f: values[f][(i // (1 + j)) % len(values[f])] for j, f in enumerate(fields)} for i in range(24)]
+    query_labels = gallery_labels[:8]
+    ids = torch.arange(24)
+    bound = sum(attribute_precision(torch.eye(24)[:8], query_labels, torch.eye(24), gallery_labels, fields, 10,
+                                    ids[:8], ids)[f]["label_ranker"] for f in fields)
+    # the label ranker itself, as embeddings (one-hot per field), reaches the bound: it is a ranking too
+    onehot = torch.tensor([[float(lab[f] == v) for f in fields for v in values[f]] for lab in gallery_labels])
+    onehot = F.normalize(onehot, dim=1)
+    got = attribute_precision(onehot[:8], query_labels, onehot, gallery_labels, fields, 10, ids[:8], ids)
+    # rankings from the label embeddings blurred by noise, some near the bound: none goes past it
+    sums = []
+    for sigma in (0.05, 0.1, 0.2, 0.5, 1.0, 3.0):
+        for _ in range(30):
+            noisy = F.normalize(onehot + sigma * torch.randn(onehot.shape, generator=gen), dim=1)
+            blurred = attribute_precision(noisy[:8], query_labels, noisy, gallery_labels, fields, 10, ids[:8], ids)
+            sums.append(sum(blurred[f]["precision"] for f in fields))
+    assert max(sums) <= bound + 1e-6 and max(sums) > 0.95 * bound and min(sums) < 0.8 * bound
+    assert sum(got[f]["precision"] for f in fields) == pytest.approx(bound)
+
+
 def test_template_queries_are_every_combination_of_the_values_present():
     labels = [{"colour": c, "shape": s, "size": "big"} for c in ("red", "blue") for s in ("ring", "star", "circle")]
     texts, query_labels = template_queries("a {colour} {shape}", labels)
@@ -92,6 +132,20 @@ def test_targets_expand_every_figure_and_compare_with_at_least():
                    ("own captions -> image", "text_to_image/colour"): True,
                    ("own captions -> image", "text_to_image/shape"): False,
                    ("held-out R@1", "image_to_text"): True, ("held-out R@1", "text_to_image"): False}
+
+
+def test_a_target_on_every_field_that_no_ranking_can_meet_says_so():
+    def results(ranker_shape):
+        return {"caption_queries": {"text_to_image": {
+            "colour": {"precision": 0.9, "chance": 0.1, "label_ranker": 0.52, "queries": 5},
+            "shape": {"precision": 0.2, "chance": 0.1, "label_ranker": ranker_shape, "queries": 5}}},
+            "probe": {}, "retrieval": {}}
+    out_of_reach = results(0.6)  # 0.52 + 0.6 < 2 x 0.6
+    lines = check_targets(out_of_reach)
+    assert [(c["passed"], c["reachable"], round(c["bound"], 3)) for c in lines] == [(True, False, 1.12), (False, False, 1.12)]
+    out_of_reach["targets"] = lines
+    assert "FAIL (no ranking can: the fields' sum is at most 1.120)" in report(out_of_reach, "a {colour} {shape}")
+    assert all(c["reachable"] for c in check_targets(results(0.7)))  # 0.52 + 0.7 >= 1.2
 
 
 def test_attributes_cli_prints_and_writes_the_figures_of_a_tiny_checkpoint(labelled, tmp_path, capsys):

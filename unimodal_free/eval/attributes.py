@@ -7,6 +7,12 @@ precision at k for that field. Chance is the share of the gallery (less the rows
 holding the query's value: a random ranking's expected precision. Both are averaged over the queries that
 carry the field.
 
+Beside them, the **label ranker**: the precision of a ranking that knows every label and orders the gallery
+by how many of the query's fields a row matches (ties in random order; its expected value, computed
+exactly). No ranking puts more matches in its top k, so the fields' precisions of any model sum to at most
+the label ranker's sum: on a gallery with one row per attribute combination, targets on several fields at
+once can be out of reach of any model, and this says so.
+
 Two query sets (the CLI is ``python -m unimodal_free.eval attributes``):
 
 - **template queries**: every combination of the label values present in the gallery for the fields a
@@ -57,10 +63,37 @@ def precision_at_k(scores: torch.Tensor, query_values: Sequence[str], gallery_va
     return precision, chance
 
 
+def label_ranker_precision(query_labels: Labels, gallery_labels: Labels, fields: Sequence[str], k: int = K,
+                           exclude: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """{field: (Q,) precision at ``k``} of the label ranker (module docstring), NaN where a query lacks the field.
+
+    A row's score is the number of ``fields`` whose value it shares with the query; the rows scoring
+    above the k-th best score are all in, the rows tied with it share the remaining places equally
+    (the mean over random tie orders). ``exclude`` (Q, G) bool: rows a query may not retrieve.
+    """
+    q, g = len(query_labels), len(gallery_labels)
+    exclude = torch.zeros(q, g, dtype=torch.bool) if exclude is None else exclude
+    matches = {}
+    for field in fields:
+        values = sorted({lab[field] for lab in [*query_labels, *gallery_labels] if field in lab})
+        codes = {v: i for i, v in enumerate(values)}
+        gallery = torch.tensor([codes.get(lab.get(field), -1) for lab in gallery_labels])  # (G,) -1: no label
+        query = torch.tensor([codes.get(lab.get(field), -2) for lab in query_labels])  # (Q,) -2: never matches
+        matches[field] = (gallery[None, :] == query[:, None]) & ~exclude  # (Q, G)
+    score = sum(m.float() for m in matches.values()).masked_fill(exclude, -1.0)  # (Q, G) fields matched
+    k = min(k, int((~exclude).sum(dim=1).min())) if q else k
+    kth = score.topk(k, dim=1).values[:, -1:]  # (Q, 1) the k-th best score
+    above, tied = score > kth, score == kth  # (Q, G) each
+    places = k - above.sum(dim=1, keepdim=True)  # (Q, 1) left for the tied rows
+    weight = above.float() + tied.float() * places / tied.sum(dim=1, keepdim=True)  # (Q, G), rows sum to k
+    has = {f: torch.tensor([f in lab for lab in query_labels]) for f in fields}
+    return {f: ((weight * m).sum(dim=1) / k).masked_fill(~has[f], float("nan")) for f, m in matches.items()}
+
+
 def attribute_precision(queries: torch.Tensor, query_labels: Labels, gallery: torch.Tensor, gallery_labels: Labels,
                         fields: Sequence[str], k: int = K, query_ids: Optional[torch.Tensor] = None,
                         gallery_ids: Optional[torch.Tensor] = None) -> dict[str, dict[str, float]]:
-    """{field: {"precision", "chance", "queries", "k"}} over the queries that carry each field.
+    """{field: {"precision", "chance", "label_ranker", "queries", "k"}} over the queries that carry each field.
 
     queries: (Q, D), gallery: (G, D), L2-normalised rows (the dot product is the cosine); with
     ``query_ids`` (Q,) and ``gallery_ids`` (G,) a query does not retrieve rows of its own pair id.
@@ -70,6 +103,7 @@ def attribute_precision(queries: torch.Tensor, query_labels: Labels, gallery: to
     if query_ids is not None and gallery_ids is not None:
         exclude = query_ids[:, None] == gallery_ids[None, :]  # (Q, G) the query's own sample
     out = {}
+    ranker = label_ranker_precision(query_labels, gallery_labels, fields, k, exclude)
     for field in fields:
         keep = [i for i, lab in enumerate(query_labels) if field in lab]
         if not keep:
@@ -78,7 +112,8 @@ def attribute_precision(queries: torch.Tensor, query_labels: Labels, gallery: to
         precision, chance = precision_at_k(
             scores[rows], [query_labels[i][field] for i in keep], [lab.get(field) for lab in gallery_labels],
             k, None if exclude is None else exclude[rows])
-        out[field] = {"precision": float(precision.mean()), "chance": float(chance.mean()), "queries": len(keep),
+        out[field] = {"precision": float(precision.mean()), "chance": float(chance.mean()),
+                      "label_ranker": float(ranker[field][rows].mean()), "queries": len(keep),
                       "k": min(k, gallery.shape[0])}
     return out
 
