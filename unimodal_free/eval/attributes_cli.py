@@ -179,8 +179,9 @@ def report(results: dict[str, Any], template: str) -> str:
            for d, r in results["retrieval"].items()]
     parts.append("held-out retrieval\n" + aligned(["direction", "queries", "R@1 %", "chance %", "R@1 / chance"], ret, left=1))
     checks = [[c["target"], c["figure"], c["shown"].format(c["value"]), ">= " + c["shown"].format(c["at_least"]),
-               ("PASS" if c["passed"] else "FAIL") + ("" if c.get("reachable", True) else
-                                                      f" (no ranking can: the fields' sum is at most {c['bound']:.3f})")]
+               "PASS" if c["passed"] else "FAIL" + ("" if c.get("reachable", True) else
+                                                    f" (out of reach: any ranking's P@10 of these fields sum to "
+                                                    f"at most {c['bound']:.3f})")]
               for c in results["targets"]]
     if checks:
         parts.append("targets\n" + aligned(["target", "figure", "value", "needs", ""], checks, left=2))
