@@ -34,6 +34,22 @@ DEFAULT_TEMPLATE = "a {colour} {shape}"
 Labels = Sequence[dict[str, str]]
 
 
+def value_matches(query_values: Sequence[Optional[str]], gallery_values: Sequence[Optional[str]]) -> torch.Tensor:
+    """(Q, G) bool: gallery row g holds query q's value; None (the field is missing) on either side never matches."""
+    codes = {v: i for i, v in enumerate(sorted({v for v in (*query_values, *gallery_values) if v is not None}))}
+    gallery = torch.tensor([codes[v] if v is not None else -1 for v in gallery_values], dtype=torch.long)  # (G,)
+    query = torch.tensor([codes[v] if v is not None else -2 for v in query_values], dtype=torch.long)  # (Q,)
+    return gallery[None, :] == query[:, None]
+
+
+def retrievable_k(k: int, exclude: torch.Tensor) -> int:
+    """``k`` cut to the fewest rows any query may retrieve (``exclude`` (Q, G) bool); ValueError when that is 0."""
+    k = min(k, int((~exclude).sum(dim=1).min())) if exclude.shape[0] else k
+    if k < 1:
+        raise ValueError("a query has no gallery row left to retrieve")
+    return k
+
+
 def precision_at_k(scores: torch.Tensor, query_values: Sequence[str], gallery_values: Sequence[Optional[str]],
                    k: int = K, exclude: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q,) precision at ``k`` and (Q,) chance of each query.
@@ -49,17 +65,12 @@ def precision_at_k(scores: torch.Tensor, query_values: Sequence[str], gallery_va
                          f"got {len(query_values)} and {len(gallery_values)}")
     exclude = torch.zeros(q, g, dtype=torch.bool) if exclude is None else exclude
     allowed = ~exclude
-    k = min(k, int(allowed.sum(dim=1).min())) if q else k
-    if k < 1:
-        raise ValueError("a query has no gallery row left to retrieve")
-    codes = {v: i for i, v in enumerate(sorted({v for v in gallery_values if v is not None} | set(query_values)))}
-    gallery = torch.tensor([codes[v] if v is not None else -1 for v in gallery_values])  # (G,)
-    query = torch.tensor([codes[v] for v in query_values])  # (Q,)
+    k = retrievable_k(k, exclude)
+    match = value_matches(query_values, gallery_values)  # (Q, G)
     ranked = scores.float().masked_fill(exclude, -torch.inf)
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :k]  # (Q, k) best first
-    precision = (gallery[order] == query[:, None]).float().mean(dim=1)
-    match = (gallery[None, :] == query[:, None]) & allowed  # (Q, G)
-    chance = match.sum(dim=1).float() / allowed.sum(dim=1).float()
+    precision = match.gather(1, order).float().mean(dim=1)
+    chance = (match & allowed).sum(dim=1).float() / allowed.sum(dim=1).float()
     return precision, chance
 
 
@@ -71,17 +82,12 @@ def label_ranker_precision(query_labels: Labels, gallery_labels: Labels, fields:
     above the k-th best score are all in, the rows tied with it share the remaining places equally
     (the mean over random tie orders). ``exclude`` (Q, G) bool: rows a query may not retrieve.
     """
-    q, g = len(query_labels), len(gallery_labels)
-    exclude = torch.zeros(q, g, dtype=torch.bool) if exclude is None else exclude
-    matches = {}
-    for field in fields:
-        values = sorted({lab[field] for lab in [*query_labels, *gallery_labels] if field in lab})
-        codes = {v: i for i, v in enumerate(values)}
-        gallery = torch.tensor([codes.get(lab.get(field), -1) for lab in gallery_labels])  # (G,) -1: no label
-        query = torch.tensor([codes.get(lab.get(field), -2) for lab in query_labels])  # (Q,) -2: never matches
-        matches[field] = (gallery[None, :] == query[:, None]) & ~exclude  # (Q, G)
-    score = sum(m.float() for m in matches.values()).masked_fill(exclude, -1.0)  # (Q, G) fields matched
-    k = min(k, int((~exclude).sum(dim=1).min())) if q else k
+    exclude = torch.zeros(len(query_labels), len(gallery_labels), dtype=torch.bool) if exclude is None else exclude
+    k = retrievable_k(k, exclude)
+    matches = {f: value_matches([lab.get(f) for lab in query_labels], [lab.get(f) for lab in gallery_labels])
+               for f in fields}  # {field: (Q, G)}
+    # (Q, G) fields matched; an excluded row scores below every allowed one, so it gets no place
+    score = sum(m.float() for m in matches.values()).masked_fill(exclude, -1.0)
     kth = score.topk(k, dim=1).values[:, -1:]  # (Q, 1) the k-th best score
     above, tied = score > kth, score == kth  # (Q, G) each
     places = k - above.sum(dim=1, keepdim=True)  # (Q, 1) left for the tied rows
