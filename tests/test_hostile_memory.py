@@ -7,7 +7,7 @@ reader and the tokenizer trainer (``READERS``): before each, the peak-RSS mark i
 (helpers.peak_extra_mb). A watchdog ends
 a bomb that passes 2.5 GB so a regression cannot take the machine down.
 
-    python tests/test_hostile_memory.py DIR [BOMB...]   # prints the figures the README quotes
+    python tests/test_hostile_memory.py DIR [BOMB...]   # prints the figures docs/DATA.md quotes
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def test_the_recipes_are_there():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_validates_and_is_the_base_template_with_its_data(path):
     cfg = load_config(path)  # unknown keys, types and every key's rule: one error line naming the key
-    check_budget(cfg, 8000)  # a vocabulary of 8000 (the README's tokenizer command)
+    check_budget(cfg, 8000)  # a vocabulary of 8000 (docs/DATA.md's tokenizer command)
     got = config_to_dict(cfg)
     for section in ("model", "masking", "objective", "optim", "deepspeed", "eval"):
         assert got[section] == BASE[section], section

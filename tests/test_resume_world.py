@@ -7,7 +7,7 @@ student's fp32 weights equal to the checkpoint's bit for bit, the optimizer stat
 It trains to step 8, and a 2-rank launch resumes its step-6 checkpoint (1 -> 2), dumping its step and teacher
 after the load (bit for bit), and trains to step 8.
 
-What cannot be exact: the data and the per-rank masks (another sharding; reseeded, README "Resume on another
+What cannot be exact: the data and the per-rank masks (another sharding; reseeded, docs/INSTALL.md "Resume on another
 number of ranks"), and the alignment loss, whose negatives are the global batch (half or twice as many). So the
 curve is checked on the data2vec losses per modality, which do not depend on the batch: at the first two steps
 after resume each is within TOLERANCE (relative) of the uninterrupted 2-rank run's, and their mean stays below

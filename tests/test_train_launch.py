@@ -272,7 +272,7 @@ def test_deepspeed_start_up_noise_only_when_asked(base, verbose):
 def test_run_tensorboard_figures_projector_config_text_and_eval_beside_it(base, tmp_path):
     """A real 2-rank run's event files read back: a similarity figure per modality pair at every eval step,
     the final projector's metadata with the captions, the resolved config as text at step 0; then the
-    README's eval command pointed at (a copy of) that tb/ leaves the training projector config as it was."""
+    docs/INSTALL.md's eval command pointed at (a copy of) that tb/ leaves the training projector config as it was."""
     import io
 
     from PIL import Image

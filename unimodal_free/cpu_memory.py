@@ -7,7 +7,7 @@ again every step: on the 2-core reference machine the ``aten::copy_`` that
 fills a (2048, 768) addmm output with its bias took 3.5 ms, mostly
 first-touch faults. Raising the mmap threshold to glibc's maximum (32 MB) and
 the trim threshold to 1 GB lets freed blocks be reused instead (the default
-train step ~10% faster there; before/after in the README).
+train step ~10% faster there; both measured in docs/BENCHMARKS.md).
 
 The settings only take full effect before the heap has grown, so entry
 points call :func:`keep_freed_memory` before they import torch. Set

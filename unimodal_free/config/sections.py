@@ -63,9 +63,9 @@ class ModelConfig:
     activation_checkpointing: bool = option(False, anything,
                                             help="Recompute each latent/cross/predictor block's activations in "
                                                  "backward instead of keeping them (torch.utils.checkpoint): the R "
-                                                 "views x rows of latents dominate a large step's memory (README "
-                                                 "\"Memory\"); costs one more student forward. Same weights either "
-                                                 "way, so it may change on resume.")
+                                                 "views x rows of latents dominate a large step's memory "
+                                                 "(docs/BENCHMARKS.md \"Memory\"); costs one more student forward. "
+                                                 "Same weights either way, so it may change on resume.")
     element_summary: str = option("none", one_of("none", "max"), fixed=True,
                                   help="\"max\": every latent also receives a max over the input's elements of a "
                                        "small per-element MLP (model/summary.py), beside the cross-attention's "
@@ -338,8 +338,8 @@ class TrainConfig:
                                             "the run (exit 4).")
     precision: str = option("fp32", one_of("fp32", "bf16"), fixed=True,
                             help="\"fp32\" or \"bf16\" (DeepSpeed's bf16: bf16 student weights and activations, fp32 "
-                                 "master weights; the EMA teacher and the targets stay fp32; README \"Precision\"). "
-                                 "Fixed on resume: DeepSpeed's optimizer state differs.")
+                                 "master weights; the EMA teacher and the targets stay fp32; docs/DESIGN.md "
+                                 "\"Precision\"). Fixed on resume: DeepSpeed's optimizer state differs.")
     compile: bool = option(False, anything,
                            help="torch.compile the whole student step in place: teacher targets, student, alignment and "
                                 "loss, forward and backward, with dynamic batch shapes; the masking runs eagerly "

@@ -167,7 +167,7 @@ def _input_files(spec: str) -> list[Path]:
 # a longer line is stepped over in pieces, so a 2 GiB line of a sparse file never sits in memory.
 MAX_LINE_BYTES = 64 << 10
 # Text kept for training: sentencepiece holds every sentence several times over while it trains (the CLI
-# on 100 MiB of text, 64 MiB of it used, vocabulary 8000, peaked at 405 MB; see the README); the rest of
+# on 100 MiB of text, 64 MiB of it used, vocabulary 8000, peaked at 405 MB; see docs/DATA.md); the rest of
 # a larger input is left unread, with one line saying so. ``--max-text-bytes`` raises it.
 MAX_TEXT_BYTES = 64 << 20
 

@@ -44,7 +44,7 @@ def restore_or_start(setup: RunSetup, manager: CheckpointManager, engine, teache
         state, teacher_sd, rank_state = manager.load(engine, setup.resume_dir, setup.trust_checkpoint,
                                                      setup.universal, setup.resharded)
         load_into(teacher.module, teacher_sd)
-        if setup.resharded:  # README "Resume on another number of ranks": per-rank streams restart, reseeded
+        if setup.resharded:  # docs/INSTALL.md "Resume on another number of ranks": per-rank streams restart, reseeded
             start = resharded_start_batch(state.micro_batches, cfg.data.num_workers)
             notes.append(f"the checkpoint was written by {state.world_size} ranks, this run has {world}: "
                          f"weights, optimizer, teacher and step carried over; RNG reseeded from (seed, rank, step), "

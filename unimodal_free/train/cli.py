@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-checkpoint",
         action="store_true",
         help="resume from a checkpoint not signed with your key even if DeepSpeed's files need full unpickling "
-        "(runs code from them: only for checkpoints whose origin you trust; see README 'What is safe to load')",
+        "(runs code from them: only for checkpoints whose origin you trust; see docs/RUNS.md 'What is safe to load')",
     )
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (defaults, --config, --set, --resume) as JSON and exit")

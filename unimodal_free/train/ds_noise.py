@@ -1,7 +1,7 @@
 """DeepSpeed's start-up noise below warning level in the ranks, unless ``log.deepspeed_verbose``.
 
 Every launch made each rank print lines that say nothing about the run
-(DeepSpeed 0.19.8; README "Logs: plain lines, log.txt and DeepSpeed's own lines"):
+(DeepSpeed 0.19.8; docs/RUNS.md "Logs: plain lines, log.txt and DeepSpeed's own lines"):
 
 * ``Setting accelerator to CPU ...``: DeepSpeed's logger, accelerator auto-detection
   (``deepspeed/accelerator/real_accelerator.py``) at the first ``get_accelerator()``;

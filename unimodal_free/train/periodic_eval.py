@@ -93,7 +93,7 @@ class PeriodicEval:
         ecfg = self.eval_cfg
         rng = capture_rng()  # eval must not shift the training RNG streams (exact resume)
         try:
-            # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (README "Precision").
+            # In the evaluated weights' dtype: the fp32 teacher, or the student as trained (docs/DESIGN.md "Precision").
             out = evaluate(
                 model,
                 make_eval_loader(self.data_cfg, self.heldout_sources, self.tokenizer, self.batch_size),

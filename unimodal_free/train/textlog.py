@@ -5,7 +5,7 @@ no spaces, except the last field of a line, which may (``command ...``,
 ``detail ...``: the rest of the line). The first key says what the line is:
 ``start``, ``step`` (one per log interval), ``end``; other lines are the
 run's messages as printed (warnings, evals, checkpoint fallbacks).
-README "Logs: plain lines, log.txt and DeepSpeed's own lines" documents the fields.
+docs/RUNS.md "Logs: plain lines, log.txt and DeepSpeed's own lines" documents the fields.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         student = Data2VecStudent(cfg.model, cfg.objective, cfg.masking, specs)
         self.lifted = lift_zero_dim_params(student)  # see ds_compat: DeepSpeed cannot move 0-dim parameters
-        # Full fp32 copy, before any partitioning; it stays fp32 under bf16 too (README "Precision").
+        # Full fp32 copy, before any partitioning; it stays fp32 under bf16 too (docs/DESIGN.md "Precision").
         self.teacher = EMATeacher(student, cfg.objective)
         self.teacher.module.to(self.device)
         if cfg.train.compile:  # in place: parameter names (and checkpoints) unchanged; after the teacher's copy
