@@ -81,6 +81,37 @@ def test_every_relative_link_resolves_inside_the_repository(doc):
             assert anchor in _anchors(path), f"{doc.name}: {link}: no heading with that anchor"
 
 
+# Words that tell how the project got here instead of what is true: issue numbers, work sessions,
+# commit hashes in prose, "before this change", "used to", "now" (a state contrasted with an unnamed
+# earlier one). A comparison of two configurations names both configs instead.
+HISTORY = [r"\bissues? #?\d+", r"\bissue-\d+", r"\bsessions?\b", r"\bbefore (this|these|the) (change|fix)",
+           r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b", r"\bwe changed\b", r"\bused to\b",
+           r"\bpreviously\b", r"\bno longer\b", r"\bnow\b", r"\brefactor", r"\bshared/", r"\bprevious default\b",
+           r"\(before,", r"\bbefore\s*(->|/)\s*after\b", r"\bas before\b", r"\bthe old\b", r"\bearlier (days?|code)\b",
+           r"\bcode changes\b", r"\bnot re-?run\b", r"\bwas lent\b"]
+
+
+def _prose(path: Path) -> str:
+    """The text outside code blocks, lines joined: quoted commands and their output (hex digests, log lines)
+    are verbatim tool text, not the document's voice, and a phrase may wrap across lines."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    return " ".join(line for line in text.splitlines() if not line.startswith("    "))
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCUMENTS if d.name != "CONFIG.md"], ids=lambda p: p.name)
+def test_user_documents_state_what_is_true_not_how_it_came_about(doc):
+    prose = _prose(doc)
+    found = [f"{m.group(0)!r} in ...{prose[max(0, m.start() - 60):m.end() + 20]}..."
+             for pattern in HISTORY for m in re.finditer(pattern, prose, flags=re.I)]
+    assert not found, f"{doc.name}: development history in a user document:\n" + "\n".join(found)
+
+
+def test_readme_fits_a_few_screens():
+    """The README is the entry point; details live in docs/. 200 lines is the aim, 220 leaves room for one
+    more command without moving a section."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 220
+
+
 def test_config_reference_is_current():
     """docs/CONFIG.md is generated; regenerate it with the command it names when this fails."""
     from unimodal_free.config_reference import COMMAND, markdown
