@@ -20,8 +20,9 @@ FORBIDDEN = {
     "model": {"objective", "data", "store", "train", "eval", "embedder"},  # tensors in, latents out
     "objective": {"data", "store", "train", "eval", "embedder"},
     "store": {"train", "eval", "embedder", "objective"},  # the read side lies below train/ and eval/
-    "eval": {"train", "experiments", "bench"},
+    "eval": {"train", "experiments", "bench", "search"},
     "embedder": {"train", "eval"},
+    "search": {"train", "experiments", "bench"},  # a CLI over embedder/, data/ and eval/'s flag checks
 }
 
 

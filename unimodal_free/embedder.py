@@ -285,7 +285,13 @@ class Embedder:
         for i, item in enumerate(items):
             if modality_of(item) not in known:
                 raise EvalError(f"{describe(item, i)}: this model was trained without {modality_of(item)} (it has {known})")
-        rows = [(e, str(n), None) for n, e in enumerate(e for i, x in enumerate(items) for e in self.preprocess(x, i))]
+        return self.embed_elements([e for i, x in enumerate(items) for e in self.preprocess(x, i)], batch_size)
+
+    @torch.no_grad()
+    def embed_elements(self, elements: list[Elements], batch_size: Optional[int] = None) -> torch.Tensor:
+        """(len(elements), D) L2-normalised, in order: rows already prepared (:meth:`preprocess`, or a shard
+        sample's rows from ``data.elements.sample_rows``), batched ``batch_size`` at a time."""
+        rows = [(e, str(n), None) for n, e in enumerate(elements)]
         if not rows:
             return torch.empty(0, self.embedding_dim)
         batch_size = batch_size or self.cfg.train.micro_batch_size

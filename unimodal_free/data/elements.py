@@ -254,14 +254,19 @@ def _find(sample: dict[str, Any], exts: tuple[str, ...]) -> Optional[tuple[str, 
     return None
 
 
-def members(sample: dict[str, Any], modality: str) -> list[bytes]:
-    """Every file of ``modality`` in a raw sample: the plain one, else the indexed ones ("0.flac", ...) in order."""
+def member_exts(sample: dict[str, Any], modality: str) -> list[str]:
+    """The extensions of every file of ``modality`` in a raw sample: the plain one, else the indexed ones
+    ("0.flac", ...) in index order; the order of the sample's rows of that modality."""
     plain = _find(sample, MODALITY[modality].extensions)
     if plain is not None:
-        return [plain[1]]
-    indexed = [(member_index(ext), data) for ext, data in sample.items()
-               if not ext.startswith("__") and "." in ext and member_modality(ext) == modality]
-    return [data for _, data in sorted(indexed, key=lambda item: item[0])]
+        return [plain[0]]
+    indexed = [ext for ext in sample if not ext.startswith("__") and "." in ext and member_modality(ext) == modality]
+    return sorted(indexed, key=member_index)
+
+
+def members(sample: dict[str, Any], modality: str) -> list[bytes]:
+    """Every file of ``modality`` in a raw sample, in :func:`member_exts` order."""
+    return [sample[ext] for ext in member_exts(sample, modality)]
 
 
 def sample_modalities(sample: dict[str, Any]) -> list[str]:
@@ -316,18 +321,24 @@ def _speech(s: RawSample) -> list[Elements]:
                             d.n_mels, d.frames_per_element, d.max_speech_seconds, s.where) for data in recordings]
 
 
+def sample_captions(files: dict[str, Any], meta: dict[str, Any], where: str, max_lines: int) -> list[str]:
+    """A sample's captions as eval reads them (json ``captions``, else the .txt lines), the first ``max_lines``;
+    the order of its text rows."""
+    captions = meta.get("captions")
+    if captions is None:
+        return decode_captions(members(files, "text")[0], where, max_lines)
+    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+        raise DecodeError(where, "json: captions must be a list of strings")
+    captions = [c.strip() for c in captions if c.strip()][:max_lines]
+    if not captions:
+        raise DecodeError(where, "text: empty captions list")
+    return captions
+
+
 def _text(s: RawSample) -> list[Elements]:
     """One row per caption (a line of the .txt, or json ``captions``); training keeps one, drawn by ``rng``."""
     d = s.data_cfg
-    captions = s.meta.get("captions")
-    if captions is not None:
-        if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-            raise DecodeError(s.where, "json: captions must be a list of strings")
-        captions = [c.strip() for c in captions if c.strip()][: d.max_caption_lines]
-        if not captions:
-            raise DecodeError(s.where, "text: empty captions list")
-    else:
-        captions = decode_captions(s.member("text"), s.where, d.max_caption_lines)
+    captions = sample_captions(s.files, s.meta, s.where, d.max_caption_lines)
     if s.train:
         captions = [captions[0] if len(captions) == 1 else captions[s.draw(len(captions))]]
     return [text_elements(c, s.tokenizer, d.max_text_tokens, s.where, d.max_caption_chars) for c in captions]

@@ -87,8 +87,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def check_checkpoint_arg(path: str) -> None:
-    """``--checkpoint`` names an export safetensors can open, or a folder (run or checkpoint dir); else EvalError.
+def check_checkpoint_arg(path: str, flag: str = "--checkpoint") -> None:
+    """``flag`` names an export safetensors can open, or a folder (run or checkpoint dir); else EvalError.
 
     Only the header is read here; a pickle, a truncated file or a device gets one line, not a traceback.
     """
@@ -96,14 +96,14 @@ def check_checkpoint_arg(path: str) -> None:
     if p.is_dir():
         return
     if not p.exists():
-        raise EvalError(f"--checkpoint {path}: no such export file or run directory")
+        raise EvalError(f"{flag} {path}: no such export file or run directory")
     if not p.is_file():
-        raise EvalError(f"--checkpoint {path}: not a regular file")
+        raise EvalError(f"{flag} {path}: not a regular file")
     try:
         with safe_open(str(p), framework="pt") as f:
             f.metadata()
     except (SafetensorError, OSError) as exc:
-        raise EvalError(f"--checkpoint {path}: not a safetensors export ({exc})") from None
+        raise EvalError(f"{flag} {path}: not a safetensors export ({exc})") from None
 
 
 def run(args: argparse.Namespace) -> int:
