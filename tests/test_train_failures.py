@@ -131,7 +131,7 @@ def test_bad_config_under_the_launcher_exits_2_on_every_rank_before_any_process_
     assert "Traceback" not in text and "Initializing TorchBackend" not in text, tail(log)
     logs = {p.name: p.read_text().splitlines() for p in sorted(ranks.glob("*_rank*.log"))}
     assert len(logs) == 2, logs
-    line = "error: configs/tiny.json: model.cross_heads: 3 does not divide model.d_model=64"
+    line = "error: --set model.cross_heads=3: 3 does not divide model.d_model=64"
     # A rank the launcher kills (it stops the rest once one rank exits non-zero) may not have printed yet.
     assert all(lines in ([line], []) for lines in logs.values()) and [line] in logs.values(), logs
 
