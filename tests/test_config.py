@@ -237,7 +237,8 @@ def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, ca
                            "model, objective, optim, train)"),
     ({"train": {"max_step": 4}}, ["train.max_steps=5"],
      "{file}: train.max_step: unknown key (did you mean train.max_steps?)"),
-    ({"model": {"cross_heads": 3}}, ["train.max_steps=5"], "{file}: model.cross_heads: 3 does not divide model.d_model=256"),
+    ({"model": {"cross_heads": 3}}, ["train.max_steps=5"],
+     "{file}: model.cross_heads: 3 does not divide model.d_model=256"),
     ({"train": {"max_steps": 0}}, ["train.max_steps=5"], None),  # the --set wins: no error
     ({}, ["train.max_steps"], "--set 'train.max_steps': expected section.key=value"),
 ])
