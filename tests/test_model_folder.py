@@ -193,6 +193,28 @@ def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):
         unimodal_free.load(copy)
 
 
+def test_a_run_directory_loads_through_its_model_folder_once_the_tokenizer_moved(setup, tmp_path):
+    """A run directory as training leaves it (the final export names the tokenizer by its absolute path, the model
+    folder holds a copy): with the tokenizer moved away it still loads, the teacher from ``model/``; the student is
+    only in the export, which needs the tokenizer."""
+    weights = load_weights(setup["export"])
+    tok = private_tokenizer(setup, tmp_path / "tok")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_export(run / "model.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), tok.reference, 7)
+    write_model_folder(run / "model", weights.teacher, weights.cfg, tok, 7)
+    caption = triple(setup, 0)[2]
+    reference = unimodal_free.load(setup["export"], device="cpu").embed([caption])
+    shutil.move(tmp_path / "tok" / "tok.model", tmp_path / "moved.model")
+    embedder = unimodal_free.load(run, device="cpu")
+    assert (embedder.source, embedder.step, embedder.which) == (str(run / "model"), 7, "teacher")
+    assert embedder.tokenizer.path == run / "model" / "tokenizer.model"
+    assert torch.equal(embedder.embed([caption]), reference)
+    assert weights.cfg.eval.model == "teacher" and unimodal_free.load(run, model=None).source == str(run / "model")
+    with pytest.raises(EvalError, match="which is missing here: pass --tokenizer PATH"):
+        unimodal_free.load(run, model="student")
+
+
 def test_a_model_folder_with_overlapping_patches_embeds_them(setup, tmp_path):
     """A model trained with data.patch_stride: its folder records the stride, and a PIL image reaches the model
     as (image_size / stride)^2 elements of p x p pixels, the windows the reader cut in training."""
@@ -313,8 +335,11 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     reference = from_run.embed(items)
     assert torch.equal(from_ckpt.embed(items), reference)
     copy = shutil.copytree(folder, tmp_path / "handed_over")
+    shutil.move(tmp_path / "tok", tmp_path / "tok_moved")  # the run dir's checkpoints name it by its old path
+    assert unimodal_free.load(run, device="cpu").source == str(folder)
+    assert torch.equal(unimodal_free.load(run, device="cpu").embed(items), reference)
     shutil.rmtree(run)
-    shutil.rmtree(tmp_path / "tok")
+    shutil.rmtree(tmp_path / "tok_moved")
     assert torch.equal(unimodal_free.load(copy, device="cpu").embed(items), reference)
     assert torch.equal(unimodal_free.load(tmp_path / "converted", device="cpu").embed(items), reference)
 

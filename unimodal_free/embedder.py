@@ -45,7 +45,7 @@ from unimodal_free.model.joint import unwrap
 from unimodal_free.modalities import SUFFIX_MODALITY
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
-from unimodal_free.store.weights import load_weights
+from unimodal_free.store.weights import load_weights, run_model_folder
 
 IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels -> PIL mode
 # A .txt file is one row per line, kept in memory with its embeddings (and, in the query CLI, an n x n table):
@@ -199,15 +199,21 @@ class Embedder:
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None, model: Optional[str] = "teacher",
              tokenizer: Optional[str] = None) -> "Embedder":
-        """A model folder, a run directory (its latest complete checkpoint, else its final export), a checkpoint
-        directory or a ``model.safetensors``; reads safetensors only, never a pickle.
+        """A model folder, a run directory (the teacher: its model folder ``model/`` when that is as new as its
+        latest complete checkpoint; else that checkpoint, else its final export), a checkpoint directory or a
+        ``model.safetensors``; reads safetensors only, never a pickle.
 
         ``model``: "teacher" or "student" (None: the run's ``eval.model``). ``tokenizer``: a path to a copy of the
         tokenizer, for an old export that names it by an absolute path that is gone. ``device``: default cuda if
         available, else cpu.
         """
         path = os.fspath(path)
-        weights = load_weights(path)
+        folder = run_model_folder(path) if model != "student" else None  # the teacher, with the tokenizer beside it
+        weights = load_weights(folder if folder is not None else path)
+        if folder is not None and (model or weights.cfg.eval.model) == "teacher":
+            path = os.fspath(folder)
+        elif folder is not None:  # the run's eval.model is its student: only the run's own files hold it
+            weights = load_weights(path)
         which = model or weights.cfg.eval.model
         tok = resolve_tokenizer(weights.tokenizer_ref, tokenizer, path, weights.cfg.data.demo_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

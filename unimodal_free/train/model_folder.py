@@ -38,7 +38,6 @@ from unimodal_free.train.export import save_export
 from unimodal_free.train.model_card import model_card
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
-MODEL_DIR = "model"  # run_dir/model
 
 
 @dataclass
