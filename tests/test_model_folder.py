@@ -215,6 +215,44 @@ def test_a_run_directory_loads_through_its_model_folder_once_the_tokenizer_moved
         unimodal_free.load(run, model="student")
 
 
+def test_captions_of_words_the_tokenizer_never_saw_warn_once_per_call(setup):
+    """The fixture's tokenizer knows its corpus's captions ("a red thing number 0"): "dog" and "purple giraffe"
+    still embed, with one warning naming them; known captions, images and a bytes-free call do not warn."""
+    import warnings
+
+    embedder = unimodal_free.load(setup["export"], device="cpu")
+    image, _, caption, _ = triple(setup, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        z = embedder.embed([caption, "dog", Path(image), "purple giraffe"])
+    assert z.shape[0] == 4 and torch.isfinite(z).all()
+    assert len(caught) == 1 and caught[0].category is UserWarning, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert message.startswith("2 of 3 caption(s) are mostly words this model's tokenizer (") and "'dog'" in message
+    assert "'purple giraffe'" in message and repr(caption) not in message
+    assert caught[0].filename == __file__  # points at the caller's line, not inside the package
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.embed([caption, Path(image)])
+
+
+def test_the_card_says_what_the_model_was_trained_on(setup, tmp_path):
+    """The card's "What it was trained on": the corpus and the rows seen per modality, and the caption vocabulary
+    with its whole-word pieces when it is small; config.json keeps those words."""
+    weights = load_weights(setup["export"])
+    tok = load_tokenizer(str(setup["tok"]))
+    summary = TrainingSummary(samples_seen=30, rows={"image": 10, "speech": 8, "text": 12})
+    folder = write_model_folder(tmp_path / "model", weights.teacher, weights.cfg, tok, 7, summary)
+    card = (folder / "README.md").read_text()
+    section = card.split("## What it was trained on\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section[0] == (f"- **Corpus**: the demo corpus, `{weights.cfg.data.demo_dir}/train`; rows seen per modality: "
+                          "image 10, speech 8, text 12."), section
+    words = json.loads((folder / "config.json").read_text())["tokenizer"]["words"]
+    assert words == tok.word_pieces(40) and "thing" in words
+    assert section[1].startswith(f"- **Captions**: a sentencepiece vocabulary of {tok.vocab_size} pieces, a small closed "
+                                 f"vocabulary; its most frequent whole-word pieces: {', '.join(words)}. "), section
+
+
 def test_a_model_folder_with_overlapping_patches_embeds_them(setup, tmp_path):
     """A model trained with data.patch_stride: its folder records the stride, and a PIL image reaches the model
     as (image_size / stride)^2 elements of p x p pixels, the windows the reader cut in training."""
