@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +168,48 @@ def test_bench_sections_in_process(tmp_path):
     assert 0 < act["checkpointing"]["per_row_view_bytes"] < 0.5 * act["no_checkpointing"]["per_row_view_bytes"]
     assert act["checkpointing"]["predicted"]["peak_bytes"] < act["no_checkpointing"]["predicted"]["peak_bytes"]
     assert set(res["targets"]) == set(report.TARGETS)
+
+
+def run_bench(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """(exit code, stderr, seconds) of ``python -m unimodal_free.bench ARGS`` in a process of its own."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "unimodal_free.bench", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+def test_only_takes_known_sections_and_names_them():
+    """``--only bogus`` used to run the peak probes and print every figure as None with exit 0."""
+    rc, err, took = run_bench("--only", "peak,bogus")
+    assert rc == 2 and took < 30, (rc, took, err)
+    assert err.splitlines() == ["error: --only: unknown section(s) 'bogus' (sections: peak, configs, plain, scaling, "
+                                "amortisation, loader, zero, activation) (see python -m unimodal_free.bench --help)"]
+
+
+def test_configs_without_transformers_is_one_line_naming_the_extra(tmp_path):
+    """transformers blocked (a sitecustomize puts None into sys.modules, so every config subprocess would fail
+    on its own): one line naming ``pip install -e .[bench]``, exit 2, before any section runs."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['transformers'] = None\n")
+    path = os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])
+    rc, err, took = run_bench("--smoke", "--only", "configs", env={"PYTHONPATH": path})
+    assert rc == 2 and took < 30, (rc, took, err)
+    assert err.splitlines() == ["error: the configs section compares against transformers, which is not installed: "
+                                "pip install -e .[bench] (or leave it out, e.g. --only peak,plain,scaling)"]
+
+
+@pytest.mark.slow
+def test_a_failing_section_exits_nonzero_with_its_error(tmp_path):
+    """Every config subprocess fails (a config that does not validate): the table still prints, each failure is an
+    ``error:`` line, exit 1 (it used to be 0)."""
+    pytest.importorskip("transformers")  # the bench extra: without it the run stops before (test above)
+    configs = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", configs)
+    (configs / "tiny.json").write_text(json.dumps({"model": {"d_model": 3}}))
+    rc, err, _ = run_bench("--smoke", "--only", "configs", "--configs-dir", str(configs))
+    assert rc == 1, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert [line.split(":")[1] for line in lines] == [" config tiny", " config default", " config base"], lines
+    assert all("model.num_heads: 4 does not divide model.d_model=3" in line for line in lines), lines
 
 
 @pytest.mark.slow

@@ -154,3 +154,35 @@ def test_parser_and_main_wrapper_print_one_line_and_return_2(capsys):
     assert main([]) == 0
     with pytest.raises(RuntimeError):
         main(["bug"])
+
+
+def test_experiments_help_shows_each_experiments_arms_defaults_and_cost():
+    """``python -m unimodal_free.experiments --help``: the defaults of the common flags, and for every experiment
+    its arms and what training them costs (trainings x the default config's train.max_steps x the default run's
+    seconds per step on the 2-core machine; front_end's own measured time)."""
+    from unimodal_free.config import CONFIG_DIR, load_config
+
+    proc = run_cli("unimodal_free.experiments", ["--help"])
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())  # argparse wraps the flags' help
+    for default in ("(default: runs/experiments)", "(default: configs/joint.json)", "(default: 2;"):
+        assert default in text, default
+    steps = load_config(CONFIG_DIR / "joint.json").train.max_steps
+
+    def minutes(trainings: int) -> str:
+        return f"about {trainings * steps * (5 * 60 + 28) / 540 / 60:.0f} min"
+
+    for name, arms in {
+        "sharing": "separate + align; shared, data2vec only; separate, data2vec only; shared + align (joint)",
+        "depth": "shared + align (joint); shared, data2vec only",
+        "emergent": "full triples (control); no image+speech pair",
+        "pairing": "100%; 30%; 10%; 3%",
+    }.items():
+        trainings = arms.count(";") + 1
+        block = text.split(f" {name}: ", 1)[1]
+        assert block.split(" cost: ")[0].endswith(f"arms: {arms}"), block[:300]
+        assert block.split(" cost: ")[1].startswith(
+            f"{trainings} trainings x {steps} steps (train.max_steps) = {minutes(trainings)} (0.61 s a step on 2 CPU "
+            "ranks)"), block[:400]
+    assert "arms: perceiver; perceiver+summary; bag cost: 3 supervised trainings in this process, 300 steps" in text
+    assert "540 steps in 5 min 28 s on 2 gloo ranks" in text

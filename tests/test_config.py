@@ -224,8 +224,35 @@ def test_print_config_prints_the_resolved_config_and_starts_nothing(tmp_path, ca
     assert main(["--config", str(CONFIG_DIR / "tiny.json"), "--set", "optim.lrr=1", "--print-config"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines() == [
-        f"error: {CONFIG_DIR / 'tiny.json'}: optim.lrr: unknown key (known: betas, eps, grad_clip, lr, min_lr, "
-        "warmup_steps, weight_decay)"]
+        "error: --set optim.lrr=1: unknown key (did you mean optim.lr?)"]
+
+
+@pytest.mark.parametrize("file_data, overrides, expected", [
+    ({}, ["train.max_step=4"], "--set train.max_step=4: unknown key (did you mean train.max_steps?)"),
+    ({}, ["train.max_steps=four"], "--set train.max_steps=four: expected int, got str 'four'"),
+    ({}, ["model.cross_heads=3"], "--set model.cross_heads=3: 3 does not divide model.d_model=256"),
+    ({}, ['data.train=[{"path": "a", "weight": 0}]'],
+     '--set data.train=[{"path": "a", "weight": 0}]: data.train[0].weight: must be > 0, got 0.0'),
+    ({}, ["nosuch.key=1"], "--set nosuch.key=1: nosuch: unknown key (known: data, deepspeed, eval, log, masking, "
+                           "model, objective, optim, train)"),
+    ({"train": {"max_step": 4}}, ["train.max_steps=5"],
+     "{file}: train.max_step: unknown key (did you mean train.max_steps?)"),
+    ({"model": {"cross_heads": 3}}, ["train.max_steps=5"],
+     "{file}: model.cross_heads: 3 does not divide model.d_model=256"),
+    ({"train": {"max_steps": 0}}, ["train.max_steps=5"], None),  # the --set wins: no error
+    ({}, ["train.max_steps"], "--set 'train.max_steps': expected section.key=value"),
+])
+def test_an_error_names_the_set_or_the_file_its_key_came_from(tmp_path, file_data, overrides, expected):
+    """A typo in ``--set`` is the command line's, not the config file's: the error names the ``--set``; a bad key
+    in the file still names the file."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(file_data))
+    if expected is None:
+        assert load_config(path, overrides).train.max_steps == 5
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    assert str(info.value) == expected.replace("{file}", str(path))
 
 
 def test_every_option_has_a_help_text():

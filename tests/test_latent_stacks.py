@@ -47,7 +47,7 @@ def test_default_is_the_shared_stack_with_its_historical_names_and_seeded_loss()
 
 
 def test_unknown_latent_stacks_value_names_the_key():
-    with pytest.raises(ConfigError, match=r"model\.latent_stacks: 'both' is not one of"):
+    with pytest.raises(ConfigError, match=r"--set model\.latent_stacks=both: 'both' is not one of"):
         tiny_config("model.latent_stacks=both")
 
 

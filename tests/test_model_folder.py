@@ -193,6 +193,66 @@ def test_a_model_folder_stands_alone(setup, tmp_path, umask_022):
         unimodal_free.load(copy)
 
 
+def test_a_run_directory_loads_through_its_model_folder_once_the_tokenizer_moved(setup, tmp_path):
+    """A run directory as training leaves it (the final export names the tokenizer by its absolute path, the model
+    folder holds a copy): with the tokenizer moved away it still loads, the teacher from ``model/``; the student is
+    only in the export, which needs the tokenizer."""
+    weights = load_weights(setup["export"])
+    tok = private_tokenizer(setup, tmp_path / "tok")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_export(run / "model.safetensors", weights.student, weights.teacher, config_to_dict(weights.cfg), tok.reference, 7)
+    write_model_folder(run / "model", weights.teacher, weights.cfg, tok, 7)
+    caption = triple(setup, 0)[2]
+    reference = unimodal_free.load(setup["export"], device="cpu").embed([caption])
+    shutil.move(tmp_path / "tok" / "tok.model", tmp_path / "moved.model")
+    embedder = unimodal_free.load(run, device="cpu")
+    assert (embedder.source, embedder.step, embedder.which) == (str(run / "model"), 7, "teacher")
+    assert embedder.tokenizer.path == run / "model" / "tokenizer.model"
+    assert torch.equal(embedder.embed([caption]), reference)
+    assert weights.cfg.eval.model == "teacher" and unimodal_free.load(run, model=None).source == str(run / "model")
+    with pytest.raises(EvalError, match="which is missing here: pass --tokenizer PATH"):
+        unimodal_free.load(run, model="student")
+
+
+def test_captions_of_words_the_tokenizer_never_saw_warn_once_per_call(setup):
+    """The fixture's tokenizer knows its corpus's captions ("a red thing number 0"): "dog" and "purple giraffe"
+    still embed, with one warning naming them; known captions, images and a bytes-free call do not warn."""
+    import warnings
+
+    embedder = unimodal_free.load(setup["export"], device="cpu")
+    image, _, caption, _ = triple(setup, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        z = embedder.embed([caption, "dog", Path(image), "purple giraffe"])
+    assert z.shape[0] == 4 and torch.isfinite(z).all()
+    assert len(caught) == 1 and caught[0].category is UserWarning, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert message.startswith("2 of 3 caption(s) are mostly words this model's tokenizer (") and "'dog'" in message
+    assert "'purple giraffe'" in message and repr(caption) not in message
+    assert caught[0].filename == __file__  # points at the caller's line, not inside the package
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder.embed([caption, Path(image)])
+
+
+def test_the_card_says_what_the_model_was_trained_on(setup, tmp_path):
+    """The card's "What it was trained on": the corpus and the rows seen per modality, and the caption vocabulary
+    with its whole-word pieces when it is small; config.json keeps those words."""
+    weights = load_weights(setup["export"])
+    tok = load_tokenizer(str(setup["tok"]))
+    summary = TrainingSummary(samples_seen=30, rows={"image": 10, "speech": 8, "text": 12})
+    folder = write_model_folder(tmp_path / "model", weights.teacher, weights.cfg, tok, 7, summary)
+    card = (folder / "README.md").read_text()
+    section = card.split("## What it was trained on\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section[0] == (f"- **Corpus**: the demo corpus, `{weights.cfg.data.demo_dir}/train`; rows seen per modality: "
+                          "image 10, speech 8, text 12."), section
+    words = json.loads((folder / "config.json").read_text())["tokenizer"]["words"]
+    assert words == tok.word_pieces(40) and "thing" in words
+    assert section[1].startswith(f"- **Captions**: a sentencepiece vocabulary of {tok.vocab_size} pieces, a small closed "
+                                 f"vocabulary; its most frequent whole-word pieces: {', '.join(words)}. "), section
+
+
 def test_a_model_folder_with_overlapping_patches_embeds_them(setup, tmp_path):
     """A model trained with data.patch_stride: its folder records the stride, and a PIL image reaches the model
     as (image_size / stride)^2 elements of p x p pixels, the windows the reader cut in training."""
@@ -313,8 +373,11 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     reference = from_run.embed(items)
     assert torch.equal(from_ckpt.embed(items), reference)
     copy = shutil.copytree(folder, tmp_path / "handed_over")
+    shutil.move(tmp_path / "tok", tmp_path / "tok_moved")  # the run dir's checkpoints name it by its old path
+    assert unimodal_free.load(run, device="cpu").source == str(folder)
+    assert torch.equal(unimodal_free.load(run, device="cpu").embed(items), reference)
     shutil.rmtree(run)
-    shutil.rmtree(tmp_path / "tok")
+    shutil.rmtree(tmp_path / "tok_moved")
     assert torch.equal(unimodal_free.load(copy, device="cpu").embed(items), reference)
     assert torch.equal(unimodal_free.load(tmp_path / "converted", device="cpu").embed(items), reference)
 

@@ -92,8 +92,9 @@ def poison(run: Path, marker: Path, keep_safetensors: bool) -> None:
         if not keep_safetensors:
             (tag_dir / "model.safetensors").unlink(missing_ok=True)
         rewrite_manifest(tag_dir)
-    if not keep_safetensors:
+    if not keep_safetensors:  # no safetensors anywhere: not the final export, not the model folder load() prefers
         (run / "model.safetensors").unlink(missing_ok=True)
+        shutil.rmtree(run / "model", ignore_errors=True)
 
 
 def one_line(err: str) -> str:

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from unimodal_free.train.textlog import StepClock, format_duration, format_fields, parse_fields, progress_fields
+from unimodal_free.train.textlog import (WARMUP_STEPS, StepClock, format_duration, format_fields, parse_fields,
+                                         progress_fields)
 
 
 def test_durations_are_fixed_fields():
@@ -21,15 +22,31 @@ def test_fields_round_trip_and_the_last_field_keeps_its_spaces():
     assert parse_fields(line)["step"] == "3/9" and parse_fields(line)["reason"] == "exception"
 
 
-def test_eta_leaves_out_the_first_interval():
-    """Start-up and the first steps (compile) take 100 s, then 1 s per step: from the second log line
-    on the ETA is 1 s per remaining step; elapsed counts from the session start."""
+def test_eta_waits_for_steady_steps():
+    """Start-up and compilation take 60 s over the first steps, then 1 s per step, a line every step: no ETA
+    (``eta -``) until steps after the warm-up are measured, then 1 s per remaining step; elapsed counts from the
+    session start. The first line used to promise 60 s per step."""
+    clock = StepClock(start_step=0, max_steps=300, started=0.0)
+    times = {1: 60.0, 2: 60.5, **{s: 58.0 + s for s in range(3, 301)}}  # steps 1-2 compile, 3+ take 1 s
+    etas = {s: clock.tick(s, now=times[s])[1] for s in range(1, 301)}
+    assert [etas[s] for s in range(1, WARMUP_STEPS + 1)] == [None] * WARMUP_STEPS
+    assert etas[WARMUP_STEPS + 1] == pytest.approx(300.0 - WARMUP_STEPS - 1)
+    assert etas[150] == pytest.approx(150.0) and etas[300] == 0.0
+    assert clock.tick(300, now=400.0)[0] == 400.0
+    line = format_fields(progress_fields(1, 300, {"train/lr": 1e-3, "train/samples_per_s": 2.0}, [], times[1], etas[1]))
+    assert parse_fields(line)["eta"] == "-"
+
+
+def test_eta_with_log_lines_every_10_steps_and_a_resumed_session():
+    """The real cadence (train.log_every=10): the first line is the warm-up, the second gives the rate; a resumed
+    session measures its own steps."""
     clock = StepClock(start_step=0, max_steps=1000, started=0.0)
-    assert clock.tick(10, now=100.0) == (100.0, pytest.approx(10.0 * 990))  # only the first interval is known
+    assert clock.tick(10, now=100.0) == (100.0, None)  # start-up and compile: not a rate
     assert clock.tick(20, now=110.0) == (110.0, pytest.approx(980.0))
     assert clock.tick(1000, now=1090.0) == (1090.0, 0.0)
-    resumed = StepClock(start_step=500, max_steps=1000, started=0.0)  # a resumed session counts its own steps
-    assert resumed.tick(510, now=20.0)[1] == pytest.approx(2.0 * 490)
+    resumed = StepClock(start_step=500, max_steps=1000, started=0.0)
+    assert resumed.tick(510, now=20.0)[1] is None
+    assert resumed.tick(520, now=40.0)[1] == pytest.approx(2.0 * 480)
 
 
 def test_progress_fields():

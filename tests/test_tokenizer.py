@@ -142,3 +142,18 @@ def test_cli_says_when_the_vocabulary_came_out_smaller(tmp_path, capsys):
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == [f"note: the vocabulary is {got}, not the --vocab-size 8000 asked for: the text holds no more "
                      "distinct pieces to learn (give more text for a larger vocabulary)"]
+
+
+def test_unfamiliar_words_are_unknown_or_spelled_out_letter_by_letter(tmp_path):
+    """A real sentencepiece model of a colour-and-shape corpus: its words are familiar; "dog" (d-o-g, letters it
+    has but no fragment of the word) and "Zebra" (Z is <unk>) are not; 1-character words are not judged; bytes
+    have no vocabulary. Its word pieces are whole corpus words, most frequent first."""
+    tok = load_tokenizer(str(train_tokenizer(corpus(), 96, tmp_path / "tok")))
+    assert tok.unfamiliar_words("a red circle at the top") == ([], 5)
+    assert tok.unfamiliar_words("a dog") == (["dog"], 1)
+    assert tok.unfamiliar_words("Zebra red") == (["Zebra"], 2)
+    assert tok.unfamiliar_words("the quick brown fox") == (["quick", "brown", "fox"], 4)
+    assert BytesTokenizer().unfamiliar_words("dog") == ([], 0) and BytesTokenizer().word_pieces(10) == []
+    words = tok.word_pieces(40)
+    assert set(words) <= set(WORDS) and {"circle", "square", "bottom", "green"} <= set(words), words
+    assert tok.word_pieces(3) == words[:3]

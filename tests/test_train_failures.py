@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -130,9 +131,31 @@ def test_bad_config_under_the_launcher_exits_2_on_every_rank_before_any_process_
     assert "Traceback" not in text and "Initializing TorchBackend" not in text, tail(log)
     logs = {p.name: p.read_text().splitlines() for p in sorted(ranks.glob("*_rank*.log"))}
     assert len(logs) == 2, logs
-    line = "error: configs/tiny.json: model.cross_heads: 3 does not divide model.d_model=64"
+    line = "error: --set model.cross_heads=3: 3 does not divide model.d_model=64"
     # A rank the launcher kills (it stops the rest once one rank exits non-zero) may not have printed yet.
     assert all(lines in ([line], []) for lines in logs.values()) and [line] in logs.values(), logs
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_busy_master_port_is_one_line_naming_master_port(tmp_path, tmp_path_factory):
+    """`deepspeed --master_port P` while another process listens on P (a second run on the default 29500):
+    exit 2 and one line that says what to pass, not torch's DistNetworkError traceback."""
+    base = tmp_path_factory.getbasetemp() / "train_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    cmd = train_cmd(tiny_data(base), tmp_path / "run", 0)
+    cmd[cmd.index("--num_gpus") + 1] = "1"
+    log = tmp_path / "launch.log"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd[cmd.index("--master_port") + 1] = str(port)
+        assert run(cmd, log, timeout=300) == 2, tail(log)
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "DistNetworkError" not in text, tail(log)
+    assert _error_lines(log) == [f"error: port {port} is in use (another run?): pass --master_port PORT to deepspeed"], \
+        tail(log)
 
 
 @pytest.mark.slow

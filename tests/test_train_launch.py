@@ -348,7 +348,7 @@ def test_bad_config_through_the_script_exits_2(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "deepspeed.zero_stage: 4 is not one of" in lines[0], proc.stderr
+    assert len(lines) == 1 and "--set deepspeed.zero_stage=4: 4 is not one of" in lines[0], proc.stderr
     assert time.perf_counter() - t0 < 60
 
 

@@ -17,6 +17,7 @@ exactly as the same sample does inside the retrieval eval.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -45,7 +46,7 @@ from unimodal_free.model.joint import unwrap
 from unimodal_free.modalities import SUFFIX_MODALITY
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.store.rebuild import EvalError, load_model, resolve_tokenizer
-from unimodal_free.store.weights import load_weights
+from unimodal_free.store.weights import load_weights, run_model_folder
 
 IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels -> PIL mode
 # A .txt file is one row per line, kept in memory with its embeddings (and, in the query CLI, an n x n table):
@@ -53,6 +54,9 @@ IMAGE_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}  # (C, H, W) tensors: channels ->
 MAX_CAPTION_FILE_BYTES = 4 << 20
 MAX_CAPTION_FILE_LINES = 1024
 INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}  # PCM as soundfile reads it as float
+
+
+MAX_FLAGGED_SHOWN = 5  # captions a warning about unseen words names; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -199,15 +203,21 @@ class Embedder:
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None, model: Optional[str] = "teacher",
              tokenizer: Optional[str] = None) -> "Embedder":
-        """A model folder, a run directory (its latest complete checkpoint, else its final export), a checkpoint
-        directory or a ``model.safetensors``; reads safetensors only, never a pickle.
+        """A model folder, a run directory (the teacher: its model folder ``model/`` when that is as new as its
+        latest complete checkpoint; else that checkpoint, else its final export), a checkpoint directory or a
+        ``model.safetensors``; reads safetensors only, never a pickle.
 
         ``model``: "teacher" or "student" (None: the run's ``eval.model``). ``tokenizer``: a path to a copy of the
         tokenizer, for an old export that names it by an absolute path that is gone. ``device``: default cuda if
         available, else cpu.
         """
         path = os.fspath(path)
-        weights = load_weights(path)
+        folder = run_model_folder(path) if model != "student" else None  # the teacher, with the tokenizer beside it
+        weights = load_weights(folder if folder is not None else path)
+        if folder is not None and (model or weights.cfg.eval.model) == "teacher":
+            path = os.fspath(folder)
+        elif folder is not None:  # the run's eval.model is its student: only the run's own files hold it
+            weights = load_weights(path)
         which = model or weights.cfg.eval.model
         tok = resolve_tokenizer(weights.tokenizer_ref, tokenizer, path, weights.cfg.data.demo_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -279,12 +289,19 @@ class Embedder:
         (.jpg/.jpeg/.png/.webp), speech (.flac/.wav/.ogg) or text file (.txt, a caption per line); a PIL image;
         a (C, H, W) torch tensor or numpy array, uint8 or float in [0, 1], C = 1/3/4; a (waveform, sample_rate)
         pair, the waveform (T,) or (C, T), float (or int16/int32 PCM), torch or numpy, any rate (resampled).
+
+        A caption (``str``) that is mostly words the tokenizer never saw in training still embeds, but with one
+        ``UserWarning`` per call naming such captions: "mostly" means at least half of its words of 2+ characters,
+        and a word is unseen when it holds an unknown or byte-fallback piece or is spelled out one character per
+        piece (``Tokenizer.unfamiliar_words``; a bytes tokenizer has no vocabulary and never warns). The demo
+        model knows colours and shapes: "dog" is d-o-g to it, and its score says nothing about dogs.
         """
         items = list(items)
         known = self.modalities
         for i, item in enumerate(items):
             if modality_of(item) not in known:
                 raise EvalError(f"{describe(item, i)}: this model was trained without {modality_of(item)} (it has {known})")
+        self._warn_unfamiliar(items)
         return self.embed_elements([e for i, x in enumerate(items) for e in self.preprocess(x, i)], batch_size)
 
     @torch.no_grad()
@@ -304,6 +321,24 @@ class Embedder:
                 embeddings.append(pooled[m].cpu())
         z = torch.cat(embeddings)  # (n, D) in batch order
         return z[torch.tensor(positions).argsort()]  # back to input order
+
+    def _warn_unfamiliar(self, items: list[Any]) -> None:
+        """One warning naming the captions among ``items`` that are mostly unseen words (see :meth:`embed`)."""
+        captions = [x.source if isinstance(x, Item) else x for x in items
+                    if isinstance(x, str) or (isinstance(x, Item) and not x.is_file)]
+        flagged = []
+        for caption in captions:
+            unseen, judged = self.tokenizer.unfamiliar_words(caption)
+            if judged and len(unseen) * 2 >= judged:
+                flagged.append(f"{caption[:60]!r} ({', '.join(unseen[:5])})")
+        if flagged:
+            shown = "; ".join(flagged[:MAX_FLAGGED_SHOWN]) + (
+                f"; and {len(flagged) - MAX_FLAGGED_SHOWN} more" if len(flagged) > MAX_FLAGGED_SHOWN else "")
+            warnings.warn(
+                f"{len(flagged)} of {len(captions)} caption(s) are mostly words this model's tokenizer "
+                f"({self.tokenizer.vocab_size} pieces) never saw in training, so their embeddings and scores mean "
+                f"little: {shown}. The model folder's README.md says what it was trained on.",
+                UserWarning, stacklevel=4)  # past embed and torch.no_grad's wrapper: the caller's line
 
     def embed_texts(self, texts: Iterable[str]) -> torch.Tensor:
         """(len(texts), D): one caption each."""

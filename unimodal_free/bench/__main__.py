@@ -22,6 +22,7 @@ Targets on the 2-core CPU reference: see ``report.TARGETS``.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -49,9 +50,13 @@ from unimodal_free.bench.scaling import plot, sweep  # noqa: E402
 from unimodal_free.bench.synthetic import synthetic_batch  # noqa: E402
 from unimodal_free.bench.timing import pick_device, setup_threads, time_fn, time_interleaved  # noqa: E402
 from unimodal_free.config import CONFIG_DIR, load_config  # noqa: E402
-from unimodal_free.usage import ArgumentParser, usage_errors  # noqa: E402
+from unimodal_free.usage import ArgumentParser, UsageError, one_line, usage_errors  # noqa: E402
 
 # Used when configs/joint-base.json is absent: the base sizes on top of joint.json.
+# The sections --only picks from, in the order they run between the two peak probes.
+SECTIONS = ("peak", "configs", "plain", "scaling", "amortisation", "loader", "zero", "activation")
+EXIT_SECTION_FAILED = 1  # a section recorded an error instead of its figures (the table and JSON still written)
+
 BASE_PRESET = ["model.d_model=768", "model.num_latents=512", "model.num_blocks=12", "model.num_heads=12"]
 
 PLANS = {
@@ -251,9 +256,29 @@ def parse_args(argv):
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: fp32 on CPU, bf16 on GPU")
     p.add_argument("--configs-dir", type=Path, default=CONFIG_DIR)
     p.add_argument("--demo-dir", default=None, help="demo shards for the loader (default: the config's data.demo_dir)")
-    p.add_argument("--only", default="peak,configs,plain,scaling,amortisation,loader,zero,activation",
-                   help="comma-separated sections to run")
-    return p.parse_args(argv)
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (peak always runs: it is every "
+                   "MFU's denominator)")
+    args = p.parse_args(argv)
+    unknown = [s for s in args.only.split(",") if s not in SECTIONS]
+    if unknown:
+        p.error(f"--only: unknown section(s) {', '.join(map(repr, unknown))} (sections: {', '.join(SECTIONS)})")
+    return args
+
+
+def check_peers_installed(sections: set[str]) -> None:
+    """The configs section times transformers' PerceiverModel beside ours: without the ``bench`` extra every config
+    would fail on its own, minutes in; one line now instead."""
+    if "configs" in sections and importlib.util.find_spec("transformers") is None:
+        raise UsageError("the configs section compares against transformers, which is not installed: "
+                         "pip install -e .[bench] (or leave it out, e.g. --only peak,plain,scaling)")
+
+
+def failed_sections(result: dict) -> list[str]:
+    """``name: error`` of every section that recorded an error instead of its figures (a config's subprocess, ZeRO)."""
+    failed = [f"config {n}: {r['error']}" for n, r in result.get("configs", {}).items() if "error" in r]
+    zero = result.get("memory", {}).get("zero") or {}
+    return failed + ([f"zero: {zero['error']}"] if "error" in zero else [])
 
 
 class SectionTimer:
@@ -352,6 +377,7 @@ def main(argv=None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     plan = PLANS[mode]
     sections = set(args.only.split(","))
+    check_peers_installed(sections)
     started = time.perf_counter()
     section = SectionTimer()
     result: dict = {"meta": run_meta(mode, device, threads, args.precision)}
@@ -369,7 +395,10 @@ def main(argv=None) -> int:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    failed = failed_sections(result)
+    for line in failed:
+        print(f"error: {one_line(line)}", file=sys.stderr)
+    return EXIT_SECTION_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from unimodal_free.bounded_read import BoundedReadError, read_text_bounded
 from unimodal_free.config.rules import ConfigError
@@ -32,7 +33,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if tp is Source and isinstance(value, str):
             value = {"path": value}
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected an object for {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{path}: expected an object for {tp.__name__}, got {value!r}", key=path)
         return _build(tp, value, path)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -45,27 +46,27 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             try:
                 return _convert(value, arg, path)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+                errors.append(exc)
+        raise errors[0] if errors else ConfigError(f"{path}: bad value {value!r}", key=path)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, (str, dict)) and dataclasses.is_dataclass(item_tp):
             value = [value]  # a single source may be given bare
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {value!r}", key=path)
         return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected an object, got {value!r}")
+            raise ConfigError(f"{path}: expected an object, got {value!r}", key=path)
         return dict(value)
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}", key=path)
     if not isinstance(value, tp):
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}", key=path)
     return value
 
 
@@ -75,7 +76,10 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     for key in data:
         if key not in names:
             where = f"{path}.{key}" if path else key
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {path + '.' if path else ''}{close[0]}?" if close else \
+                f"known: {', '.join(sorted(names))}"
+            raise ConfigError(f"{where}: unknown key ({hint})", key=where)
     kwargs = {}
     for key, value in data.items():
         where = f"{path}.{key}" if path else key
@@ -86,7 +90,7 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``section.key=value`` -> (["section", "key"], value); value parsed as JSON if it can be."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise ConfigError(f"--set {text!r}: expected section.key=value", key="--set")
     dotted, raw = text.split("=", 1)
     try:
         value = json.loads(raw)
@@ -95,8 +99,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return dotted.strip().split("."), value
 
 
-def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
-    """Build and validate a :class:`Config` from a JSON-like dict plus dotted overrides."""
+def _blamed_override(exc: ConfigError, overrides: list[str]) -> Optional[str]:
+    """The ``--set`` text whose key ``exc`` is about (the last one in effect), or None if the key is not overridden.
+
+    An override of ``a.b`` is to blame for an error at ``a.b``, below it (``a.b[0].weight``) or at an unknown
+    ``a`` above it."""
+    if exc.key in (None, "--set"):  # no one key, or the --set itself is malformed (its message names it)
+        return None
+    for text in reversed(overrides):
+        dotted = ".".join(parse_override(text)[0])
+        if exc.key == dotted or exc.key.startswith((dotted + ".", dotted + "[")) or dotted.startswith(exc.key + "."):
+            return text
+    return None
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] = (), source: Optional[str] = None) -> Config:
+    """Build and validate a :class:`Config` from a JSON-like dict plus dotted overrides.
+
+    ``source``: the config file ``data`` came from, named in front of an error about one of its keys; an error
+    about a key an override set names that ``--set section.key=value`` instead, so a typo on the command line
+    is not blamed on the file. (Without a file an error names the dotted key alone: nothing else could be meant.)
+    """
+    try:
+        return _config_from_dict(data, list(overrides))
+    except ConfigError as exc:
+        if source is None:
+            raise
+        text = _blamed_override(exc, list(overrides))
+        if text is not None:
+            message = str(exc)
+            if ".".join(parse_override(text)[0]) == exc.key:  # the --set already shows the key
+                message = message.removeprefix(f"{exc.key}: ")
+            raise ConfigError(f"--set {text}: {message}", key=exc.key) from None
+        if exc.key == "--set":  # a malformed --set: its message names it, and it is not the file's
+            raise
+        raise ConfigError(f"{source}: {exc}", key=exc.key) from None
+
+
+def _config_from_dict(data: dict[str, Any], overrides: list[str]) -> Config:
     data = json.loads(json.dumps(data))  # deep copy
     for text in overrides:
         keys, value = parse_override(text)
@@ -104,7 +144,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
         for i, key in enumerate(keys[:-1]):
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section")
+                raise ConfigError(f"--set {text}: {'.'.join(keys[: i + 1])} is not a section", key="--set")
             node = child
         node[keys[-1]] = value
     cfg = _build(Config, data, "")
@@ -127,12 +167,7 @@ def load_config(path: Union[str, Path, None], overrides: list[str] = ()) -> Conf
             raise ConfigError(f"{path}: invalid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a JSON object")
-    try:
-        return config_from_dict(data, overrides)
-    except ConfigError as exc:
-        if path is not None:
-            raise ConfigError(f"{path}: {exc}") from None
-        raise
+    return config_from_dict(data, overrides, None if path is None else str(path))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

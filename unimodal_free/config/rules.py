@@ -21,7 +21,14 @@ from unimodal_free.modalities import MODALITIES
 
 
 class ConfigError(ValueError):
-    """A config value is wrong; the message names its dotted path."""
+    """A config value is wrong; the message names its dotted path.
+
+    ``key``: that dotted path, where one key is to blame (config/loading.py names the ``--set`` it came from).
+    """
+
+    def __init__(self, message: str, key: Optional[str] = None):
+        super().__init__(message)
+        self.key = key
 
 
 Rule = Callable[[Any], Optional[str]]

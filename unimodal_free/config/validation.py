@@ -63,10 +63,10 @@ def validate(cfg: Config) -> None:
     vocabulary unknown); the first failure raises, naming its path."""
     for where, value, f in iter_options(cfg, ""):
         if (err := f.metadata.get("rule", anything)(value)) is not None:
-            raise ConfigError(f"{where}: {err}")
+            raise ConfigError(f"{where}: {err}", key=where)
     for where, holds, err in relations(cfg):
         if not holds:
-            raise ConfigError(f"{where}: {err}")
+            raise ConfigError(f"{where}: {err}", key=where)
     check_budget(cfg)
 
 

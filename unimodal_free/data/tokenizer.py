@@ -32,6 +32,7 @@ import glob
 import hashlib
 import io
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -45,6 +46,7 @@ from unimodal_free.data.tar_reader import SHARD_EXTS
 from unimodal_free.usage import ArgumentParser, parse_size, usage_errors
 
 BYTES_VOCAB = 256
+WORD_START = "\u2581"  # sentencepiece's mark of a piece that starts a word
 # A sentencepiece model of 256k pieces takes about 5 MB; a file far larger is not one (read whole).
 MAX_MODEL_BYTES = 64 << 20
 
@@ -75,6 +77,21 @@ class Tokenizer:
     @property
     def reference(self) -> dict:
         raise NotImplementedError
+
+    def unfamiliar_words(self, text: str) -> tuple[list[str], int]:
+        """(the words of ``text`` this tokenizer never saw in training, how many words were judged).
+
+        Only words of 2+ characters are judged. One is unfamiliar when a piece of it is ``<unk>`` or a byte
+        fallback, or when it is spelled out in pieces of at most one character each (no learned fragment of it:
+        "dog" under the demo's colour-and-shape vocabulary is d-o-g). A bytes tokenizer has no vocabulary to
+        judge against: ([], 0)."""
+        return [], 0
+
+    def word_pieces(self, limit: int) -> list[str]:
+        """Up to ``limit`` learned pieces that start a word (2+ characters), most frequent merge first, without
+        those that only begin a longer one ("cir" of "circle"; "the" of "there" goes too): a glimpse of the caption
+        vocabulary for a model card. A bytes tokenizer: []."""
+        return []
 
 
 class BytesTokenizer(Tokenizer):
@@ -120,6 +137,29 @@ class SentencePieceTokenizer(Tokenizer):
     @property
     def reference(self) -> dict:
         return {"kind": "sentencepiece", "path": str(self.path), "sha256": self.sha256}
+
+    def _learned(self, piece_id: int) -> bool:
+        """A piece of 2+ characters (the word-start mark not counted) that is neither <unk> nor a byte fallback."""
+        sp = self.sp
+        return not (sp.is_unknown(piece_id) or sp.is_byte(piece_id) or sp.is_control(piece_id)) \
+            and len(sp.id_to_piece(piece_id).lstrip(WORD_START)) >= 2
+
+    def unfamiliar_words(self, text: str) -> tuple[list[str], int]:
+        sp = self.sp
+        words = [w for w in text.split() if len(w) >= 2]
+        unfamiliar = []
+        for word in words:
+            ids = sp.encode(word, out_type=int)
+            if any(sp.is_unknown(i) or sp.is_byte(i) for i in ids) or not any(self._learned(i) for i in ids):
+                unfamiliar.append(word)
+        return unfamiliar, len(words)
+
+    def word_pieces(self, limit: int) -> list[str]:
+        # Ids of a BPE model are in merge order, the most frequent pair first (unigram: by score, the same idea).
+        pieces = (self.sp.id_to_piece(i) for i in range(self.vocab_size) if self._learned(i))
+        # Letters, digits, ' and - only: a piece is the model file's, and the card is Markdown.
+        starts = [p.lstrip(WORD_START) for p in pieces if re.fullmatch(WORD_START + r"[\w'-]+", p)]
+        return [w for w in starts if not any(o != w and o.startswith(w) for o in starts)][:limit]
 
 
 def load_tokenizer(spec: str) -> Tokenizer:

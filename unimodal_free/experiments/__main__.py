@@ -2,7 +2,9 @@
 
 Every module of this package with a ``run(ctx)`` function and a one-line
 ``ABOUT`` is an experiment; ``run`` returns the experiment's table (markdown),
-written to ``<root>/<NAME>.md`` and printed. An experiment with options of its
+written to ``<root>/<NAME>.md`` and printed. Its ``ARM_TITLES`` name its arms
+in ``--help``, which prices them as trainer runs of the default config (or
+quotes the module's ``COST``, when its arms are not). An experiment with options of its
 own defines ``add_options(group)`` (argparse arguments); their values reach it
 as ``ctx.options`` (a dict by dest), and giving one to another experiment is a
 usage error.
@@ -19,11 +21,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import unimodal_free.experiments as package
-from unimodal_free.config import load_config
+from unimodal_free.config import CONFIG_DIR, load_config
 from unimodal_free.experiments.runner import ExperimentError
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 NOT_EXPERIMENTS = {"runner", "__main__"}
+DEFAULT_CONFIG = "configs/joint.json"
+# The default run (configs/joint.json, 540 steps) took 5 min 28 s of trainer wall on 2 gloo CPU ranks of the 2-core
+# reference machine (the trainer's end line): what one step of an arm costs there, its evals included, the launch not.
+SECONDS_PER_STEP = (5 * 60 + 28) / 540
 
 
 @dataclass
@@ -50,16 +56,45 @@ def experiments() -> dict[str, object]:
     return found
 
 
+def cost(module, steps: int) -> str:
+    """What an experiment's arms cost with the default config: its own measured ``COST``, else trainings x steps x
+    the default run's seconds per step."""
+    if hasattr(module, "COST"):
+        return module.COST
+    n = len(module.ARM_TITLES)
+    minutes = n * steps * SECONDS_PER_STEP / 60
+    return (f"{n} trainings x {steps} steps (train.max_steps) = about {minutes:.0f} min "
+            f"({SECONDS_PER_STEP:.2f} s a step on 2 CPU ranks)")
+
+
+def experiments_help(names: list[str]) -> str:
+    """--help's list: each experiment, its arms and what they cost to train."""
+    steps = load_config(CONFIG_DIR / "joint.json").train.max_steps  # the shipped copy of DEFAULT_CONFIG
+    lines = ["experiments (arms, and their cost with the default --config):"]
+    for name in names:
+        module = experiments()[name]
+        lines += [f"  {name}: {module.ABOUT}", f"      arms: {'; '.join(module.ARM_TITLES)}",
+                  f"      cost: {cost(module, steps)}"]
+    return "\n".join(lines + [
+        "",
+        "Times are of the 2-core CPU machine the default run was measured on (540 steps in 5 min 28 s on 2 gloo",
+        "ranks); --set train.max_steps=N scales a training's. An arm already trained under --root by the same",
+        "command is reused, not retrained: the joint arm (the default config as it is) serves depth, emergent,",
+        "pairing and sharing.",
+    ])
+
+
 def parse_args(argv: Optional[list[str]], names: list[str]) -> argparse.Namespace:
-    epilog = "experiments:\n" + "\n".join(f"  {n}: {experiments()[n].ABOUT}" for n in names)
     p = ArgumentParser(prog="python -m unimodal_free.experiments", description=__doc__.split("\n\n")[0],
-                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=experiments_help(names), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=names)
-    p.add_argument("--root", default="runs/experiments", help="run folders of the arms and the tables")
-    p.add_argument("--config", default="configs/joint.json", help="base config of every arm")
-    p.add_argument("--ranks", type=int, default=2, help="DeepSpeed ranks per training (1: one process, no launcher)")
+    p.add_argument("--root", default="runs/experiments",
+                   help="run folders of the arms and the tables (default: runs/experiments)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"base config of every arm (default: {DEFAULT_CONFIG})")
+    p.add_argument("--ranks", type=int, default=2,
+                   help="DeepSpeed ranks per training (default: 2; 1: one process, no launcher)")
     p.add_argument("--set", dest="common", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every arm (e.g. train.max_steps=100)")
+                   help="override for every arm (e.g. train.max_steps=100; default: none)")
     p.add_argument("--heldout", nargs="+", default=None, help="held-out shards (default: each run's own split)")
     owned = {name: experiment_options(p, name) for name in names}
     args = p.parse_args(argv)

@@ -19,6 +19,7 @@ from unimodal_free.experiments.sharing import ARMS
 ABOUT = "per latent block (student and teacher): retrieval R@1 and cross-modal linear CKA, aligned vs data2vec-only"
 
 RUNS = [arm for name in ("joint", "shared-d2v") for arm in ARMS if arm.name == name]
+ARM_TITLES = [arm.title() for arm in RUNS]  # for --help
 MODELS = ("student", "teacher")
 
 

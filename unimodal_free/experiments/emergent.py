@@ -18,6 +18,8 @@ from unimodal_free.experiments.runner import Arm, train_and_evaluate
 
 ABOUT = "speech<->image retrieval without any speech+image training pair (pairs only through text) vs full triples"
 CONTROL = Arm("joint", label="full triples (control)")
+DROPPED = "no image+speech pair"  # the other arm's title (its corpus is written on first use: see arms)
+ARM_TITLES = [CONTROL.title(), DROPPED]  # for --help
 
 
 def cells(results: dict, direction: str) -> list[str]:
@@ -30,7 +32,7 @@ def cells(results: dict, direction: str) -> list[str]:
 def arms(ctx) -> tuple[list[Arm], Corpus]:
     """The control and the arm without image+speech pairs (its corpus written on first use)."""
     corpus = paired_corpus(ctx, "drop-image+speech", drop=["image+speech"])
-    return [CONTROL, Arm("drop-image+speech", (corpus.override,), label="no image+speech pair")], corpus
+    return [CONTROL, Arm("drop-image+speech", (corpus.override,), label=DROPPED)], corpus
 
 
 def run(ctx) -> str:

@@ -66,6 +66,10 @@ ARMS = [
     FrontEnd("perceiver+summary", ("model.element_summary=max",)),
     FrontEnd("bag", pool="elements"),
 ]
+ARM_TITLES = [arm.name for arm in ARMS]  # for --help
+# Not the trainer's steps: its own supervised ones, in this process (measured with the defaults, README Findings).
+COST = ("3 supervised trainings in this process, 300 steps of 64 pictures each (--steps, --batch): about 34 min "
+        "(measured: 818 s, 895 s and 196 s of training)")
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,17 @@ def arm_for(ctx, share: float) -> tuple[Arm, int | None, float]:
     """The arm training with ``share`` of the samples paired, its number of pair ids (None: all) and the
     share of multi-modality samples the seeded draw actually kept paired."""
     if share == 1.0:
-        return Arm("joint", label="100%"), None, 1.0
+        return Arm("joint", label=share_label(share)), None, 1.0
     corpus = paired_corpus(ctx, f"paired-{share:g}", paired=share)
     kept = corpus.count("kept") / max(1, corpus.count("kept") + corpus.count("split"))
-    return Arm(f"paired-{share:g}", (corpus.override,), label=f"{100 * share:g}%"), corpus.count("paired_ids"), kept
+    return Arm(f"paired-{share:g}", (corpus.override,), label=share_label(share)), corpus.count("paired_ids"), kept
+
+
+def share_label(share: float) -> str:
+    return f"{100 * share:g}%"
+
+
+ARM_TITLES = [share_label(share) for share in SHARES]  # for --help
 
 
 def pairs_per_batch(ctx, arm: Arm, batches: int = PROBE_BATCHES) -> float:

@@ -34,6 +34,7 @@ ARMS = [
     Arm("per-modality-d2v", (SEPARATE, DATA2VEC_ONLY), "separate, data2vec only"),
     Arm("joint", (), "shared + align (joint)"),  # last: another experiment may be training it already
 ]
+ARM_TITLES = [arm.title() for arm in ARMS]  # for --help
 
 
 def run(ctx) -> str:

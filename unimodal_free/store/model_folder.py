@@ -19,6 +19,7 @@ from unimodal_free.config import config_to_dict
 from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, read_export
 
 MODEL_FORMAT = "unimodal_free/model/1"
+MODEL_DIR = "model"  # a run directory's model folder: run_dir/model
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 SPM_NAME = "tokenizer.model"

@@ -9,10 +9,11 @@ of them ever opens DeepSpeed's pickle files.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from unimodal_free.store.checkpoints import CONSOLIDATED, is_complete, latest_tag, load_manifest, step_of, verify
 from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, read_export
-from unimodal_free.store.model_folder import is_model_folder, read_model_folder
+from unimodal_free.store.model_folder import MODEL_DIR, is_model_folder, read_folder_config, read_model_folder
 
 
 def _read_checkpoint(tag_dir: Path) -> LoadedWeights:
@@ -53,3 +54,21 @@ def load_weights(path: str | Path) -> LoadedWeights:
     if (run_dir / EXPORT_NAME).is_file():
         return read_export(run_dir / EXPORT_NAME)
     raise FileNotFoundError(f"{path}: holds neither a complete checkpoint nor {EXPORT_NAME}")
+
+
+def run_model_folder(path: str | Path) -> Optional[Path]:
+    """``path/model`` when ``path`` is a run directory whose model folder is as new as its latest complete checkpoint
+    (a resumed run still training has newer checkpoints: then None, and the run's latest weights are read).
+
+    The folder holds the tokenizer beside the weights, so a run directory keeps loading after the tokenizer it
+    trained with has moved; the checkpoints name that tokenizer by its absolute path.
+    """
+    path = Path(path).expanduser()
+    folder = path / MODEL_DIR
+    if not path.is_dir() or is_model_folder(path) or step_of(path.name) is not None or not is_model_folder(folder):
+        return None
+    step = read_folder_config(folder).get("step")
+    tag = latest_tag(path / "checkpoints")
+    if tag is not None and (not isinstance(step, int) or isinstance(step, bool) or step_of(tag) > step):
+        return None
+    return folder

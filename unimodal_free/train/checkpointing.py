@@ -18,13 +18,13 @@ from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.export import EXPORT_NAME
-from unimodal_free.store.model_folder import CONFIG_NAME
+from unimodal_free.store.model_folder import CONFIG_NAME, MODEL_DIR
 from unimodal_free.train.checkpoint import CheckpointManager
 from unimodal_free.train.cli import RunSetup, config_changes
 from unimodal_free.train.ds_compat import load_into, model_shapes
 from unimodal_free.train.export import gathered_state_dict, save_export
 from unimodal_free.train.metrics import IntervalStats
-from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
+from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 from unimodal_free.train.reshard import resharded_start_batch
 from unimodal_free.train.rng import capture_rng, rank_seeds, restore_rng, seed_everything
 from unimodal_free.train.state import TrainerState

@@ -75,6 +75,10 @@ def ensure_env_for_single_process() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
+class PortInUseError(RuntimeError):
+    """The rendezvous port (``MASTER_PORT``, the launcher's ``--master_port``) is taken: a one-line user error."""
+
+
 def init_deepspeed_distributed(backend: str | None) -> None:
     """``deepspeed.init_distributed`` without leaking shared memory.
 
@@ -86,12 +90,20 @@ def init_deepspeed_distributed(backend: str | None) -> None:
     once all ranks are past it the names can go; the mappings stay valid and
     the memory returns when the last rank exits, however it exits.
 
-    Its "shm_comm_op built successfully" print is dropped (train/ds_noise.py).
+    Its "shm_comm_op built successfully" print is dropped (train/ds_noise.py). A rendezvous port
+    that another process holds (a second run with the launcher's default 29500) raises
+    :class:`PortInUseError` naming ``--master_port`` instead of torch's 40-line traceback.
     """
     import deepspeed  # heavy: only a run needs it (dist's collectives are plain torch.distributed)
 
-    with quiet_prints():
-        deepspeed.init_distributed(dist_backend=backend)
+    try:
+        with quiet_prints():
+            deepspeed.init_distributed(dist_backend=backend)
+    except dist.DistNetworkError as exc:
+        if "EADDRINUSE" not in str(exc):
+            raise
+        port = os.environ.get("MASTER_PORT", "?")
+        raise PortInUseError(f"port {port} is in use (another run?): pass --master_port PORT to deepspeed") from None
     barrier()
     name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
         os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), rank()

@@ -34,14 +34,45 @@ def demo_heldout_for_own_data(cfg: Config) -> bool:
     return bool(cfg.data.train) and not cfg.data.heldout
 
 
+# A tokenizer of at most this many pieces is a closed vocabulary worth listing on the card (the demo's: 128).
+SMALL_VOCABULARY = 1000
+
+
+def _rows_per_modality(summary) -> str:
+    """``image 1,234, speech 1,200, text 2,400``, or "" when unknown (not when resumed from an older run)."""
+    if summary.rows and sum(summary.rows.values()) == summary.samples_seen:
+        return ", ".join(f"{m} {_count(n)}" for m, n in summary.rows.items())
+    return ""
+
+
+def _trained_on(config: dict[str, Any], cfg: Config, summary) -> list[str]:
+    """What the model has seen: the corpus and the caption vocabulary (what ``embed`` warns about)."""
+    tok = config["tokenizer"]
+    rows = _rows_per_modality(summary)
+    corpus = (f"- **Corpus**: {_sources(cfg.data.train, cfg, 'train')}; "
+              + (f"rows seen per modality: {rows}." if rows else "rows seen per modality: not recorded."))
+    if tok["kind"] == "bytes":
+        captions = ("- **Captions**: UTF-8 bytes (256 ids): any text encodes, and the model knows only the words "
+                    "of the corpus above.")
+    else:
+        words = tok.get("words") or []
+        small = tok["vocab_size"] <= SMALL_VOCABULARY
+        captions = (f"- **Captions**: a sentencepiece vocabulary of {tok['vocab_size']:,} pieces"
+                    + (", a small closed vocabulary" if small else "")
+                    + (f"; its most frequent whole-word pieces: {', '.join(words)}" if small and words else "")
+                    + ". A word outside it is spelled out in single letters and embeds with little meaning; "
+                    "`embed` warns when most of a caption's words are such.")
+    return [corpus, captions]
+
+
 def _training_rows(config: dict[str, Any], cfg: Config, summary) -> list[tuple[str, str]]:
     rows = [
         ("steps", f"{config['step']:,} of `train.max_steps` = {cfg.train.max_steps:,}"),
         ("samples seen", f"{_count(summary.samples_seen)} rows over all ranks"
                          + (f" ({summary.world_size} rank(s))" if summary.world_size else "")),
     ]
-    if summary.rows and sum(summary.rows.values()) == summary.samples_seen:  # not when resumed from an older run
-        rows.append(("rows per modality", ", ".join(f"{m} {_count(n)}" for m, n in summary.rows.items())))
+    if _rows_per_modality(summary):
+        rows.append(("rows per modality", _rows_per_modality(summary)))
     if summary.skipped_samples is not None:
         rows.append(("skipped samples", _count(summary.skipped_samples)))
     if summary.final_loss is not None:
@@ -97,6 +128,10 @@ def model_card(config: dict[str, Any], cfg: Config, summary, folder: str) -> str
         + f". These are the EMA teacher's weights. An embedding is the mean of the final latents"
         + (", projected by the alignment head" if config["projected"] else "")
         + f", L2-normalised, {config['embedding_dim']} values.",
+        "",
+        "## What it was trained on",
+        "",
+        *_trained_on(config, cfg, summary),
         "",
         "## How to load",
         "",

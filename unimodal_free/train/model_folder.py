@@ -38,7 +38,9 @@ from unimodal_free.train.export import save_export
 from unimodal_free.train.model_card import model_card
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
-MODEL_DIR = "model"  # run_dir/model
+
+
+VOCABULARY_WORDS = 40  # config.json's tokenizer.words: the most frequent whole-word pieces
 
 
 @dataclass
@@ -78,7 +80,8 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "projected": cfg.objective.align_weight > 0,
         "pooling": cfg.eval.pooling,
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,
-                      "sha256": tokenizer.reference["sha256"], "vocab_size": tokenizer.vocab_size},
+                      "sha256": tokenizer.reference["sha256"], "vocab_size": tokenizer.vocab_size,
+                      "words": tokenizer.word_pieces(VOCABULARY_WORDS)},  # a glimpse for the model card
         "modalities": {name: asdict(spec) for name, spec in modality_specs(d, tokenizer.vocab_size).items()},
         "preprocessing": preprocessing(d),
         "config": config_to_dict(cfg),

@@ -46,37 +46,49 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Steps at the start of a session that the ETA leaves out: start-up, ``torch.compile``'s compilation (and its
+# recompiles for the first batch shapes) and the first slow steps; a 5-minute CPU run spends about 40 s there.
+WARMUP_STEPS = 5
+
+
 class StepClock:
     """Elapsed wall time of this session and the ETA of its last step.
 
-    The rate behind the ETA is wall seconds per step from this session's
-    first log line on, so start-up, the first (slow) steps and
-    ``torch.compile``, all inside the first interval, do not count; evals and
-    checkpoints after it do, in the share they take. At the first log line
-    itself the rate is that first interval's.
+    The ETA is the steps left times the wall seconds per step measured from
+    the first log line at least ``WARMUP_STEPS`` into this session on, so
+    start-up, compilation and the first slow steps do not count; evals and
+    checkpoints after it do, in the share they take. Until a later log line
+    has measured steps after that one, the rate is unknown and so is the
+    ETA (None, printed ``eta -``): a first guess from the warm-up steps
+    overstated a 5-minute run as 40 minutes.
     """
 
     def __init__(self, start_step: int, max_steps: int, started: Optional[float] = None):
         self.max_steps = max_steps
+        self.start_step = start_step
         self.started = time.monotonic() if started is None else started
-        self.first: Optional[tuple[int, float]] = None  # (step, time) of the first log line
-        self.origin = (start_step, self.started)
+        self.steady: Optional[tuple[int, float]] = None  # (step, time) of the first log line after the warm-up
 
-    def tick(self, step: int, now: Optional[float] = None) -> tuple[float, float]:
-        """(elapsed seconds, ETA seconds) at a log line of ``step``."""
+    def tick(self, step: int, now: Optional[float] = None) -> tuple[float, Optional[float]]:
+        """(elapsed seconds, ETA seconds or None while no steady step is measured) at a log line of ``step``."""
         now = time.monotonic() if now is None else now
-        if self.first is None:
-            self.first = (step, now)
-        ref_step, ref_time = self.first if step > self.first[0] else self.origin
-        per_step = (now - ref_time) / max(1, step - ref_step)
-        return now - self.started, per_step * max(0, self.max_steps - step)
+        left = max(0, self.max_steps - step)
+        if self.steady is None and step - self.start_step >= WARMUP_STEPS:
+            self.steady = (step, now)
+        if left == 0:
+            return now - self.started, 0.0
+        if self.steady is None or step <= self.steady[0]:
+            return now - self.started, None
+        ref_step, ref_time = self.steady
+        return now - self.started, (now - ref_time) / (step - ref_step) * left
 
 
 def progress_fields(step: int, max_steps: int, scalars: dict[str, float], modalities: list[str],
-                    elapsed: float, eta: float) -> list[tuple[str, object]]:
+                    elapsed: float, eta: Optional[float]) -> list[tuple[str, object]]:
     """The ``step`` line's fields from one log interval's scalars (TensorBoard tags ``train/...``).
 
-    Metrics of applied steps only: ``loss nan`` when every step of the interval was skipped.
+    Metrics of applied steps only: ``loss nan`` when every step of the interval was skipped. ``eta None``
+    (no steady step measured yet, :class:`StepClock`) is ``eta -``.
     """
     loss = scalars.get("train/loss", float("nan"))
     fields: list[tuple[str, object]] = [("step", f"{step}/{max_steps}"), ("loss", f"{loss:.4f}")]
@@ -93,7 +105,7 @@ def progress_fields(step: int, max_steps: int, scalars: dict[str, float], modali
     fields.append(("samples/s", f"{scalars['train/samples_per_s']:.1f}"))
     if scalars.get("train/skipped_steps", 0):
         fields.append(("skipped_steps", int(scalars["train/skipped_steps"])))
-    fields += [("elapsed", format_duration(elapsed)), ("eta", format_duration(eta))]
+    fields += [("elapsed", format_duration(elapsed)), ("eta", "-" if eta is None else format_duration(eta))]
     return fields
 
 

@@ -354,4 +354,7 @@ def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] 
         setup = prepare(args)
     except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError, RunDirError) as exc:
         return report_usage_error(exc)
-    return Trainer(setup, callbacks).run()
+    try:
+        return Trainer(setup, callbacks).run()
+    except dist.PortInUseError as exc:  # raised before the process group exists: nothing to close
+        return report_usage_error(exc)
