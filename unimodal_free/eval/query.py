@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from unimodal_free.config import alignment_on
 from unimodal_free.embedder import Embedder, Item, modality_of, read_caption_file
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     z = embedder.embed(items)  # (n, D)
     sims = z @ z.T  # (n, n) cosine: rows are L2-normalised
     modalities = [modality_of(item) for item in items]
-    projected = embedder.cfg.objective.align_weight > 0
+    projected = alignment_on(embedder.cfg.objective)
     print(f"checkpoint {args.checkpoint} (step {embedder.step}, {embedder.which}, mean pooling"
           f"{', projected' if projected else ''}); cosine similarity")
     print(format_matrix([short_label(item) for item in items], modalities, sims))

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import torch
 
 from unimodal_free.batch import modality_specs
-from unimodal_free.config import Config, config_to_dict
+from unimodal_free.config import Config, alignment_on, config_to_dict
 from unimodal_free.data.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.run_dir import RunDir
@@ -75,7 +75,7 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "step": step,
         "weights": "teacher",
         "embedding_dim": embedding_dim(cfg.model, cfg.objective),
-        "projected": cfg.objective.align_weight > 0,
+        "projected": alignment_on(cfg.objective),
         "pooling": cfg.eval.pooling,
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,
                       "sha256": tokenizer.reference["sha256"], "vocab_size": tokenizer.vocab_size},
