@@ -10,7 +10,7 @@ from unimodal_free.config import config_to_dict
 from unimodal_free.data import shards as shard_cli
 from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.tokenizer import load_tokenizer
-from unimodal_free.train.export import save_export
+from unimodal_free.store.export import save_export
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import main
 from unimodal_free.store.rebuild import load_model
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
+from unimodal_free.store.export import save_export
 
 
 DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}

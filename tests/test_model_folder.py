@@ -25,7 +25,7 @@ from unimodal_free.config import config_to_dict
 from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.store.rebuild import EvalError
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
+from unimodal_free.store.export import save_export
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
 

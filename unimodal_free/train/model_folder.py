@@ -30,11 +30,10 @@ from unimodal_free.data.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.run_dir import RunDir
 from unimodal_free.store.checkpoints import TRAINER_STATE, CheckpointError, read_trainer_state
-from unimodal_free.store.export import EXPORT_NAME, LoadedWeights
+from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, save_export
 from unimodal_free.store.model_folder import BYTES_NAME, CARD_NAME, CONFIG_NAME, MODEL_FORMAT, SPM_NAME
 from unimodal_free.store.rebuild import resolve_tokenizer
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
 from unimodal_free.train.model_card import model_card
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
