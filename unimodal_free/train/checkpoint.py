@@ -40,7 +40,7 @@ from unimodal_free.store.export import read_export, save_export
 from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, weights_only_engine
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import TrainerCallback
-from unimodal_free.train.export import gathered_state_dict
+from unimodal_free.train.zero_gather import gathered_state_dict
 from unimodal_free.train.reshard import UNIVERSAL_DIR, to_universal
 from unimodal_free.train.state import TrainerState
 

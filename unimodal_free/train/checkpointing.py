@@ -21,7 +21,7 @@ from unimodal_free.store.export import EXPORT_NAME, save_export
 from unimodal_free.store.model_folder import CONFIG_NAME
 from unimodal_free.train.checkpoint import CheckpointManager
 from unimodal_free.train.ds_compat import load_into, model_shapes
-from unimodal_free.train.export import gathered_state_dict
+from unimodal_free.train.zero_gather import gathered_state_dict
 from unimodal_free.train.metrics import IntervalStats
 from unimodal_free.train.model_folder import MODEL_DIR, TrainingSummary, write_model_folder
 from unimodal_free.train.reshard import resharded_start_batch
