@@ -103,7 +103,7 @@ def test_load_refuses_a_model_folder_with_a_fifo(setup, tmp_path, name):
 
 def write_checkpoint(setup, run: Path, step: int = 2) -> Path:
     """A checkpoint dir with what eval and resume read first (its consolidation, trainer_state.json), signed."""
-    from unimodal_free.train.checkpoint import mark_complete
+    from unimodal_free.store.checkpoints import mark_complete
     from unimodal_free.train.state import TrainerState
 
     tag_dir = run / "checkpoints" / tag_for(step)
@@ -136,7 +136,7 @@ def test_resume_refuses_a_complete_marker_linked_to_dev_zero(setup, tmp_path):
 
 def test_resume_refuses_a_sparse_gigabyte_trainer_state_that_complete_vouches_for(setup, tmp_path):
     """COMPLETE need not be signed for a weights-only resume: it can list a 1 GiB trainer_state.json."""
-    from unimodal_free.train.checkpoint import mark_complete
+    from unimodal_free.store.checkpoints import mark_complete
 
     run = tmp_path / "run"
     tag_dir = write_checkpoint(setup, run)
