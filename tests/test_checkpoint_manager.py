@@ -14,7 +14,7 @@ import torch
 from helpers import tiny_data
 from unimodal_free.store.checkpoints import (COMPLETE, TRAINER_STATE, CheckpointError, is_complete, mark_complete,
                                              point_latest, resolve_resume, tag_for)
-from unimodal_free.train.checkpoint import CheckpointManager
+from unimodal_free.train.checkpoint_manager import CheckpointManager
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.rng import capture_rng, restore_rng
 

@@ -156,7 +156,7 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     from unimodal_free.store.checkpoints import is_complete
     from unimodal_free.store.export import EXPORT_NAME
     from unimodal_free.store.weights import load_weights
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     run_dir = stage_run(0, base)
@@ -357,7 +357,7 @@ def test_bad_config_through_the_script_exits_2(tmp_path):
 def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     """SIGTERM to rank 1 only: both ranks stop at the same step after a complete checkpoint; exit 0."""
     from unimodal_free.store.checkpoints import is_complete, step_of
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     warm_up_deepspeed()

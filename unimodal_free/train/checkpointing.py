@@ -1,7 +1,7 @@
 """The trainer's side of checkpoints and exports: restore or start, save at a step, export at the end.
 
-The files and their write order are :mod:`unimodal_free.train.checkpoint`'s;
-this module decides what goes into them from the running trainer (engine,
+The files and their write order are :mod:`unimodal_free.store.checkpoints`' (the format) and
+:mod:`unimodal_free.train.checkpoint_manager`'s (the engine's state); this module decides what goes into them from the running trainer (engine,
 EMA teacher, counters, per-rank RNG and data position).
 """
 
@@ -19,7 +19,7 @@ from unimodal_free.train import dist
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.export import EXPORT_NAME, save_export
 from unimodal_free.store.model_folder import CONFIG_NAME
-from unimodal_free.train.checkpoint import CheckpointManager
+from unimodal_free.train.checkpoint_manager import CheckpointManager
 from unimodal_free.train.ds_compat import load_into, model_shapes
 from unimodal_free.train.zero_gather import gathered_state_dict
 from unimodal_free.train.metrics import IntervalStats

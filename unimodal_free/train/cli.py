@@ -74,7 +74,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     from unimodal_free.data.sources import resolve_sources
     from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
     from unimodal_free.store.checkpoints import announce, resolve_resume
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
     from unimodal_free.train.ds_config import build_ds_config
     from unimodal_free.train.model_card import demo_heldout_for_own_data
     from unimodal_free.train.reshard import needs_universal

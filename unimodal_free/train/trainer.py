@@ -31,7 +31,7 @@ from unimodal_free.provenance import provenance
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import Callbacks, TrainerCallback
 from unimodal_free.run_dir import RunDirError
-from unimodal_free.train.checkpoint import CheckpointManager, CheckpointSaveError
+from unimodal_free.train.checkpoint_manager import CheckpointManager, CheckpointSaveError
 from unimodal_free.train.checkpoint_timer import CheckpointTimer
 from unimodal_free.train.checkpointing import Checkpointing, restore_or_start, training_summary
 from unimodal_free.train.ds_compat import lift_zero_dim_params
