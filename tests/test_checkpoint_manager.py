@@ -139,7 +139,7 @@ def test_resume_with_another_world_size_is_refused_before_start_where_it_must(tm
     per rank, untested across rank counts): refused in one line, before any process group."""
     import torch.distributed as dist
 
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.train import main
 
     monkeypatch.chdir(__import__("test_train_launch").ROOT)

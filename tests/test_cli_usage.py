@@ -27,12 +27,12 @@ CLIS = {
                                                                                NOWHERE], False),
     "unimodal_free.eval.query": ([sys.executable, "-m", "unimodal_free.eval.query"],
                                  ["--checkpoint", NOWHERE, "--text", "a red circle", "a blue square"], False),
-    "unimodal_free.data.tokenizer": ([sys.executable, "-m", "unimodal_free.data.tokenizer"],
+    "unimodal_free.data.reading.tokenizer": ([sys.executable, "-m", "unimodal_free.data.reading.tokenizer"],
                                      ["train", "--input", NOWHERE, "--vocab-size", "32", "--output", NOWHERE], False),
-    "unimodal_free.data.shards": ([sys.executable, "-m", "unimodal_free.data.shards"], ["text", NOWHERE, NOWHERE], False),
-    "unimodal_free.data.pairing": ([sys.executable, "-m", "unimodal_free.data.pairing"], [NOWHERE, f"{NOWHERE}-out"],
+    "unimodal_free.data.writing.shards": ([sys.executable, "-m", "unimodal_free.data.writing.shards"], ["text", NOWHERE, NOWHERE], False),
+    "unimodal_free.data.rewriting.pairing": ([sys.executable, "-m", "unimodal_free.data.rewriting.pairing"], [NOWHERE, f"{NOWHERE}-out"],
                                    False),
-    "unimodal_free.data.split": ([sys.executable, "-m", "unimodal_free.data.split"], [NOWHERE, f"{NOWHERE}-out"],
+    "unimodal_free.data.rewriting.split": ([sys.executable, "-m", "unimodal_free.data.rewriting.split"], [NOWHERE, f"{NOWHERE}-out"],
                                  False),
     "unimodal_free.data.corpora": ([sys.executable, "-m", "unimodal_free.data.corpora"],
                                    ["librispeech", NOWHERE, f"{NOWHERE}-out"], False),
@@ -60,7 +60,7 @@ CLIS = {
 
 # These parse their flags before torch loads: a bad flag costs well under a second (bench.loader also
 # checks its config keys first; the trainer loads torch before it reads the config).
-FAST = {"launch/train.py", "unimodal_free.data.tokenizer", "unimodal_free.data.corpora.icons", "unimodal_free.data.corpora",
+FAST = {"launch/train.py", "unimodal_free.data.reading.tokenizer", "unimodal_free.data.corpora.icons", "unimodal_free.data.corpora",
         "unimodal_free.data.corpora.digits",
         "unimodal_free.bench.loader", "unimodal_free.config_reference", "unimodal_free.bench.encoder_profile"}
 FAST_SET = {"unimodal_free.bench.loader"}
@@ -70,13 +70,13 @@ MISSING_INPUTS = [
     ("launch/train.py", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
     ("launch/train.py", ["--config", TINY, "--set", f"data.train={NOWHERE}"], NOWHERE),
     ("unimodal_free.bench.loader", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
-    ("unimodal_free.data.tokenizer", CLIS["unimodal_free.data.tokenizer"][1], NOWHERE),
-    ("unimodal_free.data.shards", ["text", NOWHERE, "{tmp}/out"], NOWHERE),
+    ("unimodal_free.data.reading.tokenizer", CLIS["unimodal_free.data.reading.tokenizer"][1], NOWHERE),
+    ("unimodal_free.data.writing.shards", ["text", NOWHERE, "{tmp}/out"], NOWHERE),
     ("unimodal_free.eval", CLIS["unimodal_free.eval"][1], NOWHERE),
     ("unimodal_free.eval.query", CLIS["unimodal_free.eval.query"][1], NOWHERE),
     ("unimodal_free.bench.encoder_profile", ["--config", f"{NOWHERE}.json"], f"{NOWHERE}.json"),
-    ("unimodal_free.data.pairing", CLIS["unimodal_free.data.pairing"][1], NOWHERE),
-    ("unimodal_free.data.split", CLIS["unimodal_free.data.split"][1], NOWHERE),
+    ("unimodal_free.data.rewriting.pairing", CLIS["unimodal_free.data.rewriting.pairing"][1], NOWHERE),
+    ("unimodal_free.data.rewriting.split", CLIS["unimodal_free.data.rewriting.split"][1], NOWHERE),
     ("unimodal_free.data.corpora", CLIS["unimodal_free.data.corpora"][1], NOWHERE),
     ("unimodal_free.train.model_folder", CLIS["unimodal_free.train.model_folder"][1], NOWHERE),
     ("unimodal_free.data.corpora", CLIS["unimodal_free.data.corpora"][1], f"{NOWHERE}/SpokenCOCO_train.json"),

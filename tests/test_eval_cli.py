@@ -13,10 +13,10 @@ import torch
 
 from helpers import NUM_COCO, NUM_TRIPLES, ROOT, error_line
 from unimodal_free.config import Source, config_to_dict
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data import tokenizer as tokenizer_cli
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
+from unimodal_free.data.reading import tokenizer as tokenizer_cli
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import main
 from unimodal_free.store.rebuild import load_model

@@ -99,7 +99,7 @@ def test_packages_import_downward():
 def test_the_checks_see_a_cycle_and_a_hidden_import(tmp_path):
     """The reader counts imports inside functions and the cycle finder finds a cycle of three."""
     source = tmp_path / "m.py"
-    source.write_text("import os\n\ndef f():\n    from unimodal_free.data.loader import make_eval_loader\n")
-    assert imports_of(source, {"unimodal_free.data.loader"}) == {"unimodal_free.data.loader"}
+    source.write_text("import os\n\ndef f():\n    from unimodal_free.data.loading.loader import make_eval_loader\n")
+    assert imports_of(source, {"unimodal_free.data.loading.loader"}) == {"unimodal_free.data.loading.loader"}
     assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_in({"a": {"b"}, "b": {"c"}, "d": {"a"}}) == []

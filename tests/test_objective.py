@@ -240,10 +240,10 @@ def test_collapsed_encoder_trips_the_guard():
 def test_training_on_demo_data(tmp_path):
     """~100 steps on the real demo shards (drawings, espeak speech, captions) through the real reader."""
     from unimodal_free.batch import modality_specs
-    from unimodal_free.data.demo import ensure_demo_data
-    from unimodal_free.data.loader import make_eval_loader, make_train_loader
-    from unimodal_free.data.sources import resolve_sources
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.demo.build import ensure_demo_data
+    from unimodal_free.data.loading.loader import make_eval_loader, make_train_loader
+    from unimodal_free.data.loading.sources import resolve_sources
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.model import pooled_embedding
 
     torch.set_num_threads(1)

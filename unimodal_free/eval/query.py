@@ -3,7 +3,7 @@
     python -m unimodal_free.eval.query --checkpoint runs/joint \\
         --text "a dog on a green field" --file dog.jpg said.wav [--json sims.json]
 
-Every input goes through the shard decoder's functions (``data/elements.py``)
+Every input goes through the shard decoder's functions (``data/reading/elements.py``)
 and the same pooled embedding as the retrieval eval (``pooled_embedding``), so
 a file scores here exactly as it would inside ``python -m unimodal_free.eval``.
 Files are told apart by suffix: .jpg/.jpeg/.png/.webp image, .flac/.wav/.ogg

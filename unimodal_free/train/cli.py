@@ -70,9 +70,9 @@ def print_config(args: argparse.Namespace) -> int:
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
     # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
-    from unimodal_free.data.demo_scenes import DemoDataError
-    from unimodal_free.data.sources import resolve_sources
-    from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
+    from unimodal_free.data.demo.scenes import DemoDataError
+    from unimodal_free.data.loading.sources import resolve_sources
+    from unimodal_free.data.reading.tokenizer import check_tokenizer_compatible, load_tokenizer
     from unimodal_free.store.checkpoints import announce, resolve_resume
     from unimodal_free.train.checkpoint_manager import CheckpointManager
     from unimodal_free.train.ds_config import build_ds_config
@@ -107,7 +107,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     if demo_heldout_for_own_data(cfg):
         say(f"warning: data.heldout is unset: the periodic eval and the model card measure retrieval on the demo's "
             f"held-out split ({sources.heldout[0].path}), not on your data; set data.heldout to your held-out shards "
-            f"(python -m unimodal_free.data.split makes them)")
+            f"(python -m unimodal_free.data.rewriting.split makes them)")
     try:
         tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     except (ValueError, OSError, RuntimeError) as exc:
@@ -142,7 +142,7 @@ def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] 
     """Entry point of ``launch/train.py``; returns the process exit code. ``callbacks``: see callbacks.py."""
     args = build_parser().parse_args(argv)
     # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
-    from unimodal_free.data.tokenizer import TokenizerMismatchError
+    from unimodal_free.data.reading.tokenizer import TokenizerMismatchError
     from unimodal_free.store.checkpoints import CheckpointError
     from unimodal_free.train.trainer import Trainer
 

@@ -26,7 +26,7 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Config, alignment_on, config_to_dict
-from unimodal_free.data.elements import preprocessing
+from unimodal_free.data.reading.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.run_dir import RunDir
 from unimodal_free.store.checkpoints import TRAINER_STATE, CheckpointError, read_trainer_state

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from unimodal_free.config import DataConfig, EvalConfig, TrainConfig
-from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.data.loading.loader import make_eval_loader
 from unimodal_free.eval import evaluate
 from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist

@@ -24,7 +24,7 @@ import torch
 
 from unimodal_free.batch import Batch, modality_specs
 from unimodal_free.config import ObjectiveConfig, config_to_dict
-from unimodal_free.data.loader import DataSourceError, make_train_loader
+from unimodal_free.data.loading.loader import DataSourceError, make_train_loader
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent, check_collapse, step_flops
 from unimodal_free.provenance import provenance
