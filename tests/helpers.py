@@ -325,10 +325,10 @@ def unbalanced_data(base: Path) -> Path:
     often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
     """
     from unimodal_free.config import DataConfig
+    from unimodal_free.data.loading.sources import expand_shards
     from unimodal_free.data.reading.handlers import SkipCounter
     from unimodal_free.data.reading.samples import read_shard
     from unimodal_free.data.writing.shard_writer import ShardSink
-    from unimodal_free.data.loading.sources import expand_shards
     from unimodal_free.modalities import MODALITY
 
     data = tiny_data(base)

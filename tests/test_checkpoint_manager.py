@@ -15,8 +15,8 @@ from helpers import tiny_data
 from unimodal_free.store.checkpoints import (COMPLETE, TRAINER_STATE, CheckpointError, is_complete, mark_complete,
                                              point_latest, resolve_resume, tag_for)
 from unimodal_free.train.checkpoint_manager import CheckpointManager
-from unimodal_free.train.state import TrainerState
 from unimodal_free.train.rng import capture_rng, restore_rng
+from unimodal_free.train.state import TrainerState
 
 
 def write_tag(run_dir, step, complete=True, tokenizer=None, world_size=1):

@@ -221,9 +221,9 @@ def test_img2dataset_webdataset_is_read_as_it_is(tmp_path):
     """No sample rewritten: DST/train and DST/heldout link to the shards, the reader reads them through the config
     snippet, the report counts what it will see and names the broken picture."""
     from unimodal_free.config import DataConfig, config_from_dict
+    from unimodal_free.data.loading.sources import expand_shards
     from unimodal_free.data.reading.handlers import SkipCounter
     from unimodal_free.data.reading.samples import read_shard
-    from unimodal_free.data.loading.sources import expand_shards
 
     src = tmp_path / "cc"
     captions = write_img2dataset(src)

@@ -16,8 +16,8 @@ from unimodal_free.data.demo import build as demo
 from unimodal_free.data.demo.build import ensure_demo_data, generate
 from unimodal_free.data.demo.scenes import ALL, Mix, plan
 from unimodal_free.data.demo.speech import fix_ogg_serial, speech_batches, synth_batch
-from unimodal_free.data.reading.media import open_image, read_audio, to_rgb
 from unimodal_free.data.loading.sources import tokenizer_spec
+from unimodal_free.data.reading.media import open_image, read_audio, to_rgb
 from unimodal_free.data.reading.tokenizer import load_tokenizer
 
 N_TRAIN, N_HELDOUT = 12, 6  # indices 0..11 cover every image and audio format the demo writes

@@ -16,11 +16,11 @@ import public_corpora as fx
 from helpers import tiny_cfg, tiny_model
 from unimodal_free.config import DataConfig, Source
 from unimodal_free.data.corpora.__main__ import main as convert
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.data.reading.elements import sample_rows
 from unimodal_free.data.reading.handlers import SkipCounter
-from unimodal_free.data.loading.loader import make_eval_loader
 from unimodal_free.data.reading.samples import read_shard
-from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 

@@ -22,8 +22,8 @@ import soundfile as sf
 import torch
 
 from helpers import TOK, make_cfg, png, row_keys, undecodable_shards, write_tar
-from unimodal_free.data.reading.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
 from unimodal_free.data.loading.loader import DataSourceError, make_eval_loader, make_train_loader
+from unimodal_free.data.reading.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -23,9 +23,9 @@ import unimodal_free
 from helpers import run_trainer, tiny_cfg, tiny_data, tiny_model, tmp_path_base, triple
 from unimodal_free.config import config_to_dict
 from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.store.export import save_export
 from unimodal_free.store.rebuild import EvalError
 from unimodal_free.store.weights import load_weights
-from unimodal_free.store.export import save_export
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs
 from unimodal_free.batch import Batch
 from unimodal_free.model import EMATeacher
-from unimodal_free.objective.alignment import info_nce, paired_rows
 from unimodal_free.objective import Data2VecStudent, check_collapse
+from unimodal_free.objective.alignment import info_nce, paired_rows
 from unimodal_free.objective.collapse import row_moments, std_from_moments
 from unimodal_free.objective.loss import regression_error
 

@@ -8,8 +8,8 @@ import webdataset as wds
 from PIL import Image
 
 from helpers import audio
-from unimodal_free.data.writing import shards
 from unimodal_free.data.rewriting.split import main
+from unimodal_free.data.writing import shards
 
 
 def _corpus(tmp_path: Path) -> Path:

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from unimodal_free.data.writing import shards
 from unimodal_free.data.loading.sources import tokenizer_spec
+from unimodal_free.data.writing import shards
 from unimodal_free.data.reading.tokenizer import (
     BytesTokenizer,
     TokenizerMismatchError,

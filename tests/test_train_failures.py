@@ -37,8 +37,8 @@ def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_pa
     from unimodal_free.batch import modality_specs
     from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.model import build_model
-    from unimodal_free.train.checkpoint_manager import CheckpointManager
     from unimodal_free.store.weights import load_weights
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)

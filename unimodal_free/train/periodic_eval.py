@@ -19,10 +19,10 @@ from unimodal_free.eval import evaluate
 from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist
 from unimodal_free.train.ds_compat import load_into
-from unimodal_free.train.zero_gather import gathered_state_dict
 from unimodal_free.train.rng import capture_rng, restore_rng
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.tblog import RunLogger
+from unimodal_free.train.zero_gather import gathered_state_dict
 
 
 class PeriodicEval:

@@ -28,9 +28,9 @@ from unimodal_free.data.loading.loader import DataSourceError, make_train_loader
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent, check_collapse, step_flops
 from unimodal_free.provenance import provenance
+from unimodal_free.run_dir import RunDirError
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import Callbacks, TrainerCallback
-from unimodal_free.run_dir import RunDirError
 from unimodal_free.train.checkpoint_manager import CheckpointManager, CheckpointSaveError
 from unimodal_free.train.checkpoint_timer import CheckpointTimer
 from unimodal_free.train.checkpointing import Checkpointing, restore_or_start, training_summary
@@ -42,13 +42,13 @@ from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.optim import build_optimizer
 from unimodal_free.train.periodic_eval import PeriodicEval
 from unimodal_free.train.rng import rank_seeds, seed_everything
+from unimodal_free.train.run_setup import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_OK, EXIT_SAVE_FAILED, RunSetup
 from unimodal_free.train.schedule import lambda_lr, lr_schedule
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.step import TrainStep
 from unimodal_free.train.tblog import RunLogger, config_markdown
 from unimodal_free.train.textlog import StepClock, command_line, format_duration, format_fields, now_utc, progress_fields
-from unimodal_free.train.run_setup import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_OK, EXIT_SAVE_FAILED, RunSetup
 from unimodal_free.usage import EXIT_USAGE
 
 if TYPE_CHECKING:

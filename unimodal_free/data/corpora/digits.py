@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from unimodal_free.data.corpora.common import CorpusError, check_shares, draw
+from unimodal_free.data.corpora.common import CorpusError, check_shares
 from unimodal_free.data.demo.scenes import PITCHES, SPEEDS, VOICES, DemoDataError
 from unimodal_free.data.demo.speech import encode_speech, speech_batches, synth_batch
+from unimodal_free.data.rewriting.seeded import draw
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

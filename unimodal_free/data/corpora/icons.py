@@ -32,7 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unimodal_free.data.corpora.common import CorpusError, check_shares, draw
+from unimodal_free.data.corpora.common import CorpusError, check_shares
+from unimodal_free.data.rewriting.seeded import draw
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 DEFAULT_THEME = "/usr/share/icons/Adwaita"

@@ -12,11 +12,11 @@ from pathlib import Path
 from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import ITEMS, ConversionReport, check_empty
+from unimodal_free.data.loading.sources import SHARD_EXTS
 from unimodal_free.data.reading.elements import DecodeError, read_meta, sample_modalities
 from unimodal_free.data.reading.handlers import SkipCounter
 from unimodal_free.data.reading.media import BadMedia, check_audio, decode_image_rgb, decode_text
 from unimodal_free.data.reading.samples import SKIP, read_shard
-from unimodal_free.data.loading.sources import SHARD_EXTS
 from unimodal_free.modalities import MODALITY
 
 SNIPPET = "config-snippet.json"

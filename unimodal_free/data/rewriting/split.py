@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from unimodal_free.config import DataConfig
-from unimodal_free.data.corpora.common import draw
+from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.data.reading.elements import DecodeError, read_meta, sample_modalities
 from unimodal_free.data.reading.handlers import SkipCounter
 from unimodal_free.data.reading.samples import SKIP, read_shard
+from unimodal_free.data.rewriting.seeded import draw
 from unimodal_free.data.writing.shard_writer import SIZES_FILE, ShardSink, parse_size
-from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES
 from unimodal_free.usage import ArgumentParser, usage_errors
 
