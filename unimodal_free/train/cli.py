@@ -1,4 +1,4 @@
-"""Command line -> validated run setup, all before any process group starts.
+"""Command line -> validated run setup -> the run (:func:`main`); the setup before any process group starts.
 
 Every user error found here (config, data sources, tokenizer, resume target)
 ends the process with exit code 2 and exactly one line on stderr, on every
