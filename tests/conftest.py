@@ -7,10 +7,10 @@ import torch
 
 from helpers import tiny_cfg, tiny_model, write_labelled_shards, write_raw_corpus
 from unimodal_free.config import config_to_dict
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data import tokenizer as tokenizer_cli
-from unimodal_free.data.tokenizer import load_tokenizer
-from unimodal_free.train.export import save_export
+from unimodal_free.data.reading import tokenizer as tokenizer_cli
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
+from unimodal_free.store.export import save_export
 
 
 @pytest.fixture

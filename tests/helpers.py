@@ -35,7 +35,7 @@ from PIL import Image
 from synthetic_batches import tiny_config, tiny_specs
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import config_from_dict, load_config
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.model import build_model
 from unimodal_free.objective import Data2VecStudent
 
@@ -88,7 +88,7 @@ def embedded_labels(shard_dirs, tokenizer="bytes", batch_size: int = 4) -> dict[
     """Shards read by the eval reader and embedded by a tiny model -> {modality: {sample key: labels}}
     from the EmbeddingSet, checked parallel to its rows (every key has one label dict, one row)."""
     from unimodal_free.config import Source
-    from unimodal_free.data.loader import make_eval_loader
+    from unimodal_free.data.loading.loader import make_eval_loader
     from unimodal_free.eval.embed import embed_batches
     from unimodal_free.model import pooled_embedding
 
@@ -310,7 +310,7 @@ def tiny_data(base: Path) -> Path:
     """Small demo corpus (train + heldout shards + sentencepiece tokenizer), made once per session."""
     with _lock:
         if "data" not in _cache:
-            from unimodal_free.data.demo import ensure_demo_data
+            from unimodal_free.data.demo.build import ensure_demo_data
 
             _cache["data"] = Path(ensure_demo_data(base / "demo", n_train=48, n_heldout=16))
         return _cache["data"]  # type: ignore[return-value]
@@ -325,10 +325,10 @@ def unbalanced_data(base: Path) -> Path:
     often holds no speech row while the other does. Same held-out split and tokenizer. Made once.
     """
     from unimodal_free.config import DataConfig
-    from unimodal_free.data.handlers import SkipCounter
-    from unimodal_free.data.samples import read_shard
-    from unimodal_free.data.shard_writer import ShardSink
-    from unimodal_free.data.sources import expand_shards
+    from unimodal_free.data.loading.sources import expand_shards
+    from unimodal_free.data.reading.handlers import SkipCounter
+    from unimodal_free.data.reading.samples import read_shard
+    from unimodal_free.data.writing.shard_writer import ShardSink
     from unimodal_free.modalities import MODALITY
 
     data = tiny_data(base)

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from helpers import tiny_data
-from unimodal_free.store.checkpoints import COMPLETE, TRAINER_STATE, CheckpointError, is_complete, tag_for
-from unimodal_free.train.checkpoint import CheckpointManager, mark_complete, point_latest, resolve_resume
-from unimodal_free.train.state import TrainerState
+from unimodal_free.store.checkpoints import (COMPLETE, TRAINER_STATE, CheckpointError, is_complete, mark_complete,
+                                             point_latest, resolve_resume, tag_for)
+from unimodal_free.train.checkpoint_manager import CheckpointManager
 from unimodal_free.train.rng import capture_rng, restore_rng
+from unimodal_free.train.state import TrainerState
 
 
 def write_tag(run_dir, step, complete=True, tokenizer=None, world_size=1):
@@ -138,7 +139,7 @@ def test_resume_with_another_world_size_is_refused_before_start_where_it_must(tm
     per rank, untested across rank counts): refused in one line, before any process group."""
     import torch.distributed as dist
 
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.train import main
 
     monkeypatch.chdir(__import__("test_train_launch").ROOT)
@@ -174,7 +175,8 @@ def test_only_a_signed_or_trusted_checkpoint_is_unpickled_beyond_the_allow_list(
     import os
     import pickle
 
-    from unimodal_free.store.safe_load import files_to_unpickle, weights_only_engine
+    from unimodal_free.store.checkpoints import files_to_unpickle
+    from unimodal_free.store.safe_load import weights_only_engine
     from unimodal_free.store.signing import KEY_ENV, key_path
 
     tag_dir = write_tag(tmp_path, 2, complete=False)

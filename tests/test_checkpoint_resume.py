@@ -38,7 +38,7 @@ from train_callbacks import with_callbacks
 def test_sigkill_mid_training_and_during_checkpoint_write_then_exact_resume(tmp_path_factory):
     from unimodal_free.store.checkpoints import is_complete
     from unimodal_free.store.weights import load_weights
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)

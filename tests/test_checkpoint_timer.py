@@ -27,7 +27,7 @@ def test_timer_is_due_after_its_period_and_restarts():
 
 @pytest.mark.slow
 def test_timed_checkpoints_at_log_steps_beside_step_based_ones(tmp_path, monkeypatch):
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     # A period shorter than any step: due at every log step (2, 4), plus the step-based one (3) and the last (5).
     rc = run_trainer(tmp_path, monkeypatch, "train.max_steps=5", "train.log_every=2", "train.checkpoint_every=3",

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from helpers import embedded_labels
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data import tokenizer as tokenizer_cli
 from unimodal_free.data.corpora import digits
-from unimodal_free.data.media import open_image, read_audio
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading import tokenizer as tokenizer_cli
+from unimodal_free.data.reading.media import open_image, read_audio
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
 from unimodal_free.eval.zeroshot import load_class_specs
 
 LIMIT, HELDOUT = 40, 0.25

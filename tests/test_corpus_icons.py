@@ -10,9 +10,9 @@ import pytest
 import webdataset as wds
 
 from helpers import embedded_labels
-from unimodal_free.data import shards as shard_cli
 from unimodal_free.data.corpora import icons
-from unimodal_free.data.media import open_image, read_audio
+from unimodal_free.data.reading.media import open_image, read_audio
+from unimodal_free.data.writing import shards as shard_cli
 
 LIMIT = 60
 

@@ -15,11 +15,11 @@ import public_corpora as fx
 from helpers import error_line
 from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.__main__ import main
-from unimodal_free.data.elements import sample_rows
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.samples import read_shard
-from unimodal_free.data.sources import expand_shards
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading.elements import sample_rows
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import read_shard
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng speaks the fixtures")
 

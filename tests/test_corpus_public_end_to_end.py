@@ -41,7 +41,7 @@ def test_every_corpus_from_published_layout_to_eval(tmp_path):
     }
     for name, extra in args.items():
         assert convert([name, str(extra[0]), str(out / name), *map(str, extra[1:])]) == 0, name
-    tok = subprocess.run([sys.executable, "-m", "unimodal_free.data.tokenizer", "train", "--input",
+    tok = subprocess.run([sys.executable, "-m", "unimodal_free.data.reading.tokenizer", "train", "--input",
                           str(out / "*" / "train" / "*.tar"), "--vocab-size", "200", "--output", str(out / "spm")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert tok.returncode == 0, tok.stderr

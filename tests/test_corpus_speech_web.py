@@ -23,7 +23,7 @@ from unimodal_free.data.corpora import img2dataset, librispeech, wav2vec_manifes
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import MAX_CORPUS_FILE_BYTES
 from unimodal_free.data.corpora.digits import Utterance
-from unimodal_free.data.demo_speech import encode_speech, synth_batch
+from unimodal_free.data.demo.speech import encode_speech, synth_batch
 
 SENTENCES = ["the cat sat on the mat", "a red ball rolls away", "birds sing in the morning",
              "she opened the old door", "rain falls on the roof", "we walked along the river",
@@ -221,9 +221,9 @@ def test_img2dataset_webdataset_is_read_as_it_is(tmp_path):
     """No sample rewritten: DST/train and DST/heldout link to the shards, the reader reads them through the config
     snippet, the report counts what it will see and names the broken picture."""
     from unimodal_free.config import DataConfig, config_from_dict
-    from unimodal_free.data.handlers import SkipCounter
-    from unimodal_free.data.samples import read_shard
-    from unimodal_free.data.sources import expand_shards
+    from unimodal_free.data.loading.sources import expand_shards
+    from unimodal_free.data.reading.handlers import SkipCounter
+    from unimodal_free.data.reading.samples import read_shard
 
     src = tmp_path / "cc"
     captions = write_img2dataset(src)
@@ -281,7 +281,7 @@ def test_converters_shards_tokenizer_two_rank_training_and_eval(tmp_path, record
     on 2 ranks reading all three corpora's train shards (weighted sources) -> eval of each corpus's held-out set."""
     from helpers import DEEPSPEED, ROOT, free_port, run, tail
     from unimodal_free.data.corpora.__main__ import main as corpora_main
-    from unimodal_free.data.tokenizer import main as tokenizer_main
+    from unimodal_free.data.reading.tokenizer import main as tokenizer_main
     from unimodal_free.eval.cli import main as eval_main
 
     write_librispeech(tmp_path / "ls", recordings)

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 import webdataset as wds
 
-from unimodal_free.data import demo
-from unimodal_free.data.demo import ensure_demo_data, generate
-from unimodal_free.data.demo_scenes import ALL, Mix, plan
-from unimodal_free.data.demo_speech import fix_ogg_serial, speech_batches, synth_batch
-from unimodal_free.data.media import open_image, read_audio, to_rgb
-from unimodal_free.data.sources import tokenizer_spec
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.demo import build as demo
+from unimodal_free.data.demo.build import ensure_demo_data, generate
+from unimodal_free.data.demo.scenes import ALL, Mix, plan
+from unimodal_free.data.demo.speech import fix_ogg_serial, speech_batches, synth_batch
+from unimodal_free.data.loading.sources import tokenizer_spec
+from unimodal_free.data.reading.media import open_image, read_audio, to_rgb
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 
 N_TRAIN, N_HELDOUT = 12, 6  # indices 0..11 cover every image and audio format the demo writes
 
@@ -221,7 +221,7 @@ def test_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ranks_started_together_generate_once(tmp_path):
-    code = ("import sys; from unimodal_free.data.demo import ensure_demo_data; "
+    code = ("import sys; from unimodal_free.data.demo.build import ensure_demo_data; "
             "print(ensure_demo_data(sys.argv[1], 6, 2, progress=False))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "demo")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -261,7 +261,7 @@ def test_own_training_data_without_heldout_warns_at_start(demo_dir, tmp_path, ca
     setup = prepare(build_parser().parse_args(base + ["--set", f"data.train={demo_dir / 'train'}"]))
     warning = (f"warning: data.heldout is unset: the periodic eval and the model card measure retrieval on the demo's "
                f"held-out split ({demo_dir / 'heldout'}), not on your data; set data.heldout to your held-out shards "
-               f"(python -m unimodal_free.data.split makes them)")
+               f"(python -m unimodal_free.data.rewriting.split makes them)")
     assert warning in capsys.readouterr().err.splitlines() and warning in setup.notes
     prepare(build_parser().parse_args(base))
     assert "data.heldout is unset" not in capsys.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image
 
 from helpers import png_header_only
 from unimodal_free.config import config_from_dict
-from unimodal_free.data.elements import (
+from unimodal_free.data.reading.elements import (
     DecodeError,
     decode_image,
     decode_speech,
@@ -22,7 +22,7 @@ from unimodal_free.data.elements import (
     speech_elements,
     text_elements,
 )
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("bytes")
 

@@ -13,15 +13,15 @@ import torch
 
 from helpers import NUM_COCO, NUM_TRIPLES, ROOT, error_line
 from unimodal_free.config import Source, config_to_dict
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data import tokenizer as tokenizer_cli
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading import tokenizer as tokenizer_cli
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.cli import main
+from unimodal_free.store.export import save_export
 from unimodal_free.store.rebuild import load_model
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
 
 
 DIRECTIONS = {f"{a}_to_{b}" for a in ("image", "speech", "text") for b in ("image", "speech", "text") if a != b}

@@ -7,9 +7,9 @@ import torch
 
 from helpers import COCO_CAPTIONS, NUM_COCO, NUM_TRIPLES, tiny_cfg, tiny_model, write_raw_corpus
 from unimodal_free.config import Source
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.embed import embed_batches
 from unimodal_free.model import pooled_embedding

@@ -16,12 +16,12 @@ import public_corpora as fx
 from helpers import tiny_cfg, tiny_model
 from unimodal_free.config import DataConfig, Source
 from unimodal_free.data.corpora.__main__ import main as convert
-from unimodal_free.data.elements import sample_rows
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.samples import read_shard
-from unimodal_free.data.sources import expand_shards
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading.elements import sample_rows
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import read_shard
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng speaks the fixtures")
@@ -94,7 +94,7 @@ def test_training_keeps_one_caption_with_its_own_recording(groups):
 
 def test_pairing_rewrite_keeps_every_recording_of_a_picture(groups, tmp_path):
     """`data.pairing` splits a group into single-modality samples: the speech one keeps all its recordings."""
-    from unimodal_free.data.pairing import main as pairing
+    from unimodal_free.data.rewriting.pairing import main as pairing
 
     out_dir, written = groups
     assert pairing([str(out_dir / "train"), str(tmp_path / "split"), "--paired", "0"]) == 0

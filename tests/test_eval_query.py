@@ -8,11 +8,11 @@ import torch
 
 from helpers import NUM_TRIPLES, error_line, triple
 from unimodal_free.config import Source
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
-from unimodal_free.store.rebuild import load_model
 from unimodal_free.eval.query import Item, JointEmbedder, expand_items, main
+from unimodal_free.store.rebuild import load_model
 from unimodal_free.store.weights import load_weights
 
 

@@ -10,9 +10,9 @@ import webdataset as wds
 
 from helpers import tiny_cfg, tiny_model
 from unimodal_free.config import Source
-from unimodal_free.data.demo import Mix, ensure_demo_data
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.demo.build import Mix, ensure_demo_data
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval import evaluate
 from unimodal_free.eval.report import flat_metrics, format_table
 

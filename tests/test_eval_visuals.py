@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from unimodal_free.config import config_from_dict
-from unimodal_free.data.elements import image_elements, speech_elements
+from unimodal_free.data.reading.elements import image_elements, speech_elements
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.figures import similarity_figure
 from unimodal_free.eval.report import clip_benchmark_result, flat_metrics, format_table, results_json

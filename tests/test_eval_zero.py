@@ -10,9 +10,9 @@ import torch
 from helpers import ROOT, free_port, leftover_shm, write_raw_corpus
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.writing import shards as shard_cli
 from unimodal_free.eval import evaluate
 from unimodal_free.model import build_model
 from unimodal_free.store.export import EXPORT_NAME

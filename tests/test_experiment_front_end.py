@@ -12,7 +12,7 @@ import torch
 
 from helpers import tiny_cfg, tiny_model, write_labelled_shards
 from unimodal_free.batch import Rows
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.experiments.__main__ import Context, parse_args
 from unimodal_free.experiments.front_end import ImageClassifier, accuracy, run
 

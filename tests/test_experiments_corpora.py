@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from unimodal_free.data.shard_writer import ShardSink
+from unimodal_free.data.writing.shard_writer import ShardSink
 from unimodal_free.experiments.__main__ import Context
 from unimodal_free.experiments.corpora import paired_corpus
 from unimodal_free.experiments.runner import ExperimentError

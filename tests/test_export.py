@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from unimodal_free.config import config_to_dict
 from unimodal_free.model import EMATeacher, build_model
 from unimodal_free.train.ds_compat import lift_zero_dim_params, load_into, model_shapes
-from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.export import EXPORT_NAME, save_export
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import gathered_state_dict, save_export
+from unimodal_free.train.zero_gather import gathered_state_dict
 
 from synthetic_batches import tiny_config, tiny_specs
 

@@ -22,8 +22,8 @@ import soundfile as sf
 import torch
 
 from helpers import TOK, make_cfg, png, row_keys, undecodable_shards, write_tar
-from unimodal_free.data.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
-from unimodal_free.data.loader import DataSourceError, make_eval_loader, make_train_loader
+from unimodal_free.data.loading.loader import DataSourceError, make_eval_loader, make_train_loader
+from unimodal_free.data.reading.elements import decode_captions, decode_speech, sample_rows, speech_elements, text_elements
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -206,7 +206,7 @@ def test_stalled_http_source_times_out_and_leaves_no_curl():
 def test_killed_reader_takes_its_curl_child_with_it(tmp_path):
     server = SilentServer()
     code = (
-        "import sys; from helpers import make_cfg, TOK; from unimodal_free.data.loader import make_eval_loader\n"
+        "import sys; from helpers import make_cfg, TOK; from unimodal_free.data.loading.loader import make_eval_loader\n"
         f"cfg = make_cfg(['http://127.0.0.1:{server.port}/s.tar'], read_timeout_s=3600)\n"
         "list(make_eval_loader(cfg.data, cfg.data.heldout, TOK, cfg.train.micro_batch_size))\n"
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import good_sample, png, run_measured, write_tar
-from unimodal_free.data.tokenizer import MAX_LINE_BYTES, load_tokenizer
+from unimodal_free.data.reading.tokenizer import MAX_LINE_BYTES, load_tokenizer
 from unimodal_free.embedder import MAX_CAPTION_FILE_BYTES, MAX_CAPTION_FILE_LINES
 from unimodal_free.store.checkpoints import MAX_METADATA_BYTES, MAX_POINTER_BYTES, CheckpointError, tag_for
 from unimodal_free.store.model_folder import MAX_CONFIG_BYTES, MODEL_FORMAT
@@ -103,7 +103,7 @@ def test_load_refuses_a_model_folder_with_a_fifo(setup, tmp_path, name):
 
 def write_checkpoint(setup, run: Path, step: int = 2) -> Path:
     """A checkpoint dir with what eval and resume read first (its consolidation, trainer_state.json), signed."""
-    from unimodal_free.train.checkpoint import mark_complete
+    from unimodal_free.store.checkpoints import mark_complete
     from unimodal_free.train.state import TrainerState
 
     tag_dir = run / "checkpoints" / tag_for(step)
@@ -136,7 +136,7 @@ def test_resume_refuses_a_complete_marker_linked_to_dev_zero(setup, tmp_path):
 
 def test_resume_refuses_a_sparse_gigabyte_trainer_state_that_complete_vouches_for(setup, tmp_path):
     """COMPLETE need not be signed for a weights-only resume: it can list a 1 GiB trainer_state.json."""
-    from unimodal_free.train.checkpoint import mark_complete
+    from unimodal_free.store.checkpoints import mark_complete
 
     run = tmp_path / "run"
     tag_dir = write_checkpoint(setup, run)
@@ -205,7 +205,7 @@ def test_tokenizer_trainer_steps_over_a_sparse_2gib_input_line_by_line(tmp_path)
     good = tmp_path / "good.txt"
     good.write_text("".join(f"a small red circle number {i}\n" for i in range(200)))
     zeros = sparse(tmp_path / "zeros.txt", 2 * GIB)  # one 2 GiB line of NUL bytes
-    m = run_measured([PY, "-m", "unimodal_free.data.tokenizer", "train", "--input", str(good), str(zeros),
+    m = run_measured([PY, "-m", "unimodal_free.data.reading.tokenizer", "train", "--input", str(good), str(zeros),
                       "--vocab-size", "40", "--output", str(tmp_path / "tok")], timeout=180)
     assert not m.killed and m.rc == 0, (m.killed, m.err[-2000:])
     assert f"tokenizer: skipped {zeros}:1: line longer than {MAX_LINE_BYTES} bytes [1 skipped so far]" in m.err_lines()
@@ -223,7 +223,7 @@ def test_tokenizer_trainer_skips_and_counts_bad_samples_and_shards(tmp_path):
     sparse(data / "b-000000.tar", 0)
     (data / "c.txt").write_bytes(b"\n".join(good[50:]) + b"\n\xff\xfe\n")
     fifo(data / "d.txt")
-    m = run_measured([PY, "-m", "unimodal_free.data.tokenizer", "train", "--input", str(data),
+    m = run_measured([PY, "-m", "unimodal_free.data.reading.tokenizer", "train", "--input", str(data),
                       "--vocab-size", "40", "--output", str(tmp_path / "tok")], timeout=120)
     assert not m.killed and m.rc == 0, (m.killed, m.err[-2000:])
     skips = [line.split(" [")[0] for line in m.err_lines() if line.startswith("tokenizer: skipped")]
@@ -247,7 +247,7 @@ def test_shard_writer_skips_fifos_instead_of_hanging(tmp_path):
     fifo(images / "b.png")  # an image that is a FIFO
     (images / "c.png").write_bytes(png(2))
     fifo(images / "c.txt")  # a caption that is a FIFO
-    m = run_measured([PY, "-m", "unimodal_free.data.shards", "images", str(images), str(tmp_path / "out")], timeout=60)
+    m = run_measured([PY, "-m", "unimodal_free.data.writing.shards", "images", str(images), str(tmp_path / "out")], timeout=60)
     assert not m.killed and m.rc == 0, (m.killed, m.err[-2000:])
     assert m.err_lines() == [f"skip {images / 'b.png'}: not a regular file", f"skip {images / 'c.txt'}: not a regular file",
                              f"wrote 1 samples (image+text 1) in 1 shards to {tmp_path / 'out'}; skipped 2 unusable inputs"]
@@ -256,7 +256,7 @@ def test_shard_writer_skips_fifos_instead_of_hanging(tmp_path):
     texts.mkdir()
     (texts / "a.txt").write_text("one line\nanother line\n")
     fifo(texts / "b.txt")
-    m = run_measured([PY, "-m", "unimodal_free.data.shards", "text", str(texts), str(tmp_path / "out2")], timeout=60)
+    m = run_measured([PY, "-m", "unimodal_free.data.writing.shards", "text", str(texts), str(tmp_path / "out2")], timeout=60)
     assert not m.killed and m.rc == 0, (m.killed, m.err[-2000:])
     assert m.err_lines() == [f"skip {texts / 'b.txt'}: not a regular file",
                              f"wrote 2 samples (text 2) in 1 shards to {tmp_path / 'out2'}; skipped 1 unusable inputs"]
@@ -273,7 +273,7 @@ def test_pairing_skips_and_counts_bad_keys_deep_json_and_empty_shards(tmp_path):
     write_tar(src / "c-000000.tar", [("deep.txt", b"deep one"), ("deep.json", deep)])
     sparse(src / "d-000000.tar", 0)
     out = tmp_path / "out"
-    m = run_measured([PY, "-m", "unimodal_free.data.pairing", str(src), str(out)], timeout=120)
+    m = run_measured([PY, "-m", "unimodal_free.data.rewriting.pairing", str(src), str(out)], timeout=120)
     assert not m.killed and m.rc == 0, (m.killed, m.err[-2000:])
     skips = [line.split(" [")[0] for line in m.err_lines()]
     assert skips == [
@@ -292,7 +292,7 @@ def test_pairing_skips_and_counts_bad_keys_deep_json_and_empty_shards(tmp_path):
 def test_pairing_of_only_an_empty_shard_says_so_and_exits_1(tmp_path):
     sparse(tmp_path / "src" / "d-000000.tar", 0)
     out = tmp_path / "out"
-    m = run_measured([PY, "-m", "unimodal_free.data.pairing", str(tmp_path / "src"), str(out)], timeout=120)
+    m = run_measured([PY, "-m", "unimodal_free.data.rewriting.pairing", str(tmp_path / "src"), str(out)], timeout=120)
     assert m.rc == 1 and "No such file" not in m.err, m.err
     assert "read 0 samples (none), skipped 1 unreadable" in m.out and "wrote 0 samples" in m.out, m.out
     assert json.loads((out / "pairing.json").read_text())["skipped"] == 1

@@ -127,7 +127,7 @@ READERS = {"gzip_2GB_txt_member": ("train", "tokenizer"), "gzip_2GB_gnu_long_nam
 
 
 def read_eval(cfg, tok, shard_dir: Path) -> dict:
-    from unimodal_free.data.loader import make_eval_loader
+    from unimodal_free.data.loading.loader import make_eval_loader
 
     loader = make_eval_loader(cfg.data, cfg.data.heldout, tok, 4)
     rows = {}
@@ -141,7 +141,7 @@ def read_eval(cfg, tok, shard_dir: Path) -> dict:
 
 def read_train(cfg, tok, shard_dir: Path) -> dict:
     """The training reader: resampled, it stops with one line when the source gives nothing."""
-    from unimodal_free.data.loader import make_train_loader
+    from unimodal_free.data.loading.loader import make_train_loader
 
     try:
         n = sum(1 for _ in itertools.islice(make_train_loader(cfg.data, cfg.train, cfg.data.train, tok, 0, 1), 4))
@@ -154,7 +154,7 @@ def read_tokenizer(cfg, tok, shard_dir: Path) -> dict:
     """The tokenizer trainer's reader; refusals are counted from its warning lines."""
     import logging
 
-    from unimodal_free.data.tokenizer import iter_sentences
+    from unimodal_free.data.reading.tokenizer import iter_sentences
 
     warnings: list[str] = []
     handler = logging.Handler(logging.WARNING)
@@ -172,10 +172,10 @@ def read_tokenizer(cfg, tok, shard_dir: Path) -> dict:
 def measure(root: Path, only: list[str]) -> None:
     import threading
 
-    import unimodal_free.data.loader  # noqa: F401  imported (torch and all) before any peak mark is reset
+    import unimodal_free.data.loading.loader  # noqa: F401  imported (torch and all) before any peak mark is reset
     from helpers import peak_extra_mb
     from unimodal_free.config import config_from_dict
-    from unimodal_free.data.tokenizer import SentencePieceTokenizer, train_tokenizer
+    from unimodal_free.data.reading.tokenizer import SentencePieceTokenizer, train_tokenizer
 
     bombs = make_bombs(root)
     spm = train_tokenizer((f"the cat sat on the mat number {i}" for i in range(300)), 64, root / "spm.model")

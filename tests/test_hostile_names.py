@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from helpers import NUM_COCO, NUM_TRIPLES, TOK, make_cfg, row_keys
-from unimodal_free.data import pairing, tokenizer
-from unimodal_free.data.loader import make_train_loader
-from unimodal_free.data.sources import expand_shards
-from unimodal_free.data.tar_reader import MAX_RECORD_BYTES
+from unimodal_free.data.loading.loader import make_train_loader
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading import tokenizer
+from unimodal_free.data.reading.tar_reader import MAX_RECORD_BYTES
+from unimodal_free.data.rewriting import pairing
 from unimodal_free.eval.cli import main as eval_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

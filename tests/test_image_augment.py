@@ -11,12 +11,12 @@ import torch
 
 from helpers import good_sample, make_cfg, write_tar
 from unimodal_free.config import ConfigError, ImageAugmentConfig, config_from_dict
-from unimodal_free.data.demo_image import _shape_mask, render_image
-from unimodal_free.data.demo_scenes import COLOURS, POSITIONS, SIZES, plan
-from unimodal_free.data.elements import decode_image, image_pixels, sample_rows
-from unimodal_free.data.image_augment import AugmentDraw, augment_pixels, draw_augment, warp
-from unimodal_free.data.loader import make_eval_loader, make_train_loader
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.demo.image import _shape_mask, render_image
+from unimodal_free.data.demo.scenes import COLOURS, POSITIONS, SIZES, plan
+from unimodal_free.data.loading.loader import make_eval_loader, make_train_loader
+from unimodal_free.data.reading.elements import decode_image, image_pixels, sample_rows
+from unimodal_free.data.reading.image_augment import AugmentDraw, augment_pixels, draw_augment, warp
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 
 ON = ImageAugmentConfig(enabled=True)
 TOK = load_tokenizer("bytes")

@@ -13,12 +13,12 @@ from PIL import Image
 
 from helpers import TOK, embedded_labels, make_cfg
 from unimodal_free.batch import Elements, Row, collate_elements
-from unimodal_free.data import shards as shard_cli
-from unimodal_free.data.demo import Mix, ensure_demo_data
-from unimodal_free.data.elements import DecodeError, sample_rows
-from unimodal_free.data.labels import BadLabel, label_fields
-from unimodal_free.data.loader import make_train_loader
-from unimodal_free.data.shard_writer import ShardSink
+from unimodal_free.data.demo.build import Mix, ensure_demo_data
+from unimodal_free.data.loading.loader import make_train_loader
+from unimodal_free.data.reading.elements import DecodeError, sample_rows
+from unimodal_free.data.reading.labels import BadLabel, label_fields
+from unimodal_free.data.writing import shards as shard_cli
+from unimodal_free.data.writing.shard_writer import ShardSink
 
 
 def picture(path, seed):

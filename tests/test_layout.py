@@ -100,7 +100,28 @@ def test_packages_import_downward():
 def test_the_checks_see_a_cycle_and_a_hidden_import(tmp_path):
     """The reader counts imports inside functions and the cycle finder finds a cycle of three."""
     source = tmp_path / "m.py"
-    source.write_text("import os\n\ndef f():\n    from unimodal_free.data.loader import make_eval_loader\n")
-    assert imports_of(source, {"unimodal_free.data.loader"}) == {"unimodal_free.data.loader"}
+    source.write_text("import os\n\ndef f():\n    from unimodal_free.data.loading.loader import make_eval_loader\n")
+    assert imports_of(source, {"unimodal_free.data.loading.loader"}) == {"unimodal_free.data.loading.loader"}
     assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_in({"a": {"b"}, "b": {"c"}, "d": {"a"}}) == []
+
+
+# data/'s sub-packages, bottom first: each imports only those before it (corpora/ converts with all of them).
+DATA_LAYERS = ["reading", "writing", "demo", "loading", "rewriting", "corpora"]
+
+
+def test_data_sub_packages_import_downward():
+    """Every data module lies in one of the sub-packages, and imports none listed after its own."""
+    modules = module_graph()
+    layer = {name: name.split(".")[2] for name in modules if name.startswith("unimodal_free.data.")}
+    assert sorted({m for m, sub in layer.items() if sub not in DATA_LAYERS}) == []
+    upward = sorted(f"{source} -> {target}" for source, targets in modules.items() if source in layer
+                    for target in targets if target in layer
+                    and DATA_LAYERS.index(layer[target]) > DATA_LAYERS.index(layer[source]))
+    assert upward == []
+
+
+def test_only_the_launcher_imports_the_command_line():
+    """The trainer and checkpointing take RunSetup and the exit codes from train/run_setup.py, not train/cli.py."""
+    importers = sorted(name for name, targets in module_graph().items() if "unimodal_free.train.cli" in targets)
+    assert importers == ["unimodal_free.train"]

@@ -6,10 +6,10 @@ import sys
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import MaskingConfig, load_config
-from unimodal_free.data.elements import DECODERS, KNOWN_EXTS
+from unimodal_free.data.reading.elements import DECODERS, KNOWN_EXTS
 from unimodal_free.embedder import file_modality
-from unimodal_free.objective.masking import mask_spec
 from unimodal_free.modalities import MODALITIES, MODALITY, SUFFIX_MODALITY, TABLE
+from unimodal_free.objective.masking import mask_spec
 
 
 def test_config_loads_without_data_or_torch():

@@ -22,10 +22,10 @@ from PIL import Image
 import unimodal_free
 from helpers import run_trainer, tiny_cfg, tiny_data, tiny_model, tmp_path_base, triple
 from unimodal_free.config import config_to_dict
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.store.export import save_export
 from unimodal_free.store.rebuild import EvalError
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
 
@@ -257,7 +257,7 @@ def test_a_model_folder_with_overlapping_patches_embeds_them(setup, tmp_path):
     """A model trained with data.patch_stride: its folder records the stride, and a PIL image reaches the model
     as (image_size / stride)^2 elements of p x p pixels, the windows the reader cut in training."""
     from unimodal_free.config import config_from_dict
-    from unimodal_free.data.elements import image_elements
+    from unimodal_free.data.reading.elements import image_elements
     from unimodal_free.model.joint import unwrap
 
     d = config_to_dict(tiny_cfg())
@@ -333,7 +333,7 @@ def test_a_training_run_leaves_a_model_folder_that_loads_alone(setup, tmp_path, 
     away with the run dir and the tokenizer deleted, embeds as the run directory and its checkpoint did."""
 
     from unimodal_free.config import load_config
-    from unimodal_free.data.loader import make_eval_loader
+    from unimodal_free.data.loading.loader import make_eval_loader
     from unimodal_free.eval import evaluate
     from unimodal_free.eval.report import format_table
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from synthetic_batches import make_batch, part_rows, tiny_config, tiny_specs
 from unimodal_free.batch import Batch
 from unimodal_free.model import EMATeacher
-from unimodal_free.objective.alignment import info_nce, paired_rows
 from unimodal_free.objective import Data2VecStudent, check_collapse
-from unimodal_free.objective.loss import across_sample_std, regression_error
+from unimodal_free.objective.alignment import info_nce, paired_rows
+from unimodal_free.objective.collapse import row_moments, std_from_moments
+from unimodal_free.objective.loss import regression_error
 
 
 def setup(*overrides, seed=0):
@@ -50,16 +51,17 @@ def test_regression_error_is_scaled_sum():
 
 
 def test_across_sample_std_brute_force():
+    """The collapse guard's std (row_moments -> std_from_moments) against torch's std over the rows."""
     x = torch.randn(6, 4, 8)
     expected = torch.stack([x[:, n, c].std() for n in range(4) for c in range(8)]).mean()
-    torch.testing.assert_close(across_sample_std(x, None), expected)
+    torch.testing.assert_close(std_from_moments(row_moments(x, None)).float(), expected)
     valid = torch.rand(6, 4) > 0.3
     valid[:, 0] = True
     pooled = torch.stack([x[b][valid[b]].mean(0) for b in range(6)])  # (6, 8)
-    torch.testing.assert_close(across_sample_std(x, valid), pooled.std(0).mean())
-    assert across_sample_std(x[:1], None) is None
+    torch.testing.assert_close(std_from_moments(row_moments(x, valid)).float(), pooled.std(0).mean())
+    assert std_from_moments(row_moments(x[:1], None)).isnan()  # one row: no across-sample std
     same = torch.randn(1, 4, 8).expand(5, 4, 8)
-    assert float(across_sample_std(same, None)) == 0.0
+    assert float(std_from_moments(row_moments(same, None))) == 0.0
 
 
 @pytest.mark.parametrize("space", ["latents", "elements"])
@@ -238,10 +240,10 @@ def test_collapsed_encoder_trips_the_guard():
 def test_training_on_demo_data(tmp_path):
     """~100 steps on the real demo shards (drawings, espeak speech, captions) through the real reader."""
     from unimodal_free.batch import modality_specs
-    from unimodal_free.data.demo import ensure_demo_data
-    from unimodal_free.data.loader import make_eval_loader, make_train_loader
-    from unimodal_free.data.sources import resolve_sources
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.demo.build import ensure_demo_data
+    from unimodal_free.data.loading.loader import make_eval_loader, make_train_loader
+    from unimodal_free.data.loading.sources import resolve_sources
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.model import pooled_embedding
 
     torch.set_num_threads(1)
@@ -269,10 +271,8 @@ def test_training_on_demo_data(tmp_path):
 
 
 def test_row_moments_pooled_over_steps_give_the_std_of_all_rows():
-    from unimodal_free.objective.collapse import row_moments, std_from_moments
-
     x = torch.randn(7, 4, 8)
-    expected = across_sample_std(x, None)
+    expected = torch.stack([x[:, n, c].std() for n in range(4) for c in range(8)]).mean()
     chunks = [x[:3], x[3:4], x[4:4], x[4:]]  # steps with 3 rows, 1 row, none, 3 rows
     pooled = sum(row_moments(c, None) for c in chunks)
     assert pooled[0] == 7 and torch.equal(row_moments(x[4:4], None), torch.zeros(1 + 2 * 32, dtype=torch.float64))

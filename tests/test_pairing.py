@@ -14,15 +14,15 @@ import tarfile
 import pytest
 
 from unimodal_free.config import config_from_dict
-from unimodal_free.data.demo import Mix, generate
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.pairing import PairingError, groups, main, rewrite
-from unimodal_free.data.loader import make_train_loader
-from unimodal_free.data.samples import read_shard
-from unimodal_free.data.shard_writer import ShardSink
-from unimodal_free.data.sources import expand_shards
-from unimodal_free.data.tokenizer import load_tokenizer
 from unimodal_free.config import DataConfig
+from unimodal_free.data.demo.build import Mix, generate
+from unimodal_free.data.loading.loader import make_train_loader
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import read_shard
+from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.data.rewriting.pairing import PairingError, groups, main, rewrite
+from unimodal_free.data.writing.shard_writer import ShardSink
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

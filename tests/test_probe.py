@@ -12,8 +12,8 @@ import torch
 
 from helpers import ROOT, error_line, tiny_cfg, tiny_model
 from unimodal_free.batch import collate_elements
-from unimodal_free.data.elements import text_elements
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.reading.elements import text_elements
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.eval.classification import label_metrics
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.features import parse_features

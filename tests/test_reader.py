@@ -14,8 +14,8 @@ import webdataset as wds
 from PIL import Image
 
 from helpers import TOK, audio, good_sample, make_cfg, png, png_header_only, row_keys
-from unimodal_free.data.loader import make_eval_loader, make_train_loader
-from unimodal_free.data.sources import expand_shards, resolve_sources
+from unimodal_free.data.loading.loader import make_eval_loader, make_train_loader
+from unimodal_free.data.loading.sources import expand_shards, resolve_sources
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -269,7 +269,7 @@ def test_unreadable_resampled_source_stops_with_a_clear_error():
 
 
 def test_skip_counter_counts_everything_but_rate_limits_warnings(caplog):
-    from unimodal_free.data.handlers import SkipCounter
+    from unimodal_free.data.reading.handlers import SkipCounter
 
     counter = SkipCounter("t", first_lines=3, interval_s=3600)
     with caplog.at_level("WARNING", logger="unimodal_free.data"):

@@ -198,7 +198,7 @@ def zero_teacher_block(tag_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_same_size_corruption_is_detected_and_auto_falls_back(run_dir, tmp_path, capsys):
-    from unimodal_free.train.checkpoint import resolve_resume
+    from unimodal_free.store.checkpoints import resolve_resume
     from unimodal_free.store.weights import load_weights
 
     run = copy_run(run_dir, tmp_path / "run")

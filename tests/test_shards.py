@@ -13,10 +13,10 @@ import soundfile as sf
 import webdataset as wds
 from PIL import Image
 
-from unimodal_free.data import shards
-from unimodal_free.data.raw_samples import MAX_KEY_LEN, MAX_TEXT_BYTES, KeyMaker
-from unimodal_free.data.shard_writer import parse_size
-from unimodal_free.data.media import BadMedia, decode_image_rgb, open_image, read_audio
+from unimodal_free.data.reading.media import BadMedia, decode_image_rgb, open_image, read_audio
+from unimodal_free.data.writing import shards
+from unimodal_free.data.writing.raw_samples import MAX_KEY_LEN, MAX_TEXT_BYTES, KeyMaker
+from unimodal_free.data.writing.shard_writer import parse_size
 
 
 # ----------------------------------------------------------------- media makers

@@ -1,4 +1,4 @@
-"""``python -m unimodal_free.data.split``: your shards -> train + held-out by pair id, stratified by combination."""
+"""``python -m unimodal_free.data.rewriting.split``: your shards -> train + held-out by pair id, stratified by combination."""
 
 import collections
 import json
@@ -8,8 +8,8 @@ import webdataset as wds
 from PIL import Image
 
 from helpers import audio
-from unimodal_free.data import shards
-from unimodal_free.data.split import main
+from unimodal_free.data.rewriting.split import main
+from unimodal_free.data.writing import shards
 
 
 def _corpus(tmp_path: Path) -> Path:

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from unimodal_free.data import shards
-from unimodal_free.data.sources import tokenizer_spec
-from unimodal_free.data.tokenizer import (
+from unimodal_free.data.loading.sources import tokenizer_spec
+from unimodal_free.data.writing import shards
+from unimodal_free.data.reading.tokenizer import (
     BytesTokenizer,
     TokenizerMismatchError,
     check_tokenizer_compatible,

@@ -58,9 +58,12 @@ def _collectives_check(rank: int) -> None:
     none, _ = tdist.gather_with_local_grad(torch.zeros(0, 2))
     assert none.shape == (0, 2)
 
-    sums = {"loss": 2.0 * (rank + 1), f"loss/{'image' if rank == 0 else 'text'}": 1.0 + rank}
-    counts = {"loss": 2.0, f"loss/{'image' if rank == 0 else 'text'}": 1.0}
-    means = tdist.mean_metrics(sums, counts)
+    # The interval metrics' reduction (train/metrics.py): sums and counts summed over ranks, a key a rank lacks
+    # counting as zero, then one mean per key.
+    image_or_text = "image" if rank == 0 else "text"
+    summed = tdist.sum_tensors({"sum:loss": 2.0 * (rank + 1), f"sum:loss/{image_or_text}": 1.0 + rank,
+                                "count:loss": 2.0, f"count:loss/{image_or_text}": 1.0})
+    means = tdist.means_of({k: float(v) for k, v in summed.items()})
     assert means == {"loss": 1.5, "loss/image": 1.0, "loss/text": 2.0}, means
     assert tdist.any_flags([rank == 1, False]) == [True, False]
 
@@ -72,7 +75,7 @@ def _collectives_check(rank: int) -> None:
     quiet = IntervalReport(scalars={}, stds={}, target_rows={})
     assert agreed_checks(quiet, ObjectiveConfig(), 10**6, checkpoint_due=rank == 1) == (None, True)
     assert agreed_checks(quiet, ObjectiveConfig(), 10**6, checkpoint_due=False) == (None, False)
-    assert tdist.sum_vector([1.0, rank]) == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
+    assert tdist.sum_tensors({"v": [1.0, rank]})["v"].tolist() == [2.0, 1.0] and tdist.max_scalar(float(rank)) == 1.0
 
 
 def _worker(rank: int, world: int, port: int) -> None:
@@ -190,7 +193,7 @@ def _data2vec_gradient_worker(rank: int, world: int, port: int, stage: int, spac
                                        msg=f"ZeRO-{stage} {space}: gradient of {name}")
 
         assert not reduced["embed.pad_speech"].eq(0).all()  # rank 0 holds no speech row, rank 1 does
-        mean_loss = tdist.mean_metrics({"loss": float(out.loss)}, {"loss": 1.0})["loss"]
+        mean_loss = float(tdist.sum_tensors({"loss": float(out.loss)})["loss"]) / tdist.world_size()
         assert mean_loss == pytest.approx(float(ref.loss), rel=1e-5)
     finally:
         engine = None  # dropped before the groups, as the trainer does (see dist.shutdown)
@@ -224,7 +227,8 @@ def test_single_process_fallbacks():
     x = torch.ones(3, 2)
     out, offset = tdist.gather_with_local_grad(x)
     assert out is x and offset == 0
-    assert tdist.mean_metrics({"a": 3.0}, {"a": 2.0}) == {"a": 1.5}
+    summed = tdist.sum_tensors({"sum:a": 3.0, "count:a": 2.0, "sum:b": 1.0, "count:b": 0.0})
+    assert tdist.means_of({k: float(v) for k, v in summed.items()}) == {"a": 1.5}  # b: observed by nobody
     assert tdist.any_flags([True, False]) == [True, False] and tdist.rank() == 0 and tdist.world_size() == 1
 
 
@@ -264,9 +268,7 @@ def test_every_collective_helper_uses_the_comm_device(monkeypatch):
     x = torch.ones(3, 2, requires_grad=True)  # the model's tensors: on the CPU here
     calls = {
         "any_flags": lambda: tdist.any_flags([True]),
-        "sum_vector": lambda: tdist.sum_vector([1.0, 2.0]),
         "max_scalar": lambda: tdist.max_scalar(1.0),
-        "mean_metrics": lambda: tdist.mean_metrics({"loss": torch.tensor(2.0)}, {"loss": 1.0}),
         "sum_tensors": lambda: tdist.sum_tensors({"moments": torch.ones(5), "rows": 3.0}),
         "gather_with_local_grad": lambda: tdist.gather_with_local_grad(x),
         "all_reduce_sum": lambda: tdist.all_reduce_sum(x),

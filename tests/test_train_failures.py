@@ -36,10 +36,10 @@ from train_callbacks import with_callbacks
 @pytest.mark.parametrize("stage", [0, 2])  # 0: the optimizer's own check; 2: DeepSpeed's overflow check
 def test_nonfinite_steps_are_skipped_on_all_ranks_and_stop_the_run(stage, tmp_path_factory):
     from unimodal_free.batch import modality_specs
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.model import build_model
-    from unimodal_free.train.checkpoint import CheckpointManager
     from unimodal_free.store.weights import load_weights
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base = tmp_path_factory.getbasetemp() / "train_runs"
     base.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from helpers import (
 def specs_of(weights):
     """Modality specs of a loaded run (vocabulary from its recorded tokenizer)."""
     from unimodal_free.batch import modality_specs
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
 
     return modality_specs(weights.cfg.data, load_tokenizer(weights.tokenizer_ref["path"]).vocab_size)
 
@@ -66,8 +66,8 @@ def ranks_missing_speech(base: Path) -> list[int]:
     """Per step of the launch runs on the unbalanced corpus: ranks whose micro batch has no speech row
     while the other rank's has (read with the trainer's own loader, rank by rank)."""
     from unimodal_free.config import load_config
-    from unimodal_free.data.loader import make_train_loader
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.loading.loader import make_train_loader
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
 
     data = tiny_data(base)
     sets = [s for s in train_cmd(data, base / "unused", 0, f"data.train={unbalanced_data(base)}", launcher=False)
@@ -156,7 +156,7 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
     from unimodal_free.store.checkpoints import is_complete
     from unimodal_free.store.export import EXPORT_NAME
     from unimodal_free.store.weights import load_weights
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     run_dir = stage_run(0, base)
@@ -211,7 +211,7 @@ def test_run_dir_layout_tensorboard_tags_and_export(base):
         assert torch.equal(exported.teacher[k], from_run.teacher[k]), k
     # The exported weights load into a freshly built model of the recorded config.
     from unimodal_free.batch import modality_specs
-    from unimodal_free.data.tokenizer import load_tokenizer
+    from unimodal_free.data.reading.tokenizer import load_tokenizer
     from unimodal_free.model import build_model
 
     tok = load_tokenizer(exported.tokenizer_ref["path"])
@@ -357,7 +357,7 @@ def test_bad_config_through_the_script_exits_2(tmp_path):
 def test_sigterm_to_one_rank_saves_and_all_exit_0(base):
     """SIGTERM to rank 1 only: both ranks stop at the same step after a complete checkpoint; exit 0."""
     from unimodal_free.store.checkpoints import is_complete, step_of
-    from unimodal_free.train.checkpoint import CheckpointManager
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
 
     base.mkdir(parents=True, exist_ok=True)
     warm_up_deepspeed()

@@ -9,7 +9,7 @@ Every input kind has one route to the model, and the file route runs through
 it: an image file is decoded to a PIL image and goes the PIL route, an audio
 file is decoded to (waveform, its sample rate) and goes the waveform route,
 an image tensor becomes the PIL image of its pixels. Those routes are the
-shard decoder's own functions (``data/elements.py``), so a file embeds here
+shard decoder's own functions (``data/reading/elements.py``), so a file embeds here
 exactly as the same sample does inside the retrieval eval.
 :meth:`Embedder.preprocess` returns the rows the model sees.
 """
@@ -28,8 +28,8 @@ from PIL import Image
 
 from unimodal_free.batch import Elements, collate_elements
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
-from unimodal_free.data import media
-from unimodal_free.data.elements import (
+from unimodal_free.data.reading import media
+from unimodal_free.data.reading.elements import (
     DecodeError,
     decode_captions,
     image_elements,

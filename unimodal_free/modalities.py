@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-# Log-mel analysis of speech (data/elements.py computes it, config validation checks
+# Log-mel analysis of speech (data/reading/elements.py computes it, config validation checks
 # data.n_mels and data.max_speech_seconds against it): a 25 ms Hann window in a 32 ms FFT
 # (512 at 16 kHz), 10 ms hop, no centre padding.
 WINDOW_SECONDS, HOP_SECONDS, N_FFT_SECONDS = 0.025, 0.010, 0.032

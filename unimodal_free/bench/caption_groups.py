@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 from unimodal_free.config import DataConfig
-from unimodal_free.data.elements import members, read_meta
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.samples import read_shard
-from unimodal_free.data.shard_writer import ShardSink
-from unimodal_free.data.sources import expand_shards
+from unimodal_free.data.reading.elements import members, read_meta
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import read_shard
+from unimodal_free.data.writing.shard_writer import ShardSink
+from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.modalities import MODALITY, member_modality
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 

@@ -12,10 +12,10 @@ import collections
 import time
 
 from unimodal_free.config import Config, DataConfig, Source, TrainConfig
-from unimodal_free.data.demo import ensure_demo_data
-from unimodal_free.data.loader import make_train_loader
-from unimodal_free.data.sources import DataSources, resolve_sources
-from unimodal_free.data.tokenizer import Tokenizer, load_tokenizer
+from unimodal_free.data.demo.build import ensure_demo_data
+from unimodal_free.data.loading.loader import make_train_loader
+from unimodal_free.data.loading.sources import DataSources, resolve_sources
+from unimodal_free.data.reading.tokenizer import Tokenizer, load_tokenizer
 
 
 def resolve_data(data_cfg: DataConfig) -> tuple[DataSources, Tokenizer]:

@@ -34,11 +34,12 @@ from unimodal_free.config.sections import (
     OptimConfig,
     Source,
     TrainConfig,
+    alignment_on,
 )
 from unimodal_free.config.validation import as_data, check_budget, fixed_on_resume, validate
 
 __all__ = [
-    "CONFIG_DIR", "as_data", "check_budget", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "ImageAugmentConfig",
+    "CONFIG_DIR", "alignment_on", "as_data", "check_budget", "Config", "ConfigError", "DataConfig", "DeepSpeedConfig", "EvalConfig", "ImageAugmentConfig",
     "LogConfig",
     "MaskingConfig", "ModelConfig", "ObjectiveConfig", "OptimConfig", "Source", "TrainConfig", "config_from_dict",
     "config_json", "config_to_dict", "fixed_on_resume", "load_config", "option", "parse_override", "save_config", "validate",

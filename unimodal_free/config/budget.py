@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+from unimodal_free.config.sections import alignment_on
 from unimodal_free.modalities import HOP_SECONDS, N_FFT_SECONDS, TABLE
 
 MAX_PARAMETERS = 10**10  # 10 B: 40 GB of fp32 weights; a 1 B-parameter model passes with room to spare
@@ -63,7 +64,7 @@ def parameter_count(cfg, vocab_size: int = 0) -> int:
     else:  # readout (queries from the widest coordinates, a modality embedding each) and head
         query = max(mod.coord_dims for mod in TABLE) * fourier
         total += _linear(query, D) + len(TABLE) * D + cross + 2 * D + _linear(D, D)
-    if o.align_weight > 0:
+    if alignment_on(o):
         total += _linear(D, o.align_dim, bias=False) + 1  # projection and logit scale
     if o.cross_weight > 0:  # one D -> D head per ordered pair of modalities
         total += len(TABLE) * (len(TABLE) - 1) * _linear(D, D)

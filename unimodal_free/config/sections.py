@@ -296,6 +296,14 @@ class ObjectiveConfig:
                                          "unless every sample has the same target.")
 
 
+def alignment_on(objective_cfg: ObjectiveConfig) -> bool:
+    """Whether the InfoNCE alignment (its loss and its projection head) is part of the model.
+
+    The one test every place uses (the model's head, its size, FLOPs, the embedding width, the
+    exported folder's "projected"), so they cannot disagree."""
+    return objective_cfg.align_weight > 0
+
+
 @dataclass
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay."""

@@ -35,9 +35,9 @@ from typing import Optional
 import torch
 from safetensors import SafetensorError, safe_open
 
-from unimodal_free.config import Source
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.sources import expand_shards
+from unimodal_free.config import Source, alignment_on
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.eval.label_report import format_heldout_labels
 from unimodal_free.eval.report import clip_benchmark_result, format_table, results_json, write_json
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         "step": step,
         "model": cfg.eval.model,
         "pooling": cfg.eval.pooling,
-        "projected": cfg.objective.align_weight > 0,
+        "projected": alignment_on(cfg.objective),
         "tokenizer": tokenizer.reference,
         "data": list(args.data),
         "samples": len(emb.pair_names),

@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 
 from unimodal_free.batch import Batch, collate_elements
-from unimodal_free.data.elements import text_elements
+from unimodal_free.data.reading.elements import text_elements
 from unimodal_free.eval.thumbnails import element_thumbnail
 from unimodal_free.modalities import MODALITY
 

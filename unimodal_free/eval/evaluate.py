@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 
 from unimodal_free.config import DataConfig, EvalConfig
-from unimodal_free.data.loader import EvalLoader
+from unimodal_free.data.loading.loader import EvalLoader
 from unimodal_free.eval.embed import EmbeddingSet, embed_batches, embed_captions
 from unimodal_free.eval.heldout_labels import heldout_label_metrics
 from unimodal_free.eval.report import flat_metrics
@@ -67,7 +67,7 @@ def evaluate(
 ) -> EvalOutput:
     """Embed the first ``max_samples`` samples of ``loader`` (all when None) and score retrieval.
 
-    ``loader`` is :func:`unimodal_free.data.loader.make_eval_loader`'s; ``eval_cfg`` says the pooling and
+    ``loader`` is :func:`unimodal_free.data.loading.loader.make_eval_loader`'s; ``eval_cfg`` says the pooling and
     ``min_queries``, ``data_cfg`` how to draw thumbnails. ``model`` is a full (not ZeRO-3-partitioned)
     student or teacher module, or a wrapper with ``.module``; its train/eval mode is restored afterwards.
     With ``writer`` (a SummaryWriter) the similarity figures and the projector

@@ -29,8 +29,8 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import Source
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.sources import expand_shards
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import expand_shards
 from unimodal_free.embedder import Embedder
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.eval.embed import EmbeddingSet, embed_batches

@@ -3,7 +3,7 @@
     python -m unimodal_free.eval.query --checkpoint runs/joint \\
         --text "a dog on a green field" --file dog.jpg said.wav [--json sims.json]
 
-Every input goes through the shard decoder's functions (``data/elements.py``)
+Every input goes through the shard decoder's functions (``data/reading/elements.py``)
 and the same pooled embedding as the retrieval eval (``pooled_embedding``), so
 a file scores here exactly as it would inside ``python -m unimodal_free.eval``.
 Files are told apart by suffix: .jpg/.jpeg/.png/.webp image, .flac/.wav/.ogg
@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from unimodal_free.config import alignment_on
 from unimodal_free.embedder import Embedder, Item, modality_of, read_caption_file
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.eval.report import write_json
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     z = embedder.embed(items)  # (n, D)
     sims = z @ z.T  # (n, n) cosine: rows are L2-normalised
     modalities = [modality_of(item) for item in items]
-    projected = embedder.cfg.objective.align_weight > 0
+    projected = alignment_on(embedder.cfg.objective)
     print(f"checkpoint {args.checkpoint} (step {embedder.step}, {embedder.which}, mean pooling"
           f"{', projected' if projected else ''}); cosine similarity")
     print(format_matrix([short_label(item) for item in items], modalities, sims))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
-from unimodal_free.data.demo_scenes import COLOURS, POSITIONS, SHAPES, SIZES, TEMPLATES
+from unimodal_free.data.demo.scenes import COLOURS, POSITIONS, SHAPES, SIZES, TEMPLATES
 from unimodal_free.eval.classification import label_metrics, most_frequent
 from unimodal_free.eval.embed import EmbeddingSet
 from unimodal_free.eval.probe import as_array, label_rows

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from unimodal_free.batch import Batch, split_rows
-from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.data.loading.loader import make_eval_loader
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.eval.cka import linear_cka
 from unimodal_free.eval.embed import embed_batches

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from unimodal_free.config import load_config
-from unimodal_free.data.pairing import STAMP, rewrite
-from unimodal_free.data.sources import resolve_sources
+from unimodal_free.data.rewriting.pairing import STAMP, rewrite
+from unimodal_free.data.loading.sources import resolve_sources
 from unimodal_free.experiments.runner import ExperimentError
 
 

@@ -3,7 +3,7 @@ speech with image, only each of them with text?
 
 Arms (same steps, same rows per step): ``joint``, the base config on its train sources (the demo: 2000
 image+speech+text triples); ``drop-image+speech``, the same sources rewritten by
-``python -m unimodal_free.data.pairing SRC DST --drop image+speech`` (each triple -> an image+text and
+``python -m unimodal_free.data.rewriting.pairing SRC DST --drop image+speech`` (each triple -> an image+text and
 a speech+text sample, so every image and recording is kept and the caption is seen twice). Both are
 evaluated in all six directions on the held-out triples (the demo's 256 by default).
 """

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from unimodal_free.batch import Elements, Row, Rows, collate_elements, modality_specs
 from unimodal_free.config import load_config
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.sources import resolve_sources
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import resolve_sources
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.experiments.results import markdown, pct, seconds
 from unimodal_free.experiments.runner import ExperimentError
 from unimodal_free.model import build_model

@@ -3,7 +3,7 @@ that keep their pairing; the rest are split into single-modality samples (no pai
 term), and the data2vec loss trains on every row in all arms.
 
 Share 100% is ``joint`` (the base config on its train sources); the others are the same sources
-rewritten by ``python -m unimodal_free.data.pairing SRC DST --paired F`` (seeded by train.seed). A
+rewritten by ``python -m unimodal_free.data.rewriting.pairing SRC DST --paired F`` (seeded by train.seed). A
 split triple is three single rows, so every arm trains on the same rows per step and the same
 images, recordings and captions; only which rows are tied together differs.
 """
@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from unimodal_free.config import load_config
-from unimodal_free.data.loader import make_train_loader
-from unimodal_free.data.sources import resolve_sources
-from unimodal_free.data.tokenizer import load_tokenizer
+from unimodal_free.data.loading.loader import make_train_loader
+from unimodal_free.data.loading.sources import resolve_sources
+from unimodal_free.data.reading.tokenizer import load_tokenizer
 from unimodal_free.experiments.corpora import paired_corpus
 from unimodal_free.experiments.results import DIRECTIONS, arrow, markdown, mean_metric, metric, pct, seconds
 from unimodal_free.experiments.runner import Arm, ArmResult, train_and_evaluate

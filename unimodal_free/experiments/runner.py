@@ -27,8 +27,8 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from unimodal_free.config import DataConfig, Source
-from unimodal_free.data.loader import make_eval_loader
-from unimodal_free.data.sources import resolve_sources
+from unimodal_free.data.loading.loader import make_eval_loader
+from unimodal_free.data.loading.sources import resolve_sources
 from unimodal_free.eval.evaluate import evaluate
 from unimodal_free.store.rebuild import load_model, resolve_tokenizer
 from unimodal_free.store.weights import load_weights

@@ -18,6 +18,7 @@ and linear CKA between the modalities' pooled final latents (see ``depth``).
 
 from __future__ import annotations
 
+from unimodal_free.config import alignment_on
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.experiments.blockwise import PAIRS, blockwise
 from unimodal_free.experiments.measures import TAIL_POINTS, fmt, latent_stack_share, recall, tail_mean
@@ -56,10 +57,10 @@ def table(rows) -> str:
             + ["R@10 mean"] + [f"CKA {a}-{b}" for a, b in PAIRS])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, cfg, total, stack, run_dir, results, cka in rows:
-        cells = [arm.title(), cfg.model.latent_stacks, "yes" if cfg.objective.align_weight > 0 else "no",
+        cells = [arm.title(), cfg.model.latent_stacks, "yes" if alignment_on(cfg.objective) else "no",
                  f"{total / 1e6:.2f}", f"{stack / 1e6:.2f}", seconds(train_seconds(run_dir))]
         cells += [fmt(tail_mean(run_dir, f"train/loss/{m}")) for m in MODALITIES]
-        cells.append(fmt(tail_mean(run_dir, "train/align_loss")) if cfg.objective.align_weight > 0 else "-")
+        cells.append(fmt(tail_mean(run_dir, "train/align_loss")) if alignment_on(cfg.objective) else "-")
         cells += [f"{100 * recall(results, d):.1f}" for d in DIRECTIONS]
         cells.append(f"{100 * sum(recall(results, d, 10) for d in DIRECTIONS) / len(DIRECTIONS):.1f}")
         cells += [fmt(cka.get(f"{a}-{b}", float("nan")), 2) for a, b in PAIRS]

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from unimodal_free.batch import ModalitySpec, Rows
+from unimodal_free.config import alignment_on
 from unimodal_free.modalities import MODALITIES
 from unimodal_free.model.embedding import ElementEmbedding
 from unimodal_free.model.encoder import PerceiverEncoder
@@ -58,7 +59,7 @@ class JointModel(nn.Module):
             self.head = nn.Linear(m.d_model, m.d_model)
         else:
             raise ValueError(f"objective.target_space: {obj.target_space!r} is not one of ['latents', 'elements']")
-        if obj.align_weight > 0:
+        if alignment_on(obj):
             self.align = AlignmentProjection(m.d_model, obj.align_dim, obj.init_temperature, self.modalities)
         if obj.cross_weight > 0:
             self.cross_predictor = CrossPredictor(m.d_model, self.modalities)

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unimodal_free.batch import Batch, split_rows
+from unimodal_free.config import alignment_on
 from unimodal_free.model.joint import unwrap
 
 
@@ -41,4 +42,4 @@ def pooled_embedding(model: nn.Module, batch: Batch, project: bool = True, block
 
 def embedding_dim(model_cfg, objective_cfg) -> int:
     """Width of :func:`pooled_embedding` with ``project=True``: the alignment projection's when the model has one."""
-    return objective_cfg.align_dim if objective_cfg.align_weight > 0 else model_cfg.d_model
+    return objective_cfg.align_dim if alignment_on(objective_cfg) else model_cfg.d_model

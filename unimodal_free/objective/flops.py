@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from unimodal_free.batch import Batch, modality_specs
+from unimodal_free.config import alignment_on
 from unimodal_free.model.embedding import MIN_PADDING
 from unimodal_free.model.summary import HIDDEN_RATIO as SUMMARY_RATIO
 from unimodal_free.objective.masking import mask_spec, num_masked
@@ -70,7 +71,7 @@ def step_flops(model_cfg, objective_cfg, masking_cfg, data_cfg, batch: Batch) ->
         else:
             fwd = fwd + readout(masked) + 2 * masked * D * D
             teacher += float(R * readout(masked).sum())
-        if obj.align_weight > 0 and obj.align_input == "full":
+        if alignment_on(obj) and obj.align_input == "full":
             fwd = fwd + encoder(real) / R  # one unmasked pass per row, spread over its R views
         student += float(3 * R * fwd.sum())
     return {"student": student, "teacher": teacher}

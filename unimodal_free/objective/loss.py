@@ -7,8 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from unimodal_free.objective.collapse import row_moments, std_from_moments
-
 
 def regression_error(pred: torch.Tensor, target: torch.Tensor, objective_cfg) -> torch.Tensor:
     """(..., D) -> (...): data2vec's per-position loss, summed over D and scaled by 1/sqrt(D)."""
@@ -17,20 +15,6 @@ def regression_error(pred: torch.Tensor, target: torch.Tensor, objective_cfg) ->
     else:
         err = F.smooth_l1_loss(pred, target, reduction="none", beta=objective_cfg.smooth_l1_beta)
     return err.sum(-1) / math.sqrt(pred.shape[-1])
-
-
-def across_sample_std(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
-    """Std over rows of each row's target, averaged over features (None with < 2 rows).
-
-    A row's target is its slot array (latents: slots correspond across
-    samples) or its mean over predicted positions (elements: positions differ
-    per sample; NaN when fewer than 2 rows have one). Zero means every sample
-    gets the same target: collapse. One step's value; the trainer's guard
-    pools the same sums over its log interval (see objective/collapse.py).
-    """
-    if x.shape[0] < 2:
-        return None
-    return std_from_moments(row_moments(x, valid)).to(x.dtype)
 
 
 def modality_balanced_loss(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor], modalities: list[str],

@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
-from unimodal_free.data.handlers import SkipCounter
+from unimodal_free.data.reading.handlers import SkipCounter
 from unimodal_free.embedder import Embedder, file_modality
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.modalities import MODALITIES, MODALITY

@@ -20,11 +20,11 @@ import torch
 
 from unimodal_free.batch import Elements
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
-from unimodal_free.data.elements import DecodeError, member_exts, read_meta, sample_captions, sample_rows
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.samples import SKIP, read_shard
-from unimodal_free.data.streams import LocalShard
-from unimodal_free.data.tar_reader import SHARD_EXTS
+from unimodal_free.data.reading.elements import DecodeError, member_exts, read_meta, sample_captions, sample_rows
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import SKIP, read_shard
+from unimodal_free.data.reading.streams import LocalShard
+from unimodal_free.data.reading.tar_reader import SHARD_EXTS
 from unimodal_free.embedder import Embedder, file_modality, read_caption_file
 from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, SUFFIX_MODALITY
 from unimodal_free.store.rebuild import EvalError

@@ -15,7 +15,7 @@ from typing import Optional
 
 import soundfile as sf
 
-from unimodal_free.data.elements import DecodeError, decode_image, read_speech
+from unimodal_free.data.reading.elements import DecodeError, decode_image, read_speech
 from unimodal_free.search.gallery import GalleryItem
 from unimodal_free.search.ranking import Hit
 

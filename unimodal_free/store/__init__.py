@@ -1,7 +1,8 @@
-"""What a run leaves on disk, and reading it back: the read side of checkpoints, exports and model folders.
+"""What a run leaves on disk, one file per artefact: the checkpoint folder, the export file, the model folder.
 
-Below ``train/`` (which writes these files: CheckpointManager, save_export,
-write_model_folder) and below ``eval/``, the embedder and the experiments
-(which read them), so neither side imports the other. Reading never opens a
-pickle except through :mod:`unimodal_free.store.safe_load` (resume only).
+``checkpoints.py`` and ``export.py`` hold their format's writer and its reader; ``model_folder.py``
+the model folder's names and reader (its writer, ``train/model_folder.py``, also writes the model
+card, which formats eval's retrieval table). ``train/`` keeps what needs the engine. Below
+``train/`` and below ``eval/``, the embedder and the experiments, so neither side imports the
+other. Reading never opens a pickle except through :mod:`unimodal_free.store.safe_load` (resume only).
 """

@@ -1,6 +1,7 @@
-"""A checkpoint directory as it lies on disk: its names, its tags, and the manifest that says it is whole.
+"""The checkpoint folder format: names, tags, the manifest that says a checkpoint is whole, and finding one.
 
-Layout under ``run_dir/checkpoints`` (written by :mod:`unimodal_free.train.checkpoint`)::
+Layout under ``run_dir/checkpoints`` (the engine's files are written by
+:mod:`unimodal_free.train.checkpoint_manager`; the rest of the format, both ways, is here)::
 
     latest                      tag of the newest complete checkpoint (atomic pointer)
     step00000200/
@@ -10,21 +11,31 @@ Layout under ``run_dir/checkpoints`` (written by :mod:`unimodal_free.train.check
         trainer_state.json      step, samples seen, config, tokenizer reference
         COMPLETE                written last: every file's size and sha256, HMAC-signed (signing.py)
 
-Here is what a reader needs (eval, query, ``unimodal_free.load``, resume): finding the
-newest complete tag trusts COMPLETE and the sizes (cheap); :func:`verify` also
-checks the sha256 of every file (resume) or of the one file eval reads.
+Write order makes a half-written checkpoint invisible: all ranks write their
+files, barrier, then rank 0 writes COMPLETE (:func:`mark_complete`) and swaps
+``latest`` atomically (:func:`point_latest`: tmp + fsync + os.replace). Finding
+the newest complete tag trusts COMPLETE and the sizes (cheap); resuming
+(:func:`resolve_resume`) also checks every sha256 (:func:`verify`), eval the one
+file it reads; :func:`files_to_unpickle` says which of DeepSpeed's files may be
+unpickled in full.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from unimodal_free.bounded_read import BoundedReadError, open_bounded, read_json_bounded, read_text_bounded
 from unimodal_free.config import as_data
+from unimodal_free.run_dir import RunDir
+from unimodal_free.store import signing
 from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.safe_load import unsafe_globals
 
 LATEST = "latest"
 COMPLETE = "COMPLETE"
@@ -181,3 +192,135 @@ def latest_tag(root: Path) -> Optional[str]:
         return tag
     tags = complete_tags(root)
     return tags[-1] if tags else None
+
+
+def mark_complete(tag_dir: Path, step: int, writer: Optional[RunDir] = None) -> None:
+    """Write COMPLETE listing every file of ``tag_dir`` with size and sha256, signed (call after all ranks wrote).
+
+    ``writer``: the run directory's (default: one rooted at the checkpoints folder)."""
+    files = {
+        str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(tag_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and p.name != COMPLETE
+    }
+    manifest: dict[str, Any] = {"step": step, "files": files}
+    signature = signing.sign(manifest)
+    if signature is None:
+        print(f"warning: cannot write the signing key {signing.key_path()}; {tag_dir} is unsigned",
+              file=sys.stderr, flush=True)
+    else:
+        manifest["signature"] = signature
+    (writer or RunDir(tag_dir.parent)).write_atomic(tag_dir / COMPLETE, json.dumps(manifest, indent=1) + "\n")
+
+
+def point_latest(root: Path, tag: str, writer: Optional[RunDir] = None) -> None:
+    """Swap the ``latest`` pointer atomically (tmp + fsync + os.replace)."""
+    (writer or RunDir(root)).write_atomic(Path(root) / LATEST, tag + "\n")
+
+
+def rank_state_name(rank: int) -> str:
+    return f"rank{rank:05d}_state.pt"
+
+
+def _completed_tags(run_dir: Path) -> list[Path]:
+    """Tag dirs that were once finished (COMPLETE present, or named by ``latest``): ``latest``'s first, then newest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    named = read_pointer(root)
+    dirs = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
+    dirs = [p for p in dirs if (p / COMPLETE).exists() or p.name == named]
+    return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)
+
+
+def announce(message: str) -> None:
+    """Before the process group exists: every rank resolves the same checkpoint, rank 0 says so."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def newest_intact(run_dir: Path, trust: bool = False, say: Callable[[str], None] = announce) -> Optional[Path]:
+    """The newest checkpoint of ``run_dir`` whose every file matches its sha256; None if it never had one.
+
+    A broken newer checkpoint is skipped with a message (``say``); if every finished checkpoint is broken,
+    CheckpointError names the newest one's bad file (never a silent fresh start over it).
+    """
+    broken: list[CheckpointError] = []
+    for tag_dir in _completed_tags(run_dir):
+        try:
+            verify(tag_dir)
+        except CheckpointError as exc:
+            broken.append(exc)
+            continue
+        if broken:
+            say(f"falling back to {tag_dir}, the newest intact checkpoint; broken: {'; '.join(map(str, broken))}")
+        files_to_unpickle(tag_dir, trust)  # refuse now, in one line, before any process group
+        return tag_dir
+    if broken:
+        raise CheckpointError(f"{broken[0]} (no intact checkpoint in {Path(run_dir) / 'checkpoints'})")
+    return None
+
+
+def resolve_resume(spec: str, run_dir: Path, trust: bool = False,
+                   say: Callable[[str], None] = announce) -> Optional[Path]:
+    """``train.resume`` -> a verified checkpoint dir, or None for a fresh start.
+
+    ``""``: fresh (refused if the run dir already has checkpoints, so a run is
+    never silently overwritten); ``"auto"``: the run dir's newest intact
+    checkpoint, or fresh if it never finished one; a path: a run dir (its newest
+    intact checkpoint), its ``checkpoints`` dir, or one checkpoint tag dir.
+    Every file's sha256 is checked and unsigned files needing more than the
+    weights-only loader are refused (see :func:`files_to_unpickle`).
+    Raises CheckpointError with a one-line message.
+    """
+    run_dir = Path(run_dir)
+    if spec == "":
+        existing = _completed_tags(run_dir)
+        if existing:
+            raise CheckpointError(
+                f"{run_dir}: already holds checkpoint {existing[0].name}; set train.resume=auto to continue "
+                f"or choose another train.output_dir"
+            )
+        return None
+    if spec == "auto":
+        return newest_intact(run_dir, trust, say)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"train.resume: {path} does not exist")
+    if step_of(path.name) is not None:
+        if not is_complete(path):
+            raise CheckpointError(f"train.resume: {path} is an incomplete checkpoint (no valid {COMPLETE})")
+        verify(path)
+        files_to_unpickle(path, trust)
+        return path
+    run = path.parent if path.name == "checkpoints" else path
+    tag_dir = newest_intact(run, trust, say)
+    if tag_dir is None:
+        raise CheckpointError(f"train.resume: {path} holds no complete checkpoint")
+    return tag_dir
+
+
+def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
+    """The pickle files of ``tag_dir`` that need globals beyond the weights-only allow-list.
+
+    Allowed only when the checkpoint's COMPLETE is signed with this user's key (this user's trainer wrote
+    it) or ``trust`` (--trust-checkpoint); otherwise CheckpointError names the file and the global.
+    Scanning reads pickle opcodes only: nothing runs.
+    """
+    tag_dir = Path(tag_dir)
+    needs = {p: unsafe_globals(p) for p in sorted(tag_dir.rglob("*.pt"))}
+    needs = {p: names for p, names in needs.items() if names}
+    if not needs:
+        return []
+    manifest = read_manifest(tag_dir) or {"files": {}}
+    path, names = next(iter(needs.items()))
+    if not (trust or signing.is_signed_by_me(manifest)):
+        raise CheckpointError(
+            f"{path}: loading it would call {', '.join(names[:3])} (outside the weights-only allow-list) and "
+            f"{tag_dir / COMPLETE} is not signed with your key {signing.key_path()}; pass --trust-checkpoint "
+            f"only if you trust where this checkpoint comes from"
+        )
+    unlisted = [p for p in needs if str(p.relative_to(tag_dir)) not in manifest["files"]]
+    if unlisted:
+        raise CheckpointError(f"{unlisted[0]}: not listed in {tag_dir / COMPLETE}; refusing to unpickle it")
+    return list(needs)

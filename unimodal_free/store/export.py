@@ -3,8 +3,9 @@
 It holds ``student.<name>`` and ``teacher.<name>`` fp32 tensors plus metadata
 ``{"format": FORMAT, "config": json, "tokenizer": json, "step": int}`` (a model
 folder's holds the teacher only, and its tokenizer path is relative to the
-file: ``tokenizer.model`` beside it). Reading it needs no pickle. The writer is
-:func:`unimodal_free.train.export.save_export`.
+file: ``tokenizer.model`` beside it). Reading it needs no pickle. Its writer
+(:func:`save_export`) and reader (:func:`read_export`) are both here; gathering a ZeRO-3 partitioned
+model's weights for it needs the engine (``train/zero_gather.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,6 +22,7 @@ from safetensors.torch import load_file
 
 from unimodal_free.bounded_read import open_bounded
 from unimodal_free.config import Config, ConfigError, config_from_dict
+from unimodal_free.run_dir import RunDir
 
 EXPORT_NAME = "model.safetensors"
 FORMAT = "unimodal_free/1"
@@ -68,3 +70,45 @@ def read_export(path: Path) -> LoadedWeights:
     if tokenizer_ref.get("path") and not os.path.isabs(tokenizer_ref["path"]):
         tokenizer_ref["path"] = str(path.parent / tokenizer_ref["path"])  # a model folder's: beside the weights
     return LoadedWeights(cfg, tokenizer_ref, student, teacher, step, str(path))
+
+
+def plain_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp32 (floats), CPU, contiguous, unshared copies: what safetensors requires."""
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float()
+        out[k] = v.contiguous().clone()
+    return out
+
+
+def save_export(
+    path: str | Path,
+    student: dict[str, torch.Tensor],
+    teacher: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    tokenizer_ref: dict,
+    step: int,
+    root: Optional[str | Path] = None,
+) -> Path:
+    """Write the consolidated file atomically and durably, never through a link (``RunDir``).
+
+    ``config``: the run's whole config as a dict (``config_to_dict``), stored as the file's metadata.
+    ``root``: the run directory ``path`` lies in (its folders are checked too); default ``path``'s folder.
+    The file is created by this process (mode 0o666 less the umask, as every other file of the run)
+    and safetensors fills it.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"student.{k}": v for k, v in plain_tensors(student).items()}
+    tensors.update({f"teacher.{k}": v for k, v in plain_tensors(teacher).items()})
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(config, sort_keys=True),
+        "tokenizer": json.dumps(tokenizer_ref, sort_keys=True),
+        "step": str(step),
+    }
+    files = RunDir(path.parent if root is None else root)
+    return files.save_atomic_by_name(path, lambda name: save_file(tensors, name, metadata=metadata))

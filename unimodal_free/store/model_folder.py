@@ -1,4 +1,4 @@
-"""Reading a model folder (the folder a run leaves for its users; :mod:`unimodal_free.train.model_folder` writes it).
+"""The model folder's file names and its reader (:mod:`unimodal_free.train.model_folder` writes it, with its card).
 
     model/
         config.json        resolved config + what rebuilding needs (modality specs, vocabulary, preprocessing)

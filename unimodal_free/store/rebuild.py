@@ -13,8 +13,8 @@ import torch
 
 from unimodal_free.batch import modality_specs
 from unimodal_free.config import ConfigError, check_budget
-from unimodal_free.data.sources import tokenizer_spec
-from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
+from unimodal_free.data.loading.sources import tokenizer_spec
+from unimodal_free.data.reading.tokenizer import check_tokenizer_compatible, load_tokenizer
 from unimodal_free.model import build_model
 
 

@@ -10,8 +10,8 @@ dataclass ``fragment_address`` (found with
 trainer wrote under ZeRO 0, 2 and 3, fp32 and bf16). Allow-listing them runs
 no code beyond setting their fields. :class:`WeightsOnlyCheckpointEngine`
 replaces the engine's loader for the duration of ``load_checkpoint``;
-:func:`files_to_unpickle` decides which files may be unpickled in full (signed
-by this user, or trusted). DeepSpeed (heavy) is imported only inside the
+:func:`unimodal_free.store.checkpoints.files_to_unpickle` decides which files may be
+unpickled in full (signed by this user, or trusted). DeepSpeed (heavy) is imported only inside the
 functions that name its classes.
 """
 
@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-
-from unimodal_free.store import signing
-from unimodal_free.store.checkpoints import COMPLETE, CheckpointError, read_manifest
 
 
 def _allowed_enums() -> tuple:
@@ -115,29 +112,3 @@ def weights_only_engine(engine, unpickle: Iterable[str | Path] = ()) -> Iterator
         yield
     finally:
         engine.checkpoint_engine = original
-
-
-def files_to_unpickle(tag_dir: Path, trust: bool) -> list[Path]:
-    """The pickle files of ``tag_dir`` that need globals beyond the weights-only allow-list.
-
-    Allowed only when the checkpoint's COMPLETE is signed with this user's key (this user's trainer wrote
-    it) or ``trust`` (--trust-checkpoint); otherwise CheckpointError names the file and the global.
-    Scanning reads pickle opcodes only: nothing runs.
-    """
-    tag_dir = Path(tag_dir)
-    needs = {p: unsafe_globals(p) for p in sorted(tag_dir.rglob("*.pt"))}
-    needs = {p: names for p, names in needs.items() if names}
-    if not needs:
-        return []
-    manifest = read_manifest(tag_dir) or {"files": {}}
-    path, names = next(iter(needs.items()))
-    if not (trust or signing.is_signed_by_me(manifest)):
-        raise CheckpointError(
-            f"{path}: loading it would call {', '.join(names[:3])} (outside the weights-only allow-list) and "
-            f"{tag_dir / COMPLETE} is not signed with your key {signing.key_path()}; pass --trust-checkpoint "
-            f"only if you trust where this checkpoint comes from"
-        )
-    unlisted = [p for p in needs if str(p.relative_to(tag_dir)) not in manifest["files"]]
-    if unlisted:
-        raise CheckpointError(f"{unlisted[0]}: not listed in {tag_dir / COMPLETE}; refusing to unpickle it")
-    return list(needs)

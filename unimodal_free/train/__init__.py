@@ -17,7 +17,7 @@ def main(argv: Optional[list[str]] = None, callbacks: Sequence["TrainerCallback"
     from unimodal_free.train.cli import build_parser
 
     build_parser().parse_args(argv)  # a bad flag: one line and exit 2 before torch and DeepSpeed load
-    from unimodal_free.train.trainer import main as _main
+    from unimodal_free.train.cli import main as _main
 
     return _main(argv, callbacks)
 

@@ -1,7 +1,7 @@
 """The trainer's side of checkpoints and exports: restore or start, save at a step, export at the end.
 
-The files and their write order are :mod:`unimodal_free.train.checkpoint`'s;
-this module decides what goes into them from the running trainer (engine,
+The files and their write order are :mod:`unimodal_free.store.checkpoints`' (the format) and
+:mod:`unimodal_free.train.checkpoint_manager`'s (the engine's state); this module decides what goes into them from the running trainer (engine,
 EMA teacher, counters, per-rank RNG and data position).
 """
 
@@ -12,21 +12,21 @@ from typing import Optional
 
 import torch
 
-from unimodal_free.config import Config, config_json, config_to_dict
+from unimodal_free.config import Config, as_data, config_json, config_to_dict
 from unimodal_free.run_dir import RunDir
 from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist
 from unimodal_free.store.checkpoints import CheckpointError
-from unimodal_free.store.export import EXPORT_NAME
+from unimodal_free.store.export import EXPORT_NAME, save_export
 from unimodal_free.store.model_folder import CONFIG_NAME, MODEL_DIR
-from unimodal_free.train.checkpoint import CheckpointManager
-from unimodal_free.train.cli import RunSetup, config_changes
+from unimodal_free.train.checkpoint_manager import CheckpointManager
 from unimodal_free.train.ds_compat import load_into, model_shapes
-from unimodal_free.train.export import gathered_state_dict, save_export
+from unimodal_free.train.zero_gather import gathered_state_dict
 from unimodal_free.train.metrics import IntervalStats
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 from unimodal_free.train.reshard import resharded_start_batch
 from unimodal_free.train.rng import capture_rng, rank_seeds, restore_rng, seed_everything
+from unimodal_free.train.run_setup import RunSetup
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.tblog import RunLogger
 
@@ -125,3 +125,18 @@ def training_summary(state: TrainerState, last_log: dict[str, float], last_eval:
         final_loss=last_log.get("train/loss"), world_size=world, train_time_s=state.train_time_s,
         eval_step=eval_step, eval_results=results,
     )
+
+
+def config_changes(old: dict, new: Config) -> list[str]:
+    """Dotted keys whose value differs between a checkpoint's config and this run's.
+
+    Values are written as JSON with every non-ASCII and control character escaped: the old ones come from a
+    checkpoint's file, which may be anyone's, and end up in log.txt and on the terminal."""
+    out = []
+    new_d = config_to_dict(new)
+    for section, values in new_d.items():
+        for key, value in values.items():
+            before = (old.get(section) or {}).get(key, value)
+            if before != value and f"{section}.{key}" != "train.resume":
+                out.append(f"{section}.{key}: {as_data(before)} -> {as_data(value)}")
+    return out

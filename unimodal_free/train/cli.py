@@ -1,4 +1,4 @@
-"""Command line -> validated run setup, all before any process group starts.
+"""Command line -> validated run setup -> the run (:func:`main`); the setup before any process group starts.
 
 Every user error found here (config, data sources, tokenizer, resume target)
 ends the process with exit code 2 and exactly one line on stderr, on every
@@ -11,25 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from unimodal_free.config import (Config, ConfigError, Source, as_data, check_budget, config_to_dict,
-                                  fixed_on_resume, load_config)
-from unimodal_free.run_dir import preflight
+from unimodal_free.config import Config, ConfigError, check_budget, config_to_dict, fixed_on_resume, load_config
+from unimodal_free.run_dir import RunDirError, preflight
 from unimodal_free.train import ds_noise
-from unimodal_free.usage import EXIT_USAGE, ArgumentParser
+from unimodal_free.train.run_setup import EXIT_OK, RunSetup, SetupError
+from unimodal_free.usage import ArgumentParser, report_usage_error
 
-EXIT_OK = 0
-# EXIT_USAGE (2): bad flag, config, data, tokenizer or resume target (unimodal_free/usage.py).
-EXIT_COLLAPSE = 3  # the collapse guard stopped the run
-EXIT_NONFINITE = 4  # too many non-finite steps in a row (a checkpoint was saved first)
-EXIT_SAVE_FAILED = 5  # a checkpoint could not be written (full disk); its partial folder was removed
-
-
-class SetupError(Exception):
-    """A one-line user error detected before training starts."""
+if TYPE_CHECKING:
+    from unimodal_free.train.callbacks import TrainerCallback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,24 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
-class RunSetup:
-    """Everything decided before the process group starts."""
-
-    cfg: Config
-    run_dir: Path
-    world_size: int
-    tokenizer: object
-    train_sources: list[Source]
-    heldout_sources: list[Source]
-    resume_dir: Optional[Path]
-    trust_checkpoint: bool = False
-    notes: list[str] = field(default_factory=list)  # lines already printed here, for log.txt once it opens
-    config_path: Optional[str] = None  # --config
-    resharded: bool = False  # resuming a checkpoint written by another number of ranks (train/reshard.py)
-    universal: bool = False  # ... and ZeRO's partitioned state goes through DeepSpeed's universal checkpoint
-
-
 def load_run_config(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if args.resume is not None:
@@ -96,10 +70,11 @@ def print_config(args: argparse.Namespace) -> int:
 def prepare(args: argparse.Namespace) -> RunSetup:
     """Config, DeepSpeed dict, data sources, tokenizer and resume target; raises one-line errors."""
     # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
-    from unimodal_free.data.demo_scenes import DemoDataError
-    from unimodal_free.data.sources import resolve_sources
-    from unimodal_free.data.tokenizer import check_tokenizer_compatible, load_tokenizer
-    from unimodal_free.train.checkpoint import CheckpointManager, announce, resolve_resume
+    from unimodal_free.data.demo.scenes import DemoDataError
+    from unimodal_free.data.loading.sources import resolve_sources
+    from unimodal_free.data.reading.tokenizer import check_tokenizer_compatible, load_tokenizer
+    from unimodal_free.store.checkpoints import announce, resolve_resume
+    from unimodal_free.train.checkpoint_manager import CheckpointManager
     from unimodal_free.train.ds_config import build_ds_config
     from unimodal_free.train.model_card import demo_heldout_for_own_data
     from unimodal_free.train.reshard import needs_universal
@@ -132,7 +107,7 @@ def prepare(args: argparse.Namespace) -> RunSetup:
     if demo_heldout_for_own_data(cfg):
         say(f"warning: data.heldout is unset: the periodic eval and the model card measure retrieval on the demo's "
             f"held-out split ({sources.heldout[0].path}), not on your data; set data.heldout to your held-out shards "
-            f"(python -m unimodal_free.data.split makes them)")
+            f"(python -m unimodal_free.data.rewriting.split makes them)")
     try:
         tokenizer = load_tokenizer(sources.tokenizer_spec(cfg.data))
     except (ValueError, OSError, RuntimeError) as exc:
@@ -163,16 +138,22 @@ def check_resume_config(stored: dict, cfg: Config, resume_dir: Path) -> None:
         )
 
 
-def config_changes(old: dict, new: Config) -> list[str]:
-    """Dotted keys whose value differs between a checkpoint's config and this run's.
+def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] = ()) -> int:
+    """Entry point of ``launch/train.py``; returns the process exit code. ``callbacks``: see callbacks.py."""
+    args = build_parser().parse_args(argv)
+    # Imported here, not at the top: build_parser (this module) answers a bad flag before torch loads.
+    from unimodal_free.data.reading.tokenizer import TokenizerMismatchError
+    from unimodal_free.store.checkpoints import CheckpointError
+    from unimodal_free.train.dist import PortInUseError
+    from unimodal_free.train.trainer import Trainer
 
-    Values are written as JSON with every non-ASCII and control character escaped: the old ones come from a
-    checkpoint's file, which may be anyone's, and end up in log.txt and on the terminal."""
-    out = []
-    new_d = config_to_dict(new)
-    for section, values in new_d.items():
-        for key, value in values.items():
-            before = (old.get(section) or {}).get(key, value)
-            if before != value and f"{section}.{key}" != "train.resume":
-                out.append(f"{section}.{key}: {as_data(before)} -> {as_data(value)}")
-    return out
+    try:
+        if args.print_config:
+            return print_config(args)
+        setup = prepare(args)
+    except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError, RunDirError) as exc:
+        return report_usage_error(exc)
+    try:
+        return Trainer(setup, callbacks).run()
+    except PortInUseError as exc:  # raised before the process group exists: nothing to close
+        return report_usage_error(exc)

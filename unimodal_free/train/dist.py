@@ -171,25 +171,10 @@ def sum_tensors(values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tens
     return {k: f.reshape(shapes[k]) for k, f in zip(keys, flat.split([p.numel() for p in parts]))}
 
 
-def mean_metrics(sums: dict[str, torch.Tensor | float], counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
-    """Mean of each metric over every observation on every rank (one all-reduce, one host read)."""
-    summed = sum_tensors({**{f"sum:{k}": v for k, v in sums.items()}, **{f"count:{k}": v for k, v in counts.items()}})
-    keys = sorted(summed)
-    return means_of(dict(zip(keys, torch.stack([summed[k].reshape(()) for k in keys]).tolist())) if keys else {})
-
-
 def means_of(host: dict[str, float]) -> dict[str, float]:
     """{"sum:k": s, "count:k": c, ...} -> {k: s / c}; a key nobody observed (count 0) is dropped."""
     return {k[4:]: v / host[f"count:{k[4:]}"] for k, v in host.items()
             if k.startswith("sum:") and host.get(f"count:{k[4:]}", 0) > 0}
-
-
-def sum_vector(values: list[float]) -> list[float]:
-    """Element-wise sum over ranks (one all-reduce); flags summed > 0 mean "any rank"."""
-    t = torch.tensor(values, dtype=torch.float64, device=comm_device())
-    if is_dist():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
 
 
 def max_scalar(value: float) -> float:

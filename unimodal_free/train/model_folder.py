@@ -25,16 +25,15 @@ from typing import Any, Optional
 import torch
 
 from unimodal_free.batch import modality_specs
-from unimodal_free.config import Config, config_to_dict
-from unimodal_free.data.elements import preprocessing
+from unimodal_free.config import Config, alignment_on, config_to_dict
+from unimodal_free.data.reading.elements import preprocessing
 from unimodal_free.model.pooling import embedding_dim
 from unimodal_free.run_dir import RunDir
 from unimodal_free.store.checkpoints import TRAINER_STATE, CheckpointError, read_trainer_state
-from unimodal_free.store.export import EXPORT_NAME, LoadedWeights
+from unimodal_free.store.export import EXPORT_NAME, LoadedWeights, save_export
 from unimodal_free.store.model_folder import BYTES_NAME, CARD_NAME, CONFIG_NAME, MODEL_FORMAT, SPM_NAME
 from unimodal_free.store.rebuild import resolve_tokenizer
 from unimodal_free.store.weights import load_weights
-from unimodal_free.train.export import save_export
 from unimodal_free.train.model_card import model_card
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
@@ -77,7 +76,7 @@ def model_config(cfg: Config, tokenizer, step: int) -> dict[str, Any]:
         "step": step,
         "weights": "teacher",
         "embedding_dim": embedding_dim(cfg.model, cfg.objective),
-        "projected": cfg.objective.align_weight > 0,
+        "projected": alignment_on(cfg.objective),
         "pooling": cfg.eval.pooling,
         "tokenizer": {"kind": tokenizer.reference["kind"], "file": SPM_NAME if spm else BYTES_NAME,
                       "sha256": tokenizer.reference["sha256"], "vocab_size": tokenizer.vocab_size,

@@ -14,15 +14,15 @@ from typing import Optional
 import torch
 
 from unimodal_free.config import DataConfig, EvalConfig, TrainConfig
-from unimodal_free.data.loader import make_eval_loader
+from unimodal_free.data.loading.loader import make_eval_loader
 from unimodal_free.eval import evaluate
 from unimodal_free.model import EMATeacher
 from unimodal_free.train import dist
 from unimodal_free.train.ds_compat import load_into
-from unimodal_free.train.export import gathered_state_dict
 from unimodal_free.train.rng import capture_rng, restore_rng
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.tblog import RunLogger
+from unimodal_free.train.zero_gather import gathered_state_dict
 
 
 class PeriodicEval:

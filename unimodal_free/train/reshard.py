@@ -19,7 +19,7 @@ import io
 import shutil
 from pathlib import Path
 
-from unimodal_free.data.loader import SEGMENT_BATCHES
+from unimodal_free.data.loading.loader import SEGMENT_BATCHES
 
 UNIVERSAL_DIR = "universal"  # under the resuming run's directory: <run_dir>/universal/<tag>
 

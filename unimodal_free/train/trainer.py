@@ -7,7 +7,7 @@ on the device until the log interval (metrics.py); retrieval evals run every
 written by checkpointing.py into checkpoint.py's layout. The decisions to stop
 are made here, in the loop, and nowhere else.
 
-Exit codes (see cli.py): 0 done or stopped by SIGTERM/SIGINT after a
+Exit codes (see run_setup.py): 0 done or stopped by SIGTERM/SIGINT after a
 checkpoint, 2 user error before start, 3 collapse guard, 4 too many
 non-finite steps in a row (after a checkpoint), 5 a checkpoint could not be
 written (its partial folder removed).
@@ -23,31 +23,17 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 import torch
 
 from unimodal_free.batch import Batch, modality_specs
-from unimodal_free.config import ConfigError, ObjectiveConfig, config_to_dict
-from unimodal_free.data.loader import DataSourceError, make_train_loader
-from unimodal_free.data.tokenizer import TokenizerMismatchError
+from unimodal_free.config import ObjectiveConfig, config_to_dict
+from unimodal_free.data.loading.loader import DataSourceError, make_train_loader
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent, check_collapse, step_flops
 from unimodal_free.provenance import provenance
+from unimodal_free.run_dir import RunDirError
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import Callbacks, TrainerCallback
-from unimodal_free.store.checkpoints import CheckpointError
-from unimodal_free.run_dir import RunDirError
-from unimodal_free.train.checkpoint import CheckpointManager, CheckpointSaveError
+from unimodal_free.train.checkpoint_manager import CheckpointManager, CheckpointSaveError
 from unimodal_free.train.checkpoint_timer import CheckpointTimer
 from unimodal_free.train.checkpointing import Checkpointing, restore_or_start, training_summary
-from unimodal_free.train.cli import (
-    EXIT_COLLAPSE,
-    EXIT_NONFINITE,
-    EXIT_OK,
-    EXIT_SAVE_FAILED,
-    EXIT_USAGE,
-    RunSetup,
-    SetupError,
-    build_parser,
-    prepare,
-    print_config,
-)
 from unimodal_free.train.ds_compat import lift_zero_dim_params
 from unimodal_free.train.ds_config import build_ds_config
 from unimodal_free.train.launcher_watch import follow_launcher
@@ -56,13 +42,14 @@ from unimodal_free.train.mfu import measure_matmul_peak
 from unimodal_free.train.optim import build_optimizer
 from unimodal_free.train.periodic_eval import PeriodicEval
 from unimodal_free.train.rng import rank_seeds, seed_everything
+from unimodal_free.train.run_setup import EXIT_COLLAPSE, EXIT_NONFINITE, EXIT_OK, EXIT_SAVE_FAILED, RunSetup
 from unimodal_free.train.schedule import lambda_lr, lr_schedule
 from unimodal_free.train.signals import StopRequest, StopWhileWaiting
 from unimodal_free.train.state import TrainerState
 from unimodal_free.train.step import TrainStep
 from unimodal_free.train.tblog import RunLogger, config_markdown
 from unimodal_free.train.textlog import StepClock, command_line, format_duration, format_fields, now_utc, progress_fields
-from unimodal_free.usage import report_usage_error
+from unimodal_free.usage import EXIT_USAGE
 
 if TYPE_CHECKING:
     from deepspeed import DeepSpeedEngine
@@ -343,18 +330,3 @@ def agreed_checks(report: IntervalReport, objective_cfg: ObjectiveConfig, step: 
     if collapsed and message is None:
         message = f"representation collapse at step {step} detected on another rank"
     return message, due
-
-
-def main(argv: Optional[list[str]] = None, callbacks: Sequence[TrainerCallback] = ()) -> int:
-    """Entry point of ``launch/train.py``; returns the process exit code. ``callbacks``: see callbacks.py."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.print_config:
-            return print_config(args)
-        setup = prepare(args)
-    except (ConfigError, SetupError, CheckpointError, TokenizerMismatchError, RunDirError) as exc:
-        return report_usage_error(exc)
-    try:
-        return Trainer(setup, callbacks).run()
-    except dist.PortInUseError as exc:  # raised before the process group exists: nothing to close
-        return report_usage_error(exc)

@@ -1,18 +1,10 @@
-"""What the small corpus builders share: their error, seeded per-item draws, share checks."""
+"""What the small corpus builders share: their error and share checks (seeded draws: data/rewriting/seeded.py)."""
 
 from __future__ import annotations
-
-import hashlib
 
 
 class CorpusError(ValueError):
     """Unusable input; the message is one line naming the path or option."""
-
-
-def draw(name: str, seed: int, what: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, what, name): the same choices whatever the listing order."""
-    digest = hashlib.sha256(f"{seed}:{what}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def check_shares(**shares: float) -> None:

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Union
 
 from unimodal_free.bounded_read import BoundedReadError, read_json_bounded, read_text_bounded
 from unimodal_free.data.corpora.common import CorpusError, check_shares
-from unimodal_free.data.layouts import confined
-from unimodal_free.data.raw_samples import RawSample, Skip
+from unimodal_free.data.writing.layouts import confined
+from unimodal_free.data.writing.raw_samples import RawSample, Skip
 
 ITEMS = ("image", "speech", "text")  # what the report counts: pictures, recordings, captions
 REPORT = "report.json"
@@ -68,7 +68,7 @@ def inside(root: Path, value: Any, where: str, root_name: str) -> Path:
 def seeded_heldout(keys: Iterable[str], share: float, seed: int) -> set[str]:
     """The keys of a corpus without a published split that go to held-out: the round(share * n) keys of
     lowest seeded hash (``data.split``'s choice, so a smaller share holds a subset of a larger one's)."""
-    from unimodal_free.data.split import heldout_groups  # lazily: data.split imports the shard reader
+    from unimodal_free.data.rewriting.split import heldout_groups  # lazily: data.split imports the shard reader
 
     check_shares(heldout=share)
     return heldout_groups({k: "all" for k in keys}, share, seed)
@@ -129,7 +129,7 @@ def items_of(raw: RawSample) -> dict[str, int]:
 
 
 def check_empty(dst: Path, splits: Iterable[str] = ("train", "heldout")) -> None:
-    from unimodal_free.data.shard_writer import SIZES_FILE  # lazily: it pulls in torch
+    from unimodal_free.data.writing.shard_writer import SIZES_FILE  # lazily: it pulls in torch
 
     for split in splits:
         out = dst / split
@@ -141,7 +141,7 @@ def write_conversion(corpus: str, samples: Iterable[Union[RawSample, Skip, Dropp
                      maxcount: int = 10000) -> ConversionReport:
     """Write each split's samples to ``dst/<split>/`` and ``dst/report.json``; returns the report. Every
     sample is gathered first, so a converter's CorpusError for a hostile entry comes before anything is written."""
-    from unimodal_free.data.shard_writer import write_shards  # lazily: it pulls in torch
+    from unimodal_free.data.writing.shard_writer import write_shards  # lazily: it pulls in torch
 
     if maxcount < 1:
         raise CorpusError(f"--maxcount: must be at least 1, got {maxcount}")

@@ -20,7 +20,7 @@ same arguments give byte-identical files (a recording also depends on the words 
 in one espeak-ng call, so on ``--limit``). Written:
 
     OUT/images/<key>.png, OUT/speech/<key>.flac
-    OUT/train.jsonl, OUT/heldout.jsonl   manifests for ``python -m unimodal_free.data.shards manifest``
+    OUT/train.jsonl, OUT/heldout.jsonl   manifests for ``python -m unimodal_free.data.writing.shards manifest``
     OUT/classes.json                     class names and caption templates for ``eval zeroshot --classes``
 
 Needs scikit-learn (a dependency) and espeak-ng (``apt-get install espeak-ng``).
@@ -38,9 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from unimodal_free.data.corpora.common import CorpusError, check_shares, draw
-from unimodal_free.data.demo_scenes import PITCHES, SPEEDS, VOICES, DemoDataError
-from unimodal_free.data.demo_speech import encode_speech, speech_batches, synth_batch
+from unimodal_free.data.corpora.common import CorpusError, check_shares
+from unimodal_free.data.demo.scenes import PITCHES, SPEEDS, VOICES, DemoDataError
+from unimodal_free.data.demo.speech import encode_speech, speech_batches, synth_batch
+from unimodal_free.data.rewriting.seeded import draw
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -55,7 +56,7 @@ GREY_LEVELS = 16  # load_digits' pixel values run 0..16
 
 @dataclass(frozen=True)
 class Utterance:
-    """One number word to speak (what demo_speech's synthesis reads)."""
+    """One number word to speak (what demo/speech.py's synthesis reads)."""
 
     caption: str
     voice: str

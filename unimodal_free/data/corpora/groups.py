@@ -17,7 +17,7 @@ from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import (
     ConversionReport, Dropped, inside, read_json, read_lines, write_conversion,
 )
-from unimodal_free.data.raw_samples import RawSample
+from unimodal_free.data.writing.raw_samples import RawSample
 
 # Karpathy's split names -> ours: restval is the rest of COCO val2014 that his split trains on.
 KARPATHY = {"train": "train", "restval": "train", "val": "val", "test": "heldout"}

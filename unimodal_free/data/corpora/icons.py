@@ -18,7 +18,7 @@ the result does not depend on file-system order. Written:
 
     OUT/images/<name>.png   copies of the theme's PNGs (the folder is self-contained)
     OUT/speech/<name>.wav   espeak-ng recordings
-    OUT/train.jsonl, OUT/heldout.jsonl   manifests for ``python -m unimodal_free.data.shards manifest``
+    OUT/train.jsonl, OUT/heldout.jsonl   manifests for ``python -m unimodal_free.data.writing.shards manifest``
 
 Debian: ``apt-get install adwaita-icon-theme espeak-ng`` (346 full-colour 48x48
 icons and 285 symbolic-only names in Debian 12's adwaita-icon-theme 43).
@@ -32,7 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unimodal_free.data.corpora.common import CorpusError, check_shares, draw
+from unimodal_free.data.corpora.common import CorpusError, check_shares
+from unimodal_free.data.rewriting.seeded import draw
 from unimodal_free.usage import ArgumentParser, usage_errors
 
 DEFAULT_THEME = "/usr/share/icons/Adwaita"

@@ -25,7 +25,7 @@ from typing import Iterator, Union
 
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import ConversionReport, inside, read_lines, seeded_heldout, write_conversion
-from unimodal_free.data.raw_samples import RawSample, Skip
+from unimodal_free.data.writing.raw_samples import RawSample, Skip
 
 HEADER_PATHS = ("path", "filepath", "file", "local_path")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from unimodal_free.config import DataConfig
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import ITEMS, ConversionReport, check_empty
-from unimodal_free.data.elements import DecodeError, read_meta, sample_modalities
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.media import BadMedia, check_audio, decode_image_rgb, decode_text
-from unimodal_free.data.samples import SKIP, read_shard
-from unimodal_free.data.sources import SHARD_EXTS
+from unimodal_free.data.loading.sources import SHARD_EXTS
+from unimodal_free.data.reading.elements import DecodeError, read_meta, sample_modalities
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.media import BadMedia, check_audio, decode_image_rgb, decode_text
+from unimodal_free.data.reading.samples import SKIP, read_shard
 from unimodal_free.modalities import MODALITY
 
 SNIPPET = "config-snippet.json"
@@ -53,7 +53,7 @@ def read_as_is(src: Path, dst: Path, heldout_shards: int) -> ConversionReport:
     shards = sorted(p for p in src.iterdir() if p.is_file() and p.name.endswith(SHARD_EXTS))
     if heldout_shards < 0 or heldout_shards >= len(shards):
         raise CorpusError(f"--heldout-shards {heldout_shards}: {src} has {len(shards)} shards, so between 0 and "
-                          f"{len(shards) - 1} can be held out (python -m unimodal_free.data.split splits by pair id)")
+                          f"{len(shards) - 1} can be held out (python -m unimodal_free.data.rewriting.split splits by pair id)")
     check_empty(dst)
     sides = {"train": shards[:len(shards) - heldout_shards], "heldout": shards[len(shards) - heldout_shards:]}
     report = ConversionReport("img2dataset")

@@ -21,8 +21,8 @@ from typing import Iterator, Union
 
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import ConversionReport, inside, seeded_heldout, write_conversion
-from unimodal_free.data.layouts import SPEECH_SUFFIXES, _sorted_files, iter_librispeech
-from unimodal_free.data.raw_samples import RawSample, Skip
+from unimodal_free.data.writing.layouts import SPEECH_SUFFIXES, _sorted_files, iter_librispeech
+from unimodal_free.data.writing.raw_samples import RawSample, Skip
 
 SUBSET = re.compile(r"^(train|dev|test)-(clean|other)(-\d+)?$")
 

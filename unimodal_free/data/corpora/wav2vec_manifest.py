@@ -19,7 +19,7 @@ from typing import Iterator, Union
 
 from unimodal_free.data.corpora.common import CorpusError
 from unimodal_free.data.corpora.conversion import ConversionReport, inside, read_lines, write_conversion
-from unimodal_free.data.raw_samples import RawSample, Skip
+from unimodal_free.data.writing.raw_samples import RawSample, Skip
 
 
 def add_arguments(parser) -> None:

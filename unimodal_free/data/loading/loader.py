@@ -1,8 +1,8 @@
 """WebDataset shards -> mixed-modality Batches, for training and for eval: the DataLoader stage.
 
-The stages it runs live beside it: ``sources.py`` (where the shards are, the
-demo default), ``samples.py`` (reading tar shards, shuffling, mixing,
-decoding; bad samples skipped and counted), ``bucketing.py`` (rows -> batches).
+The stages it runs: ``sources.py`` beside it (where the shards are, the
+demo default), ``reading/samples.py`` (reading tar shards, shuffling, mixing,
+decoding; bad samples skipped and counted), ``bucketing.py`` beside it (rows -> batches).
 
 Training stream, per (rank, worker)::
 
@@ -47,9 +47,9 @@ import torch
 
 from unimodal_free.batch import Batch, Row, collate_elements
 from unimodal_free.config import DataConfig, Source, TrainConfig
-from unimodal_free.data.bucketing import POOL_BATCHES, Bucketer, bucketed_batches
-from unimodal_free.data.handlers import DeltaCounter, SkipCounter
-from unimodal_free.data.samples import (
+from unimodal_free.data.loading.bucketing import POOL_BATCHES, Bucketer, bucketed_batches
+from unimodal_free.data.reading.handlers import DeltaCounter, SkipCounter
+from unimodal_free.data.reading.samples import (
     NoDecodableSample,
     decode_units,
     mix_sources,
@@ -57,7 +57,7 @@ from unimodal_free.data.samples import (
     shuffle_samples,
     single_pass_samples,
 )
-from unimodal_free.data.sources import expand_shards, split_shards
+from unimodal_free.data.loading.sources import expand_shards, split_shards
 
 # Batches per reseeded segment of a training stream: resume decodes at most this many batches.
 SEGMENT_BATCHES = 200
@@ -156,7 +156,7 @@ class TrainBatches:
     (the trainer does it in ``finally``): workers ignore SIGTERM (see
     ``_ignore_stop_signals``), so multiprocessing's exit-time terminate + join
     would wait on them forever; here they get the done event, a few seconds,
-    and then SIGKILL (their pipe/curl children die with them, see streams.py).
+    and then SIGKILL (their pipe/curl children die with them, see reading/streams.py).
     """
 
     def __init__(self, dataset: torch.utils.data.IterableDataset, num_workers: int):

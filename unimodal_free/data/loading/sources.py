@@ -19,9 +19,9 @@ from typing import Optional
 import braceexpand
 
 from unimodal_free.config import DataConfig, Source
-from unimodal_free.data.demo import ensure_demo_data
-from unimodal_free.data.streams import LocalShard
-from unimodal_free.data.tar_reader import SHARD_EXTS
+from unimodal_free.data.demo.build import ensure_demo_data
+from unimodal_free.data.reading.streams import LocalShard
+from unimodal_free.data.reading.tar_reader import SHARD_EXTS
 DEMO_TOKENIZER = "tokenizer.model"  # inside the demo folder
 _URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 

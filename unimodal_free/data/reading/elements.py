@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from unimodal_free.batch import Elements, Row
-from unimodal_free.data import media
-from unimodal_free.data.image_augment import AugmentDraw, augment_pixels, draw_augment
-from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
+from unimodal_free.data.reading import media
+from unimodal_free.data.reading.image_augment import AugmentDraw, augment_pixels, draw_augment
+from unimodal_free.data.reading.labels import LABELS_KEY, BadLabel, label_fields
 from unimodal_free.modalities import (
     CAPTION_MODALITY,
     member_index,

@@ -13,8 +13,8 @@ from xml.sax.saxutils import escape as xml_escape
 import numpy as np
 import soundfile as sf
 
-from unimodal_free.data.demo_scenes import DemoDataError, Scene
-from unimodal_free.data.media import resample
+from unimodal_free.data.demo.scenes import DemoDataError, Scene
+from unimodal_free.data.reading.media import resample
 
 SAMPLE_RATE = 16000
 

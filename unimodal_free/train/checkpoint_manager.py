@@ -1,83 +1,39 @@
-"""Checkpoints: DeepSpeed engine state + EMA teacher + trainer state + per-rank RNG.
+"""The engine's side of a checkpoint: DeepSpeed engine state + EMA teacher + trainer state + per-rank RNG.
 
-Layout under ``run_dir/checkpoints``::
-
-    latest                      tag of the newest complete checkpoint (atomic pointer)
-    step00000200/
-        mp_rank_00_model_states.pt, *optim_states.pt   DeepSpeed's own files
-        model.safetensors       student + EMA teacher, fp32, config in the metadata (rank 0): what
-                                eval/query/load() read, and where resume takes the teacher from
-        rank00000_state.pt ...  per-rank RNG + data position (weights_only-loadable)
-        trainer_state.json      step, samples seen, config, tokenizer reference
-        COMPLETE                written last, after every rank finished: every file's size and
-                                sha256, HMAC-signed with this user's key (signing.py)
-
-Write order makes a half-written checkpoint invisible: all ranks write their
-files, barrier, then rank 0 writes COMPLETE and swaps ``latest`` atomically
-(tmp + fsync + os.replace). Finding a tag trusts COMPLETE and the sizes
-(cheap); resuming also checks every sha256 (:func:`verify`), eval the one
-file it reads.
+:class:`CheckpointManager` saves one (every rank writes its DeepSpeed files and its RNG state,
+rank 0 the consolidated weights and trainer_state.json, then marks it complete), loads one back
+into an engine, and prunes old ones. The folder format (names, manifest, ``latest``, finding and
+verifying a checkpoint, which files may be unpickled) is :mod:`unimodal_free.store.checkpoints`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from unimodal_free.run_dir import RunDir
-from unimodal_free.store import signing
-from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, LATEST, TRAINER_STATE, CheckpointError,
-                                             complete_tags, file_sha256, is_complete, latest_tag, read_pointer,
-                                             read_trainer_state, step_of, tag_for, verify)
-from unimodal_free.store.export import read_export
-from unimodal_free.store.safe_load import files_to_unpickle, load_weights_only, weights_only_engine
+from unimodal_free.store.checkpoints import (COMPLETE, CONSOLIDATED, TRAINER_STATE, CheckpointError, complete_tags,
+                                             files_to_unpickle, is_complete, latest_tag, mark_complete, point_latest,
+                                             rank_state_name, read_trainer_state, step_of, tag_for)
+from unimodal_free.store.export import read_export, save_export
+from unimodal_free.store.safe_load import load_weights_only, weights_only_engine
 from unimodal_free.train import dist
 from unimodal_free.train.callbacks import TrainerCallback
-from unimodal_free.train.export import gathered_state_dict, save_export
 from unimodal_free.train.reshard import UNIVERSAL_DIR, to_universal
 from unimodal_free.train.state import TrainerState
+from unimodal_free.train.zero_gather import gathered_state_dict
 
 
 class CheckpointSaveError(CheckpointError):
     """Writing a checkpoint failed (a full disk, an I/O error); its partial folder is removed."""
 
 
-def mark_complete(tag_dir: Path, step: int, writer: Optional[RunDir] = None) -> None:
-    """Write COMPLETE listing every file of ``tag_dir`` with size and sha256, signed (call after all ranks wrote).
-
-    ``writer``: the run directory's (default: one rooted at the checkpoints folder)."""
-    files = {
-        str(p.relative_to(tag_dir)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
-        for p in sorted(tag_dir.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and p.name != COMPLETE
-    }
-    manifest: dict[str, Any] = {"step": step, "files": files}
-    signature = signing.sign(manifest)
-    if signature is None:
-        print(f"warning: cannot write the signing key {signing.key_path()}; {tag_dir} is unsigned",
-              file=sys.stderr, flush=True)
-    else:
-        manifest["signature"] = signature
-    (writer or RunDir(tag_dir.parent)).write_atomic(tag_dir / COMPLETE, json.dumps(manifest, indent=1) + "\n")
-
-
-def point_latest(root: Path, tag: str, writer: Optional[RunDir] = None) -> None:
-    """Swap the ``latest`` pointer atomically (tmp + fsync + os.replace)."""
-    (writer or RunDir(root)).write_atomic(Path(root) / LATEST, tag + "\n")
-
-
 FULL_DISK_BYTES = 64 << 20  # free space under this after a failed save: say the disk is full
-
-
-def rank_state_name(rank: int) -> str:
-    return f"rank{rank:05d}_state.pt"
 
 
 class CheckpointManager:
@@ -221,81 +177,3 @@ class CheckpointManager:
         teacher_sd = read_export(tag_dir / CONSOLIDATED).teacher
         rank_state = None if resharded else load_weights_only(tag_dir / rank_state_name(dist.rank()), map_location="cpu")
         return state, teacher_sd, rank_state
-
-
-def _completed_tags(run_dir: Path) -> list[Path]:
-    """Tag dirs that were once finished (COMPLETE present, or named by ``latest``): ``latest``'s first, then newest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    named = read_pointer(root)
-    dirs = [p for p in root.iterdir() if p.is_dir() and step_of(p.name) is not None]
-    dirs = [p for p in dirs if (p / COMPLETE).exists() or p.name == named]
-    return sorted(dirs, key=lambda p: (p.name == named, step_of(p.name)), reverse=True)
-
-
-def announce(message: str) -> None:
-    """Before the process group exists: every rank resolves the same checkpoint, rank 0 says so."""
-    if os.environ.get("RANK", "0") == "0":
-        print(message, file=sys.stderr, flush=True)
-
-
-def newest_intact(run_dir: Path, trust: bool = False, say: Callable[[str], None] = announce) -> Optional[Path]:
-    """The newest checkpoint of ``run_dir`` whose every file matches its sha256; None if it never had one.
-
-    A broken newer checkpoint is skipped with a message (``say``); if every finished checkpoint is broken,
-    CheckpointError names the newest one's bad file (never a silent fresh start over it).
-    """
-    broken: list[CheckpointError] = []
-    for tag_dir in _completed_tags(run_dir):
-        try:
-            verify(tag_dir)
-        except CheckpointError as exc:
-            broken.append(exc)
-            continue
-        if broken:
-            say(f"falling back to {tag_dir}, the newest intact checkpoint; broken: {'; '.join(map(str, broken))}")
-        files_to_unpickle(tag_dir, trust)  # refuse now, in one line, before any process group
-        return tag_dir
-    if broken:
-        raise CheckpointError(f"{broken[0]} (no intact checkpoint in {Path(run_dir) / 'checkpoints'})")
-    return None
-
-
-def resolve_resume(spec: str, run_dir: Path, trust: bool = False,
-                   say: Callable[[str], None] = announce) -> Optional[Path]:
-    """``train.resume`` -> a verified checkpoint dir, or None for a fresh start.
-
-    ``""``: fresh (refused if the run dir already has checkpoints, so a run is
-    never silently overwritten); ``"auto"``: the run dir's newest intact
-    checkpoint, or fresh if it never finished one; a path: a run dir (its newest
-    intact checkpoint), its ``checkpoints`` dir, or one checkpoint tag dir.
-    Every file's sha256 is checked and unsigned files needing more than the
-    weights-only loader are refused (see :func:`files_to_unpickle`).
-    Raises CheckpointError with a one-line message.
-    """
-    run_dir = Path(run_dir)
-    if spec == "":
-        existing = _completed_tags(run_dir)
-        if existing:
-            raise CheckpointError(
-                f"{run_dir}: already holds checkpoint {existing[0].name}; set train.resume=auto to continue "
-                f"or choose another train.output_dir"
-            )
-        return None
-    if spec == "auto":
-        return newest_intact(run_dir, trust, say)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"train.resume: {path} does not exist")
-    if step_of(path.name) is not None:
-        if not is_complete(path):
-            raise CheckpointError(f"train.resume: {path} is an incomplete checkpoint (no valid {COMPLETE})")
-        verify(path)
-        files_to_unpickle(path, trust)
-        return path
-    run = path.parent if path.name == "checkpoints" else path
-    tag_dir = newest_intact(run, trust, say)
-    if tag_dir is None:
-        raise CheckpointError(f"train.resume: {path} holds no complete checkpoint")
-    return tag_dir

@@ -6,7 +6,7 @@
   librispeech  ``speaker/chapter/*.flac`` + ``speaker-chapter.trans.txt`` -> speech+text, label "speaker"
   coco         captions JSON (``--images DIR``) -> image + all captions
   text         text file, folder or glob; one sample per non-empty line
-  manifest     JSONL, one object per sample (see ``python -m unimodal_free.data.shards --help``)
+  manifest     JSONL, one object per sample (see ``python -m unimodal_free.data.writing.shards --help``)
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from unimodal_free.bounded_read import bounded_lines
-from unimodal_free.data.labels import LABELS_KEY
-from unimodal_free.data.media import BadMedia, decode_text
-from unimodal_free.data.raw_samples import MAX_INPUT_BYTES, MAX_TEXT_BYTES, RawSample, Skip, open_regular, read_file
+from unimodal_free.data.reading.labels import LABELS_KEY
+from unimodal_free.data.reading.media import BadMedia, decode_text
+from unimodal_free.data.writing.raw_samples import MAX_INPUT_BYTES, MAX_TEXT_BYTES, RawSample, Skip, open_regular, read_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SPEECH_SUFFIXES = (".flac", ".wav", ".ogg")

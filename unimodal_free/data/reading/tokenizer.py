@@ -1,6 +1,6 @@
 """Text tokenizers: a sentencepiece model, or plain UTF-8 bytes.
 
-    python -m unimodal_free.data.tokenizer train --input SHARDS_OR_TEXT [...] --vocab-size N --output PREFIX
+    python -m unimodal_free.data.reading.tokenizer train --input SHARDS_OR_TEXT [...] --vocab-size N --output PREFIX
 
 writes ``PREFIX.model`` (and a readable ``PREFIX.vocab``). Inputs are tar shards
 (their ``.txt`` members, one sentence per line, read by the training reader with its
@@ -40,9 +40,9 @@ from typing import Iterable, Iterator, Optional, Union
 import sentencepiece as spm
 
 from unimodal_free.bounded_read import BoundedReadError, bounded_lines, open_bounded, read_bounded
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.media import BadMedia, decode_text
-from unimodal_free.data.tar_reader import SHARD_EXTS
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.media import BadMedia, decode_text
+from unimodal_free.data.reading.tar_reader import SHARD_EXTS
 from unimodal_free.usage import ArgumentParser, parse_size, usage_errors
 
 BYTES_VOCAB = 256
@@ -255,7 +255,7 @@ def _file_sentences(path: Path, counter) -> Iterator[str]:
 def _shard_sentences(path: Path, counter) -> Iterator[str]:
     """The .txt members of a tar shard, read by the training reader (its caps; bad samples skipped and counted)."""
     from unimodal_free.config import DataConfig
-    from unimodal_free.data.samples import SKIP, read_shard
+    from unimodal_free.data.reading.samples import SKIP, read_shard
 
     for sample in read_shard(str(path), counter, DataConfig()):
         where = f"{path}:{sample['__key__']}"
@@ -317,7 +317,7 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int, output: Union[str
 
 @usage_errors(FileNotFoundError, ValueError)  # missing or undecodable input, nothing to train on
 def main(argv: list[str] | None = None) -> int:
-    ap = ArgumentParser(prog="python -m unimodal_free.data.tokenizer")
+    ap = ArgumentParser(prog="python -m unimodal_free.data.reading.tokenizer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a sentencepiece model from text shards or text files")
     tr.add_argument("--input", nargs="+", required=True, help="tar shards, text files, folders or globs")

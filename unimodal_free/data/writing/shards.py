@@ -1,6 +1,6 @@
 """Shard writer: raw corpora -> WebDataset tar shards.
 
-    python -m unimodal_free.data.shards LAYOUT INPUT OUTPUT_DIR [--maxcount N] [--maxsize BYTES]
+    python -m unimodal_free.data.writing.shards LAYOUT INPUT OUTPUT_DIR [--maxcount N] [--maxsize BYTES]
 
 Layouts (what real corpora ship as):
   images       folder tree of images, caption in ``name.txt`` and recording in ``name.flac/.wav/.ogg``
@@ -42,10 +42,10 @@ import tempfile
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
-from unimodal_free.data.labels import BadLabel, label_fields
-from unimodal_free.data.layouts import LAYOUTS, LayoutError, iter_layout
-from unimodal_free.data.raw_samples import MAX_INPUT_BYTES
-from unimodal_free.data.shard_writer import RECORD, SIZES_FILE, parse_size, write_shards
+from unimodal_free.data.reading.labels import BadLabel, label_fields
+from unimodal_free.data.writing.layouts import LAYOUTS, LayoutError, iter_layout
+from unimodal_free.data.writing.raw_samples import MAX_INPUT_BYTES
+from unimodal_free.data.writing.shard_writer import RECORD, SIZES_FILE, parse_size, write_shards
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 
@@ -63,7 +63,7 @@ def _output_problem(out: Path) -> str | None:
 
 @usage_errors(LayoutError)
 def main(argv: list[str] | None = None) -> int:
-    ap = ArgumentParser(prog="python -m unimodal_free.data.shards",
+    ap = ArgumentParser(prog="python -m unimodal_free.data.writing.shards",
                         description="Write WebDataset tar shards from raw image/speech/text corpora.",
                         epilog=__doc__[__doc__.index("Layouts"):], formatter_class=RawDescriptionHelpFormatter)
     ap.add_argument("layout", choices=LAYOUTS)

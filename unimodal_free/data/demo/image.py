@@ -8,7 +8,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from unimodal_free.data.demo_scenes import COLOURS, POSITIONS, SIZES, Scene
+from unimodal_free.data.demo.scenes import COLOURS, POSITIONS, SIZES, Scene
 
 IMAGE_SIZE = 64
 

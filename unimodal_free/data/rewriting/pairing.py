@@ -1,6 +1,6 @@
 """Rewrite paired shards into a partially paired corpus: which pairs alignment sees, and how many.
 
-    python -m unimodal_free.data.pairing SRC DST_DIR [--drop image+speech] [--paired 0.3] [--seed 0]
+    python -m unimodal_free.data.rewriting.pairing SRC DST_DIR [--drop image+speech] [--paired 0.3] [--seed 0]
         [--maxcount N] [--maxsize BYTES]
 
 SRC is any training source (folder, glob, brace pattern, URL) of WebDataset
@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from unimodal_free.config import DataConfig
-from unimodal_free.data.corpora.icons import draw
-from unimodal_free.data.elements import DecodeError, read_meta, sample_modalities
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.raw_samples import KeyMaker
-from unimodal_free.data.samples import SKIP, read_shard
-from unimodal_free.data.shard_writer import SIZES_FILE, ShardSink, WriteReport, parse_size
-from unimodal_free.data.sources import expand_shards
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading.elements import DecodeError, read_meta, sample_modalities
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import SKIP, read_shard
+from unimodal_free.data.rewriting.seeded import draw
+from unimodal_free.data.writing.raw_samples import KeyMaker
+from unimodal_free.data.writing.shard_writer import SIZES_FILE, ShardSink, WriteReport, parse_size
 from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES, member_modality
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -230,7 +230,7 @@ def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0,
 def main(argv: list[str] | None = None) -> int:
     """Usage errors (bad flags, a missing source, a bad share or --drop) exit 2; a failed write exits 1."""
     doc = __doc__.split("\n\n")
-    ap = ArgumentParser(prog="python -m unimodal_free.data.pairing", description=doc[0],
+    ap = ArgumentParser(prog="python -m unimodal_free.data.rewriting.pairing", description=doc[0],
                                  epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="input shards: folder, glob, brace pattern or URL")
     ap.add_argument("output_dir")

@@ -18,7 +18,7 @@ from typing import Iterable, Union
 from tqdm import tqdm
 from webdataset import TarWriter
 
-from unimodal_free.data.raw_samples import (
+from unimodal_free.data.writing.raw_samples import (
     MAX_INPUT_BYTES, KeyMaker, RawSample, Skip, build_sample, member_counts, modalities_of,
 )
 from unimodal_free.usage import parse_size  # noqa: F401  (the shard CLIs take it from here)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Union
 
 from unimodal_free.bounded_read import BoundedReadError, open_bounded, read_bounded
-from unimodal_free.data.labels import LABELS_KEY, BadLabel, label_fields
-from unimodal_free.data.media import (
+from unimodal_free.data.reading.labels import LABELS_KEY, BadLabel, label_fields
+from unimodal_free.data.reading.media import (
     BadMedia,
     audio_to_flac,
     check_audio,
@@ -62,7 +62,7 @@ class RawSample:
     pair: str | None = None
     split: str | None = None
     meta: dict = field(default_factory=dict)
-    label: object = None  # a string or {field: value} (see data/labels.py); stored as json "labels"
+    label: object = None  # a string or {field: value} (see data/reading/labels.py); stored as json "labels"
     where: str = ""  # what a skip names when no single file is at fault (manifest line)
 
 

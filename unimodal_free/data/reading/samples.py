@@ -14,10 +14,10 @@ from typing import Any, Iterable, Iterator, Optional
 
 from unimodal_free.batch import Row
 from unimodal_free.config import DataConfig
-from unimodal_free.data.elements import DecodeError, known_member, sample_rows
-from unimodal_free.data.handlers import SkipCounter, describe
-from unimodal_free.data.streams import open_shard
-from unimodal_free.data.tar_reader import MemberTooLarge, TarMembers, uncompressed
+from unimodal_free.data.reading.elements import DecodeError, known_member, sample_rows
+from unimodal_free.data.reading.handlers import SkipCounter, describe
+from unimodal_free.data.reading.streams import open_shard
+from unimodal_free.data.reading.tar_reader import MemberTooLarge, TarMembers, uncompressed
 
 # A resampled source whose last this-many shards gave no sample is broken, not unlucky.
 MAX_EMPTY_SHARDS = 50

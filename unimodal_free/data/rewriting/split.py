@@ -1,6 +1,6 @@
 """Split your shards into train and held-out, by pair id, stratified by modality combination.
 
-    python -m unimodal_free.data.split SRC DST_DIR [--heldout 0.1] [--seed 0] [--maxcount N] [--maxsize BYTES]
+    python -m unimodal_free.data.rewriting.split SRC DST_DIR [--heldout 0.1] [--seed 0] [--maxcount N] [--maxsize BYTES]
 
 SRC is any training source (folder, glob, brace pattern, URL) of WebDataset
 shards. Samples that share a pair id (``json`` "pair"; a sample without one is
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from unimodal_free.config import DataConfig
-from unimodal_free.data.corpora.common import draw
-from unimodal_free.data.elements import DecodeError, read_meta, sample_modalities
-from unimodal_free.data.handlers import SkipCounter
-from unimodal_free.data.samples import SKIP, read_shard
-from unimodal_free.data.shard_writer import SIZES_FILE, ShardSink, parse_size
-from unimodal_free.data.sources import expand_shards
+from unimodal_free.data.loading.sources import expand_shards
+from unimodal_free.data.reading.elements import DecodeError, read_meta, sample_modalities
+from unimodal_free.data.reading.handlers import SkipCounter
+from unimodal_free.data.reading.samples import SKIP, read_shard
+from unimodal_free.data.rewriting.seeded import draw
+from unimodal_free.data.writing.shard_writer import SIZES_FILE, ShardSink, parse_size
 from unimodal_free.modalities import CAPTION_MODALITY, MODALITIES
 from unimodal_free.usage import ArgumentParser, usage_errors
 
@@ -142,7 +142,7 @@ def summary(stamp: dict, out_dir) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Usage errors exit 2; a failed write exits 1, as does a source with nothing readable."""
     doc = __doc__.split("\n\n")
-    ap = ArgumentParser(prog="python -m unimodal_free.data.split", description=doc[0],
+    ap = ArgumentParser(prog="python -m unimodal_free.data.rewriting.split", description=doc[0],
                         epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="input shards: folder, glob, brace pattern or URL")
     ap.add_argument("output_dir")

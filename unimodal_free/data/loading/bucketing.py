@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from unimodal_free.batch import Batch, Row, collate_elements
-from unimodal_free.data.handlers import DeltaCounter, SkipCounter
+from unimodal_free.data.reading.handlers import DeltaCounter, SkipCounter
 
 # The batching pool holds this many batches' worth of rows to pick bucketed batches from.
 POOL_BATCHES = 4
