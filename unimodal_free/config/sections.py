@@ -93,7 +93,7 @@ class Source:
 @dataclass
 class ImageAugmentConfig:
     """Training pictures only: transforms bounded so that a caption's position, size and colour words stay true
-    (data/image_augment.py). Eval, probes and embedding never augment."""
+    (data/reading/image_augment.py). Eval, probes and embedding never augment."""
 
     enabled: bool = option(False, anything, help="Augment each training picture, after the resize and crop, before "
                                                    "it is cut into patches.")
@@ -337,7 +337,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = option(
         0.0, in_range(0, 10**6),
         help="Also checkpoint when this many minutes of wall clock passed since the last checkpoint (or the "
-             "session's start); 0: off. Checked at each train.log_every step, agreed by every rank through that "
+             "launch's first step: a resumed run counts from its resume); 0: off. Checked at each train.log_every step, agreed by every rank through that "
              "step's existing all-reduce (no extra host sync), so a save comes at most one log interval late.")
     keep_last: int = option(2, count(1, 10**6), help="Checkpoints kept; older ones are deleted.")
     log_every: int = option(10, count(1, MANY), help="Steps between logged (and rank-reduced) metrics.")
