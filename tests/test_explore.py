@@ -75,6 +75,7 @@ def raw_request(srv, head: bytes, body: bytes = b"") -> tuple[int, dict]:
     """Send ``head`` (request line + headers) and ``body`` on a socket; the status and JSON of the answer."""
     with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=30) as s:
         s.sendall(head + body)
+        s.shutdown(socket.SHUT_WR)  # nothing more comes: a body shorter than its Content-Length ends here
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -217,6 +218,9 @@ def test_hostile_uploads_are_one_json_line_and_the_server_goes_on(server):
     assert "over the cap of 20,971,520 bytes" in one_line_error(status, payload, 413)
     status, payload = raw_request(server, f"POST /api/query/image HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Explore: 1\r\n\r\n".encode())
     assert "Content-Length" in one_line_error(status, payload, 411)
+    status, payload = raw_request(server, (f"POST /api/query/image HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                                           "X-Explore: 1\r\nContent-Length: 1000\r\n\r\n").encode(), b"0123456789")
+    assert "the body ended after 10 of 1,000 bytes" in one_line_error(status, payload, 400)
     error = one_line_error(*request(server, "POST", "/api/query/image", b"this is not a picture\n" * 50), 400)
     assert error.startswith("uploaded image: image: "), error
     one_line_error(*request(server, "POST", "/api/query/speech", (Path(__file__)).read_bytes()), 400)

@@ -93,6 +93,8 @@ class Handler(BaseHTTPRequestHandler):
             route()
         except RequestError as exc:
             self._json(exc.status, {"error": exc.message})
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the client went away: nobody to answer
+            self.close_connection = True
         except Exception as exc:  # a bug must not kill the server or show a traceback: one line each side
             message = printable(f"internal error: {type(exc).__name__}: {exc}", 300)
             print(f"explore: {message} ({self.command} {printable(self.path, 100)})", file=sys.stderr, flush=True)
@@ -176,6 +178,11 @@ class ExploreServer(ThreadingHTTPServer):
         if ":" in host and not host.startswith("["):
             self.address_family = socket.AF_INET6
         super().__init__((host.strip("[]"), port), Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """One line, not the base class's traceback, for what fails outside a route (a client gone mid-answer)."""
+        exc = sys.exc_info()[1]
+        print(f"explore: {client_address[0]}: {printable(f'{type(exc).__name__}: {exc}', 200)}", file=sys.stderr, flush=True)
 
     @property
     def url(self) -> str:
