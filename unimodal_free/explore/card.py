@@ -16,7 +16,7 @@ from unimodal_free.store.model_folder import CARD_NAME, is_model_folder, read_fo
 
 CARD_MAX_BYTES = 1 << 20  # a card is a few KB; a larger README.md is not ours, and is refused unread
 MAX_LINES = 40  # per section shown
-MAX_LINE_CHARS = 400
+MAX_LINE_CHARS = 1000  # the card's own lines are a few hundred characters
 MAX_WORDS = 100
 MAX_WORD_CHARS = 40
 
