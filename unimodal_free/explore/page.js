@@ -157,6 +157,10 @@ const recorder = {ctx: null, stream: null, node: null, chunks: [], timer: null};
 
 async function startRecording() {
   showError("");
+  if (!navigator.mediaDevices) {  // browsers offer the microphone only to https:// and localhost pages
+    showError("recording needs the page opened as http://localhost:PORT/ (from another machine: an ssh tunnel)");
+    return;
+  }
   try { recorder.stream = await navigator.mediaDevices.getUserMedia({audio: true}); }
   catch (e) { showError("no microphone: " + e.message); return; }
   recorder.ctx = new AudioContext();
