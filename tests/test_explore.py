@@ -20,6 +20,7 @@ from helpers import NUM_TRIPLES, folder_gallery, triple
 from unimodal_free.embedder import Embedder
 from unimodal_free.explore.__main__ import build, main, parse_args
 from unimodal_free.explore.api import PAGE_SIZE, UPLOAD_MAX_BYTES
+from unimodal_free.explore.card import card_summary
 from unimodal_free.explore.server import ExploreServer
 from unimodal_free.search.ranking import rank
 from unimodal_free.train import model_folder
@@ -175,7 +176,7 @@ def test_an_uploaded_picture_finds_itself_and_a_long_recording_is_cut(server, se
     assert ranking(server, q["query"], "speech")
 
 
-def test_the_card_and_the_gallery_on_the_info(server):
+def test_the_card_and_the_gallery_on_the_info(server, setup):
     status, info = request(server, "GET", "/api/info")
     assert status == 200
     card = info["card"]
@@ -185,6 +186,8 @@ def test_the_card_and_the_gallery_on_the_info(server):
     assert card["retrieval_note"].startswith("No retrieval eval is recorded")
     assert info["gallery"]["counts"] == {"image": 2 * NUM_TRIPLES, "speech": NUM_TRIPLES, "text": NUM_TRIPLES + 1}
     assert info["upload_max_bytes"] == UPLOAD_MAX_BYTES == 20 << 20
+    bare = card_summary(Embedder.load(setup["export"], "cpu"))  # a model.safetensors: no folder, no card
+    assert bare["card"].startswith("no model card") and bare["step"] == 7 and bare["trained_on"] == []
 
 
 HOSTILE_PATHS = ["/../../../../etc/passwd", "/etc/passwd", "//etc/passwd", "/page.js/../../../../etc/passwd",
