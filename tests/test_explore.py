@@ -141,6 +141,12 @@ def test_pages_are_the_brute_force_cosine_of_embed(server, explore_setup):
     assert len(ranking(server, q["query"], "image")) == 2 * NUM_TRIPLES > PAGE_SIZE
 
 
+def test_a_caption_of_unseen_words_carries_the_embedders_warning(server):
+    q = query(server, "/api/query/text", "zebra quartz xylophone".encode())
+    assert len(q["notes"]) == 1 and "never saw in training" in q["notes"][0], q
+    assert query(server, "/api/query/text", b"a red thing")["notes"] == []
+
+
 def test_a_click_queries_by_the_cached_embedding(server, monkeypatch):
     explorer = server.explorer
     calls = []
