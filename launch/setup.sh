@@ -12,9 +12,10 @@
 # Torch (--torch, or TORCH=): cuda (default) installs PyPI's wheel (the CUDA build on
 #   Linux x86_64); cpu installs the CPU-only wheel from https://download.pytorch.org/whl/cpu
 #   (or from the mirror in TORCH_CPU_INDEX).
-# OS packages, optional: espeak-ng (speaks the demo's captions) and adwaita-icon-theme
-#   (the icon corpus), through apt-get when root or passwordless sudo; otherwise, or when
-#   apt-get fails, one note per missing package says what is lost.
+# OS packages, optional: espeak-ng (speaks the demo's captions), adwaita-icon-theme
+#   (the icon corpus), chromium and chromium-driver (the explorer's browser test), through
+#   apt-get when root or passwordless sudo; otherwise, or when apt-get fails, one note per
+#   missing package says what is lost.
 # EXTRAS=bench adds the benchmark extra. --print-plan prints what would be done and exits.
 # Safe to run again.
 set -euo pipefail
@@ -65,9 +66,13 @@ read -r base_python py_version < <("$base_python" -c 'import sys; print(sys.exec
   || die "$base_python is Python $py_version; unimodal_free needs >= 3.10 (set PYTHON=python3.11, say)"
 
 # ---------------------------------------------------------------- which OS packages, and may we use apt-get
-missing=()
-command -v espeak-ng >/dev/null || missing+=(espeak-ng)
-[ -d /usr/share/icons/Adwaita/48x48 ] || missing+=(adwaita-icon-theme)
+missing_packages() {  # the optional OS packages not installed, one a line
+  command -v espeak-ng >/dev/null || echo espeak-ng
+  [ -d /usr/share/icons/Adwaita/48x48 ] || echo adwaita-icon-theme
+  command -v chromium >/dev/null || echo chromium
+  command -v chromedriver >/dev/null || echo chromium-driver
+}
+mapfile -t missing < <(missing_packages)
 sudo=""
 if ! command -v apt-get >/dev/null; then
   apt="no (apt-get not found)"
@@ -94,6 +99,7 @@ lost() {
   case $1 in
     espeak-ng) echo "note: espeak-ng is not installed: the demo data cannot be generated (espeak-ng speaks its captions), so the quick-start training and the tests that use the demo fail; install it with apt-get install espeak-ng, or train on your own shards" >&2 ;;
     adwaita-icon-theme) echo "note: adwaita-icon-theme is not installed: the icon corpus (unimodal_free.data.corpora.icons) and its test need it; install it with apt-get install adwaita-icon-theme" >&2 ;;
+    chromium|chromium-driver) echo "note: $1 is not installed: the explorer's browser test (tests/test_explore.py) needs chromium and chromium-driver and fails without them; install them with apt-get install chromium chromium-driver" >&2 ;;
   esac
 }
 if [ ${#missing[@]} -gt 0 ]; then
@@ -101,10 +107,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
     { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; } \
       || echo "note: apt-get install ${missing[*]} failed (messages above)" >&2
-    still=()
-    command -v espeak-ng >/dev/null || still+=(espeak-ng)
-    [ -d /usr/share/icons/Adwaita/48x48 ] || still+=(adwaita-icon-theme)
-    missing=("${still[@]}")
+    mapfile -t missing < <(missing_packages)
   else
     echo "note: not installing OS packages: apt-get: $apt" >&2
   fi

@@ -111,6 +111,17 @@ def triple(setup, i):
     return raw / row["image"], raw / row["speech"], row["text"], row["key"]
 
 
+def folder_gallery(setup, dest: Path) -> Path:
+    """The raw triples as a folder: imgN.png, sayN.flac/.ogg and sayN.txt (one caption each)."""
+    dest.mkdir(parents=True)
+    for i in range(NUM_TRIPLES):
+        image, speech, caption, _ = triple(setup, i)
+        shutil.copy(image, dest / image.name)
+        shutil.copy(speech, dest / speech.name)
+        (dest / f"{speech.stem}.txt").write_text(caption + "\n")
+    return dest
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: "), err

@@ -20,9 +20,10 @@ FORBIDDEN = {
     "model": {"objective", "data", "store", "train", "eval", "embedder"},  # tensors in, latents out
     "objective": {"data", "store", "train", "eval", "embedder"},
     "store": {"train", "eval", "embedder", "objective"},  # the read side lies below train/ and eval/
-    "eval": {"train", "experiments", "bench", "search"},
+    "eval": {"train", "experiments", "bench", "search", "explore"},
     "embedder": {"train", "eval"},
-    "search": {"train", "experiments", "bench"},  # a CLI over embedder/, data/ and eval/'s flag checks
+    "search": {"train", "experiments", "bench", "explore"},  # a CLI over embedder/, data/ and eval/'s flag checks
+    "explore": {"train", "experiments", "bench"},  # the browser page over search/ (ranking, cache, media)
 }
 
 

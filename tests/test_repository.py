@@ -142,7 +142,8 @@ def test_configs_folder_is_the_packaged_one():
 
 @pytest.mark.slow
 def test_wheel_ships_the_configs_and_model_sizes_runs_from_it(tmp_path):
-    """Build the wheel, install it alone into a folder, run ``model.sizes`` from elsewhere: no checkout needed."""
+    """Build the wheel, install it alone into a folder, run ``model.sizes`` from elsewhere and read the explorer's page:
+    no checkout needed."""
     wheels, target = tmp_path / "wheels", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(wheels)],
                    check=True, capture_output=True, timeout=600)
@@ -151,6 +152,7 @@ def test_wheel_ships_the_configs_and_model_sizes_runs_from_it(tmp_path):
         names = set(z.namelist())
         meta = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     assert {f"unimodal_free/configs/{c}.json" for c in ("joint", "joint-base", "tiny")} <= names
+    assert {f"unimodal_free/explore/{f}" for f in ("page.html", "page.js", "page.css")} <= names  # the explorer's page
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names) and "License-Expression: Apache-2.0" in meta
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=600)
@@ -158,6 +160,10 @@ def test_wheel_ships_the_configs_and_model_sizes_runs_from_it(tmp_path):
     where = subprocess.run([sys.executable, "-c", "import unimodal_free; print(unimodal_free.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(target)), where  # the installed wheel, not this checkout
+    page = subprocess.run([sys.executable, "-c", "from importlib import resources; "
+                           "print(resources.files('unimodal_free.explore').joinpath('page.js').read_text()[:40])"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert page.startswith("// The explorer page."), page  # what the explorer's server reads, from the wheel
     proc = subprocess.run([sys.executable, "-m", "unimodal_free.model.sizes"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import NUM_TRIPLES, error_line, triple
+from helpers import NUM_TRIPLES, error_line, folder_gallery, triple
 from unimodal_free.embedder import Embedder
 from unimodal_free.search.__main__ import main
 from unimodal_free.search.gallery import CACHE_DIR_NAME
@@ -28,17 +28,6 @@ def hits(stdout: str) -> dict[str, list[tuple[float, str]]]:
         elif current is not None and (m := ROW.match(line)):
             current.append((float(m.group(2)), re.split(r"\s{2,}", line.strip())[-1]))
     return out
-
-
-def folder_gallery(setup, dest: Path) -> Path:
-    """The raw triples as a folder: imgN.png, sayN.flac/.ogg and sayN.txt (one caption each)."""
-    dest.mkdir(parents=True)
-    for i in range(NUM_TRIPLES):
-        image, speech, caption, _ = triple(setup, i)
-        shutil.copy(image, dest / image.name)
-        shutil.copy(speech, dest / speech.name)
-        (dest / f"{speech.stem}.txt").write_text(caption + "\n")
-    return dest
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

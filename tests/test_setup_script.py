@@ -1,7 +1,7 @@
 """launch/setup.sh's decisions (which Python environment, OS packages, apt-get, torch wheel), read from
 its --print-plan, and the runs that stop before pip: no apt-get, no ensurepip. The script runs from a
 copy so the checkout's own .venv never changes the answer; the PATH is this machine's /usr/bin without
-apt-get, sudo and espeak-ng, as on a machine where the user has neither root nor sudo."""
+apt-get, sudo, espeak-ng and chromium, as on a machine where the user has neither root nor sudo."""
 
 import os
 import re
@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HIDDEN = {"apt-get", "apt", "sudo", "espeak-ng", "espeak"}
+HIDDEN = {"apt-get", "apt", "sudo", "espeak-ng", "espeak", "chromium", "chromedriver"}
 HAS_ICONS = os.path.isdir("/usr/share/icons/Adwaita/48x48")
+# The optional packages setup.sh finds missing on the PATH below, in its order (the icons are a folder, not hidden).
+MISSING = ["espeak-ng", *([] if HAS_ICONS else ["adwaita-icon-theme"]), "chromium", "chromium-driver"]
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def checkout(tmp_path):
 
 @pytest.fixture(scope="module")
 def bin_without_apt(tmp_path_factory):
-    """/usr/bin (Debian's /bin is the same folder) less apt-get, sudo and espeak-ng."""
+    """/usr/bin (Debian's /bin is the same folder) less apt-get, sudo, espeak-ng and chromium."""
     out = tmp_path_factory.mktemp("bin")
     for name in os.listdir("/usr/bin"):
         if name not in HIDDEN:
@@ -63,7 +65,7 @@ def test_plan_without_an_active_environment_makes_dot_venv_with_python3(checkout
         ["/usr/bin/python3", "-c", "import sys; print(*sys.version_info[:3])"], capture_output=True, text=True,
         check=True).stdout.split())
     assert got["environment"] == f"{checkout}/.venv, ./.venv (new: python -m venv)"
-    assert got["os packages missing"] == "espeak-ng" + ("" if HAS_ICONS else " adwaita-icon-theme")
+    assert got["os packages missing"] == " ".join(MISSING)
     assert got["apt-get"] == "no (apt-get not found)"
     assert got["torch"] == "cuda, PyPI's wheel (the CUDA build on Linux x86_64)"
     assert got["pip install"] == "-e .[dev]"
@@ -125,7 +127,9 @@ def test_without_apt_get_notes_what_is_lost_and_without_ensurepip_names_python3_
     notes = [line for line in lines if line.startswith("note: ")]
     assert notes[0] == "note: not installing OS packages: apt-get: no (apt-get not found)"
     assert notes[1].startswith("note: espeak-ng is not installed: the demo data cannot be generated")
-    assert len(notes) == 2 + (not HAS_ICONS)
+    assert notes[-2].startswith("note: chromium is not installed: the explorer's browser test")
+    assert notes[-1].startswith("note: chromium-driver is not installed: the explorer's browser test")
+    assert len(notes) == 1 + len(MISSING)
     assert lines[-1].startswith("error: ") and lines[-1].endswith(
         "cannot create a virtual environment (no venv/ensurepip module): apt-get install python3-venv, "
         "or activate an environment of your own and run again")

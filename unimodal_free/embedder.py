@@ -276,9 +276,17 @@ class Embedder:
             data = read_bounded(path, self.cfg.data.max_member_bytes, "data.max_member_bytes")
         except BoundedReadError as exc:
             raise EvalError(str(exc)) from None
+        return self._rows(self.decode_media(data, modality, label), label)
+
+    def decode_media(self, data: bytes, modality: str, label: str):
+        """A picture's or recording's bytes -> the PIL image or (waveform (T,), rate) pair ``embed`` takes, through
+        the shard decoder's bounded functions (bombs refused from the header; only ``data.max_speech_seconds``
+        of a recording decoded). DecodeError naming ``label`` when the bytes are not of that kind."""
         if modality == "image":
-            return self._rows(open_image(data, label), label)
-        return self._rows(read_speech(data, label, self.cfg.data.max_speech_seconds), label)
+            return open_image(data, label)
+        if modality == "speech":
+            return read_speech(data, label, self.cfg.data.max_speech_seconds)
+        raise ValueError(f"{label}: decode_media takes image or speech, not {modality!r}")
 
     # ------------------------------------------------------------ embeddings
     @torch.no_grad()

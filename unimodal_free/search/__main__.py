@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
-from unimodal_free.data.reading.handlers import SkipCounter
 from unimodal_free.embedder import Embedder, file_modality
 from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.modalities import MODALITIES, MODALITY
-from unimodal_free.search.cache import CacheInvalid, GalleryCache, cache_dir, model_fingerprint, refresh
-from unimodal_free.search.gallery import Gallery, embed_sources, item_bytes, list_gallery, sample_caption
+from unimodal_free.search.cache import gallery_embeddings
+from unimodal_free.search.gallery import item_bytes, list_gallery, sample_caption
 from unimodal_free.search.html import contact_sheet, query_html
 from unimodal_free.search.ranking import format_hits, printable, rank
 from unimodal_free.store.checkpoints import CheckpointError
@@ -43,10 +41,6 @@ from unimodal_free.store.rebuild import EvalError
 from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 QUERY_FLAGS = ("text", "image", "speech")
-
-
-def warn(message: str) -> None:
-    print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -88,36 +82,6 @@ def query_of(args: argparse.Namespace) -> tuple[str, str, Optional[Path]]:
         raise UsageError(f"--{modality} {value}: a {file_modality(path)} file; --{modality} takes "
                          f"{' '.join('.' + e for e in MODALITY[modality].extensions)}")
     return modality, value, path
-
-
-def gallery_embeddings(gallery: Gallery, embedder: Embedder, batch_size: int):
-    """(Refresh, a status line): the cache's rows where still valid, the rest embedded and the cache rewritten."""
-    counter = SkipCounter("gallery")
-    started = time.perf_counter()
-    folder = cache_dir(gallery)
-    cache, old = None, None
-    if folder is None:
-        warn(f"no writable cache folder beside {gallery.root} or under ~/.cache/unimodal_free/search: embedding without a cache")
-    else:
-        cache = GalleryCache(folder, model_fingerprint(embedder), gallery, embedder.embedding_dim)
-        try:
-            old = cache.load()
-        except CacheInvalid as exc:
-            warn(f"search cache unusable, rebuilding it: {exc}")
-    done = refresh(gallery, old, lambda stale: embed_sources(gallery, stale, embedder, counter, batch_size),
-                   embedder.embedding_dim)
-    if cache is not None and (done.embedded_sources or old is None or old.sources != done.cached.sources):
-        try:
-            cache.write(done.cached, old.build if old is not None else "")
-        except OSError as exc:
-            warn(f"search cache {folder}: not written ({exc})")
-    if counter.count:
-        warn(f"{counter.count} gallery items or samples could not be read and are left out ({counter.reasons_line()})")
-    seconds = time.perf_counter() - started
-    where = f"cache {cache.index}" if cache is not None else "no cache"
-    status = (f"{done.embedded_items} items embedded from {done.embedded_sources} of {len(gallery.sources)} files, "
-              f"{done.reused_items} reused, {seconds:.2f} s; {where}")
-    return done, status, counter
 
 
 def query_media(path: Optional[Path], embedder: Embedder) -> bytes | str | None:

@@ -22,7 +22,9 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +36,10 @@ from safetensors.torch import save as save_safetensors
 
 from unimodal_free.bounded_read import read_json_bounded
 from unimodal_free.config import config_to_dict
+from unimodal_free.data.reading.handlers import SkipCounter
 from unimodal_free.embedder import Embedder
 from unimodal_free.modalities import MODALITIES
-from unimodal_free.search.gallery import CACHE_DIR_NAME, Gallery, GalleryItem, SourceFile
+from unimodal_free.search.gallery import CACHE_DIR_NAME, Gallery, GalleryItem, SourceFile, embed_sources
 
 FORMAT = "unimodal_free-search/1"
 TENSOR = "embeddings"
@@ -241,3 +244,37 @@ def refresh(gallery: Gallery, old: Optional[Cached],
     z = torch.cat(parts) if parts else torch.empty(0, dim)
     new_items = sum(len(fresh[s][0]) for s in stale)
     return Refresh(Cached(sources, ranges, items, z), len(stale), new_items, len(items) - new_items)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def gallery_embeddings(gallery: Gallery, embedder: Embedder, batch_size: int):
+    """(Refresh, a status line): the cache's rows where still valid, the rest embedded and the cache rewritten."""
+    counter = SkipCounter("gallery")
+    started = time.perf_counter()
+    folder = cache_dir(gallery)
+    cache, old = None, None
+    if folder is None:
+        warn(f"no writable cache folder beside {gallery.root} or under ~/.cache/unimodal_free/search: embedding without a cache")
+    else:
+        cache = GalleryCache(folder, model_fingerprint(embedder), gallery, embedder.embedding_dim)
+        try:
+            old = cache.load()
+        except CacheInvalid as exc:
+            warn(f"search cache unusable, rebuilding it: {exc}")
+    done = refresh(gallery, old, lambda stale: embed_sources(gallery, stale, embedder, counter, batch_size),
+                   embedder.embedding_dim)
+    if cache is not None and (done.embedded_sources or old is None or old.sources != done.cached.sources):
+        try:
+            cache.write(done.cached, old.build if old is not None else "")
+        except OSError as exc:
+            warn(f"search cache {folder}: not written ({exc})")
+    if counter.count:
+        warn(f"{counter.count} gallery items or samples could not be read and are left out ({counter.reasons_line()})")
+    seconds = time.perf_counter() - started
+    where = f"cache {cache.index}" if cache is not None else "no cache"
+    status = (f"{done.embedded_items} items embedded from {done.embedded_sources} of {len(gallery.sources)} files, "
+              f"{done.reused_items} reused, {seconds:.2f} s; {where}")
+    return done, status, counter
