@@ -23,9 +23,10 @@ import unimodal_free
 from helpers import run_trainer, tiny_cfg, tiny_data, tiny_model, tmp_path_base, triple
 from unimodal_free.config import config_to_dict
 from unimodal_free.data.reading.tokenizer import load_tokenizer
+from unimodal_free.store.checkpoints import mark_complete, tag_for
 from unimodal_free.store.export import save_export
 from unimodal_free.store.rebuild import EvalError
-from unimodal_free.store.weights import load_weights
+from unimodal_free.store.weights import load_weights, run_model_folder
 from unimodal_free.train.model_folder import TrainingSummary, write_model_folder
 
 
@@ -213,6 +214,26 @@ def test_a_run_directory_loads_through_its_model_folder_once_the_tokenizer_moved
     assert weights.cfg.eval.model == "teacher" and unimodal_free.load(run, model=None).source == str(run / "model")
     with pytest.raises(EvalError, match="which is missing here: pass --tokenizer PATH"):
         unimodal_free.load(run, model="student")
+
+
+def test_a_run_directory_with_a_newer_checkpoint_than_its_model_folder_is_read_from_the_run(setup, tmp_path):
+    """A resumed run still training has complete checkpoints newer than its model folder: the folder would be stale,
+    so the run's own latest weights are read; a checkpoint of the folder's step (or older) leaves the folder in use."""
+    weights = load_weights(setup["export"])
+    tok = private_tokenizer(setup, tmp_path / "tok")
+    run = tmp_path / "run"
+    run.mkdir()
+    write_model_folder(run / "model", weights.teacher, weights.cfg, tok, 7)
+    assert run_model_folder(run) == run / "model"  # no checkpoints: the folder
+    for step, uses_folder in ((5, True), (7, True), (9, False)):
+        tag_dir = run / "checkpoints" / tag_for(step)
+        tag_dir.mkdir(parents=True)
+        (tag_dir / "weights.bin").write_bytes(b"x" * step)
+        mark_complete(tag_dir, step)
+        assert (run_model_folder(run) == run / "model") is uses_folder, step
+    incomplete = run / "checkpoints" / tag_for(11)  # no COMPLETE: a save cut short does not count
+    incomplete.mkdir()
+    assert run_model_folder(run) is None and run_model_folder(run / "model") is None
 
 
 def test_captions_of_words_the_tokenizer_never_saw_warn_once_per_call(setup):
