@@ -18,14 +18,11 @@ import sys
 import time
 from typing import Optional
 
-import torch
 
-from unimodal_free.embedder import Embedder
-from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.explore.api import Explorer
 from unimodal_free.explore.card import card_summary
-from unimodal_free.explore.server import ExploreServer, is_loopback
-from unimodal_free.search.cache import gallery_embeddings
+from unimodal_free.explore.server import ExploreServer
+from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model
 from unimodal_free.search.gallery import list_gallery
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.rebuild import EvalError
@@ -34,14 +31,9 @@ from unimodal_free.usage import ArgumentParser, UsageError, usage_errors
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m unimodal_free.explore", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model folder, run directory, checkpoint directory or model.safetensors")
-    p.add_argument("--gallery", required=True, help="a folder of tar shards, one shard, or a folder of files")
+    add_model_gallery_args(p)
     p.add_argument("--port", type=int, default=8765, help="default 8765; 0: any free port")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    p.add_argument("--which", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
-    p.add_argument("--tokenizer", default=None, help="default: the tokenizer recorded with the model")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: train.micro_batch_size)")
-    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port: must be 0..65535, got {args.port}")
@@ -54,12 +46,9 @@ def build(args: argparse.Namespace) -> tuple[Explorer, str]:
     """(The explorer over the embedded gallery, a start-up line with the time each part took)."""
     started = time.perf_counter()
     gallery = list_gallery(args.gallery)
-    check_checkpoint_arg(args.model, "--model")
-    embedder = Embedder.load(args.model, args.device, model=args.which, tokenizer=args.tokenizer)
+    embedder = load_model(args)
     loaded = time.perf_counter()
-    done, status, counter = gallery_embeddings(gallery, embedder, args.batch_size or embedder.cfg.train.micro_batch_size)
-    if not done.cached.items:
-        raise UsageError(f"--gallery {args.gallery}: no item could be read ({counter.reasons_line()})")
+    done, status = embedded_gallery(gallery, embedder, args)
     explorer = Explorer(embedder, gallery, done.cached, status, card_summary(embedder))
     ready = time.perf_counter()
     counts = ", ".join(f"{m} {n}" for m, n in explorer.info()["gallery"]["counts"].items())

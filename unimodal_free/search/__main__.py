@@ -26,15 +26,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
 from unimodal_free.embedder import Embedder, file_modality
-from unimodal_free.eval.cli import check_checkpoint_arg, device_arg
 from unimodal_free.modalities import MODALITIES, MODALITY
-from unimodal_free.search.cache import gallery_embeddings
 from unimodal_free.search.gallery import item_bytes, list_gallery, sample_caption
 from unimodal_free.search.html import contact_sheet, query_html
+from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model
 from unimodal_free.search.ranking import format_hits, printable, rank
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.rebuild import EvalError
@@ -45,8 +43,7 @@ QUERY_FLAGS = ("text", "image", "speech")
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m unimodal_free.search", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model folder, run directory, checkpoint directory or model.safetensors")
-    p.add_argument("--gallery", required=True, help="a folder of tar shards, one shard, or a folder of files")
+    add_model_gallery_args(p)
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="the query: a caption")
     query.add_argument("--image", help="the query: a picture (.jpg .jpeg .png .webp)")
@@ -55,10 +52,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="rank only these gallery items (repeatable; default: every modality the gallery has)")
     p.add_argument("--top-k", type=int, default=10, help="hits per modality (default 10)")
     p.add_argument("--html", default=None, metavar="OUT", help="write a self-contained contact sheet here")
-    p.add_argument("--which", choices=("teacher", "student"), default=None, help="default: eval.model of the run")
-    p.add_argument("--tokenizer", default=None, help="default: the tokenizer recorded with the model")
-    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: train.micro_batch_size)")
-    p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     for flag in ("top_k", "batch_size"):
         value = getattr(args, flag)
@@ -101,17 +94,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.html and not Path(args.html).expanduser().parent.is_dir():
         raise UsageError(f"--html {args.html}: its folder does not exist")
     gallery = list_gallery(args.gallery)
-    check_checkpoint_arg(args.model, "--model")
-    embedder = Embedder.load(args.model, args.device, model=args.which, tokenizer=args.tokenizer)
+    embedder = load_model(args)
     if modality not in embedder.modalities:
         raise UsageError(f"--{modality}: this model was trained without {modality} (it has {embedder.modalities})")
     query = embedder.embed([path if path is not None else value])[0]  # (D,)
-    done, status, counter = gallery_embeddings(gallery, embedder, args.batch_size or embedder.cfg.train.micro_batch_size)
+    done, status = embedded_gallery(gallery, embedder, args)
     items = done.cached.items
     modalities = [item.modality for item in items]
     present = [m for m in MODALITIES if m in modalities]
-    if not items:
-        raise UsageError(f"--gallery {args.gallery}: no item could be read ({counter.reasons_line()})")
     wanted = args.modality or present
     for m in wanted:
         if m not in present:
