@@ -4,6 +4,7 @@ different keys per rank, and the alignment's all-rank normalisation statistics."
 
 from __future__ import annotations
 
+import ast
 import gc
 import os
 import socket
@@ -308,3 +309,41 @@ def test_collectives_are_issued_only_by_train_dist():
             if pattern.search(line) and not line.lstrip().startswith("#"):
                 offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
     assert not offenders, offenders
+
+
+def _reaches_shutdown_from_a_finally(tree) -> bool:
+    """Whether a ``finally:`` block in ``tree`` calls ``shutdown``, directly or through functions of the module."""
+    def called(nodes) -> set[str]:
+        names = set()
+        for node in (n for top in nodes for n in ast.walk(top)):
+            if isinstance(node, ast.Call):
+                f = node.func
+                names.add(f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", ""))
+        return names
+
+    calls_of = {f.name: called(f.body) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and node.finalbody:
+            seen, todo = set(), called(node.finalbody)
+            while todo:
+                name = todo.pop()
+                if name == "shutdown":
+                    return True
+                if name not in seen:
+                    seen.add(name)
+                    todo |= calls_of.get(name, set())
+    return False
+
+
+def test_every_process_that_joins_the_group_destroys_it_in_a_finally():
+    """A gloo group left to interpreter exit can abort a finished process (exit 250, "terminate called without
+    an active exception"): every module that starts the group tears it down through dist.shutdown."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "unimodal_free"
+    starters = [p for p in root.rglob("*.py") if "init_deepspeed_distributed(" in p.read_text()
+                and p.name != "dist.py"]
+    assert {p.name for p in starters} >= {"trainer.py", "zero_state.py"}
+    missing = [str(p.relative_to(root)) for p in starters
+               if not _reaches_shutdown_from_a_finally(ast.parse(p.read_text()))]
+    assert missing == []

@@ -3,7 +3,8 @@
     deepspeed --num_gpus 2 unimodal_free/bench/zero_state.py --config configs/joint.json --out OUT.json
 
 Each rank builds the student, wraps it in a DeepSpeed engine for each stage in
-turn (the trainer's optimizer, DeepSpeed dict and 0-dim parameter workaround), takes one real optimizer step on a synthetic batch (Adam state is created
+turn (the trainer's optimizer, DeepSpeed dict and 0-dim parameter workaround),
+takes one real optimizer step on a synthetic batch (Adam state is created
 lazily) and counts the bytes of optimizer state it holds: Adam moments plus, for
 ZeRO >= 1, the fp32 master partition. Rank 0 writes the per-rank figures.
 """
@@ -22,7 +23,7 @@ from unimodal_free.bench.synthetic import SYNTHETIC_VOCAB, synthetic_batch
 from unimodal_free.config import load_config
 from unimodal_free.model import EMATeacher
 from unimodal_free.objective import Data2VecStudent
-from unimodal_free.train.dist import init_deepspeed_distributed
+from unimodal_free.train.dist import init_deepspeed_distributed, shutdown
 from unimodal_free.train.ds_compat import lift_zero_dim_params
 from unimodal_free.train.ds_config import build_ds_config
 from unimodal_free.train.optim import build_optimizer
@@ -78,22 +79,28 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     cfg = load_config(args.config, args.overrides)
     init_deepspeed_distributed("gloo" if not torch.cuda.is_available() else None)
+    try:
+        measure_stages(cfg, [int(s) for s in args.stages.split(",")], args.out)
+    finally:
+        shutdown()  # gloo groups left to interpreter exit can abort a finished run (see dist.shutdown)
+    return 0
+
+
+def measure_stages(cfg, stages: list[int], out: str) -> None:
+    """Measure each stage on every rank; rank 0 writes the gathered figures to ``out``."""
     world_size = torch.distributed.get_world_size()
-    rank = torch.distributed.get_rank()
     per_stage = {}
-    for stage in (int(s) for s in args.stages.split(",")):
+    for stage in stages:
         mine = measure_stage(cfg, stage, world_size)
         gathered = [None] * world_size
         torch.distributed.all_gather_object(gathered, mine)
         per_stage[str(stage)] = gathered
-    if rank == 0:
-        result = {"world_size": world_size, "per_stage": per_stage}
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    if torch.distributed.get_rank() == 0:
+        with open(out, "w") as f:
+            json.dump({"world_size": world_size, "per_stage": per_stage}, f, indent=2)
         for stage, ranks in per_stage.items():
             print(f"zero {stage}: optimizer state bytes per rank = {[r['total'] for r in ranks]}", flush=True)
     torch.distributed.barrier()
-    return 0
 
 
 if __name__ == "__main__":
