@@ -15,6 +15,7 @@ from PIL import Image
 
 from helpers import TOK, audio, good_sample, make_cfg, png, png_header_only, row_keys
 from unimodal_free.data.loading.loader import make_eval_loader, make_train_loader
+from unimodal_free.config import config_from_dict
 from unimodal_free.data.loading.sources import expand_shards, resolve_sources
 
 
@@ -129,6 +130,14 @@ def test_source_forms(tmp_path):
     with pytest.raises(ValueError, match="no shards found"):
         expand_shards(str(tmp_path / "empty-*.tar"))
 
+
+
+def test_a_missing_source_fails_before_the_demo_is_generated(tmp_path):
+    """A typo in data.train is reported at once, not after the demo data for the empty held-out side is built."""
+    cfg = config_from_dict({"data": {"train": str(tmp_path / "nowhere"), "demo_dir": str(tmp_path / "demo")}})
+    with pytest.raises(ValueError, match="nowhere does not exist"):
+        resolve_sources(cfg.data)
+    assert not (tmp_path / "demo").exists()
 
 def test_pipe_and_http_sources_read_like_local(tmp_path):
     keys = write_shards(tmp_path, "h", 2, 3)

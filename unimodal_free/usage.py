@@ -39,6 +39,14 @@ def report_usage_error(exc: BaseException) -> int:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (``error: ... (see PROG --help)``) and exit code 2."""
 
+    @classmethod
+    def from_docstring(cls, prog: str, doc: str) -> "ArgumentParser":
+        """A parser whose --help is the module docstring: its first paragraph, then (verbatim) every
+        paragraph after the second (the second is the usage line that argparse writes itself)."""
+        paragraphs = doc.split("\n\n")
+        return cls(prog=prog, description=paragraphs[0], epilog="\n\n".join(paragraphs[2:]),
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
     def error(self, message: str) -> NoReturn:
         print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
         sys.exit(EXIT_USAGE)

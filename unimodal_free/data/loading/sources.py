@@ -99,14 +99,18 @@ def resolve_sources(data_cfg: DataConfig) -> DataSources:
     """Configured train/heldout sources, with the demo data filled in where empty.
 
     Every source is expanded once here so a typo fails now, naming the source,
-    not inside a DataLoader worker.
+    not inside a DataLoader worker, and before the demo data is generated for
+    the sources left empty (a bad path is one line, not a demo build and then one line).
     """
     train, heldout = list(data_cfg.train), list(data_cfg.heldout)
+    for src in train + heldout:
+        expand_shards(src)
     root = None
     if not train or not heldout:
         root = demo_folder(data_cfg.demo_dir)
-        train = train or [Source(path=str(root / "train"), weight=1.0)]
-        heldout = heldout or [Source(path=str(root / "heldout"), weight=1.0)]
-    for src in train + heldout:
-        expand_shards(src)
+        demo_train = [] if train else [Source(path=str(root / "train"), weight=1.0)]
+        demo_heldout = [] if heldout else [Source(path=str(root / "heldout"), weight=1.0)]
+        for src in demo_train + demo_heldout:
+            expand_shards(src)
+        train, heldout = train or demo_train, heldout or demo_heldout
     return DataSources(train, heldout, root)

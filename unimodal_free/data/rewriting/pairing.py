@@ -27,7 +27,6 @@ mix written; it is written last, so its presence means the corpus is complete.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import itertools
 import json
@@ -229,9 +228,7 @@ def rewrite(source: str, out_dir, drop: Iterable[str] = (), paired: float = 1.0,
 @usage_errors(PairingError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     """Usage errors (bad flags, a missing source, a bad share or --drop) exit 2; a failed write exits 1."""
-    doc = __doc__.split("\n\n")
-    ap = ArgumentParser(prog="python -m unimodal_free.data.rewriting.pairing", description=doc[0],
-                                 epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser.from_docstring("python -m unimodal_free.data.rewriting.pairing", __doc__)
     ap.add_argument("source", help="input shards: folder, glob, brace pattern or URL")
     ap.add_argument("output_dir")
     ap.add_argument("--drop", action="append", default=[], metavar="A+B",

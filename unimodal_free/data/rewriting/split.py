@@ -20,7 +20,6 @@ combination, written last). Unreadable samples are skipped and counted.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -141,9 +140,7 @@ def summary(stamp: dict, out_dir) -> str:
 @usage_errors(SplitError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     """Usage errors exit 2; a failed write exits 1, as does a source with nothing readable."""
-    doc = __doc__.split("\n\n")
-    ap = ArgumentParser(prog="python -m unimodal_free.data.rewriting.split", description=doc[0],
-                        epilog="\n\n".join(doc[2:]), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser.from_docstring("python -m unimodal_free.data.rewriting.split", __doc__)
     ap.add_argument("source", help="input shards: folder, glob, brace pattern or URL")
     ap.add_argument("output_dir")
     ap.add_argument("--heldout", type=float, default=0.1, help="share of each combination's pair ids held out (0.1)")
