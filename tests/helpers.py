@@ -122,6 +122,20 @@ def folder_gallery(setup, dest: Path) -> Path:
     return dest
 
 
+def assert_ranked_by(got: list[tuple[object, float]], expected: dict[object, float], what: str = "",
+                     tol: float = 1e-4) -> None:
+    """``got`` ((item, score) best first) ranks every item of ``expected`` by its score there.
+
+    Items whose scores agree within ``tol`` (the same picture twice, embedded in different batches) may come in
+    either order: their embeddings differ in the last bits with the batch they were computed in.
+    """
+    assert sorted(map(str, (i for i, _ in got))) == sorted(map(str, expected)), f"{what}: not the same items"
+    own = [expected[i] for i, _ in got]
+    assert [s for _, s in got] == pytest.approx(own, abs=tol), f"{what}: an item's score is not its own"
+    best_first = sorted(expected.values(), reverse=True)
+    assert own == pytest.approx(best_first, abs=tol), f"{what}: not ranked best first"
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: "), err

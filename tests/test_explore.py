@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import NUM_TRIPLES, folder_gallery, triple
+from helpers import NUM_TRIPLES, assert_ranked_by, folder_gallery, triple
 from unimodal_free.embedder import Embedder
 from unimodal_free.explore.__main__ import build, main, parse_args
 from unimodal_free.explore.api import PAGE_SIZE, UPLOAD_MAX_BYTES
@@ -135,9 +135,7 @@ def test_pages_are_the_brute_force_cosine_of_embed(server, explore_setup):
         ids = [i for i, item in enumerate(explorer.items) if item.modality == m]
         rows = embedder.embed([gallery / explorer.items[i].source if m != "text" else explorer.items[i].caption
                                for i in ids])  # (N_m, D)
-        expected = sorted(zip((rows @ z).tolist(), ids), key=lambda si: -si[0])  # stable: gallery order on ties
-        assert [i for i, _ in got] == [i for _, i in expected], m
-        assert [s for _, s in got] == pytest.approx([s for s, _ in expected], abs=1e-4)
+        assert_ranked_by(got, dict(zip(ids, (rows @ z).tolist())), m)
     assert len(ranking(server, q["query"], "image")) == 2 * NUM_TRIPLES > PAGE_SIZE
 
 

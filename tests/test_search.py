@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import NUM_TRIPLES, error_line, folder_gallery, triple
+from helpers import NUM_TRIPLES, assert_ranked_by, error_line, folder_gallery, triple
 from unimodal_free.embedder import Embedder
 from unimodal_free.search.__main__ import main
 from unimodal_free.search.gallery import CACHE_DIR_NAME
@@ -64,9 +64,7 @@ def test_folder_ranking_is_the_brute_force_cosine_of_embed(setup, tmp_path, caps
     assert set(got) == set(by_modality)
     for m, names in by_modality.items():
         scores = (embedder.embed([gallery / n for n in names]) @ q).tolist()
-        expected = sorted(zip(scores, names), key=lambda sn: -sn[0])
-        assert [f for _, f in got[m]] == [n for _, n in expected], m
-        assert [s for s, _ in got[m]] == pytest.approx([s for s, _ in expected], abs=1e-4)
+        assert_ranked_by([(f, s) for s, f in got[m]], dict(zip(names, scores)), m)
     assert got["image"][0] == (pytest.approx(1.0, abs=1e-4), "img2.png")  # the query's own file ranks first
 
 
