@@ -18,11 +18,10 @@ import sys
 import time
 from typing import Optional
 
-
 from unimodal_free.explore.api import Explorer
 from unimodal_free.explore.card import card_summary
 from unimodal_free.explore.server import ExploreServer
-from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model
+from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model, require_positive
 from unimodal_free.search.gallery import list_gallery
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.rebuild import EvalError
@@ -37,8 +36,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port: must be 0..65535, got {args.port}")
-    if args.batch_size is not None and args.batch_size <= 0:
-        p.error(f"--batch-size: must be > 0, got {args.batch_size}")
+    require_positive(p, args, "batch_size")
     return args
 
 

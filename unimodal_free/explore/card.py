@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
 from unimodal_free.embedder import Embedder
+from unimodal_free.search.ranking import printable
 from unimodal_free.store.model_folder import CARD_NAME, is_model_folder, read_folder_config
 
 CARD_MAX_BYTES = 1 << 20  # a card is a few KB; a larger README.md is not ours, and is refused unread
@@ -35,9 +36,7 @@ def _model_folder(embedder: Embedder) -> Optional[Path]:
 
 def _clean(line: str) -> str:
     """A Markdown line as plain text: emphasis and code marks dropped, control characters shown as '?', cut."""
-    line = line.replace("**", "").replace("`", "")
-    line = "".join(c if c.isprintable() else "?" for c in line)
-    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 3] + "..."
+    return printable(line.replace("**", "").replace("`", ""), MAX_LINE_CHARS)
 
 
 def section(card: str, title: str) -> list[str]:
@@ -61,7 +60,7 @@ def retrieval(card: str) -> tuple[str, str]:
     start = lines.index("```")
     end = lines.index("```", start + 1) if "```" in lines[start + 1:] else len(lines)
     note = " ".join(_clean(x) for x in lines[:start])
-    table = "\n".join("".join(c if c.isprintable() else "?" for c in x)[:MAX_LINE_CHARS] for x in lines[start + 1:end])
+    table = "\n".join(printable(x, MAX_LINE_CHARS) for x in lines[start + 1:end])
     return note, table
 
 

@@ -26,13 +26,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-
 from unimodal_free.bounded_read import BoundedReadError, read_bounded
 from unimodal_free.embedder import Embedder, file_modality
 from unimodal_free.modalities import MODALITIES, MODALITY
 from unimodal_free.search.gallery import item_bytes, list_gallery, sample_caption
 from unimodal_free.search.html import contact_sheet, query_html
-from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model
+from unimodal_free.search.options import add_model_gallery_args, embedded_gallery, load_model, require_positive
 from unimodal_free.search.ranking import format_hits, printable, rank
 from unimodal_free.store.checkpoints import CheckpointError
 from unimodal_free.store.rebuild import EvalError
@@ -53,10 +52,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=10, help="hits per modality (default 10)")
     p.add_argument("--html", default=None, metavar="OUT", help="write a self-contained contact sheet here")
     args = p.parse_args(argv)
-    for flag in ("top_k", "batch_size"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            p.error(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
+    require_positive(p, args, "top_k", "batch_size")
     if args.text is not None and not args.text.split():
         p.error("--text: empty caption")
     return args

@@ -23,6 +23,14 @@ def add_model_gallery_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
 
 
+def require_positive(p: argparse.ArgumentParser, args: argparse.Namespace, *flags: str) -> None:
+    """A usage error (``--flag: must be > 0, got N``) for each of ``flags`` given as 0 or less."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            p.error(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
+
+
 def load_model(args: argparse.Namespace) -> Embedder:
     check_checkpoint_arg(args.model, "--model")
     return Embedder.load(args.model, args.device, model=args.which, tokenizer=args.tokenizer)
